@@ -1,0 +1,6 @@
+export * from './clock.js';
+export * from './backoff.js';
+export * from './logger.js';
+export * from './metrics.js';
+export * from './config.js';
+export * from './http.js';

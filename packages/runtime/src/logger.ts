@@ -1,0 +1,25 @@
+// Structured logs (pino). Components take a Logger; the CLI decides level and destination.
+import { pino } from 'pino';
+import type { Logger as PinoLogger, LevelWithSilent } from 'pino';
+
+export type Logger = PinoLogger;
+export type LogLevel = LevelWithSilent;
+
+export interface LoggerOptions {
+  readonly level?: LogLevel;
+  readonly name?: string;
+  /** File descriptor to write to; 2 (stderr) by default so stdout stays free for program output. */
+  readonly fd?: number;
+}
+
+export function createLogger(options: LoggerOptions = {}): Logger {
+  return pino(
+    { level: options.level ?? 'info', ...(options.name ? { name: options.name } : {}), base: { pid: process.pid } },
+    pino.destination({ fd: options.fd ?? 2, sync: false }),
+  );
+}
+
+/** A logger that discards everything, for tests and embedded use. */
+export function silentLogger(): Logger {
+  return pino({ level: 'silent' });
+}
