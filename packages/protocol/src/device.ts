@@ -64,7 +64,8 @@ function parseJson(text: string): ParsedJson | undefined {
   } catch {
     if (!NON_FINITE_TOKEN.test(text)) return undefined;
     NON_FINITE_TOKEN.lastIndex = 0;
-    const marker = '"\u0000ferry-non-finite\u0000"';
+    // Escaped in the JSON text; JSON.parse turns it into the NUL-delimited sentinel compared below.
+    const marker = '"\\u0000ferry-non-finite\\u0000"';
     try {
       const value: unknown = JSON.parse(text.replace(NON_FINITE_TOKEN, `$1${marker}$3`));
       const nonFinite: string[] = [];
@@ -153,6 +154,18 @@ function decodeTelemetry(text: string, deviceId: string, receivedAt: number, lim
     code: 'FERRY_ERR_VALUE_NOT_FINITE' as const,
     reason: `metric "${path.replace(/^metrics\./, '')}" is not a finite number`,
   }));
+  // JSON.parse turns 1e999 into Infinity; set such values aside per metric before the schema sees them.
+  const metricsHolder = 'metrics' in value ? (value).metrics : value;
+  if (metricsHolder !== null && typeof metricsHolder === 'object' && !Array.isArray(metricsHolder)) {
+    const record = metricsHolder as Record<string, unknown>;
+    for (const [name, v] of Object.entries(record)) {
+      if (typeof v === 'number' && !Number.isFinite(v)) {
+        dropped.push({ code: 'FERRY_ERR_VALUE_NOT_FINITE', reason: `metric "${name}" is ${String(v)}` });
+         
+        delete record[name];
+      }
+    }
+  }
   if ('metrics' in value) {
     const native = deviceTelemetrySchema.safeParse(value);
     if (!native.success) return { ok: false, rejection: zodRejection(native.error, 'telemetry') };
@@ -204,13 +217,7 @@ function finish(draft: Draft, dropped: Rejection[], limits: Limits): DecodeResul
       tsSource = 'device';
     }
   }
-  // Non-finite numbers that JSON.parse let through (1e999) are set aside per value, like bare NaN.
-  const metrics: Record<string, MetricValue> = {};
-  for (const [name, value] of Object.entries(draft.metrics)) {
-    if (typeof value === 'number' && !Number.isFinite(value)) {
-      dropped.push({ code: 'FERRY_ERR_VALUE_NOT_FINITE', reason: `metric "${name}" is ${String(value)}` });
-    } else metrics[name] = value;
-  }
+  const metrics = draft.metrics;
   if (Object.keys(metrics).length === 0 && dropped.length > 0) {
     return { ok: false, rejection: dropped[0] ?? { code: 'FERRY_ERR_VALUE_NOT_FINITE', reason: 'no finite metric' } };
   }
