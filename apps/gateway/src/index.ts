@@ -1,1 +1,8 @@
-export {};
+// @ferry/gateway: the edge process. Devices publish to it over MQTT; it keeps every reading in a
+// SQLite outbox until the ingestor's end-to-end ack, and sends them in batches over the uplink.
+export { gatewayConfigSchema } from './config.js';
+export type { GatewayConfig, GatewayConfigInput } from './config.js';
+export { createGateway } from './gateway.js';
+export type { Gateway, GatewayDeps, GatewayStats } from './gateway.js';
+export { createSqliteOutbox, OUTBOX_FULL } from './outbox.js';
+export type { Outbox, OutboxEntry, OutboxStats, AppendResult, PeekOptions, SqliteOutboxOptions } from './outbox.js';

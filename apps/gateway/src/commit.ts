@@ -1,0 +1,88 @@
+// Stage 3, commit: readings from many device publishes share one SQLite transaction (a group
+// commit), and each publish is acknowledged only once the transaction holding it has committed.
+import { FerryError } from '@ferry/protocol';
+import type { DeviceReading } from '@ferry/protocol';
+import type { AppendResult, Outbox } from './outbox.js';
+
+/** Called once the reading is durable (null) or could not be stored (an error). */
+export type CommitCallback = (err: Error | null) => void;
+
+export interface GroupCommitterOptions {
+  readonly outbox: Outbox;
+  /** How long the first reading of a group waits for others; 0 commits on the next turn of the event loop. */
+  readonly lingerMs: number;
+  /** A group this large commits at once. */
+  readonly maxReadings: number;
+  readonly onCommitted: (result: AppendResult) => void;
+  readonly onError: (err: FerryError, readings: number) => void;
+}
+
+export interface GroupCommitter {
+  add(reading: DeviceReading, done: CommitCallback): void;
+  /** Commits what is pending now. */
+  flush(): void;
+  readonly pending: number;
+  /** Flushes, then refuses further readings with FERRY_ERR_NOT_READY. */
+  close(): void;
+}
+
+export function createGroupCommitter(options: GroupCommitterOptions): GroupCommitter {
+  let readings: DeviceReading[] = [];
+  let callbacks: CommitCallback[] = [];
+  let timer: NodeJS.Timeout | undefined;
+  let immediate: NodeJS.Immediate | undefined;
+  let closed = false;
+
+  function cancelTimer(): void {
+    if (timer) clearTimeout(timer);
+    if (immediate) clearImmediate(immediate);
+    timer = undefined;
+    immediate = undefined;
+  }
+
+  function flush(): void {
+    cancelTimer();
+    if (readings.length === 0) return;
+    const group = readings;
+    const waiting = callbacks;
+    readings = [];
+    callbacks = [];
+    let result: AppendResult;
+    try {
+      result = options.outbox.append(group);
+    } catch (err) {
+      const failure =
+        err instanceof FerryError ? err : new FerryError('FERRY_ERR_STORAGE', `outbox commit failed: ${(err as Error).message}`, {}, { cause: err });
+      options.onError(failure, group.length);
+      // Not stored, so not acknowledged: the devices keep their copies and publish again.
+      for (const done of waiting) done(failure);
+      return;
+    }
+    options.onCommitted(result);
+    for (const done of waiting) done(null);
+  }
+
+  return {
+    add(reading, done) {
+      if (closed) {
+        done(new FerryError('FERRY_ERR_NOT_READY', 'the gateway is closing; publish again later'));
+        return;
+      }
+      readings.push(reading);
+      callbacks.push(done);
+      if (readings.length >= options.maxReadings) flush();
+      else if (!timer && !immediate) {
+        if (options.lingerMs > 0) timer = setTimeout(flush, options.lingerMs);
+        else immediate = setImmediate(flush);
+      }
+    },
+    flush,
+    get pending() {
+      return readings.length;
+    },
+    close() {
+      flush();
+      closed = true;
+    },
+  };
+}

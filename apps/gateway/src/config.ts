@@ -1,0 +1,146 @@
+// The gateway's configuration: one zod schema with defaults; types come from it.
+import { z } from 'zod';
+import { compilePattern, DEFAULT_DEVICE_PATTERNS, gatewayIdSchema, limitsSchema } from '@ferry/protocol';
+
+const port = z.number().int().min(0).max(65_535);
+
+const listenSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    /** 0 picks an ephemeral port (tests). */
+    port: port.default(1883),
+    username: z.string().min(1).optional(),
+    password: z.string().optional(),
+  })
+  .strict()
+  .refine((l) => l.password === undefined || l.username !== undefined, {
+    message: 'a password without a username would leave the listener open: set username too',
+    path: ['username'],
+  });
+
+const mqttUrl = z.string().refine((value) => {
+  try {
+    return ['mqtt:', 'mqtts:', 'tcp:', 'tls:', 'ssl:', 'ws:', 'wss:'].includes(new URL(value).protocol);
+  } catch {
+    return false;
+  }
+}, 'expected an MQTT URL such as mqtt://127.0.0.1:1883 or mqtts://broker.example:8883');
+
+const patternSchema = z
+  .object({
+    pattern: z.string().min(1),
+    kind: z.enum(['telemetry', 'status']),
+  })
+  .strict()
+  .superRefine((value, ctx) => {
+    try {
+      compilePattern(value.pattern, value.kind);
+    } catch (err) {
+      ctx.addIssue({ code: 'custom', path: ['pattern'], message: (err as Error).message });
+    }
+  });
+
+const attachSchema = z
+  .object({
+    url: mqttUrl,
+    username: z.string().min(1).optional(),
+    password: z.string().optional(),
+    /** Fixed so the broker keeps this gateway's session (and queued messages) across restarts. */
+    clientId: z.string().min(1).optional(),
+    qos: z.union([z.literal(0), z.literal(1), z.literal(2)]).default(1),
+    /**
+     * Retained messages replayed on subscribe are a device's last state, possibly hours old, and
+     * carry no time of their own for flat payloads: by default they are not taken as readings.
+     */
+    acceptRetained: z.boolean().default(false),
+  })
+  .strict();
+
+export const gatewayConfigSchema = z
+  .object({
+    gatewayId: gatewayIdSchema,
+    /** Holds outbox.db and deadletters.db; created when missing. */
+    dataDir: z.string().min(1),
+    devices: z
+      .object({
+        listen: z.union([z.literal(false), listenSchema]).prefault({}),
+        patterns: z
+          .array(patternSchema)
+          .min(1)
+          .default([
+            { pattern: DEFAULT_DEVICE_PATTERNS.telemetry, kind: 'telemetry' },
+            { pattern: DEFAULT_DEVICE_PATTERNS.status, kind: 'status' },
+          ]),
+        attach: attachSchema.optional(),
+      })
+      .strict()
+      .prefault({})
+      .refine((d) => d.listen !== false || d.attach !== undefined, {
+        message: 'nothing receives device messages: set devices.listen or devices.attach',
+        path: ['listen'],
+      }),
+    uplink: z
+      .object({
+        url: mqttUrl,
+        username: z.string().min(1).optional(),
+        password: z.string().optional(),
+        /** Default `ferry-gw-<gatewayId>`; fixed so the broker keeps the session and queued acks. */
+        clientId: z.string().min(1).optional(),
+        /** CA certificate for mqtts: PEM text, or the path of a PEM file. */
+        ca: z.string().min(1).optional(),
+        rejectUnauthorized: z.boolean().default(true),
+        /** A batch not acked within this is sent again (the ingestor dedupes by seq). */
+        ackTimeoutMs: z.number().int().positive().default(15_000),
+        keepaliveSec: z.number().int().min(0).max(65_535).default(30),
+        /** Reconnect delay grows from min to max with jitter (see backoffDelay). */
+        reconnectMinMs: z.number().int().positive().default(500),
+        reconnectMaxMs: z.number().int().positive().default(30_000),
+      })
+      .strict(),
+    batch: z
+      .object({
+        maxReadings: z.number().int().positive().default(1000),
+        maxBytes: z.number().int().positive().default(256 * 1024),
+        /** How long a partial batch waits for more readings. */
+        lingerMs: z.number().int().nonnegative().default(20),
+        maxInFlight: z.number().int().positive().default(8),
+        compression: z.enum(['none', 'gzip']).default('none'),
+      })
+      .strict()
+      .prefault({}),
+    outbox: z
+      .object({
+        /** What a power cut can lose at each level: see SqliteOutboxOptions.synchronous in outbox.ts. */
+        synchronous: z.enum(['normal', 'full']).default('normal'),
+        maxRows: z.number().int().positive().default(5_000_000),
+        /** A group commit waits this long for more readings before its transaction. */
+        commitLingerMs: z.number().int().nonnegative().default(5),
+        commitMaxReadings: z.number().int().positive().default(1000),
+      })
+      .strict()
+      .prefault({}),
+    deadLetters: z
+      .object({
+        maxEntries: z.number().int().positive().default(100_000),
+      })
+      .strict()
+      .prefault({}),
+    limits: limitsSchema.prefault({}),
+    http: z
+      .union([
+        z.literal(false),
+        z
+          .object({
+            host: z.string().min(1).default('127.0.0.1'),
+            port: port.default(0),
+          })
+          .strict(),
+      ])
+      .prefault({}),
+    statusIntervalMs: z.number().int().positive().default(10_000),
+    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+  })
+  .strict();
+
+export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;
+export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;

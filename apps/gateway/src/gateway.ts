@@ -1,0 +1,472 @@
+// createGateway: wires the stages in order. receive -> validate -> commit -> batch -> send ->
+// await ack -> delete. Rejected device messages go to the dead-letter store instead of commit.
+import { mkdirSync, readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { FerryError, uplinkTopics } from '@ferry/protocol';
+import type { Rejection } from '@ferry/protocol';
+import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
+import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
+import { createSqliteDeadLetterStore } from '@ferry/deadletter';
+import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
+import { gatewayConfigSchema } from './config.js';
+import type { GatewayConfig, GatewayConfigInput } from './config.js';
+import { attachToBroker, listenForDevices } from './receive.js';
+import type { DeviceAttachment, DeviceListener } from './receive.js';
+import { createDeviceMessageValidator } from './validate.js';
+import { createGroupCommitter } from './commit.js';
+import type { GroupCommitter } from './commit.js';
+import { createSqliteOutbox } from './outbox.js';
+import type { Outbox } from './outbox.js';
+import { createSender } from './send.js';
+import type { Sender } from './send.js';
+import { createAckHandler, InFlightBatches } from './ack.js';
+import { connectUplink } from './uplink.js';
+import type { Uplink } from './uplink.js';
+import { encodeGatewayStatus, gatewayStatus } from './status.js';
+import { createGatewayMetrics } from './metrics.js';
+import type { GatewayMetrics } from './metrics.js';
+
+export interface GatewayDeps {
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  readonly registry?: Registry;
+}
+
+export interface GatewayStats {
+  /** Device messages received (accepted or not). */
+  received: number;
+  /** Readings committed to the outbox. */
+  committed: number;
+  /** Device messages refused and dead-lettered. */
+  rejected: number;
+  outboxDepth: number;
+  outboxBytes: number;
+  /** When the gateway received the oldest reading still in the outbox. */
+  oldestTs: number | null;
+  inFlightBatches: number;
+  /** Readings published in batches, resends included. */
+  sentReadings: number;
+  /** Readings deleted from the outbox after an ack. */
+  ackedReadings: number;
+  /** Readings the outbox discarded, by reason (e.g. outbox_full), since the outbox was created. */
+  dropped: Record<string, number>;
+  uplinkConnected: boolean;
+  /** Entries held in the dead-letter store. */
+  deadLetters: number;
+}
+
+export interface Gateway {
+  /** Outbox open, device listener and http bound; the uplink connects in the background. */
+  ready(): Promise<void>;
+  /** Stops accepting, flushes pending commits, closes the uplink cleanly (offline status), closes the files. */
+  close(): Promise<void>;
+  readonly deviceUrl: string | undefined;
+  readonly httpUrl: string | undefined;
+  stats(): GatewayStats;
+  /** Available once ready(). */
+  readonly deadLetters: DeadLetterStore;
+}
+
+/** Largest raw payload kept in a dead letter, in bytes. */
+export const DEAD_LETTER_PAYLOAD_CAP = 1024 * 1024;
+
+function packageVersion(): string {
+  try {
+    const pkg = JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version?: unknown };
+    return typeof pkg.version === 'string' ? pkg.version : '0.0.0';
+  } catch {
+    return '0.0.0';
+  }
+}
+
+/** Open resources, in the order they were opened, so a failed start or a close undoes them all. */
+interface Running {
+  readonly outbox: Outbox;
+  readonly deadLetters: DeadLetterStore;
+  readonly committer: GroupCommitter;
+  readonly inFlight: InFlightBatches;
+  readonly sender: Sender;
+  listener?: DeviceListener;
+  attachment?: DeviceAttachment;
+  ops?: OpsServer;
+  uplink?: Uplink;
+  statusTimer?: NodeJS.Timeout;
+}
+
+export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps = {}): Gateway {
+  const config: GatewayConfig = parseConfig(gatewayConfigSchema, configInput, 'gateway config');
+  const clock = deps.clock ?? systemClock;
+  const logger = deps.logger ?? createLogger({ level: config.logLevel, name: 'ferry-gateway' });
+  const registry = deps.registry ?? createRegistry();
+  const version = packageVersion();
+  const { gatewayId } = config;
+  const validator = createDeviceMessageValidator(config.devices.patterns, config.limits);
+
+  let state: 'new' | 'starting' | 'ready' | 'closing' | 'closed' = 'new';
+  let running: Running | undefined;
+  let readyPromise: Promise<void> | undefined;
+  let closePromise: Promise<void> | undefined;
+  const counts = { received: 0, committed: 0, rejected: 0, sentReadings: 0, ackedReadings: 0 };
+
+  const metrics: GatewayMetrics = createGatewayMetrics(registry, {
+    outboxDepth: () => running?.outbox.stats().depth ?? 0,
+    outboxBytes: () => running?.outbox.stats().bytes ?? 0,
+    outboxOldestTs: () => running?.outbox.stats().oldestTs ?? null,
+    outboxDropped: () => running?.outbox.stats().dropped ?? {},
+    inFlightBatches: () => running?.inFlight.size ?? 0,
+    uplinkConnected: () => running?.uplink?.connected ?? false,
+    deadLetters: () => heldDeadLetters(),
+    now: () => clock.now(),
+  });
+
+  function heldDeadLetters(): number {
+    if (!running || state === 'closed') return 0;
+    try {
+      return running.deadLetters.counts().held;
+    } catch {
+      return 0;
+    }
+  }
+
+  function deadLetter(rejection: Rejection, topic: string, deviceId: string | undefined, payload: Buffer): NewDeadLetter {
+    // The raw bytes are kept as received so an operator can replay them after a fix, but only up
+    // to a hard cap: MQTT allows 256 MB per message and the store must not be filled by those.
+    const kept = payload.byteLength > DEAD_LETTER_PAYLOAD_CAP ? payload.subarray(0, DEAD_LETTER_PAYLOAD_CAP) : payload;
+    return {
+      source: { gatewayId, topic, ...(deviceId !== undefined ? { deviceId } : {}) },
+      code: rejection.code,
+      reason: kept.byteLength < payload.byteLength ? `${rejection.reason} (first ${kept.byteLength} bytes kept)` : rejection.reason,
+      ...(rejection.issues !== undefined ? { issues: rejection.issues } : {}),
+      payload: kept,
+      at: Math.floor(clock.now()),
+    };
+  }
+
+  /** Stages 2 and 3 for one device message; `done` gates the device's acknowledgement. */
+  function handleDeviceMessage(topic: string, payload: Buffer, done: (err: Error | null) => void): void {
+    const run = running;
+    if (!run || state !== 'ready') {
+      done(new FerryError('FERRY_ERR_NOT_READY', 'the gateway is not accepting readings'));
+      return;
+    }
+    counts.received += 1;
+    metrics.received.inc();
+    const verdict = validator.validate(topic, payload, Math.floor(clock.now()));
+    if (!verdict.ok) {
+      try {
+        run.deadLetters.add(deadLetter(verdict.rejection, topic, verdict.deviceId, payload));
+      } catch (err) {
+        logger.error({ err, topic }, 'a refused device message could not be dead-lettered');
+        done(err as Error);
+        return;
+      }
+      counts.rejected += 1;
+      metrics.rejected.inc({ code: verdict.rejection.code });
+      logger.debug({ topic, code: verdict.rejection.code, reason: verdict.rejection.reason }, 'device message refused');
+      done(null);
+      return;
+    }
+    if (verdict.dropped.length > 0) {
+      try {
+        run.deadLetters.addMany(
+          verdict.dropped.map((rejection) =>
+            deadLetter({ ...rejection, reason: `${rejection.reason}; the rest of the reading was kept` }, topic, verdict.reading.deviceId, payload),
+          ),
+        );
+      } catch (err) {
+        logger.error({ err, topic }, 'a dropped value could not be dead-lettered');
+      }
+      for (const rejection of verdict.dropped) metrics.valuesDropped.inc({ code: rejection.code });
+    }
+    run.committer.add(verdict.reading, done);
+  }
+
+  function currentStatus(stateName: 'online' | 'offline', uplink: 'connected' | 'closed' | 'lost'): Buffer {
+    return encodeGatewayStatus(
+      gatewayStatus({
+        gatewayId,
+        state: stateName,
+        now: clock.now(),
+        version,
+        uplink,
+        ...(running ? { outbox: running.outbox.stats(), deadLetters: heldDeadLetters() } : {}),
+      }),
+    );
+  }
+
+  function publishStatus(): void {
+    const uplink = running?.uplink;
+    if (!uplink?.connected) return;
+    uplink.publish(uplinkTopics.status(gatewayId), currentStatus('online', 'connected'), { retain: true }, (err) => {
+      if (err) logger.debug({ err: err.message }, 'status publish failed');
+    });
+  }
+
+  function openFiles(): { outbox: Outbox; deadLetters: DeadLetterStore } {
+    try {
+      mkdirSync(config.dataDir, { recursive: true });
+    } catch (err) {
+      throw new FerryError('FERRY_ERR_STORAGE', `data directory ${config.dataDir} cannot be created: ${(err as Error).message}`, { dataDir: config.dataDir });
+    }
+    const outbox = createSqliteOutbox({
+      path: join(config.dataDir, 'outbox.db'),
+      synchronous: config.outbox.synchronous,
+      maxRows: config.outbox.maxRows,
+      clock,
+    });
+    try {
+      const deadLetters = createSqliteDeadLetterStore({
+        path: join(config.dataDir, 'deadletters.db'),
+        maxEntries: config.deadLetters.maxEntries,
+        clock,
+      });
+      return { outbox, deadLetters };
+    } catch (err) {
+      outbox.close();
+      throw err;
+    }
+  }
+
+  async function start(): Promise<void> {
+    state = 'starting';
+    let files: { outbox: Outbox; deadLetters: DeadLetterStore };
+    try {
+      files = openFiles();
+    } catch (err) {
+      state = 'closed';
+      throw err;
+    }
+    const { outbox, deadLetters } = files;
+    const inFlight = new InFlightBatches();
+    const sender = createSender({
+      gatewayId,
+      outbox,
+      inFlight,
+      policy: { maxReadings: config.batch.maxReadings, maxBytes: config.batch.maxBytes, lingerMs: config.batch.lingerMs },
+      maxInFlight: config.batch.maxInFlight,
+      compression: config.batch.compression,
+      ackTimeoutMs: config.uplink.ackTimeoutMs,
+      clock,
+      logger,
+      publish: (topic, payload, done) => {
+        const uplink = running?.uplink;
+        if (!uplink) {
+          done(new Error('uplink not started'));
+          return;
+        }
+        uplink.publish(topic, payload, {}, done);
+      },
+      onBatchSent: (readings, bytes) => {
+        counts.sentReadings += readings;
+        metrics.batchesSent.inc();
+        metrics.sentReadings.inc(readings);
+        metrics.sentBytes.inc(bytes);
+      },
+      onBatchRequeued: (batch, why) => {
+        metrics.resends.inc({ why });
+        logger.debug({ batchId: batch.batchId, readings: batch.seqs.length, why }, 'batch requeued');
+      },
+    });
+    const committer = createGroupCommitter({
+      outbox,
+      lingerMs: config.outbox.commitLingerMs,
+      maxReadings: config.outbox.commitMaxReadings,
+      onCommitted: (result) => {
+        counts.committed += result.seqs.length;
+        metrics.committed.inc(result.seqs.length);
+        if (result.droppedSeqs.length > 0) {
+          logger.warn({ dropped: result.droppedSeqs.length, maxRows: config.outbox.maxRows }, 'outbox full: oldest readings dropped');
+        }
+        sender.committed(result);
+      },
+      onError: (err, readings) => {
+        metrics.commitErrors.inc();
+        logger.error({ err, readings }, 'outbox commit failed; devices were not acknowledged and will publish again');
+      },
+    });
+    const run: Running = { outbox, deadLetters, committer, inFlight, sender };
+    running = run;
+
+    try {
+      if (config.devices.listen !== false) {
+        run.listener = await listenForDevices({
+          host: config.devices.listen.host,
+          port: config.devices.listen.port,
+          username: config.devices.listen.username,
+          password: config.devices.listen.password,
+          logger,
+          onMessage: handleDeviceMessage,
+        });
+      }
+      if (config.http !== false) {
+        const ops = createOpsServer({
+          host: config.http.host,
+          port: config.http.port,
+          registry,
+          health: () => ({
+            ok: state === 'ready',
+            state,
+            uplinkConnected: run.uplink?.connected ?? false,
+            outbox: outbox.stats(),
+            inFlightBatches: inFlight.size,
+          }),
+        });
+        run.ops = ops;
+        await ops.listen();
+      }
+      const onAck = createAckHandler({
+        gatewayId,
+        inFlight,
+        outbox,
+        logger,
+        counters: {
+          onAcked: (_batch, ack, deleted, late) => {
+            counts.ackedReadings += deleted;
+            metrics.ackedReadings.inc(deleted);
+            if (late) metrics.lateAcks.inc();
+            if (ack.rejected.length > 0) metrics.ingestorRejected.inc(ack.rejected.length);
+          },
+          onIgnored: (reason) => metrics.acksIgnored.inc({ reason }),
+        },
+        onSettled: (batchId) => sender.settled(batchId),
+      });
+      run.uplink = connectUplink(
+        {
+          url: config.uplink.url,
+          gatewayId,
+          clientId: config.uplink.clientId ?? `ferry-gw-${gatewayId}`,
+          username: config.uplink.username,
+          password: config.uplink.password,
+          ca: config.uplink.ca,
+          rejectUnauthorized: config.uplink.rejectUnauthorized,
+          keepaliveSec: config.uplink.keepaliveSec,
+          reconnectMinMs: config.uplink.reconnectMinMs,
+          reconnectMaxMs: config.uplink.reconnectMaxMs,
+          logger,
+          lastWill: () => currentStatus('offline', 'lost'),
+        },
+        {
+          onUp: () => {
+            publishStatus();
+            sender.uplinkUp();
+          },
+          onDown: () => sender.uplinkDown(),
+          onAck,
+        },
+      );
+      // Readings may only be accepted once everything downstream exists.
+      state = 'ready';
+      if (config.devices.attach) {
+        const attach = config.devices.attach;
+        run.attachment = attachToBroker({
+          url: attach.url,
+          username: attach.username,
+          password: attach.password,
+          clientId: attach.clientId ?? `ferry-gw-${gatewayId}-devices`,
+          qos: attach.qos,
+          filters: validator.patterns.map((p) => p.filter),
+          acceptRetained: attach.acceptRetained,
+          reconnectMinMs: config.uplink.reconnectMinMs,
+          reconnectMaxMs: config.uplink.reconnectMaxMs,
+          logger,
+          onMessage: handleDeviceMessage,
+          onRetainedSkipped: () => metrics.retainedSkipped.inc(),
+        });
+      }
+      run.statusTimer = setInterval(() => {
+        publishStatus();
+        // A safety net: anything left unsent by a missed event goes out on the next tick.
+        sender.pump();
+      }, config.statusIntervalMs);
+      logger.info(
+        { gatewayId, deviceUrl: run.listener?.url, httpUrl: run.ops?.url, outboxDepth: outbox.stats().depth, version },
+        'gateway ready',
+      );
+    } catch (err) {
+      await shutdown(run, false);
+      state = 'closed';
+      throw err;
+    }
+  }
+
+  async function shutdown(run: Running, clean: boolean): Promise<void> {
+    if (run.statusTimer) clearInterval(run.statusTimer);
+    run.listener?.stopAccepting();
+    // Whatever devices already handed over is committed and acknowledged before they are cut off.
+    run.committer.close();
+    await new Promise<void>((resolve) => setImmediate(resolve));
+    const closing: Promise<void>[] = [];
+    if (run.listener) closing.push(run.listener.close());
+    if (run.attachment) closing.push(run.attachment.close());
+    await Promise.allSettled(closing);
+    run.sender.close();
+    if (run.uplink) {
+      try {
+        await run.uplink.close(clean ? currentStatus('offline', 'closed') : undefined);
+      } catch (err) {
+        logger.warn({ err }, 'uplink did not close cleanly');
+      }
+    }
+    if (run.ops) await run.ops.close().catch((err: unknown) => logger.warn({ err }, 'http server did not close cleanly'));
+    run.outbox.close();
+    run.deadLetters.close();
+  }
+
+  return {
+    ready() {
+      if (state === 'closing' || state === 'closed') {
+        return Promise.reject(new FerryError('FERRY_ERR_NOT_READY', 'the gateway was closed'));
+      }
+      readyPromise ??= start();
+      return readyPromise;
+    },
+    close() {
+      if (closePromise) return closePromise;
+      closePromise = (async () => {
+        if (readyPromise) await readyPromise.catch(() => undefined);
+        const run = running;
+        if (!run || state === 'closed') {
+          state = 'closed';
+          return;
+        }
+        state = 'closing';
+        try {
+          await shutdown(run, true);
+        } finally {
+          state = 'closed';
+        }
+        logger.info({ gatewayId }, 'gateway closed');
+      })();
+      return closePromise;
+    },
+    get deviceUrl() {
+      return running?.listener?.url;
+    },
+    get httpUrl() {
+      return running?.ops?.url;
+    },
+    stats(): GatewayStats {
+      // The outbox keeps its figures in memory, so they stay readable after close.
+      const outbox = running?.outbox.stats();
+      return {
+        received: counts.received,
+        committed: counts.committed,
+        rejected: counts.rejected,
+        outboxDepth: outbox?.depth ?? 0,
+        outboxBytes: outbox?.bytes ?? 0,
+        oldestTs: outbox?.oldestTs ?? null,
+        inFlightBatches: running?.inFlight.size ?? 0,
+        sentReadings: counts.sentReadings,
+        ackedReadings: counts.ackedReadings,
+        dropped: { ...(outbox?.dropped ?? {}) },
+        uplinkConnected: running?.uplink?.connected ?? false,
+        deadLetters: heldDeadLetters(),
+      };
+    },
+    get deadLetters(): DeadLetterStore {
+      if (!running) throw new FerryError('FERRY_ERR_NOT_READY', 'the dead-letter store opens in ready()');
+      return running.deadLetters;
+    },
+  };
+}
+

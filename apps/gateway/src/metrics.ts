@@ -1,0 +1,144 @@
+// The gateway's Prometheus metrics (ferry_gateway_*). Counters are bumped per group or batch,
+// never per log line; gauges read the live state when scraped.
+import { Counter, Gauge } from '@ferry/runtime';
+import type { Registry } from '@ferry/runtime';
+
+export interface GaugeSources {
+  outboxDepth(): number;
+  outboxBytes(): number;
+  outboxOldestTs(): number | null;
+  outboxDropped(): Readonly<Record<string, number>>;
+  inFlightBatches(): number;
+  uplinkConnected(): boolean;
+  deadLetters(): number;
+  now(): number;
+}
+
+export interface GatewayMetrics {
+  readonly received: Counter;
+  readonly committed: Counter;
+  readonly rejected: Counter<'code'>;
+  readonly valuesDropped: Counter<'code'>;
+  readonly commitErrors: Counter;
+  readonly batchesSent: Counter;
+  readonly sentReadings: Counter;
+  readonly sentBytes: Counter;
+  readonly ackedReadings: Counter;
+  readonly ingestorRejected: Counter;
+  readonly resends: Counter<'why'>;
+  readonly lateAcks: Counter;
+  readonly acksIgnored: Counter<'reason'>;
+  readonly retainedSkipped: Counter;
+}
+
+export function createGatewayMetrics(registry: Registry, sources: GaugeSources): GatewayMetrics {
+  const registers = [registry];
+  const metrics: GatewayMetrics = {
+    received: new Counter({ name: 'ferry_gateway_received_total', help: 'Device messages received', registers }),
+    committed: new Counter({ name: 'ferry_gateway_committed_total', help: 'Readings committed to the outbox', registers }),
+    rejected: new Counter({
+      name: 'ferry_gateway_rejected_total',
+      help: 'Device messages refused and dead-lettered, by error code',
+      labelNames: ['code'],
+      registers,
+    }),
+    valuesDropped: new Counter({
+      name: 'ferry_gateway_values_dropped_total',
+      help: 'Single values set aside from otherwise accepted readings (e.g. NaN), by error code',
+      labelNames: ['code'],
+      registers,
+    }),
+    commitErrors: new Counter({ name: 'ferry_gateway_commit_errors_total', help: 'Group commits that failed (devices were not acknowledged)', registers }),
+    batchesSent: new Counter({ name: 'ferry_gateway_batches_sent_total', help: 'Batches published on the uplink, resends included', registers }),
+    sentReadings: new Counter({ name: 'ferry_gateway_sent_readings_total', help: 'Readings published in batches, resends included', registers }),
+    sentBytes: new Counter({ name: 'ferry_gateway_sent_bytes_total', help: 'Batch envelope bytes published', registers }),
+    ackedReadings: new Counter({ name: 'ferry_gateway_acked_readings_total', help: 'Readings deleted from the outbox after an ack', registers }),
+    ingestorRejected: new Counter({
+      name: 'ferry_gateway_ingestor_rejected_readings_total',
+      help: 'Readings the ingestor refused for good (kept in its dead-letter store)',
+      registers,
+    }),
+    resends: new Counter({
+      name: 'ferry_gateway_resends_total',
+      help: 'Batches whose readings went out again: no ack in time, or in flight when the uplink dropped',
+      labelNames: ['why'],
+      registers,
+    }),
+    lateAcks: new Counter({
+      name: 'ferry_gateway_late_acks_total',
+      help: 'Acks that came after their batch had been requeued; its readings were deleted all the same',
+      registers,
+    }),
+    acksIgnored: new Counter({
+      name: 'ferry_gateway_acks_ignored_total',
+      help: 'Acks that changed nothing: unreadable, for another gateway, or for an unknown batch',
+      labelNames: ['reason'],
+      registers,
+    }),
+    retainedSkipped: new Counter({
+      name: 'ferry_gateway_retained_skipped_total',
+      help: 'Retained messages replayed by the attached broker and not taken as readings',
+      registers,
+    }),
+  };
+
+  new Gauge({
+    name: 'ferry_gateway_outbox_depth',
+    help: 'Readings in the outbox',
+    registers,
+    collect() {
+      this.set(sources.outboxDepth());
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_outbox_bytes',
+    help: 'Bytes of readings in the outbox',
+    registers,
+    collect() {
+      this.set(sources.outboxBytes());
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_outbox_oldest_age_seconds',
+    help: 'Age of the oldest reading in the outbox (0 when empty)',
+    registers,
+    collect() {
+      const oldest = sources.outboxOldestTs();
+      this.set(oldest === null ? 0 : Math.max(0, (sources.now() - oldest) / 1000));
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_outbox_dropped_readings',
+    help: 'Readings the outbox bound discarded since the outbox was created, by reason',
+    labelNames: ['reason'],
+    registers,
+    collect() {
+      for (const [reason, count] of Object.entries(sources.outboxDropped())) this.set({ reason }, count);
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_in_flight_batches',
+    help: 'Batches sent and awaiting an ack',
+    registers,
+    collect() {
+      this.set(sources.inFlightBatches());
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_uplink_connected',
+    help: '1 when the uplink is connected and subscribed to acks',
+    registers,
+    collect() {
+      this.set(sources.uplinkConnected() ? 1 : 0);
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_dead_letters',
+    help: 'Entries held in the gateway dead-letter store',
+    registers,
+    collect() {
+      this.set(sources.deadLetters());
+    },
+  });
+  return metrics;
+}

@@ -1,0 +1,38 @@
+// The gateway's retained status on the uplink: what `ferry status` and the ingestor's health
+// view read. The Last Will carries the offline form.
+import { ENVELOPE_VERSION } from '@ferry/protocol';
+import type { GatewayStatus } from '@ferry/protocol';
+import type { OutboxStats } from './outbox.js';
+
+export interface StatusInput {
+  readonly gatewayId: string;
+  readonly state: 'online' | 'offline';
+  readonly now: number;
+  readonly version: string;
+  /** `connected`, `closed` (clean shutdown) or `lost` (the Last Will). */
+  readonly uplink: 'connected' | 'closed' | 'lost';
+  readonly outbox?: OutboxStats;
+  readonly deadLetters?: number;
+}
+
+export function gatewayStatus(input: StatusInput): GatewayStatus {
+  return {
+    v: ENVELOPE_VERSION,
+    gatewayId: input.gatewayId,
+    state: input.state,
+    ts: Math.floor(input.now),
+    version: input.version,
+    uplink: input.uplink,
+    ...(input.outbox
+      ? {
+          outbox: { depth: input.outbox.depth, bytes: input.outbox.bytes, oldestTs: input.outbox.oldestTs },
+          dropped: { ...input.outbox.dropped },
+        }
+      : {}),
+    ...(input.deadLetters !== undefined ? { deadLetters: input.deadLetters } : {}),
+  };
+}
+
+export function encodeGatewayStatus(status: GatewayStatus): Buffer {
+  return Buffer.from(JSON.stringify(status));
+}
