@@ -1,0 +1,66 @@
+// Stage 6, ack: a batch is acked only once every one of its readings is settled (written,
+// duplicate or refused for good); the ack is what lets the gateway delete them from its outbox.
+import type { Ack, ErrorCode } from '@ferry/protocol';
+import { ENVELOPE_VERSION } from '@ferry/protocol';
+
+export type ReadingOutcome =
+  | { readonly kind: 'written' }
+  | { readonly kind: 'duplicate' }
+  | { readonly kind: 'rejected'; readonly code: ErrorCode; readonly reason: string };
+
+/** Pure: the settlement state of one received batch. */
+export class BatchTracker {
+  private accepted = 0;
+  private duplicates = 0;
+  private readonly rejected: Ack['rejected'][number][] = [];
+  private settledCount = 0;
+
+  constructor(
+    readonly gatewayId: string,
+    readonly batchId: number,
+    /** Readings in the batch. */
+    readonly size: number,
+  ) {}
+
+  settle(seq: number | null, outcome: ReadingOutcome): void {
+    if (this.settledCount >= this.size) throw new Error(`batch ${this.gatewayId}/${this.batchId}: more outcomes than readings`);
+    this.settledCount++;
+    switch (outcome.kind) {
+      case 'written':
+        this.accepted++;
+        break;
+      case 'duplicate':
+        this.duplicates++;
+        break;
+      case 'rejected':
+        this.rejected.push({ seq, code: outcome.code, reason: outcome.reason });
+        break;
+    }
+  }
+
+  get pending(): number {
+    return this.size - this.settledCount;
+  }
+
+  get complete(): boolean {
+    return this.settledCount === this.size;
+  }
+
+  toAck(ackedAt: number): Ack {
+    if (!this.complete) throw new Error(`batch ${this.gatewayId}/${this.batchId} acked with ${this.pending} readings unsettled`);
+    return {
+      v: ENVELOPE_VERSION,
+      gatewayId: this.gatewayId,
+      batchId: this.batchId,
+      accepted: this.accepted,
+      duplicates: this.duplicates,
+      rejected: [...this.rejected],
+      ackedAt,
+    };
+  }
+}
+
+/** The ack for an envelope whose readings could not be read at all: nothing accepted, one refusal without seq. */
+export function envelopeRejectionAck(gatewayId: string, batchId: number, code: ErrorCode, reason: string, ackedAt: number): Ack {
+  return { v: ENVELOPE_VERSION, gatewayId, batchId, accepted: 0, duplicates: 0, rejected: [{ seq: null, code, reason }], ackedAt };
+}

@@ -1,0 +1,205 @@
+// Stage 3, dedupe: which gateway sequence numbers were already settled, persisted in SQLite so a
+// resend after an ack was lost, or after an ingestor restart, is recognised.
+//
+// A seq is recorded only after the sink confirmed its point (or refused it for good). A crash
+// between the sink's confirmation and this record costs nothing but an overwrite: the gateway
+// resends, the seq looks new, and readingToPoint yields the very same point (same measurement,
+// tags and nanosecond timestamp), which the database replaces rather than adds. So the record is
+// never needed to avoid a second point; it is what lets the ack say "duplicate" and what catches a
+// seq reused with different content.
+//
+// Window: per gateway only seqs greater than (highest seq seen - windowPerGateway) are kept.
+// Gateway seqs are monotonic, so this is "the newest N" and pruning is one range delete on the
+// primary key. A reading below the window is treated as new and written again (an overwrite, see
+// above); what the bound discarded is counted in `pruned`.
+//
+// Durability: WAL with synchronous=NORMAL. A power cut can lose the last few committed records;
+// the only cost is that a resend of those seqs is written again (an overwrite) and acked as
+// accepted instead of duplicate.
+import { createHash } from 'node:crypto';
+import Database from 'better-sqlite3';
+import type { ErrorCode } from '@ferry/protocol';
+import { FerryError } from '@ferry/protocol';
+
+/** What a settled seq ended as. */
+export type SeenRecord =
+  | { readonly hash: string; readonly outcome: 'written' }
+  | { readonly hash: string; readonly outcome: 'rejected'; readonly code: ErrorCode; readonly reason: string };
+
+export type DedupeEntry = SeenRecord & { readonly gatewayId: string; readonly seq: number };
+
+export type DedupeVerdict =
+  | { readonly kind: 'new' }
+  /** Written before with the same content: ack it as a duplicate, write nothing. */
+  | { readonly kind: 'duplicate' }
+  /** Written before with different content: never merge silently. */
+  | { readonly kind: 'conflict'; readonly reason: string }
+  /** Refused for good before, same content: report the same refusal, do not dead-letter again. */
+  | { readonly kind: 'rejected-before'; readonly code: ErrorCode; readonly reason: string };
+
+/** Pure: what a reading with content `hash` is, given what its seq was recorded as. */
+export function judge(seen: SeenRecord | undefined, hash: string): DedupeVerdict {
+  if (!seen) return { kind: 'new' };
+  if (seen.outcome === 'written') {
+    return seen.hash === hash
+      ? { kind: 'duplicate' }
+      : { kind: 'conflict', reason: `seq already written with different content (hash ${seen.hash}, now ${hash})` };
+  }
+  // A refused reading resent with other content is new content: let it be judged on its own.
+  return seen.hash === hash ? { kind: 'rejected-before', code: seen.code, reason: seen.reason } : { kind: 'new' };
+}
+
+/** Pure: the highest seq that falls out of a gateway's window; seqs at or below it are forgotten. */
+export function windowFloor(maxSeq: number, windowPerGateway: number): number {
+  return maxSeq - windowPerGateway;
+}
+
+/** JSON with object keys sorted, so equal content always hashes equally whatever the key order. */
+export function canonicalJson(value: unknown): string {
+  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(',')}]`;
+  if (value !== null && typeof value === 'object') {
+    const entries = Object.entries(value as Record<string, unknown>)
+      .filter(([, v]) => v !== undefined)
+      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  }
+  return JSON.stringify(value) ?? 'null';
+}
+
+/** 64 bits of SHA-256 over the canonical JSON: a collision only hides a conflict, never loses data. */
+export function contentHash(raw: unknown): string {
+  return createHash('sha256').update(canonicalJson(raw)).digest('hex').slice(0, 16);
+}
+
+export interface DedupeCounts {
+  /** Seqs held now. */
+  readonly held: number;
+  /** Seqs the window discarded, all gateways, since the file was created. */
+  readonly pruned: number;
+}
+
+export interface DedupeStore {
+  lookup(gatewayId: string, seq: number): SeenRecord | undefined;
+  /**
+   * Records settled seqs in one transaction, then prunes each touched gateway's window. A written
+   * seq replaces an earlier refusal (a successful replay); a refusal never replaces anything.
+   * Returns how many seqs the window discarded.
+   */
+  record(entries: readonly DedupeEntry[]): number;
+  counts(): DedupeCounts;
+  close(): void;
+}
+
+export interface DedupeStoreOptions {
+  readonly path: string;
+  readonly windowPerGateway: number;
+}
+
+interface SeenRow {
+  hash: string;
+  outcome: number;
+  code: string | null;
+  reason: string | null;
+}
+
+const WRITTEN = 1;
+const REJECTED = 2;
+
+export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
+  let db: Database.Database;
+  try {
+    db = new Database(options.path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS seen (
+        gateway TEXT NOT NULL,
+        seq INTEGER NOT NULL,
+        hash TEXT NOT NULL,
+        outcome INTEGER NOT NULL,
+        code TEXT,
+        reason TEXT,
+        PRIMARY KEY (gateway, seq)
+      ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS windows (
+        gateway TEXT PRIMARY KEY,
+        max_seq INTEGER NOT NULL,
+        pruned INTEGER NOT NULL DEFAULT 0
+      );
+    `);
+  } catch (err) {
+    throw new FerryError('FERRY_ERR_STORAGE', `dedupe store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
+  }
+  const selectSeen = db.prepare<[string, number], SeenRow>('SELECT hash, outcome, code, reason FROM seen WHERE gateway = ? AND seq = ?');
+  const upsertWritten = db.prepare<[string, number, string]>(
+    `INSERT INTO seen (gateway, seq, hash, outcome, code, reason) VALUES (?, ?, ?, ${WRITTEN}, NULL, NULL)
+     ON CONFLICT (gateway, seq) DO UPDATE SET hash = excluded.hash, outcome = ${WRITTEN}, code = NULL, reason = NULL`,
+  );
+  const insertRejected = db.prepare<[string, number, string, string, string]>(
+    `INSERT INTO seen (gateway, seq, hash, outcome, code, reason) VALUES (?, ?, ?, ${REJECTED}, ?, ?)
+     ON CONFLICT (gateway, seq) DO NOTHING`,
+  );
+  const selectWindow = db.prepare<[string], { max_seq: number }>('SELECT max_seq FROM windows WHERE gateway = ?');
+  const upsertWindow = db.prepare<[string, number, number]>(
+    `INSERT INTO windows (gateway, max_seq, pruned) VALUES (?, ?, ?)
+     ON CONFLICT (gateway) DO UPDATE SET max_seq = excluded.max_seq, pruned = pruned + excluded.pruned`,
+  );
+  const deleteBelow = db.prepare<[string, number]>('DELETE FROM seen WHERE gateway = ? AND seq <= ?');
+  const countHeld = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM seen');
+  const sumPruned = db.prepare<[], { n: number | null }>('SELECT SUM(pruned) AS n FROM windows');
+
+  // The highest seq per gateway, cached: every lookup needs it to know the window.
+  const maxSeqs = new Map<string, number>();
+  const maxSeqOf = (gatewayId: string): number | undefined => {
+    if (!maxSeqs.has(gatewayId)) {
+      const row = selectWindow.get(gatewayId);
+      if (row) maxSeqs.set(gatewayId, row.max_seq);
+    }
+    return maxSeqs.get(gatewayId);
+  };
+
+  const recordAll = db.transaction((entries: readonly DedupeEntry[]): number => {
+    const touched = new Map<string, number>();
+    for (const e of entries) {
+      if (e.outcome === 'written') upsertWritten.run(e.gatewayId, e.seq, e.hash);
+      else insertRejected.run(e.gatewayId, e.seq, e.hash, e.code, e.reason);
+      touched.set(e.gatewayId, Math.max(touched.get(e.gatewayId) ?? -1, e.seq));
+    }
+    let pruned = 0;
+    for (const [gatewayId, batchMax] of touched) {
+      const maxSeq = Math.max(maxSeqOf(gatewayId) ?? -1, batchMax);
+      const floor = windowFloor(maxSeq, options.windowPerGateway);
+      const removed = floor >= 0 ? deleteBelow.run(gatewayId, floor).changes : 0;
+      upsertWindow.run(gatewayId, maxSeq, removed);
+      pruned += removed;
+    }
+    return pruned;
+  });
+
+  let open = true;
+  return {
+    lookup(gatewayId, seq) {
+      const maxSeq = maxSeqOf(gatewayId);
+      if (maxSeq !== undefined && seq <= windowFloor(maxSeq, options.windowPerGateway)) return undefined;
+      const row = selectSeen.get(gatewayId, seq);
+      if (!row) return undefined;
+      if (row.outcome === WRITTEN) return { hash: row.hash, outcome: 'written' };
+      return { hash: row.hash, outcome: 'rejected', code: (row.code ?? 'FERRY_ERR_SINK_REJECTED') as ErrorCode, reason: row.reason ?? '' };
+    },
+    record(entries) {
+      if (entries.length === 0) return 0;
+      // Update the cache only after the commit: a failed transaction must not move the window.
+      const pruned = recordAll(entries);
+      for (const e of entries) maxSeqs.set(e.gatewayId, Math.max(maxSeqs.get(e.gatewayId) ?? -1, e.seq));
+      return pruned;
+    },
+    counts() {
+      return { held: countHeld.get()?.n ?? 0, pruned: sumPruned.get()?.n ?? 0 };
+    },
+    close() {
+      if (!open) return;
+      open = false;
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,92 @@
+// The ingestor's ops API, added to the shared ops server (/healthz, /metrics): stats, gateway
+// statuses, and the dead letters with their replay.
+import { z } from 'zod';
+import { errorCodes, isFerryError } from '@ferry/protocol';
+import type { ErrorCode } from '@ferry/protocol';
+import type { OpsServer } from '@ferry/runtime';
+import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '@ferry/deadletter';
+import type { ReplayResult } from './pipeline.js';
+
+export interface OpsRoutesDeps {
+  readonly deadLetters: DeadLetterStore;
+  readonly stats: () => unknown;
+  readonly gateways: () => unknown;
+  readonly replay: (id: number) => Promise<ReplayResult>;
+}
+
+const listQuerySchema = z.object({
+  code: z.enum(errorCodes as [ErrorCode, ...ErrorCode[]]).optional(),
+  deviceId: z.string().min(1).optional(),
+  gatewayId: z.string().min(1).optional(),
+  afterId: z.coerce.number().int().nonnegative().optional(),
+  includeReplayed: z.enum(['true', 'false', '1', '0']).optional(),
+  limit: z.coerce.number().int().positive().max(10_000).optional(),
+});
+
+const idParamsSchema = z.object({ id: z.coerce.number().int().positive() });
+
+/** A dead letter as JSON: the payload as text when it is UTF-8 (readings are JSON), else base64. */
+export function presentDeadLetter(entry: DeadLetter): Record<string, unknown> {
+  const text = entry.payload.toString('utf8');
+  const isText = Buffer.from(text, 'utf8').equals(entry.payload);
+  return {
+    id: entry.id,
+    at: entry.at,
+    code: entry.code,
+    reason: entry.reason,
+    source: entry.source,
+    issues: entry.issues ?? [],
+    replayedAt: entry.replayedAt,
+    payloadEncoding: isText ? 'utf8' : 'base64',
+    payload: isText ? text : entry.payload.toString('base64'),
+  };
+}
+
+const replayStatus: Record<ReplayResult['outcome'], number> = {
+  written: 200,
+  duplicate: 200,
+  pending: 202,
+  rejected: 422,
+  'not-found': 404,
+  unreplayable: 400,
+};
+
+export function addOpsRoutes(app: OpsServer['app'], deps: OpsRoutesDeps): void {
+  app.get('/api/stats', async () => deps.stats());
+  app.get('/api/gateways', async () => deps.gateways());
+
+  app.get('/api/deadletters', async (req, reply) => {
+    const query = listQuerySchema.safeParse(req.query);
+    if (!query.success) return reply.code(400).send({ error: 'FERRY_ERR_CONFIG_INVALID', issues: query.error.issues });
+    const q = query.data;
+    const filter: DeadLetterFilter = {
+      ...(q.code !== undefined ? { code: q.code } : {}),
+      ...(q.deviceId !== undefined ? { deviceId: q.deviceId } : {}),
+      ...(q.gatewayId !== undefined ? { gatewayId: q.gatewayId } : {}),
+      ...(q.afterId !== undefined ? { afterId: q.afterId } : {}),
+      ...(q.includeReplayed !== undefined ? { includeReplayed: q.includeReplayed === 'true' || q.includeReplayed === '1' } : {}),
+      ...(q.limit !== undefined ? { limit: q.limit } : {}),
+    };
+    return { entries: deps.deadLetters.list(filter).map(presentDeadLetter), counts: deps.deadLetters.counts() };
+  });
+
+  app.get('/api/deadletters/:id', async (req, reply) => {
+    const params = idParamsSchema.safeParse(req.params);
+    const entry = params.success ? deps.deadLetters.get(params.data.id) : undefined;
+    if (!entry) return reply.code(404).send({ error: 'not found' });
+    return presentDeadLetter(entry);
+  });
+
+  app.post('/api/deadletters/:id/replay', async (req, reply) => {
+    const params = idParamsSchema.safeParse(req.params);
+    if (!params.success) return reply.code(404).send({ outcome: 'not-found' });
+    let result: ReplayResult;
+    try {
+      result = await deps.replay(params.data.id);
+    } catch (err) {
+      if (isFerryError(err, 'FERRY_ERR_NOT_READY')) return reply.code(503).send({ error: err.code, message: err.message });
+      throw err;
+    }
+    return reply.code(replayStatus[result.outcome]).send(result);
+  });
+}

@@ -1,0 +1,311 @@
+// createIngestor: wires the stores, the sink, the pipeline, MQTT and the ops server. The CLI only
+// parses config and calls this; tests start it in-process on port 0.
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import type { ErrorCode } from '@ferry/protocol';
+import { FerryError } from '@ferry/protocol';
+import { createLogger, createOpsServer, createRegistry, systemClock } from '@ferry/runtime';
+import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
+import { createSqliteDeadLetterStore } from '@ferry/deadletter';
+import type { DeadLetterStore } from '@ferry/deadletter';
+import { createSink } from '@ferry/sinks';
+import type { Sink } from '@ferry/sinks';
+import { parseIngestorConfig } from './config.js';
+import type { IngestorConfig, IngestorConfigInput } from './config.js';
+import { openDedupeStore } from './dedupe.js';
+import type { DedupeStore } from './dedupe.js';
+import { Accounting } from './accounting.js';
+import type { GatewayAccount } from './accounting.js';
+import { createPipeline } from './pipeline.js';
+import type { Pipeline, ReplayResult } from './pipeline.js';
+import { createIngestorMetrics } from './metrics.js';
+import { GatewayStatuses } from './statuses.js';
+import type { GatewayStatusEntry } from './statuses.js';
+import { createUplink } from './uplink.js';
+import type { Uplink } from './uplink.js';
+import { addOpsRoutes } from './http.js';
+
+export interface IngestorDeps {
+  readonly logger?: Logger;
+  readonly clock?: Clock;
+  readonly registry?: Registry;
+  /** An already built sink; the caller keeps ownership and closes it. Otherwise built from config.sink. */
+  readonly sink?: Sink;
+}
+
+export interface IngestorStats {
+  /** Readings received in accepted batches (this run). */
+  readonly received: number;
+  readonly written: number;
+  readonly duplicates: number;
+  readonly rejected: number;
+  readonly rejectedByCode: Readonly<Partial<Record<ErrorCode, number>>>;
+  /** Received and not settled yet; received = written + rejected + duplicates + inFlight. */
+  readonly inFlight: number;
+  /** Batch messages accepted into the pipeline. */
+  readonly batches: number;
+  /** Batches dropped unacked because the in-memory queue was full; their gateways resend them. */
+  readonly shed: number;
+  /** Envelopes whose readings could not be read at all (dead-lettered whole). */
+  readonly envelopesRejected: number;
+  readonly acksSent: number;
+  /** Dead letters filed by this run. */
+  readonly deadLetters: number;
+  /** Dead letters held in the store now, all runs. */
+  readonly deadLettersHeld: number;
+  readonly sinkUp: boolean;
+  readonly mqttConnected: boolean;
+  readonly pendingBatches: number;
+  readonly queuedPoints: number;
+  readonly replays: number;
+  readonly byGateway: Readonly<Record<string, GatewayAccount>>;
+  /** The latest status each gateway published. */
+  readonly gateways: Readonly<Record<string, GatewayStatusEntry>>;
+}
+
+export interface Ingestor {
+  /** Stores open, HTTP bound, MQTT connected and subscribed; rejects with FERRY_ERR_NOT_READY after broker.readyTimeoutMs. */
+  ready(): Promise<void>;
+  /** Stops taking batches, waits (bounded) for in-flight writes and their acks, closes everything. */
+  close(): Promise<void>;
+  readonly httpUrl: string | undefined;
+  readonly config: IngestorConfig;
+  stats(): IngestorStats;
+  readonly deadLetters: DeadLetterStore;
+  /** Re-runs one dead-lettered reading through validate -> dedupe -> write; marks it replayed on success. */
+  replay(id: number, waitMs?: number): Promise<ReplayResult>;
+}
+
+/** How long an HTTP replay waits for the database before answering 202 (the write still lands later). */
+const REPLAY_WAIT_MS = 10_000;
+/** How long close waits for outgoing acks to reach the broker. */
+const ACK_FLUSH_MS = 2_000;
+
+function redactUrl(url: string): string {
+  try {
+    const u = new URL(url);
+    u.username = '';
+    u.password = '';
+    return u.toString();
+  } catch {
+    return url.replace(/\/\/[^@/]*@/, '//');
+  }
+}
+
+export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = {}): Ingestor {
+  const config = parseIngestorConfig(input);
+  const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({ component: 'ingestor', ingestorId: config.ingestorId });
+  const clock = deps.clock ?? systemClock;
+  const registry = deps.registry ?? createRegistry();
+
+  try {
+    mkdirSync(config.dataDir, { recursive: true });
+  } catch (err) {
+    throw new FerryError('FERRY_ERR_STORAGE', `data dir ${config.dataDir} cannot be created: ${(err as Error).message}`, { dataDir: config.dataDir });
+  }
+  const dedupe: DedupeStore = openDedupeStore({ path: join(config.dataDir, 'dedupe.db'), windowPerGateway: config.dedupe.windowPerGateway });
+  let deadLetters: DeadLetterStore;
+  let sink: Sink;
+  try {
+    deadLetters = createSqliteDeadLetterStore({ path: join(config.dataDir, 'deadletters.db'), maxEntries: config.deadLetters.maxEntries, clock });
+    sink = deps.sink ?? createSink(config.sink, { logger });
+  } catch (err) {
+    dedupe.close();
+    throw err;
+  }
+  const ownsSink = deps.sink === undefined;
+
+  const accounting = new Accounting();
+  const statuses = new GatewayStatuses();
+  const counters = { acksSent: 0, deadLetters: 0, shed: 0, envelopesRejected: 0, batches: 0, replays: 0 };
+  let sinkUp = false;
+  let uplink: Uplink | undefined;
+  let ops: OpsServer | undefined;
+  let readying: Promise<void> | undefined;
+  let closing: Promise<void> | undefined;
+  let storesClosed = false;
+  let shedding = false;
+
+  const metrics = createIngestorMetrics(registry, {
+    accounting,
+    sinkUp: () => sinkUp,
+    mqttConnected: () => uplink?.connected ?? false,
+    pending: () => {
+      const s = pipeline.state();
+      return { batches: s.pendingBatches, readings: s.pendingReadings };
+    },
+  });
+
+  const pipeline: Pipeline = createPipeline({
+    limits: config.limits,
+    mapping: config.mapping,
+    maxBatchBytes: config.maxBatchBytes,
+    queue: config.queue,
+    write: config.write,
+    sink,
+    dedupe,
+    deadLetters,
+    accounting,
+    clock,
+    logger,
+    sendAck: (ack) => {
+      if (!uplink) {
+        logger.error({ gatewayId: ack.gatewayId, batchId: ack.batchId }, 'ack with no broker connection; the gateway will resend');
+        return;
+      }
+      uplink.publishAck(ack);
+    },
+    events: {
+      batch(result, readings) {
+        metrics.batch(result, readings);
+        if (result === 'accepted') {
+          counters.batches++;
+          shedding = false;
+        } else if (result === 'shed') {
+          counters.shed++;
+          // Once per episode, not once per batch: under overload this would flood the log.
+          if (!shedding) logger.warn({ shed: counters.shed }, 'batch queue full; shedding batches unacked, their gateways will resend them');
+          shedding = true;
+        } else if (result === 'envelope-invalid') counters.envelopesRejected++;
+      },
+      deadLettered(code, count) {
+        counters.deadLetters += count;
+        metrics.deadLettered(code, count);
+      },
+      pruned: (count) => metrics.pruned(count),
+      written: (points, seconds) => metrics.written(points, seconds),
+      retry(err, attempt, delayMs, stage) {
+        metrics.retry(stage);
+        const message = err instanceof Error ? err.message : String(err);
+        if (stage === 'sink') logger.warn({ err: message, attempt, delayMs, sink: sink.description }, 'database write failed; retrying, nothing acked meanwhile');
+        else logger.error({ err: message, attempt, delayMs }, 'local storage failed after a write; writing the chunk again');
+      },
+      sinkState(up) {
+        if (up !== sinkUp) logger.info({ sink: sink.description, up }, up ? 'database reachable' : 'database unreachable');
+        sinkUp = up;
+      },
+    },
+  });
+
+  function stats(): IngestorStats {
+    const t = accounting.totals();
+    const s = pipeline.state();
+    return {
+      received: t.received,
+      written: t.written,
+      duplicates: t.duplicates,
+      rejected: t.rejected,
+      rejectedByCode: t.rejectedByCode,
+      inFlight: t.inFlight,
+      batches: counters.batches,
+      shed: counters.shed,
+      envelopesRejected: counters.envelopesRejected,
+      acksSent: counters.acksSent,
+      deadLetters: counters.deadLetters,
+      deadLettersHeld: storesClosed ? 0 : deadLetters.counts().held,
+      sinkUp,
+      mqttConnected: uplink?.connected ?? false,
+      pendingBatches: s.pendingBatches,
+      queuedPoints: s.queuedPoints,
+      replays: counters.replays,
+      byGateway: Object.fromEntries(accounting.byGateway()),
+      gateways: statuses.snapshot(),
+    };
+  }
+
+  async function replay(id: number, waitMs = REPLAY_WAIT_MS): Promise<ReplayResult> {
+    const result = await pipeline.replay(id, waitMs);
+    if (result.outcome === 'written' || result.outcome === 'duplicate') counters.replays++;
+    logger.info({ ...result }, 'dead letter replayed');
+    return result;
+  }
+
+  async function start(): Promise<void> {
+    if (config.http !== false) {
+      ops = createOpsServer({
+        host: config.http.host,
+        port: config.http.port,
+        registry,
+        health: async () => {
+          sinkUp = await sink.ping();
+          const mqttConnected = uplink?.connected ?? false;
+          const s = pipeline.state();
+          return {
+            ok: sinkUp && mqttConnected,
+            ingestorId: config.ingestorId,
+            mqtt: { connected: mqttConnected, url: redactUrl(config.broker.url) },
+            sink: { up: sinkUp, description: sink.description },
+            pendingBatches: s.pendingBatches,
+            inFlight: accounting.totals().inFlight,
+          };
+        },
+      });
+      addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => statuses.snapshot(), replay: (id) => replay(id) });
+      await ops.listen();
+    }
+    sinkUp = await sink.ping();
+    uplink = createUplink({
+      url: config.broker.url,
+      clientId: config.broker.clientId,
+      username: config.broker.username,
+      password: config.broker.password,
+      logger,
+      onBatch: (topic, payload) => {
+        pipeline.accept(topic, payload);
+      },
+      onStatus: (topic, payload) => {
+        statuses.apply(topic, payload, clock.now());
+      },
+      onAckSent: () => {
+        counters.acksSent++;
+        metrics.ackSent();
+      },
+    });
+    await uplink.ready(config.broker.readyTimeoutMs);
+    logger.info({ broker: redactUrl(config.broker.url), sink: sink.description, httpUrl: ops?.url }, 'ingestor ready');
+  }
+
+  async function shutdown(): Promise<void> {
+    const drained = await pipeline.stop(config.write.closeTimeoutMs);
+    if (!drained) logger.warn({ inFlight: accounting.totals().inFlight }, 'closing with writes unconfirmed; they were not acked and will be resent');
+    const errors: unknown[] = [];
+    const step = async (what: string, fn: () => unknown): Promise<void> => {
+      try {
+        await fn();
+      } catch (err) {
+        errors.push(err);
+        logger.error({ err, what }, 'error while closing');
+      }
+    };
+    await step('mqtt', () => uplink?.close(ACK_FLUSH_MS));
+    await step('http', () => ops?.close());
+    if (ownsSink) await step('sink', () => sink.close());
+    storesClosed = true;
+    await step('dedupe', () => dedupe.close());
+    await step('deadletters', () => deadLetters.close());
+    if (errors.length > 0) throw errors[0];
+  }
+
+  return {
+    config,
+    deadLetters,
+    get httpUrl() {
+      return ops?.url;
+    },
+    stats,
+    replay,
+    ready() {
+      if (closing) return Promise.reject(new FerryError('FERRY_ERR_NOT_READY', 'the ingestor is closed'));
+      readying ??= start();
+      return readying;
+    },
+    close() {
+      closing ??= (async () => {
+        // A ready() still under way is allowed to finish or fail first, so nothing opens after close.
+        await readying?.catch(() => undefined);
+        await shutdown();
+      })();
+      return closing;
+    },
+  };
+}

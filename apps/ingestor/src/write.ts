@@ -1,0 +1,222 @@
+// Stage 5, write: points from many batches are coalesced into chunks (up to maxPoints, or once the
+// oldest has lingered lingerMs) and written to the Sink, retrying with backoff while the database
+// is unavailable. Nothing is settled until the sink confirmed it, so while the database is down
+// no ack leaves and the readings wait in the gateways' outboxes, the only durable copy.
+import { performance } from 'node:perf_hooks';
+import { isFerryError } from '@ferry/protocol';
+import { backoffDelay } from '@ferry/runtime';
+import type { BackoffPolicy, Clock } from '@ferry/runtime';
+import type { Point, Sink, SinkWriteResult } from '@ferry/sinks';
+
+export interface CoalescePolicy {
+  readonly maxPoints: number;
+  readonly lingerMs: number;
+}
+
+export interface WritePolicy extends CoalescePolicy {
+  /** Chunks written at the same time. */
+  readonly maxInFlight: number;
+  readonly retry: BackoffPolicy;
+}
+
+/** Pure: the coalescing buffer. Decides when a chunk is due; the writer below owns the timers. */
+export class WriteBuffer<T> {
+  private items: T[] = [];
+  private oldestAt: number | undefined;
+
+  constructor(
+    private readonly policy: CoalescePolicy,
+    private readonly clock: Clock,
+  ) {}
+
+  get size(): number {
+    return this.items.length;
+  }
+
+  push(items: readonly T[]): void {
+    if (items.length === 0) return;
+    if (this.items.length === 0) this.oldestAt = this.clock.now();
+    for (const item of items) this.items.push(item);
+  }
+
+  /** The next chunk if one is due: a full one, or whatever lingered long enough, or anything when flushing. */
+  take(flush = false): T[] | undefined {
+    const due = this.dueAt();
+    if (due === undefined || (!flush && due > this.clock.now())) return undefined;
+    const chunk = this.items.splice(0, this.policy.maxPoints);
+    // What remains arrived no later than the oldest taken, so it keeps that age.
+    if (this.items.length === 0) this.oldestAt = undefined;
+    return chunk;
+  }
+
+  /** When the next chunk becomes due (epoch ms), or undefined when empty. */
+  dueAt(): number | undefined {
+    if (this.items.length === 0 || this.oldestAt === undefined) return undefined;
+    if (this.items.length >= this.policy.maxPoints) return this.clock.now();
+    return this.oldestAt + this.policy.lingerMs;
+  }
+}
+
+/** A server's retry-after is honoured, but a wild value must not park the writer for hours. */
+const MAX_RETRY_AFTER_MS = 10 * 60_000;
+
+/** Pure: how long to wait before retry `attempt` (0-based) after `err`; honours details.retryAfterMs. */
+export function retryDelay(err: unknown, attempt: number, policy: BackoffPolicy, random: () => number = Math.random): number {
+  const backoff = backoffDelay(attempt, policy, random);
+  const retryAfterMs = isFerryError(err) ? err.details.retryAfterMs : undefined;
+  if (typeof retryAfterMs === 'number' && Number.isFinite(retryAfterMs) && retryAfterMs > 0) {
+    return Math.min(Math.round(retryAfterMs), MAX_RETRY_AFTER_MS);
+  }
+  return backoff;
+}
+
+export interface WriteItem {
+  readonly point: Point;
+}
+
+export interface WriterEvents {
+  written?(points: number, seconds: number): void;
+  retry?(err: unknown, attempt: number, delayMs: number, stage: 'sink' | 'confirm'): void;
+  sinkState?(up: boolean): void;
+}
+
+export interface WriterOptions<T extends WriteItem> {
+  readonly sink: Sink;
+  readonly policy: WritePolicy;
+  readonly clock: Clock;
+  /**
+   * Called once the sink confirmed a chunk, to record and settle its items. If it throws (local
+   * storage failed) nothing may have been settled, and the chunk is written again: an overwrite.
+   */
+  readonly confirm: (chunk: readonly T[], result: SinkWriteResult) => void;
+  readonly events?: WriterEvents;
+  readonly random?: () => number;
+}
+
+export interface Writer<T extends WriteItem> {
+  push(items: readonly T[]): void;
+  /** Items buffered, not yet handed to the sink. */
+  readonly queued: number;
+  /** Chunks being written or waiting to retry. */
+  readonly writing: number;
+  /**
+   * Flushes the buffer, waits up to timeoutMs for every chunk to be confirmed, then stops for
+   * good. Resolves true when all was confirmed; what was not is simply never acked, and the
+   * gateways resend it.
+   */
+  stop(timeoutMs: number): Promise<boolean>;
+}
+
+export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Writer<T> {
+  const { sink, policy, events = {} } = options;
+  const buffer = new WriteBuffer<T>(policy, options.clock);
+  let writing = 0;
+  let flushing = false;
+  let stopped = false;
+  let lingerTimer: NodeJS.Timeout | undefined;
+  const sleepers = new Set<() => void>();
+  let idleWaiter: (() => void) | undefined;
+
+  const isIdle = (): boolean => buffer.size === 0 && writing === 0;
+
+  function pump(): void {
+    if (stopped) return;
+    while (writing < policy.maxInFlight) {
+      const chunk = buffer.take(flushing);
+      if (!chunk) break;
+      writing++;
+      void writeChunk(chunk).finally(() => {
+        writing--;
+        pump();
+        if (isIdle()) idleWaiter?.();
+      });
+    }
+    armLinger();
+  }
+
+  function armLinger(): void {
+    if (lingerTimer) clearTimeout(lingerTimer);
+    lingerTimer = undefined;
+    const due = buffer.dueAt();
+    // With every slot busy the next pump comes from a finishing chunk, not from a timer.
+    if (stopped || due === undefined || writing >= policy.maxInFlight) return;
+    lingerTimer = setTimeout(pump, Math.max(0, due - options.clock.now()));
+  }
+
+  function sleep(ms: number): Promise<void> {
+    return new Promise((resolve) => {
+      const wake = (): void => {
+        clearTimeout(timer);
+        sleepers.delete(wake);
+        resolve();
+      };
+      const timer = setTimeout(wake, ms);
+      sleepers.add(wake);
+    });
+  }
+
+  async function writeChunk(chunk: readonly T[]): Promise<void> {
+    const points = chunk.map((item) => item.point);
+    for (let attempt = 0; !stopped; attempt++) {
+      let result: SinkWriteResult;
+      const started = performance.now();
+      try {
+        result = await sink.write(points);
+      } catch (err) {
+        events.sinkState?.(false);
+        if (stopped) return;
+        const delay = retryDelay(err, attempt, policy.retry, options.random);
+        events.retry?.(err, attempt, delay, 'sink');
+        await sleep(delay);
+        continue;
+      }
+      events.sinkState?.(true);
+      events.written?.(points.length, (performance.now() - started) / 1000);
+      // Stopped while the write was out: the stores may be closed; the resend will overwrite.
+      if (stopped) return;
+      try {
+        options.confirm(chunk, result);
+        return;
+      } catch (err) {
+        const delay = retryDelay(err, attempt, policy.retry, options.random);
+        events.retry?.(err, attempt, delay, 'confirm');
+        await sleep(delay);
+      }
+    }
+  }
+
+  return {
+    push(items) {
+      if (stopped || items.length === 0) return;
+      buffer.push(items);
+      pump();
+    },
+    get queued() {
+      return buffer.size;
+    },
+    get writing() {
+      return writing;
+    },
+    async stop(timeoutMs) {
+      if (stopped) return isIdle();
+      flushing = true;
+      pump();
+      if (!isIdle()) {
+        await new Promise<void>((resolve) => {
+          const timer = setTimeout(done, timeoutMs);
+          function done(): void {
+            clearTimeout(timer);
+            idleWaiter = undefined;
+            resolve();
+          }
+          idleWaiter = done;
+        });
+      }
+      const drained = isIdle();
+      stopped = true;
+      if (lingerTimer) clearTimeout(lingerTimer);
+      for (const wake of [...sleepers]) wake();
+      return drained;
+    },
+  };
+}

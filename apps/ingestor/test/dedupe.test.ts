@@ -1,0 +1,98 @@
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import { canonicalJson, contentHash, judge, openDedupeStore, windowFloor } from '../src/dedupe.js';
+
+const dirs: string[] = [];
+function tempDb(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-dedupe-'));
+  dirs.push(dir);
+  return join(dir, 'dedupe.db');
+}
+afterEach(() => {
+  for (const d of dirs.splice(0)) rmSync(d, { recursive: true, force: true });
+});
+
+describe('judge', () => {
+  it('calls an unseen seq new', () => {
+    expect(judge(undefined, 'h1')).toEqual({ kind: 'new' });
+  });
+  it('calls a seq written with the same content a duplicate', () => {
+    expect(judge({ hash: 'h1', outcome: 'written' }, 'h1')).toEqual({ kind: 'duplicate' });
+  });
+  it('calls a seq written with other content a conflict', () => {
+    expect(judge({ hash: 'h1', outcome: 'written' }, 'h2').kind).toBe('conflict');
+  });
+  it('repeats an earlier refusal for the same content, and judges new content afresh', () => {
+    const seen = { hash: 'h1', outcome: 'rejected' as const, code: 'FERRY_ERR_SINK_REJECTED' as const, reason: 'bad field' };
+    expect(judge(seen, 'h1')).toEqual({ kind: 'rejected-before', code: 'FERRY_ERR_SINK_REJECTED', reason: 'bad field' });
+    expect(judge(seen, 'h2')).toEqual({ kind: 'new' });
+  });
+});
+
+describe('content hash', () => {
+  it('does not depend on key order', () => {
+    expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe('{"a":{"c":"x","d":[1,{"x":1,"y":2}]},"b":1}');
+    expect(contentHash({ seq: 1, metrics: { t: 1, h: 2 } })).toBe(contentHash({ metrics: { h: 2, t: 1 }, seq: 1 }));
+  });
+  it('differs when a value differs', () => {
+    expect(contentHash({ seq: 1, metrics: { t: 1 } })).not.toBe(contentHash({ seq: 1, metrics: { t: 1.5 } }));
+  });
+});
+
+describe('dedupe store', () => {
+  it('remembers written and refused seqs across a reopen', () => {
+    const path = tempDb();
+    const store = openDedupeStore({ path, windowPerGateway: 1000 });
+    store.record([
+      { gatewayId: 'gw', seq: 1, hash: 'a', outcome: 'written' },
+      { gatewayId: 'gw', seq: 2, hash: 'b', outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason: 'nope' },
+    ]);
+    store.close();
+    const again = openDedupeStore({ path, windowPerGateway: 1000 });
+    expect(again.lookup('gw', 1)).toEqual({ hash: 'a', outcome: 'written' });
+    expect(again.lookup('gw', 2)).toEqual({ hash: 'b', outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason: 'nope' });
+    expect(again.lookup('gw', 3)).toBeUndefined();
+    expect(again.lookup('other', 1)).toBeUndefined();
+    again.close();
+  });
+
+  it('lets a later write replace a refusal but never lets a refusal replace a write', () => {
+    const store = openDedupeStore({ path: tempDb(), windowPerGateway: 1000 });
+    store.record([{ gatewayId: 'gw', seq: 1, hash: 'a', outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason: 'x' }]);
+    store.record([{ gatewayId: 'gw', seq: 1, hash: 'a', outcome: 'written' }]);
+    expect(store.lookup('gw', 1)?.outcome).toBe('written');
+    store.record([{ gatewayId: 'gw', seq: 1, hash: 'z', outcome: 'rejected', code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'y' }]);
+    expect(store.lookup('gw', 1)).toEqual({ hash: 'a', outcome: 'written' });
+    store.close();
+  });
+
+  it('keeps only the newest window of seqs per gateway and counts what it discards', () => {
+    expect(windowFloor(100, 10)).toBe(90);
+    const store = openDedupeStore({ path: tempDb(), windowPerGateway: 10 });
+    const entries = Array.from({ length: 25 }, (_, seq) => ({ gatewayId: 'gw', seq, hash: `h${seq}`, outcome: 'written' as const }));
+    store.record(entries.slice(0, 10));
+    expect(store.counts()).toEqual({ held: 10, pruned: 0 });
+    const pruned = store.record(entries.slice(10));
+    // Highest seq 24, window 10: seqs 15..24 stay.
+    expect(pruned).toBe(15);
+    expect(store.counts()).toEqual({ held: 10, pruned: 15 });
+    expect(store.lookup('gw', 14)).toBeUndefined();
+    expect(store.lookup('gw', 15)?.outcome).toBe('written');
+    store.record([{ gatewayId: 'other', seq: 0, hash: 'x', outcome: 'written' }]);
+    expect(store.lookup('other', 0)?.outcome).toBe('written');
+    store.close();
+  });
+
+  it('treats a seq below the window as unseen even before it is pruned from the file', () => {
+    const path = tempDb();
+    const store = openDedupeStore({ path, windowPerGateway: 1000 });
+    store.record([{ gatewayId: 'gw', seq: 5, hash: 'a', outcome: 'written' }, { gatewayId: 'gw', seq: 2000, hash: 'b', outcome: 'written' }]);
+    store.close();
+    const narrow = openDedupeStore({ path, windowPerGateway: 10 });
+    expect(narrow.lookup('gw', 5)).toBeUndefined();
+    expect(narrow.lookup('gw', 2000)?.outcome).toBe('written');
+    narrow.close();
+  });
+});

@@ -1,0 +1,143 @@
+import { describe, expect, it } from 'vitest';
+import { defaultLimits, encodeBatch } from '@ferry/protocol';
+import { decodeBatchMessage } from '../src/decode.js';
+import { validateReading } from '../src/validate.js';
+import { BatchTracker, envelopeRejectionAck } from '../src/ack.js';
+import { Accounting, imbalances } from '../src/accounting.js';
+import { GatewayStatuses } from '../src/statuses.js';
+import { batch, reading, T0 } from './fixtures.js';
+
+const ctx = { topicGatewayId: 'gw-1', envelopeGatewayId: 'gw-1', limits: defaultLimits, now: T0 + 60_000 };
+
+describe('decode', () => {
+  it('yields the header and raw readings of a plain or gzipped envelope', () => {
+    for (const compression of ['none', 'gzip'] as const) {
+      const decoded = decodeBatchMessage('gw-1', batch('gw-1', 7, [reading(1), reading(2)], compression), 1 << 20);
+      expect(decoded.ok).toBe(true);
+      if (decoded.ok) {
+        expect(decoded.header.batchId).toBe(7);
+        expect(decoded.readings).toHaveLength(2);
+      }
+    }
+  });
+
+  it('keeps the batch id of an envelope it refuses, so the refusal can be acked', () => {
+    const bad = Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', batchId: 9, sentAt: 1, compression: 'none', readings: 'nope' }));
+    const decoded = decodeBatchMessage('gw-1', bad, 1 << 20);
+    expect(decoded).toMatchObject({ ok: false, batchId: 9, rejection: { code: 'FERRY_ERR_ENVELOPE_INVALID' } });
+  });
+
+  it('finds the batch id of an oversized envelope too', () => {
+    const big = encodeBatch({ v: 1, gatewayId: 'gw-1', batchId: 3, sentAt: 1 }, [reading(1)]);
+    expect(decodeBatchMessage('gw-1', big, 10)).toMatchObject({ ok: false, batchId: 3, rejection: { code: 'FERRY_ERR_PAYLOAD_TOO_LARGE' } });
+  });
+
+  it('has no batch id for a payload that is not JSON', () => {
+    expect(decodeBatchMessage('gw-1', Buffer.from('garbage'), 1 << 20)).toMatchObject({ ok: false, batchId: undefined });
+  });
+});
+
+describe('validate', () => {
+  it('accepts a well-formed reading within limits', () => {
+    expect(validateReading(reading(1), ctx)).toMatchObject({ ok: true, reading: { seq: 1 } });
+  });
+
+  it('refuses a schema violation with the zod issues, keeping the seq and device', () => {
+    const result = validateReading({ ...reading(4), metrics: 'hot' }, ctx);
+    expect(result).toMatchObject({ ok: false, seq: 4, deviceId: 'dev-1', rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA' } });
+    if (!result.ok) expect(result.rejection.issues?.length).toBeGreaterThan(0);
+  });
+
+  it('refuses a reading over the limits', () => {
+    const result = validateReading(reading(2, { ts: T0 + 3_600_000 }), ctx);
+    expect(result).toMatchObject({ ok: false, seq: 2, rejection: { code: 'FERRY_ERR_TIMESTAMP_SKEW' } });
+  });
+
+  it('has no seq for a reading without a usable one', () => {
+    expect(validateReading({ seq: -1 }, ctx)).toMatchObject({ ok: false, seq: null });
+    expect(validateReading(42, ctx)).toMatchObject({ ok: false, seq: null, deviceId: undefined });
+  });
+
+  it("refuses a reading that came on another gateway's topic than the envelope names", () => {
+    const result = validateReading(reading(1), { ...ctx, envelopeGatewayId: 'gw-2' });
+    expect(result).toMatchObject({ ok: false, seq: 1, rejection: { code: 'FERRY_ERR_ENVELOPE_INVALID' } });
+  });
+});
+
+describe('ack', () => {
+  it('is ready only once every reading is settled, with the counts of each outcome', () => {
+    const tracker = new BatchTracker('gw-1', 5, 4);
+    tracker.settle(1, { kind: 'written' });
+    tracker.settle(2, { kind: 'duplicate' });
+    tracker.settle(null, { kind: 'rejected', code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'bad' });
+    expect(tracker.complete).toBe(false);
+    expect(() => tracker.toAck(1)).toThrow();
+    tracker.settle(4, { kind: 'written' });
+    expect(tracker.toAck(99)).toEqual({
+      v: 1,
+      gatewayId: 'gw-1',
+      batchId: 5,
+      accepted: 2,
+      duplicates: 1,
+      rejected: [{ seq: null, code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'bad' }],
+      ackedAt: 99,
+    });
+    expect(() => tracker.settle(5, { kind: 'written' })).toThrow();
+  });
+
+  it('acks an unreadable envelope with nothing accepted and one refusal without seq', () => {
+    expect(envelopeRejectionAck('gw', 3, 'FERRY_ERR_ENVELOPE_INVALID', 'x', 5)).toMatchObject({
+      accepted: 0,
+      duplicates: 0,
+      rejected: [{ seq: null, code: 'FERRY_ERR_ENVELOPE_INVALID', reason: 'x' }],
+    });
+  });
+});
+
+describe('accounting', () => {
+  it('balances received against written, rejected, duplicates and in flight per gateway', () => {
+    const books = new Accounting();
+    books.received('a', 5);
+    books.received('b', 1);
+    books.settle('a', 'written', 2);
+    books.settle('a', 'duplicate');
+    books.settle('a', { rejected: 'FERRY_ERR_PAYLOAD_SCHEMA' });
+    expect(books.byGateway().get('a')).toMatchObject({ received: 5, written: 2, duplicates: 1, rejected: 1, inFlight: 1 });
+    expect(books.totals()).toMatchObject({ received: 6, inFlight: 2, rejectedByCode: { FERRY_ERR_PAYLOAD_SCHEMA: 1 } });
+    expect(imbalances(books.byGateway())).toEqual([]);
+  });
+
+  it('refuses to settle more than is in flight', () => {
+    const books = new Accounting();
+    books.received('a', 1);
+    books.settle('a', 'written');
+    expect(() => books.settle('a', 'written')).toThrow();
+  });
+
+  it('names a gateway whose books do not balance', () => {
+    const broken = new Map([['x', { received: 3, written: 1, duplicates: 0, rejected: 0, rejectedByCode: {}, inFlight: 1 }]]);
+    expect(imbalances(broken)).toEqual(['x']);
+  });
+});
+
+describe('gateway statuses', () => {
+  const status = (gatewayId: string, ts: number, state = 'online'): Buffer => Buffer.from(JSON.stringify({ v: 1, gatewayId, state, ts }));
+
+  it('keeps the newest status per gateway and forgets one cleared by an empty retained message', () => {
+    const statuses = new GatewayStatuses();
+    expect(statuses.apply('ferry/v1/gw/a/status', status('a', 10), 1)).toBe(true);
+    expect(statuses.apply('ferry/v1/gw/a/status', status('a', 5, 'offline'), 2)).toBe(true);
+    expect(statuses.snapshot().a?.status.state).toBe('online');
+    statuses.apply('ferry/v1/gw/a/status', status('a', 20, 'offline'), 3);
+    expect(statuses.snapshot().a).toMatchObject({ status: { state: 'offline', ts: 20 }, receivedAt: 3 });
+    statuses.apply('ferry/v1/gw/a/status', Buffer.alloc(0), 4);
+    expect(statuses.snapshot()).toEqual({});
+  });
+
+  it('ignores a status naming another gateway than its topic, or one that is not a status', () => {
+    const statuses = new GatewayStatuses();
+    expect(statuses.apply('ferry/v1/gw/a/status', status('b', 1), 1)).toBe(false);
+    expect(statuses.apply('ferry/v1/gw/a/status', Buffer.from('{'), 1)).toBe(false);
+    expect(statuses.snapshot()).toEqual({});
+  });
+});
