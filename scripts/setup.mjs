@@ -26,6 +26,12 @@ const SERVER_BINARIES = [
   ['ip', 'iproute2'],
   ['tc', 'iproute2'],
 ];
+// better-sqlite3 compiles from source (its prebuilt download is not reachable): the npm install needs these.
+const BUILD_TOOLS = [
+  ['python3', 'python3'],
+  ['make', 'make'],
+  ['g++', 'g++'],
+];
 // Daemons a package's post-install script may start on default ports.
 const DAEMONS = new Set(['mosquitto', 'influxd', 'victoria-metrics', 'redis-server']);
 
@@ -123,14 +129,14 @@ async function stopProcess(pid, cmdline) {
   }
 }
 
-async function installServers() {
-  const missing = SERVER_BINARIES.filter(([binary]) => findBinary(binary) === undefined);
-  for (const [binary] of SERVER_BINARIES) {
+async function installDebianPackages(binaries, what) {
+  const missing = binaries.filter(([binary]) => findBinary(binary) === undefined);
+  for (const [binary] of binaries) {
     const at = findBinary(binary);
     if (at !== undefined) log(`found ${binary} at ${at}`);
   }
   if (missing.length === 0) {
-    log('all test servers are installed');
+    log(`all ${what} are installed`);
     return;
   }
   const packages = [...new Set(missing.map(([, pkg]) => pkg))];
@@ -163,21 +169,18 @@ async function installServers() {
     }
   }
 
-  const stillMissing = SERVER_BINARIES.filter(([binary]) => findBinary(binary) === undefined).map(([b]) => b);
+  const stillMissing = binaries.filter(([binary]) => findBinary(binary) === undefined).map(([b]) => b);
   if (stillMissing.length > 0) {
     throw new SetupError(`after apt-get install these are still missing: ${stillMissing.join(', ')}`);
   }
-  log('test servers installed');
+  log(`${what} installed`);
 }
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
-  if (opts.servers) await installServers();
-  // --pm-on-fail=ignore: pnpm 12 wants to record the packageManager pin in pnpm-lock.yaml,
-  // cannot resolve it from the npm registry alone ("The registry publishes no pnpm
-  // 12.21.0"), and a frozen install then refuses to run. The pin still selects the pnpm
-  // we run, through npx.
-  run('npx', [...PNPM, 'install', '--frozen-lockfile', '--pm-on-fail=ignore']);
+  await installDebianPackages(opts.servers ? [...BUILD_TOOLS, ...SERVER_BINARIES] : BUILD_TOOLS, opts.servers ? 'build tools and test servers' : 'build tools');
+  // pnpm-workspace.yaml sets pmOnFail: ignore (see the comment there).
+  run('npx', [...PNPM, 'install', '--frozen-lockfile']);
   if (opts.skipBuild) log('skipping the build (--skip-build)');
   else run('npx', [...PNPM, 'run', 'build']);
   log('done');
