@@ -1,0 +1,56 @@
+// The part of the InfluxDB v1 and v2 sinks that does not depend on the API: encode the batch,
+// set aside points that cannot be written, send the rest with bisection on refusal, and let
+// close() wait for writes in flight.
+import { FerryError } from '@ferry/protocol';
+import type { Logger } from '@ferry/runtime';
+import type { Point, Sink, SinkWriteResult } from './sink.js';
+import { encodePoints } from './line-protocol.js';
+import { writeBisecting, type SendLines } from './bisect.js';
+
+export interface HttpSinkParts {
+  readonly description: string;
+  readonly send: SendLines;
+  readonly ping: () => Promise<boolean>;
+  readonly logger?: Logger | undefined;
+}
+
+export function createHttpSink(parts: HttpSinkParts): Sink {
+  const { description, send, logger } = parts;
+  const inFlight = new Set<Promise<unknown>>();
+  let closed = false;
+
+  async function write(points: readonly Point[]): Promise<SinkWriteResult> {
+    if (closed) throw new FerryError('FERRY_ERR_NOT_READY', `${description}: sink is closed`, { sink: description });
+    const batch = encodePoints(points);
+    const sent = await writeBisecting(batch.lines, send, {
+      onSplit: (size, reason) => logger?.warn({ sink: description, size, reason }, 'database refused a batch; splitting it to find the refused points'),
+    });
+    const rejected = [...batch.rejected, ...sent.rejected].sort((a, b) => a.index - b.index);
+    return { written: sent.written, rejected };
+  }
+
+  return {
+    description,
+    write(points) {
+      const pending = write(points);
+      inFlight.add(pending);
+      const forget = (): void => {
+        inFlight.delete(pending);
+      };
+      pending.then(forget, forget);
+      return pending;
+    },
+    async ping() {
+      if (closed) return false;
+      try {
+        return await parts.ping();
+      } catch {
+        return false;
+      }
+    },
+    async close() {
+      closed = true;
+      await Promise.allSettled([...inFlight]);
+    },
+  };
+}

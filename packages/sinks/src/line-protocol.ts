@@ -1,0 +1,85 @@
+// InfluxDB line protocol: one point, one line, read the same way by InfluxDB 1.x, 2.x and
+// VictoriaMetrics. Points that cannot be written faithfully are refused before sending
+// (see point-rules.ts) instead of corrupting or silently shortening a batch.
+//
+// Escaping follows the line protocol reference:
+//   measurement:                      comma and space
+//   tag keys, tag values, field keys: comma, equals sign and space
+//   string field values:              double-quoted; double quote and backslash escaped
+// Numbers are floats written in JavaScript's shortest round-trip form (`21`, `0.1`, `1e+21`,
+// `5e-324`): the reference accepts plain and exponent syntax (`1`, `1.0`, `1.e+78`) for
+// IEEE-754 doubles, so the database reads back exactly the double that was sent. Integers
+// (`1i`) are never written: JSON cannot tell 21 from 21.0, and a field must keep one type.
+import { FerryError } from '@ferry/protocol';
+import type { FieldValue, Point, PointRejection } from './sink.js';
+import { checkPoint, seriesTags, sortedFields } from './point-rules.js';
+
+export function escapeMeasurement(measurement: string): string {
+  return measurement.replace(/[, ]/g, '\\$&');
+}
+
+/** For tag keys, tag values and field keys. */
+export function escapeKey(key: string): string {
+  return key.replace(/[,= ]/g, '\\$&');
+}
+
+export function quoteString(value: string): string {
+  return `"${value.replace(/["\\]/g, '\\$&')}"`;
+}
+
+/** The shortest text that parses back to the same double; keeps the sign of -0. */
+export function formatFloat(value: number): string {
+  return Object.is(value, -0) ? '-0' : String(value);
+}
+
+export function formatFieldValue(value: FieldValue): string {
+  if (typeof value === 'number') return formatFloat(value);
+  if (typeof value === 'boolean') return value ? 'true' : 'false';
+  return quoteString(value);
+}
+
+/** Encodes a point already known to pass checkPoint. */
+function lineOf(point: Point): string {
+  let line = escapeMeasurement(point.measurement);
+  for (const [key, value] of seriesTags(point)) line += `,${escapeKey(key)}=${escapeKey(value)}`;
+  line += ' ';
+  line += sortedFields(point)
+    .map(([key, value]) => `${escapeKey(key)}=${formatFieldValue(value)}`)
+    .join(',');
+  return `${line} ${point.timestampNs}`;
+}
+
+/**
+ * One point as one line (no trailing newline). Tags are sorted by key and empty tag values
+ * dropped, so the same point always yields the same line.
+ * Throws FERRY_ERR_SINK_REJECTED when the point cannot be written (see checkPoint).
+ */
+export function encodePoint(point: Point): string {
+  const problem = checkPoint(point);
+  if (problem) throw new FerryError('FERRY_ERR_SINK_REJECTED', problem, { measurement: point.measurement });
+  return lineOf(point);
+}
+
+export interface EncodedLine {
+  /** Index of the point in the batch passed to `encodePoints`. */
+  readonly index: number;
+  readonly line: string;
+}
+
+export interface EncodedBatch {
+  readonly lines: readonly EncodedLine[];
+  /** Points refused before sending, with the reason. */
+  readonly rejected: readonly PointRejection[];
+}
+
+/** Encodes a batch, setting aside the points that cannot be written rather than failing the batch. */
+export function encodePoints(points: readonly Point[]): EncodedBatch {
+  const lines: EncodedLine[] = [];
+  const rejected: PointRejection[] = [];
+  points.forEach((point, index) => {
+    const problem = checkPoint(point);
+    if (problem) rejected.push({ index, reason: problem });
+    else lines.push({ index, line: lineOf(point) });
+  });
+  return { lines, rejected };
+}
