@@ -1,0 +1,87 @@
+// Runs the built `ferry` binary as a child process, the way a user or a service manager would.
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { once } from 'node:events';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+
+export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+export const CLI = join(REPO_ROOT, 'apps', 'ferry', 'dist', 'main.js');
+
+export interface Finished {
+  readonly code: number | null;
+  readonly stdout: string;
+  readonly stderr: string;
+  readonly lines: string[];
+}
+
+export interface Running {
+  readonly child: ChildProcess;
+  readonly lines: string[];
+  stderr(): string;
+  /** Resolves with the first stdout line matching `pattern`, or rejects after `timeoutMs`. */
+  waitForLine(pattern: RegExp, timeoutMs?: number): Promise<string>;
+  readonly exited: Promise<Finished>;
+}
+
+/** Environment for the child: no FERRY_* or INFLUX_* from the test runner's own environment leak in. */
+function childEnv(extra: Record<string, string>): NodeJS.ProcessEnv {
+  const env: NodeJS.ProcessEnv = {};
+  for (const [k, v] of Object.entries(process.env)) if (!k.startsWith('FERRY_') && !k.startsWith('INFLUX_')) env[k] = v;
+  return { ...env, ...extra };
+}
+
+export function startCli(args: readonly string[], env: Record<string, string> = {}): Running {
+  const child = spawn(process.execPath, [CLI, ...args], { cwd: REPO_ROOT, env: childEnv(env), stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const lines: string[] = [];
+  const waiters = new Set<() => void>();
+  child.stdout.on('data', (chunk: Buffer) => {
+    stdout += chunk.toString();
+    const parts = stdout.split('\n');
+    lines.splice(0, lines.length, ...parts.filter((l) => l !== ''));
+    for (const wake of waiters) wake();
+  });
+  child.stderr.on('data', (chunk: Buffer) => {
+    stderr += chunk.toString();
+  });
+  const exited = once(child, 'close').then(([code]) => ({ code: code as number | null, stdout, stderr, lines: lines.slice() }));
+  return {
+    child,
+    lines,
+    stderr: () => stderr,
+    waitForLine(pattern, timeoutMs = 30_000) {
+      return new Promise((resolve, reject) => {
+        const check = (): void => {
+          const found = lines.find((l) => pattern.test(l));
+          if (found !== undefined) {
+            cleanup();
+            resolve(found);
+          }
+        };
+        const timer = setTimeout(() => {
+          cleanup();
+          reject(new Error(`no stdout line matched ${String(pattern)} within ${timeoutMs} ms; stdout: ${stdout}; stderr: ${stderr.slice(-2000)}`));
+        }, timeoutMs);
+        const onExit = (): void => {
+          cleanup();
+          reject(new Error(`ferry exited before printing ${String(pattern)}; stdout: ${stdout}; stderr: ${stderr.slice(-2000)}`));
+        };
+        const cleanup = (): void => {
+          clearTimeout(timer);
+          waiters.delete(check);
+          child.off('close', onExit);
+        };
+        waiters.add(check);
+        child.once('close', onExit);
+        check();
+      });
+    },
+    exited,
+  };
+}
+
+export function runCli(args: readonly string[], env: Record<string, string> = {}): Promise<Finished> {
+  return startCli(args, env).exited;
+}
