@@ -25,6 +25,9 @@ const SERVER_BINARIES = [
   ['chromium', 'chromium'],
   ['ip', 'iproute2'],
   ['tc', 'iproute2'],
+  // test/deploy: the Pi install scripts are linted and the systemd unit verified.
+  ['shellcheck', 'shellcheck'],
+  ['systemd-analyze', 'systemd'],
 ];
 // better-sqlite3 compiles from source (its prebuilt download is not reachable): the npm install needs these.
 const BUILD_TOOLS = [
