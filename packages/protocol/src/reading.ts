@@ -96,15 +96,21 @@ export function checkReadingLimits(reading: DeviceReading, limits: Limits, now: 
     if (reading.ts > now + limits.maxFutureSkewMs) {
       return {
         code: 'FERRY_ERR_TIMESTAMP_SKEW',
-        reason: `timestamp ${new Date(reading.ts).toISOString()} is more than ${limits.maxFutureSkewMs} ms ahead of the receiver clock`,
+        reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxFutureSkewMs} ms ahead of the receiver clock`,
       };
     }
     if (reading.ts < now - limits.maxPastAgeMs) {
       return {
         code: 'FERRY_ERR_TIMESTAMP_SKEW',
-        reason: `timestamp ${new Date(reading.ts).toISOString()} is more than ${limits.maxPastAgeMs} ms in the past`,
+        reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxPastAgeMs} ms in the past`,
       };
     }
   }
   return undefined;
+}
+
+/** ISO text for a time, or the raw number when it is beyond what Date can show (toISOString would throw). */
+function timeText(ms: number): string {
+  const date = new Date(ms);
+  return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString();
 }

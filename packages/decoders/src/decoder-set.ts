@@ -1,0 +1,114 @@
+// The decoders a gateway (or ingestor) uses, one per configured pattern: the first pattern that
+// matches a topic decodes it. State of stateful formats lives here, so each gateway has its own.
+import { compilePattern, defaultLimits } from '@ferry/protocol';
+import type { CompiledPattern, Limits } from '@ferry/protocol';
+import { formatConfigSchema } from './config.js';
+import type { FormatConfig, FormatConfigInput, FormatName } from './config.js';
+import type { Decoder, DecodeOutcome, DecoderOptions } from './decoder.js';
+import { createEsphomeDecoder } from './formats/esphome.js';
+import { createFerryDecoder } from './formats/ferry.js';
+import { createFlatDecoder } from './formats/flat.js';
+import { createHomeAssistantDecoder } from './formats/homeassistant.js';
+import { createInfluxLineDecoder } from './formats/influx-line.js';
+import { createOmgBleDecoder } from './formats/omg-ble.js';
+import { createShellyGen1Decoder } from './formats/shelly-gen1.js';
+import { createShellyGen2Decoder } from './formats/shelly-gen2.js';
+import { createSparkplugDecoder } from './formats/sparkplug-b.js';
+import { createTasmotaDecoder } from './formats/tasmota.js';
+import { createTtnV3Decoder } from './formats/ttn-v3.js';
+
+const FACTORIES: Record<FormatName, () => Decoder> = {
+  ferry: createFerryDecoder,
+  flat: createFlatDecoder,
+  tasmota: createTasmotaDecoder,
+  'shelly-gen1': createShellyGen1Decoder,
+  'shelly-gen2': () => createShellyGen2Decoder(),
+  esphome: createEsphomeDecoder,
+  homeassistant: createHomeAssistantDecoder,
+  'omg-ble': createOmgBleDecoder,
+  'influx-line': createInfluxLineDecoder,
+  'ttn-v3': createTtnV3Decoder,
+  'sparkplug-b': () => createSparkplugDecoder(),
+};
+
+/** A fresh decoder for a format; stateful formats start with empty state. */
+export function createDecoder(format: FormatName): Decoder {
+  return FACTORIES[format]();
+}
+
+export interface DecoderSetEntry {
+  readonly config: FormatConfig;
+  readonly compiled: CompiledPattern;
+  readonly decoder: Decoder;
+}
+
+export type DecoderSetOutcome = DecodeOutcome & { readonly pattern?: string; readonly format?: FormatName };
+
+export interface DecoderSet {
+  readonly entries: readonly DecoderSetEntry[];
+  /** MQTT subscription filters for all patterns. */
+  readonly filters: readonly string[];
+  decode(topic: string, payload: Uint8Array, receivedAt: number, limits?: Limits): DecoderSetOutcome;
+}
+
+/** The topic levels after `{deviceId}`; `{deviceId#}` takes them into the id itself. */
+function tailOf(pattern: string, topic: string): string[] {
+  const idLevel = pattern.split('/').indexOf('{deviceId}');
+  return idLevel === -1 ? [] : topic.split('/').slice(idLevel + 1);
+}
+
+/**
+ * Builds the decoders for a list of pattern entries (validated with formatConfigSchema; throws a
+ * zod error on a bad entry, which config loading reports as FERRY_ERR_CONFIG_INVALID). Patterns
+ * of one format share one decoder, and so its state.
+ */
+export function createDecoderSet(patterns: readonly FormatConfigInput[]): DecoderSet {
+  const decoders = new Map<FormatName, Decoder>();
+  const entries: DecoderSetEntry[] = patterns.map((input) => {
+    const config = formatConfigSchema.parse(input);
+    let decoder = decoders.get(config.format);
+    if (!decoder) {
+      decoder = createDecoder(config.format);
+      decoders.set(config.format, decoder);
+    }
+    return { config, compiled: compilePattern(config.pattern, config.kind ?? 'telemetry'), decoder };
+  });
+  const options = new Map<DecoderSetEntry, DecoderOptions>(
+    entries.map((e) => [
+      e,
+      {
+        kind: e.config.kind,
+        coerce: e.config.coerce ?? {},
+        timestampUnit: e.config.timestampUnit,
+        deviceIdField: e.config.deviceIdField,
+      },
+    ]),
+  );
+  return {
+    entries,
+    filters: entries.map((e) => e.compiled.filter),
+    decode(topic, payload, receivedAt, limits = defaultLimits) {
+      for (const entry of entries) {
+        const match = entry.compiled.match(topic);
+        if (!match) continue;
+        const outcome = entry.decoder.decode({
+          topic,
+          payload,
+          match: { deviceId: match.deviceId, tail: tailOf(entry.config.pattern, topic) },
+          receivedAt,
+          limits,
+          options: options.get(entry) ?? { kind: undefined, coerce: {}, timestampUnit: undefined, deviceIdField: undefined },
+        });
+        return { ...outcome, deviceId: outcome.deviceId ?? match.deviceId, pattern: entry.config.pattern, format: entry.config.format };
+      }
+      return {
+        readings: [],
+        dropped: [],
+        rejection: {
+          code: 'FERRY_ERR_TOPIC_UNKNOWN',
+          reason: `topic "${topic.slice(0, 200)}" matches none of ${entries.map((e) => `"${e.config.pattern}"`).join(', ')}`,
+        },
+      };
+    },
+  };
+}

@@ -1,0 +1,99 @@
+// The one interface every device format implements: bytes and topic in, readings and typed
+// rejections out. A decoder never throws; what it cannot read it names in a rejection.
+import type { DeviceReading, Limits, Rejection, TopicKind } from '@ferry/protocol';
+import type { CoercionRule, FormatName, TimestampUnit } from './config.js';
+
+export interface TopicMatch {
+  /** The device id the pattern found in the topic. */
+  readonly deviceId: string;
+  /**
+   * The topic levels after the `{deviceId}` level (empty for `{deviceId#}`, whose id takes the
+   * rest of the topic): decoders read entity names and message types from them.
+   */
+  readonly tail: readonly string[];
+}
+
+/** A pattern entry's options, as a decoder sees them. */
+export interface DecoderOptions {
+  /** The pattern's kind: `status` makes the whole payload an availability message. */
+  readonly kind: TopicKind | undefined;
+  /** Per-field coercion overrides, keyed by the final metric name. */
+  readonly coerce: Readonly<Record<string, CoercionRule>>;
+  readonly timestampUnit: TimestampUnit | undefined;
+  /** Dotted path (or line-protocol tag) holding the device id instead of the topic. */
+  readonly deviceIdField: string | undefined;
+}
+
+export interface DecodeInput {
+  readonly topic: string;
+  readonly payload: Uint8Array;
+  readonly match: TopicMatch;
+  /** Receive time, epoch milliseconds. */
+  readonly receivedAt: number;
+  readonly limits: Limits;
+  readonly options: DecoderOptions;
+}
+
+export interface DecodeOutcome {
+  /** Zero readings is a valid answer: a command topic, a BIRTH that only defines aliases. */
+  readonly readings: readonly DeviceReading[];
+  /** Values set aside while the rest of their reading was kept (NaN, a string where a number was configured...). */
+  readonly dropped: readonly Rejection[];
+  /** Set when nothing of the message could be taken. */
+  readonly rejection?: Rejection;
+  /** The device id the message was about, when known, for the dead letter. */
+  readonly deviceId?: string;
+}
+
+export interface Decoder {
+  readonly name: FormatName;
+  decode(input: DecodeInput): DecodeOutcome;
+}
+
+export const nothing: DecodeOutcome = { readings: [], dropped: [] };
+
+export function rejected(rejection: Rejection, deviceId?: string): DecodeOutcome {
+  return { readings: [], dropped: [], rejection, ...(deviceId !== undefined ? { deviceId } : {}) };
+}
+
+/**
+ * Runs a decoder body and turns anything it throws into a rejection: the promise "a decoder never
+ * throws" is kept here once instead of in every format.
+ */
+export function guarded(name: FormatName, body: (input: DecodeInput) => DecodeOutcome): Decoder {
+  return {
+    name,
+    decode(input) {
+      if (input.payload.byteLength > input.limits.maxPayloadBytes) {
+        return rejected({
+          code: 'FERRY_ERR_PAYLOAD_TOO_LARGE',
+          reason: `payload is ${input.payload.byteLength} bytes, at most ${input.limits.maxPayloadBytes} allowed`,
+        });
+      }
+      try {
+        return body(input);
+      } catch (err) {
+        return rejected({
+          code: 'FERRY_ERR_PAYLOAD_SCHEMA',
+          reason: `${name} payload could not be read: ${err instanceof Error ? err.message : String(err)}`.slice(0, 300),
+        });
+      }
+    },
+  };
+}
+
+/** The topic levels from the device id on: the id's own levels, then the tail. */
+export function levelsFromId(match: TopicMatch): string[] {
+  return [...match.deviceId.split('/'), ...match.tail];
+}
+
+/**
+ * The device id once a format's own suffix (e.g. ESPHome's `sensor/<name>/state`) is accounted
+ * for: a `{deviceId}` pattern fixed the id already; a `{deviceId#}` id took the suffix with it.
+ */
+export function deviceIdBefore(match: TopicMatch, suffixLength: number): string | undefined {
+  if (match.tail.length >= suffixLength) return match.deviceId;
+  const idLevels = match.deviceId.split('/');
+  const keep = idLevels.length - (suffixLength - match.tail.length);
+  return keep >= 1 ? idLevels.slice(0, keep).join('/') : undefined;
+}

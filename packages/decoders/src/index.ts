@@ -1,0 +1,15 @@
+export * from './config.js';
+export type { Decoder, DecodeInput, DecodeOutcome, DecoderOptions, TopicMatch } from './decoder.js';
+export { createDecoder, createDecoderSet } from './decoder-set.js';
+export type { DecoderSet, DecoderSetEntry, DecoderSetOutcome } from './decoder-set.js';
+export { createDeviceStateStore, DEFAULT_MAX_DEVICES } from './device-state.js';
+export type { DeviceStateStore } from './device-state.js';
+export { snakeCase } from './names.js';
+export { readDeviceTime, CLOCK_SYNCED_AFTER_MS } from './time.js';
+export { parseDeviceJson } from './json.js';
+export { createShellyGen2Decoder } from './formats/shelly-gen2.js';
+export { createSparkplugDecoder, sparkplugValue, SPARKPLUG_NAMESPACE } from './formats/sparkplug-b.js';
+export { encodeSparkplugPayload, decodeSparkplugPayload, SparkplugDataType } from './formats/sparkplug-proto.js';
+export type { SparkplugMetricInput, SparkplugPayloadInput, SparkplugPayload, SparkplugMetric } from './formats/sparkplug-proto.js';
+export { parseLine } from './formats/influx-line.js';
+export type { LineProtocolPoint } from './formats/influx-line.js';
