@@ -15,6 +15,10 @@ export interface GroupCommitterOptions {
   readonly maxReadings: number;
   readonly onCommitted: (result: AppendResult) => void;
   readonly onError: (err: FerryError, readings: number) => void;
+  /** Readings refused because the outbox is full (`whenFull: 'refuse-new'`); their devices were not acknowledged. */
+  readonly onRefused?: (readings: number) => void;
+  /** Rows the outbox bounds must keep: those in batches awaiting an ack. */
+  readonly inFlight?: { has(seq: number): boolean };
 }
 
 export interface GroupCommitter {
@@ -49,7 +53,7 @@ export function createGroupCommitter(options: GroupCommitterOptions): GroupCommi
     callbacks = [];
     let result: AppendResult;
     try {
-      result = options.outbox.append(group);
+      result = options.outbox.append(group, options.inFlight ? { inFlight: options.inFlight } : {});
     } catch (err) {
       const failure =
         err instanceof FerryError ? err : new FerryError('FERRY_ERR_STORAGE', `outbox commit failed: ${(err as Error).message}`, {}, { cause: err });
@@ -58,7 +62,18 @@ export function createGroupCommitter(options: GroupCommitterOptions): GroupCommi
       for (const done of waiting) done(failure);
       return;
     }
-    options.onCommitted(result);
+    const stored = result.seqs.length;
+    if (stored > 0) options.onCommitted(result);
+    if (stored < waiting.length) {
+      const full = new FerryError('FERRY_ERR_OUTBOX_FULL', `the outbox is full; ${waiting.length - stored} reading(s) refused, publish again later`, {
+        refused: waiting.length - stored,
+      });
+      options.onRefused?.(waiting.length - stored);
+      // Readings stored are acknowledged (the outbox stores a group whole or not at all); the
+      // others are not, and their devices publish again.
+      waiting.forEach((done, i) => done(i < stored ? null : full));
+      return;
+    }
     for (const done of waiting) done(null);
   }
 

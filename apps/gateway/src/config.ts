@@ -1,6 +1,7 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
 import { compilePattern, DEFAULT_DEVICE_PATTERNS, gatewayIdSchema, limitsSchema } from '@ferry/protocol';
+import { coercionRuleSchema, formatNameSchema, timestampUnitSchema } from '@ferry/decoders';
 
 const port = z.number().int().min(0).max(65_535);
 
@@ -30,6 +31,14 @@ const patternSchema = z
   .object({
     pattern: z.string().min(1),
     kind: z.enum(['telemetry', 'status']),
+    /** How payloads on this pattern are read (docs/devices.md); absent means Ferry's own JSON. */
+    format: formatNameSchema.default('ferry'),
+    /** Per-field value rules over the format's defaults, keyed by metric name: number, string or boolean. */
+    coerce: z.record(z.string().min(1), coercionRuleSchema).optional(),
+    /** Unit of numeric device timestamps; default per format. */
+    timestampUnit: timestampUnitSchema.optional(),
+    /** Take the device id from this payload field (a tag for influx-line) instead of the topic. */
+    deviceIdField: z.string().min(1).optional(),
   })
   .strict()
   .superRefine((value, ctx) => {
@@ -68,8 +77,8 @@ export const gatewayConfigSchema = z
           .array(patternSchema)
           .min(1)
           .default([
-            { pattern: DEFAULT_DEVICE_PATTERNS.telemetry, kind: 'telemetry' },
-            { pattern: DEFAULT_DEVICE_PATTERNS.status, kind: 'status' },
+            { pattern: DEFAULT_DEVICE_PATTERNS.telemetry, kind: 'telemetry', format: 'ferry' },
+            { pattern: DEFAULT_DEVICE_PATTERNS.status, kind: 'status', format: 'ferry' },
           ]),
         attach: attachSchema.optional(),
       })
@@ -112,10 +121,26 @@ export const gatewayConfigSchema = z
       .object({
         /** What a power cut can lose at each level: see SqliteOutboxOptions.synchronous in outbox.ts. */
         synchronous: z.enum(['normal', 'full']).default('normal'),
+        /** Bounds: rows, bytes (payloads plus a fixed cost a row) and age by the reading's own timestamp. */
         maxRows: z.number().int().positive().default(5_000_000),
+        maxBytes: z.number().int().positive().default(2 * 1024 * 1024 * 1024),
+        /** Default 30 days; readings older than this by their own ts are dropped as `outbox_age`. */
+        maxAgeMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
+        /** `drop-oldest` keeps the newest readings; `refuse-new` withholds PUBACKs so devices keep theirs. */
+        whenFull: z.enum(['drop-oldest', 'refuse-new']).default('drop-oldest'),
         /** A group commit waits this long for more readings before its transaction. */
         commitLingerMs: z.number().int().nonnegative().default(5),
         commitMaxReadings: z.number().int().positive().default(1000),
+      })
+      .strict()
+      .prefault({}),
+    drain: z
+      .object({
+        /** A backlog of at least this many unsent readings is drained live first, with progress logged. */
+        aboveReadings: z.number().int().positive().default(5_000),
+        /** Send readings that arrive during a drain ahead of the backlog (docs/durability.md). */
+        liveFirst: z.boolean().default(true),
+        logIntervalMs: z.number().int().positive().default(5_000),
       })
       .strict()
       .prefault({}),

@@ -3,7 +3,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
-import type { Rejection } from '@ferry/protocol';
+import type { GapRecord, Rejection } from '@ferry/protocol';
 import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
@@ -22,7 +22,12 @@ import type { Sender } from './send.js';
 import { createAckHandler, InFlightBatches } from './ack.js';
 import { connectUplink } from './uplink.js';
 import type { Uplink } from './uplink.js';
-import { encodeGatewayStatus, gatewayStatus } from './status.js';
+import { encodeGatewayStatus, gatewayStatus, GAPS_IN_STATUS } from './status.js';
+import { DrainMeter } from './drain.js';
+import { MAX_GAP_RECORDS } from './drops.js';
+import type { DrainProgress } from './drain.js';
+import { DiskWearMeter } from './disk-wear.js';
+import { isDiskFull, StorageAlarm } from './storage-alarm.js';
 import { createGatewayMetrics } from './metrics.js';
 import type { GatewayMetrics } from './metrics.js';
 
@@ -53,6 +58,18 @@ export interface GatewayStats {
   uplinkConnected: boolean;
   /** Entries held in the dead-letter store. */
   deadLetters: number;
+  /** Backlog drain progress: readings held, acked per second, seconds left (null while nothing drains). */
+  drain: DrainProgress;
+  /** True while a backlog drains with live readings sent first. */
+  draining: boolean;
+  /** Readings refused because the outbox was full (whenFull: refuse-new); devices publish them again. */
+  refusedReadings: number;
+  /** Group commits that failed (disk full, storage error); their devices were not acknowledged. */
+  commitFailures: number;
+  /** Bytes written to storage per reading committed since start (SD-card wear); null until measurable. */
+  diskWriteBytesPerReading: number | null;
+  /** Where a corrupt outbox found at start was moved; null when none was. */
+  outboxSetAside: string | null;
 }
 
 export interface Gateway {
@@ -91,6 +108,7 @@ interface Running {
   ops?: OpsServer;
   uplink?: Uplink;
   statusTimer?: NodeJS.Timeout;
+  drainTimer?: NodeJS.Timeout;
 }
 
 export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps = {}): Gateway {
@@ -106,7 +124,14 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   let running: Running | undefined;
   let readyPromise: Promise<void> | undefined;
   let closePromise: Promise<void> | undefined;
-  const counts = { received: 0, committed: 0, rejected: 0, sentReadings: 0, ackedReadings: 0 };
+  const counts = { received: 0, committed: 0, rejected: 0, sentReadings: 0, ackedReadings: 0, refusedReadings: 0, commitFailures: 0 };
+  const drainMeter = new DrainMeter({ clock, aboveReadings: config.drain.aboveReadings, logIntervalMs: config.drain.logIntervalMs });
+  const diskWear = new DiskWearMeter();
+  const storageAlarm = new StorageAlarm(clock, 10_000);
+
+  function drainProgress(): DrainProgress {
+    return drainMeter.progress(running?.outbox.stats().depth ?? 0);
+  }
 
   const metrics: GatewayMetrics = createGatewayMetrics(registry, {
     outboxDepth: () => running?.outbox.stats().depth ?? 0,
@@ -116,6 +141,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     inFlightBatches: () => running?.inFlight.size ?? 0,
     uplinkConnected: () => running?.uplink?.connected ?? false,
     deadLetters: () => heldDeadLetters(),
+    diskWriteBytesPerReading: () => diskWear.bytesPerReading(counts.committed),
+    drain: () => drainProgress(),
     now: () => clock.now(),
   });
 
@@ -170,7 +197,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       try {
         run.deadLetters.addMany(
           verdict.dropped.map((rejection) =>
-            deadLetter({ ...rejection, reason: `${rejection.reason}; the rest of the reading was kept` }, topic, verdict.reading.deviceId, payload),
+            deadLetter({ ...rejection, reason: `${rejection.reason}; the rest of the reading was kept` }, topic, verdict.deviceId, payload),
           ),
         );
       } catch (err) {
@@ -178,7 +205,24 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       }
       for (const rejection of verdict.dropped) metrics.valuesDropped.inc({ code: rejection.code });
     }
-    run.committer.add(verdict.reading, done);
+    // A message may hold no reading (a command topic) or several (line protocol, Sparkplug): the
+    // device is acknowledged once all of them are durable, or told of the first failure.
+    const readings = verdict.readings;
+    if (readings.length === 0) {
+      done(null);
+      return;
+    }
+    let left = readings.length;
+    let failed = false;
+    for (const reading of readings) {
+      run.committer.add(reading, (err) => {
+        if (failed) return;
+        if (err) {
+          failed = true;
+          done(err);
+        } else if (--left === 0) done(null);
+      });
+    }
   }
 
   function currentStatus(stateName: 'online' | 'offline', uplink: 'connected' | 'closed' | 'lost'): Buffer {
@@ -189,9 +233,23 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         now: clock.now(),
         version,
         uplink,
-        ...(running ? { outbox: running.outbox.stats(), deadLetters: heldDeadLetters() } : {}),
+        ...(running ? { outbox: running.outbox.stats(), deadLetters: heldDeadLetters(), gaps: currentGaps(running.outbox), drain: drainProgress() } : {}),
+        diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
       }),
     );
+  }
+
+  function currentGaps(outbox: Outbox): GapRecord[] {
+    try {
+      return outbox.gaps(GAPS_IN_STATUS);
+    } catch {
+      // Closed or failing storage: the status goes out without them, the records stay in the file.
+      return [];
+    }
+  }
+
+  function currentGapsAll(outbox: Outbox): GapRecord[] {
+    return outbox.gaps(MAX_GAP_RECORDS);
   }
 
   function publishStatus(): void {
@@ -212,8 +270,20 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       path: join(config.dataDir, 'outbox.db'),
       synchronous: config.outbox.synchronous,
       maxRows: config.outbox.maxRows,
+      maxBytes: config.outbox.maxBytes,
+      maxAgeMs: config.outbox.maxAgeMs,
+      whenFull: config.outbox.whenFull,
       clock,
     });
+    if (outbox.corrupt) {
+      const { asidePath, reason, lostByDevice, lostRows } = outbox.corrupt;
+      const lost = lostByDevice ? lostByDevice.reduce((n, d) => n + d.count, 0) : (lostRows ?? 'unknown');
+      // Loud on purpose: readings were lost, and the file is kept for inspection.
+      logger.error(
+        { asidePath, reason, lostReadings: lost },
+        'the outbox file was corrupt: moved aside, its unsent readings are counted as dropped (corrupt); continuing on a fresh outbox',
+      );
+    }
     try {
       const deadLetters = createSqliteDeadLetterStore({
         path: join(config.dataDir, 'deadletters.db'),
@@ -266,22 +336,51 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         metrics.resends.inc({ why });
         logger.debug({ batchId: batch.batchId, readings: batch.seqs.length, why }, 'batch requeued');
       },
+      liveFirstAbove: config.drain.liveFirst ? config.drain.aboveReadings : undefined,
+      onDrainMode: ({ draining, boundary }) => {
+        if (draining) logger.info({ backlog: outbox.stats().depth, boundary }, 'draining a backlog; readings arriving now are sent first');
+        else logger.info({ outboxDepth: outbox.stats().depth }, 'backlog handed out; one stream again');
+      },
     });
     const committer = createGroupCommitter({
       outbox,
       lingerMs: config.outbox.commitLingerMs,
       maxReadings: config.outbox.commitMaxReadings,
+      inFlight: inFlight.excluded,
       onCommitted: (result) => {
         counts.committed += result.seqs.length;
         metrics.committed.inc(result.seqs.length);
+        if (storageAlarm.succeeded()) logger.warn({ failures: storageAlarm.failures }, 'outbox commits succeed again');
         if (result.droppedSeqs.length > 0) {
-          logger.warn({ dropped: result.droppedSeqs.length, maxRows: config.outbox.maxRows }, 'outbox full: oldest readings dropped');
+          logger.warn(
+            { dropped: result.droppedSeqs.length, maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeMs },
+            'outbox bound reached: readings dropped (counted, and named in gap records)',
+          );
         }
         sender.committed(result);
       },
+      onRefused: (readings) => {
+        counts.refusedReadings += readings;
+        metrics.refusedReadings.inc(readings);
+        const verdict = storageAlarm.failed();
+        if (verdict.log) {
+          logger.warn({ readings, suppressed: verdict.suppressed, maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes }, 'outbox full: new readings refused, devices will publish again');
+        }
+      },
       onError: (err, readings) => {
+        counts.commitFailures += 1;
         metrics.commitErrors.inc();
-        logger.error({ err, readings }, 'outbox commit failed; devices were not acknowledged and will publish again');
+        const diskFull = isDiskFull(err);
+        if (diskFull) metrics.storageFull.inc();
+        const verdict = storageAlarm.failed();
+        if (verdict.log) {
+          logger.error(
+            { err, readings, diskFull, suppressed: verdict.suppressed },
+            diskFull
+              ? 'outbox commit failed: the disk is full; devices were not acknowledged and will publish again'
+              : 'outbox commit failed; devices were not acknowledged and will publish again',
+          );
+        }
       },
     });
     const run: Running = { outbox, deadLetters, committer, inFlight, sender };
@@ -309,8 +408,11 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
             uplinkConnected: run.uplink?.connected ?? false,
             outbox: outbox.stats(),
             inFlightBatches: inFlight.size,
+            drain: drainProgress(),
           }),
         });
+        // The ops view of what was lost: every gap record the outbox file holds, newest first.
+        ops.app.get('/gaps', async () => ({ gaps: currentGapsAll(outbox), dropped: outbox.droppedByDevice() }));
         run.ops = ops;
         await ops.listen();
       }
@@ -322,6 +424,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         counters: {
           onAcked: (_batch, ack, deleted, late) => {
             counts.ackedReadings += deleted;
+            drainMeter.acked(deleted);
             metrics.ackedReadings.inc(deleted);
             if (late) metrics.lateAcks.inc();
             if (ack.rejected.length > 0) metrics.ingestorRejected.inc(ack.rejected.length);
@@ -378,6 +481,11 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         // A safety net: anything left unsent by a missed event goes out on the next tick.
         sender.pump();
       }, config.statusIntervalMs);
+      run.drainTimer = setInterval(() => {
+        expireAged(run);
+        logDrain(run);
+      }, Math.min(config.drain.logIntervalMs, config.statusIntervalMs));
+      expireAged(run);
       logger.info(
         { gatewayId, deviceUrl: run.listener?.url, httpUrl: run.ops?.url, outboxDepth: outbox.stats().depth, version },
         'gateway ready',
@@ -389,8 +497,33 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     }
   }
 
+  /** The age bound also holds while nothing is committed. */
+  function expireAged(run: Running): void {
+    try {
+      const dropped = run.outbox.expire({ inFlight: run.inFlight.excluded });
+      if (dropped.length > 0) {
+        logger.warn({ dropped: dropped.length, maxAgeMs: config.outbox.maxAgeMs }, 'readings older than the outbox age bound dropped (counted, and named in gap records)');
+        run.sender.pump();
+      }
+    } catch (err) {
+      logger.warn({ err }, 'the outbox age bound could not be applied; trying again later');
+    }
+  }
+
+  function logDrain(run: Running): void {
+    const backlog = run.outbox.stats().depth;
+    const what = drainMeter.report(backlog);
+    if (what === 'progress') {
+      const { ratePerSec, etaSec } = drainMeter.progress(backlog);
+      logger.info({ backlog, ratePerSec, etaSec, uplinkConnected: run.uplink?.connected ?? false }, 'draining the outbox backlog');
+    } else if (what === 'done') {
+      logger.info({ backlog }, 'outbox backlog drained');
+    }
+  }
+
   async function shutdown(run: Running, clean: boolean): Promise<void> {
     if (run.statusTimer) clearInterval(run.statusTimer);
+    if (run.drainTimer) clearInterval(run.drainTimer);
     run.listener?.stopAccepting();
     // Whatever devices already handed over is committed and acknowledged before they are cut off.
     run.committer.close();
@@ -461,6 +594,12 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         dropped: { ...(outbox?.dropped ?? {}) },
         uplinkConnected: running?.uplink?.connected ?? false,
         deadLetters: heldDeadLetters(),
+        drain: drainProgress(),
+        draining: running?.sender.draining ?? false,
+        refusedReadings: counts.refusedReadings,
+        commitFailures: counts.commitFailures,
+        diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
+        outboxSetAside: running?.outbox.corrupt?.asidePath ?? null,
       };
     },
     get deadLetters(): DeadLetterStore {

@@ -11,6 +11,9 @@ export interface GaugeSources {
   inFlightBatches(): number;
   uplinkConnected(): boolean;
   deadLetters(): number;
+  /** Bytes written to storage per reading committed; null when not measurable yet. */
+  diskWriteBytesPerReading(): number | null;
+  drain(): { backlog: number; ratePerSec: number; etaSec: number | null };
   now(): number;
 }
 
@@ -29,6 +32,8 @@ export interface GatewayMetrics {
   readonly lateAcks: Counter;
   readonly acksIgnored: Counter<'reason'>;
   readonly retainedSkipped: Counter;
+  readonly refusedReadings: Counter;
+  readonly storageFull: Counter;
 }
 
 export function createGatewayMetrics(registry: Registry, sources: GaugeSources): GatewayMetrics {
@@ -80,8 +85,42 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
       help: 'Retained messages replayed by the attached broker and not taken as readings',
       registers,
     }),
+    refusedReadings: new Counter({
+      name: 'ferry_gateway_refused_readings_total',
+      help: "Readings refused because the outbox is full (whenFull: refuse-new); devices were not acknowledged and publish again",
+      registers,
+    }),
+    storageFull: new Counter({
+      name: 'ferry_gateway_storage_full_total',
+      help: 'Outbox writes that failed on a full disk (SQLITE_FULL / ENOSPC); nothing was acknowledged or deleted',
+      registers,
+    }),
   };
 
+  new Gauge({
+    name: 'ferry_gateway_disk_write_bytes_per_reading',
+    help: 'Bytes the gateway process wrote to storage (/proc/self/io write_bytes) per reading committed, since start',
+    registers,
+    collect() {
+      this.set(sources.diskWriteBytesPerReading() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_drain_rate_per_second',
+    help: 'Readings acked (deleted from the outbox) per second, over the last 10 s',
+    registers,
+    collect() {
+      this.set(sources.drain().ratePerSec);
+    },
+  });
+  new Gauge({
+    name: 'ferry_gateway_drain_eta_seconds',
+    help: 'Seconds until the outbox is empty at the current drain rate (-1 while nothing drains)',
+    registers,
+    collect() {
+      this.set(sources.drain().etaSec ?? -1);
+    },
+  });
   new Gauge({
     name: 'ferry_gateway_outbox_depth',
     help: 'Readings in the outbox',

@@ -1,6 +1,8 @@
 // Stage 5, send: cuts batches from the outbox and publishes them on the uplink, keeping up to
 // maxInFlight batches waiting for their ack. Nothing lives only in memory: a batch is a list of
 // seqs whose rows stay in the outbox until acked, so any batch can be rebuilt and sent again.
+// Live first: while a large backlog drains, readings committed after the drain began form a
+// second stream whose batches go out ahead of the backlog's (docs/durability.md, "Live first").
 import { encodeBatch, ENVELOPE_VERSION, uplinkTopics } from '@ferry/protocol';
 import type { Compression } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
@@ -24,6 +26,12 @@ export interface SenderOptions {
   readonly onBatchSent: (readings: number, bytes: number) => void;
   /** A batch went unacked (timeout or reconnect) and its readings are sendable again. */
   readonly onBatchRequeued: (batch: InFlightBatch, why: 'timeout' | 'reconnect') => void;
+  /**
+   * Unsent readings from which a backlog is drained live first; undefined: one stream, oldest first.
+   */
+  readonly liveFirstAbove?: number | undefined;
+  /** A live-first drain began (the backlog is every seq up to `boundary`) or ended. */
+  readonly onDrainMode?: (event: { draining: boolean; boundary: number | undefined }) => void;
 }
 
 export interface Sender {
@@ -36,8 +44,12 @@ export interface Sender {
   uplinkDown(): void;
   /** Try to send now (e.g. on a periodic tick). */
   pump(): void;
+  /** True while a backlog drains with live readings sent first. */
+  readonly draining: boolean;
   close(): void;
 }
+
+type Stream = 'main' | 'live';
 
 export function createSender(options: SenderOptions): Sender {
   const { outbox, inFlight, policy, clock, logger } = options;
@@ -51,25 +63,51 @@ export function createSender(options: SenderOptions): Sender {
   /** Set when the linger timer fires, so a partial batch goes out even if the injected clock stands still. */
   let lingerElapsed = false;
 
+  /** Highest seq handed out by the main stream: rows at or below it are in flight or gone, unless requeued. */
+  let cursor = -1;
+  /** While a live-first drain runs: the newest seq of the backlog. Newer rows are the live stream. */
+  let boundary: number | undefined;
+  /** Highest seq handed out by the live stream. */
+  let liveCursor = -1;
+  let liveWaitingSince: number | undefined;
+  let liveLingerElapsed = false;
+
   function requeue(batchId: number, why: 'timeout' | 'reconnect'): void {
     const timer = ackTimers.get(batchId);
     if (timer) clearTimeout(timer);
     ackTimers.delete(batchId);
     const batch = inFlight.expire(batchId);
     if (!batch) return;
+    // Its rows are sendable again: move the cursor of their stream back below them.
+    for (const seq of batch.seqs) {
+      if (boundary !== undefined && seq > boundary) liveCursor = Math.min(liveCursor, seq - 1);
+      else cursor = Math.min(cursor, seq - 1);
+    }
     // These readings have waited long enough: no linger for them.
     lingerElapsed = true;
+    liveLingerElapsed = true;
     options.onBatchRequeued(batch, why);
   }
 
-  function sendBatch(): boolean {
+  function sendBatch(stream: Stream): boolean {
+    const live = stream === 'live';
     const entries = outbox.peek({
       limit: policy.maxReadings,
       maxBytes: readingsBudget(policy),
       exclude: inFlight.excluded,
       rowOverhead: READING_OVERHEAD_BYTES,
+      afterSeq: live ? liveCursor : cursor,
+      ...(!live && boundary !== undefined ? { upToSeq: boundary } : {}),
     });
-    if (entries.length === 0) return false;
+    if (entries.length === 0) {
+      // Nothing unsent in this stream's range: everything in it is in flight or gone.
+      if (live) liveCursor = Math.max(liveCursor, outbox.newestSeq() ?? -1);
+      else if (boundary === undefined) cursor = Math.max(cursor, outbox.newestSeq() ?? -1);
+      return false;
+    }
+    const last = entries[entries.length - 1]!.seq;
+    if (live) liveCursor = last;
+    else cursor = last;
     const batchId = outbox.nextBatchId();
     const sentAt = Math.floor(clock.now());
     const payload = encodeBatch(
@@ -97,6 +135,44 @@ export function createSender(options: SenderOptions): Sender {
     return true;
   }
 
+  function scheduleLinger(ms: number, live: boolean): void {
+    if (lingerTimer) return;
+    lingerTimer = setTimeout(() => {
+      lingerTimer = undefined;
+      if (live) liveLingerElapsed = true;
+      else lingerElapsed = true;
+      pump();
+    }, ms);
+  }
+
+  /** One step of a live-first drain: a live batch when one is due, else a backlog batch. */
+  function drainStep(): 'sent' | 'done' {
+    const newest = outbox.newestSeq() ?? -1;
+    if (newest > liveCursor) {
+      const now = clock.now();
+      liveWaitingSince ??= now;
+      const waited = now - liveWaitingSince;
+      if (liveLingerElapsed || waited >= policy.lingerMs || newest - liveCursor >= policy.maxReadings) {
+        if (sendBatch('live')) {
+          liveWaitingSince = undefined;
+          liveLingerElapsed = false;
+          return 'sent';
+        }
+        liveWaitingSince = undefined;
+      } else {
+        scheduleLinger(policy.lingerMs - waited, true);
+      }
+    }
+    if (sendBatch('main')) return 'sent';
+    // The backlog is all in flight or gone: one stream again, continuing after the live one.
+    cursor = Math.max(cursor, liveCursor);
+    boundary = undefined;
+    liveWaitingSince = undefined;
+    liveLingerElapsed = false;
+    options.onDrainMode?.({ draining: false, boundary: undefined });
+    return 'done';
+  }
+
   function pump(): void {
     if (!up || closed) return;
     if (lingerTimer) clearTimeout(lingerTimer);
@@ -109,6 +185,14 @@ export function createSender(options: SenderOptions): Sender {
           bytes: stats.bytes - inFlight.bytes,
           waitingSince,
         };
+        if (boundary === undefined && options.liveFirstAbove !== undefined && backlog.readings >= options.liveFirstAbove) {
+          boundary = outbox.newestSeq() ?? -1;
+          liveCursor = boundary;
+          options.onDrainMode?.({ draining: true, boundary });
+        }
+        if (boundary !== undefined) {
+          if (drainStep() === 'sent') continue;
+        }
         const decision = decideBatch(backlog, policy, clock.now());
         if (decision.action === 'idle') {
           waitingSince = undefined;
@@ -117,14 +201,10 @@ export function createSender(options: SenderOptions): Sender {
         }
         if (decision.action === 'wait' && !lingerElapsed) {
           waitingSince ??= clock.now();
-          lingerTimer = setTimeout(() => {
-            lingerTimer = undefined;
-            lingerElapsed = true;
-            pump();
-          }, decision.ms);
+          scheduleLinger(decision.ms, false);
           return;
         }
-        if (!sendBatch()) {
+        if (!sendBatch('main')) {
           waitingSince = undefined;
           lingerElapsed = false;
           return;
@@ -162,6 +242,9 @@ export function createSender(options: SenderOptions): Sender {
       lingerTimer = undefined;
     },
     pump,
+    get draining() {
+      return boundary !== undefined;
+    },
     close() {
       closed = true;
       up = false;

@@ -1,8 +1,12 @@
 // The gateway's retained status on the uplink: what `ferry status` and the ingestor's health
 // view read. The Last Will carries the offline form.
 import { ENVELOPE_VERSION } from '@ferry/protocol';
-import type { GatewayStatus } from '@ferry/protocol';
+import type { GapRecord, GatewayStatus } from '@ferry/protocol';
+import type { DrainProgress } from './drain.js';
 import type { OutboxStats } from './outbox.js';
+
+/** Gap records carried in each status: the most recently written; older ones stay in the outbox file. */
+export const GAPS_IN_STATUS = 100;
 
 export interface StatusInput {
   readonly gatewayId: string;
@@ -13,6 +17,10 @@ export interface StatusInput {
   readonly uplink: 'connected' | 'closed' | 'lost';
   readonly outbox?: OutboxStats;
   readonly deadLetters?: number;
+  /** The most recent gap records (at most GAPS_IN_STATUS are sent). */
+  readonly gaps?: readonly GapRecord[];
+  readonly drain?: DrainProgress;
+  readonly diskWriteBytesPerReading?: number | null;
 }
 
 export function gatewayStatus(input: StatusInput): GatewayStatus {
@@ -30,6 +38,9 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
         }
       : {}),
     ...(input.deadLetters !== undefined ? { deadLetters: input.deadLetters } : {}),
+    ...(input.gaps !== undefined ? { gaps: input.gaps.slice(0, GAPS_IN_STATUS) } : {}),
+    ...(input.drain !== undefined ? { drain: { ...input.drain } } : {}),
+    ...(input.diskWriteBytesPerReading !== undefined ? { diskWriteBytesPerReading: input.diskWriteBytesPerReading } : {}),
   };
 }
 

@@ -1,14 +1,19 @@
-// Stage 2, decode and validate: a device publish (topic, bytes) becomes a reading or a typed
-// rejection. Pure: the receive time is passed in.
-import { compilePattern, decodeDevicePayload } from '@ferry/protocol';
-import type { CompiledPattern, DeviceReading, Limits, Rejection, TopicKind } from '@ferry/protocol';
+// Stage 2, decode and validate: a device publish (topic, bytes) becomes readings or a typed
+// rejection, by the format configured for the first pattern its topic matches (@ferry/decoders).
+// Pure but for the per-device state of stateful formats (Sparkplug aliases, Shelly Gen2 status),
+// which lives in this validator, one per gateway. The receive time is passed in.
+import { createDecoderSet } from '@ferry/decoders';
+import type { FormatConfigInput } from '@ferry/decoders';
+import type { CompiledPattern, DeviceReading, Limits, Rejection } from '@ferry/protocol';
 
 export type DeviceMessageVerdict =
   | {
       readonly ok: true;
-      readonly reading: DeviceReading;
+      /** Zero (a command topic, an alias-only BIRTH), one, or several (line protocol, Sparkplug) readings. */
+      readonly readings: readonly DeviceReading[];
       /** Values set aside while the rest of the reading was kept (e.g. a NaN metric). */
       readonly dropped: readonly Rejection[];
+      readonly deviceId?: string;
     }
   | { readonly ok: false; readonly rejection: Rejection; readonly deviceId?: string };
 
@@ -17,28 +22,16 @@ export interface DeviceMessageValidator {
   validate(topic: string, payload: Uint8Array, receivedAt: number): DeviceMessageVerdict;
 }
 
-export function createDeviceMessageValidator(
-  patterns: readonly { readonly pattern: string; readonly kind: TopicKind }[],
-  limits: Limits,
-): DeviceMessageValidator {
-  const compiled = patterns.map((p) => compilePattern(p.pattern, p.kind));
+export function createDeviceMessageValidator(patterns: readonly FormatConfigInput[], limits: Limits): DeviceMessageValidator {
+  const decoders = createDecoderSet(patterns);
   return {
-    patterns: compiled,
+    patterns: decoders.entries.map((e) => e.compiled),
     validate(topic, payload, receivedAt) {
-      for (const pattern of compiled) {
-        const match = pattern.match(topic);
-        if (!match) continue;
-        const result = decodeDevicePayload({ payload, kind: pattern.kind, deviceId: match.deviceId, receivedAt, limits });
-        if (result.ok) return { ok: true, reading: result.reading, dropped: result.dropped };
-        return { ok: false, rejection: result.rejection, deviceId: match.deviceId };
-      }
-      return {
-        ok: false,
-        rejection: {
-          code: 'FERRY_ERR_TOPIC_UNKNOWN',
-          reason: `topic "${topic.slice(0, 200)}" matches none of ${compiled.map((p) => `"${p.pattern}"`).join(', ')}`,
-        },
-      };
+      const outcome = decoders.decode(topic, payload, receivedAt, limits);
+      const deviceId = outcome.deviceId ?? outcome.readings[0]?.deviceId;
+      const id = deviceId !== undefined ? { deviceId } : {};
+      if (outcome.rejection) return { ok: false, rejection: outcome.rejection, ...id };
+      return { ok: true, readings: outcome.readings, dropped: outcome.dropped, ...id };
     },
   };
 }

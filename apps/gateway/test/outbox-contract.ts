@@ -71,6 +71,23 @@ export function outboxContract(name: string, makeHarness: () => OutboxHarness): 
       expect(outbox.peek({ limit: 10, maxBytes: 1 << 20, exclude: new Set(seqs) })).toEqual([]);
     });
 
+    it('peeks from a cursor and up to a boundary, and reports the newest seq given out', () => {
+      const outbox = open();
+      const before = outbox.newestSeq() ?? -1;
+      const seqs = outbox.append([1, 2, 3, 4, 5].map((n) => reading(n))).seqs;
+      expect(before).toBeLessThan(seqs[0]!);
+      expect(outbox.newestSeq()).toBe(seqs[4]);
+      const peek = (afterSeq?: number, upToSeq?: number): number[] =>
+        outbox
+          .peek({ limit: 10, maxBytes: 1 << 20, exclude: none, ...(afterSeq !== undefined ? { afterSeq } : {}), ...(upToSeq !== undefined ? { upToSeq } : {}) })
+          .map((e) => e.seq);
+      expect(peek(seqs[1])).toEqual(seqs.slice(2));
+      expect(peek(undefined, seqs[2])).toEqual(seqs.slice(0, 3));
+      expect(peek(seqs[0], seqs[3])).toEqual(seqs.slice(1, 4));
+      outbox.delete(seqs);
+      expect(outbox.newestSeq()).toBe(seqs[4]);
+    });
+
     it('deletes by seq, ignoring seqs it does not hold', () => {
       const outbox = open();
       const seqs = outbox.append([reading(1), reading(2), reading(3)]).seqs;

@@ -115,6 +115,26 @@ export function decodeAck(payload: Uint8Array): Ack | undefined {
   }
 }
 
+/** What a gateway dropped, named: a device's readings between two seqs / times, and why. */
+export const gapRecordSchema = z.object({
+  id: z.number().int().nonnegative(),
+  /** Null when the loss cannot be tied to a device (an unreadable corrupt outbox). */
+  deviceId: z.string().nullable(),
+  /** outbox_full, outbox_bytes, outbox_age, corrupt, ... */
+  reason: z.string(),
+  /** Readings lost; null when unknown. */
+  count: z.number().int().nonnegative().nullable(),
+  firstSeq: z.number().int().nullable(),
+  lastSeq: z.number().int().nullable(),
+  firstTs: z.number().int().nullable(),
+  lastTs: z.number().int().nullable(),
+  firstDeviceSeq: z.number().int().nullable(),
+  lastDeviceSeq: z.number().int().nullable(),
+  updatedAt: z.number().int(),
+});
+
+export type GapRecord = z.infer<typeof gapRecordSchema>;
+
 export const gatewayStatusSchema = z
   .object({
     v: z.literal(ENVELOPE_VERSION),
@@ -133,6 +153,21 @@ export const gatewayStatusSchema = z
     dropped: z.record(z.string(), z.number().int().nonnegative()).optional(),
     deadLetters: z.number().int().nonnegative().optional(),
     uplink: z.string().optional(),
+    /**
+     * The most recent gap records: which readings the gateway dropped, named. A record keeps its
+     * id while it grows (consecutive drops of one device and reason); keep the latest per id.
+     */
+    gaps: z.array(gapRecordSchema).optional(),
+    /** Backlog drain progress: readings held, acked per second, seconds left (null: not draining). */
+    drain: z
+      .object({
+        backlog: z.number().int().nonnegative(),
+        ratePerSec: z.number().nonnegative(),
+        etaSec: z.number().int().nonnegative().nullable(),
+      })
+      .optional(),
+    /** Bytes written to the gateway's storage per reading committed (SD-card wear); null before any. */
+    diskWriteBytesPerReading: z.number().nonnegative().nullable().optional(),
   })
   .passthrough();
 

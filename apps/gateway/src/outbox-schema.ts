@@ -1,0 +1,101 @@
+// The outbox file's schema, versioned with PRAGMA user_version. Migrations run in order, each in
+// its own transaction, so an upgrade on a Pi keeps the backlog; a file from a newer Ferry is
+// refused rather than written by code that does not know its tables (a downgrade never corrupts).
+import type Database from 'better-sqlite3';
+import { FerryError } from '@ferry/protocol';
+import type { Clock } from '@ferry/runtime';
+
+export interface OutboxMigration {
+  /** The user_version the file has once this migration ran. */
+  readonly version: number;
+  readonly what: string;
+  readonly up: (db: Database.Database, clock: Clock) => void;
+}
+
+export const OUTBOX_MIGRATIONS: readonly OutboxMigration[] = [
+  {
+    version: 1,
+    what: 'rows, running totals, drop counts',
+    up(db, clock) {
+      // A new outbox starts its seqs at the creation time in milliseconds x 1000 rather than at 1: if
+      // the data directory is ever wiped, new readings still get seqs above those the ingestor has
+      // already seen from this gateway, instead of being taken for duplicates and dropped.
+      const firstSeq = Math.max(0, Math.floor(clock.now()) * 1000);
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS outbox (
+          seq INTEGER PRIMARY KEY AUTOINCREMENT,
+          device_id TEXT NOT NULL,
+          ts INTEGER NOT NULL,
+          received_at INTEGER NOT NULL,
+          bytes INTEGER NOT NULL,
+          payload TEXT NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS outbox_state (
+          id INTEGER PRIMARY KEY CHECK (id = 1),
+          depth INTEGER NOT NULL,
+          bytes INTEGER NOT NULL,
+          batch_id_reserved INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS outbox_dropped (
+          reason TEXT NOT NULL,
+          device_id TEXT NOT NULL,
+          count INTEGER NOT NULL,
+          PRIMARY KEY (reason, device_id)
+        ) WITHOUT ROWID;
+      `);
+      // Batch ids start from the same point, for the same reason: acks queued for a wiped run never match.
+      db.prepare('INSERT OR IGNORE INTO outbox_state (id, depth, bytes, batch_id_reserved) VALUES (1, 0, 0, ?)').run(firstSeq);
+      db.prepare(
+        "INSERT INTO sqlite_sequence (name, seq) SELECT 'outbox', ? WHERE NOT EXISTS (SELECT 1 FROM sqlite_sequence WHERE name = 'outbox')",
+      ).run(firstSeq);
+    },
+  },
+  {
+    version: 2,
+    what: 'gap records, age index, byte totals recomputed',
+    up(db) {
+      db.exec(`
+        -- The age bound is judged by the reading's own time, so it needs rows by ts.
+        CREATE INDEX IF NOT EXISTS outbox_ts ON outbox (ts);
+        CREATE TABLE IF NOT EXISTS outbox_gaps (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          device_id TEXT,
+          reason TEXT NOT NULL,
+          count INTEGER,
+          first_seq INTEGER,
+          last_seq INTEGER,
+          first_ts INTEGER,
+          last_ts INTEGER,
+          first_device_seq INTEGER,
+          last_device_seq INTEGER,
+          updated_at INTEGER NOT NULL
+        );
+      `);
+      // Version 1 kept the same totals; they are recomputed once here so any drift is gone.
+      db.exec('UPDATE outbox_state SET depth = (SELECT count(*) FROM outbox), bytes = (SELECT coalesce(sum(bytes), 0) FROM outbox) WHERE id = 1');
+    },
+  },
+];
+
+export const OUTBOX_SCHEMA_VERSION = OUTBOX_MIGRATIONS[OUTBOX_MIGRATIONS.length - 1]?.version ?? 0;
+
+/** Brings the file to `target` (default: the newest this code knows); returns the version it found. */
+export function migrateOutbox(db: Database.Database, clock: Clock, path: string, target = OUTBOX_SCHEMA_VERSION): number {
+  const found = db.pragma('user_version', { simple: true }) as number;
+  if (found > OUTBOX_SCHEMA_VERSION) {
+    throw new FerryError(
+      'FERRY_ERR_STORAGE',
+      `outbox ${path} has schema version ${found}, written by a newer Ferry; this one knows up to ${OUTBOX_SCHEMA_VERSION}. ` +
+        'Run the newer version, or move the file aside to start empty.',
+      { path, found, known: OUTBOX_SCHEMA_VERSION },
+    );
+  }
+  for (const migration of OUTBOX_MIGRATIONS) {
+    if (migration.version <= found || migration.version > target) continue;
+    db.transaction(() => {
+      migration.up(db, clock);
+      db.pragma(`user_version = ${migration.version}`);
+    })();
+  }
+  return found;
+}
