@@ -1,22 +1,39 @@
-// The Ferry broker: aedes behind a TCP listener, with an ops endpoint. Gateways publish batch
+// The Ferry broker: aedes behind TCP, TLS and WebSocket listeners, with an ops endpoint. Gateways publish batch
 // envelopes to it and ingestors subscribe; it is a plain MQTT 3.1.1 broker any client can use.
-import { createServer } from 'node:net';
-import type { AddressInfo, Server, Socket } from 'node:net';
+import { mkdirSync } from 'node:fs';
+import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
+import type { TLSSocket } from 'node:tls';
+import type { Socket } from 'node:net';
 import { Aedes } from 'aedes';
 import type { AedesOptions, AuthenticateError, Client } from 'aedes';
 import { FerryError } from '@ferry/protocol';
-import { createLogger, createOpsServer, createRegistry, parseConfig } from '@ferry/runtime';
-import type { Logger, OpsServer, Registry } from '@ferry/runtime';
+import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
+import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
+import { createAcl, parseAcl } from './acl.js';
+import type { Acl } from './acl.js';
+import { credentialFileAuthenticator, readCredentialFile } from './credentials.js';
+import { openClusterEngine } from './cluster.js';
+import type { ClusterEngine } from './cluster.js';
+import { forwardHook } from './forward.js';
+import { openListeners } from './listeners.js';
+import type { Listener, ListenerKind } from './listeners.js';
+import { createPublishRate } from './publish-rate.js';
+import type { PublishRate } from './publish-rate.js';
 import { anonymousAuthenticator, configUsersAuthenticator } from './auth.js';
 import type { Authenticator } from './auth.js';
 import { brokerConfigSchema } from './config.js';
 import type { BrokerConfig, BrokerConfigInput } from './config.js';
 import { createBrokerMetrics } from './metrics.js';
+import { createSqlitePersistence } from './persistence-sqlite.js';
+import type { SqlitePersistence } from './persistence-sqlite.js';
 import type { BrokerMetrics } from './metrics.js';
 
 export interface BrokerDeps {
   readonly logger?: Logger;
   readonly registry?: Registry;
+  /** Time for the publish-rate buckets. */
+  readonly clock?: Clock;
 }
 
 export interface BrokerStats {
@@ -29,8 +46,10 @@ export interface BrokerStats {
 export interface Broker {
   ready(): Promise<void>;
   close(): Promise<void>;
-  /** `mqtt://host:port` once ready. */
+  /** `mqtt://host:port` once ready (the TCP listener; the first listener when TCP is off). */
   readonly url: string | undefined;
+  /** Every listener's URL once ready, by kind. */
+  readonly urls: Partial<Record<ListenerKind, string>>;
   /** The ops endpoint once ready, unless `http` is false. */
   readonly httpUrl: string | undefined;
   stats(): BrokerStats;
@@ -53,24 +72,54 @@ interface HookContext {
   readonly metrics: BrokerMetrics;
   /** A client's publish passed every check; counted here, before any subscriber can see it. */
   readonly accepted: (qos: number, bytes: number) => void;
+  /** SQLite persistence, when configured: QoS 1 publishes are journaled before their PUBACK. */
+  readonly persistence: SqlitePersistence | undefined;
+  readonly acl: Acl | undefined;
+  readonly publishRate: PublishRate | undefined;
 }
 
+/** Who a client is for ACLs: its CONNECT username, or the CN of its verified TLS client certificate. */
+const identities = new WeakMap<Client, string | undefined>();
+
+function verifiedCertificateName(client: Client): string | undefined {
+  const conn = client.conn as Partial<TLSSocket>;
+  if (typeof conn.getPeerCertificate !== 'function' || conn.authorized !== true) return undefined;
+  const cn = conn.getPeerCertificate().subject?.CN;
+  return typeof cn === 'string' && cn.length > 0 ? cn : undefined;
+}
+
+/** Journal entries of QoS 1 publishes aedes has acked but not yet stored, keyed by payload buffer (kept through aedes' packet copy). */
+const journaled = new WeakMap<object, number>();
+
 /** The aedes hooks, each named after the step of the connect or publish pipeline it gates. */
-function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'authorizePublish'> {
+function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'published'> {
+  const refuseAuth = (client: Client, username: string | undefined, reason: string, done: (err: AuthenticateError | null, ok: boolean) => void): void => {
+    ctx.metrics.authFailures.inc();
+    ctx.logger.warn({ event: 'auth_failure', clientId: client.id, username: username ?? null, remote: remoteOf(client), reason }, 'client refused: bad or missing credentials');
+    const err = new Error('bad user name or password') as AuthenticateError;
+    err.returnCode = BAD_USERNAME_OR_PASSWORD;
+    done(err, false);
+  };
   return {
     authenticate(client, username, password, done) {
-      if (ctx.authenticator.check(username, password)) {
+      const certName = verifiedCertificateName(client);
+      if (certName !== undefined) {
+        // A verified client certificate is the credential; a username, if any, must be the same name.
+        if (username !== undefined && username !== certName) {
+          refuseAuth(client, username, 'username differs from the client certificate', done);
+          return;
+        }
+        identities.set(client, certName);
         done(null, true);
         return;
       }
-      ctx.metrics.authFailures.inc();
-      ctx.logger.warn(
-        { event: 'auth_failure', clientId: client.id, username: username ?? null, remote: remoteOf(client) },
-        'client refused: bad or missing credentials',
-      );
-      const err = new Error('bad user name or password') as AuthenticateError;
-      err.returnCode = BAD_USERNAME_OR_PASSWORD;
-      done(err, false);
+      const anonymousAllowed = username === undefined && password === undefined && (!ctx.config.auth || ctx.config.auth.allowAnonymous);
+      if (anonymousAllowed || ctx.authenticator.check(username, password)) {
+        identities.set(client, username);
+        done(null, true);
+        return;
+      }
+      refuseAuth(client, username, 'bad or missing credentials', done);
     },
     authorizePublish(client, packet, done) {
       if (client && packet.topic.startsWith(SYS_PREFIX)) {
@@ -88,91 +137,217 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
         done(new FerryError('FERRY_ERR_PAYLOAD_TOO_LARGE', `payload is ${size} bytes, at most ${ctx.config.maxPayloadBytes} allowed`));
         return;
       }
+      if (client && ctx.acl && !ctx.acl.canPublish({ clientId: client.id, username: identities.get(client) }, packet.topic)) {
+        ctx.metrics.denied.inc({ action: 'publish' });
+        ctx.logger.warn(
+          { event: 'acl_denied', action: 'publish', clientId: client.id, username: identities.get(client) ?? null, topic: packet.topic },
+          'publish denied by the ACL; closing the connection',
+        );
+        done(new Error(`publish to ${packet.topic} denied`));
+        return;
+      }
+      if (client && ctx.publishRate && !ctx.publishRate.take(client.id)) {
+        ctx.metrics.refused.inc({ reason: 'rate_limited' });
+        ctx.logger.warn({ event: 'publish_refused', clientId: client.id, topic: packet.topic, reason: 'rate_limited' }, 'client over its publish rate; closing the connection');
+        done(new Error('publish rate exceeded'));
+        return;
+      }
       // Wills the broker publishes for a client that vanished while it was down come without one.
       if (client) ctx.accepted(packet.qos, size);
+      if (client && packet.qos === 1 && ctx.persistence && typeof packet.payload !== 'string') {
+        journaled.set(packet.payload, ctx.persistence.journalInbound(packet));
+      }
+      done(null);
+    },
+    authorizeSubscribe(client, sub, done) {
+      if (client && ctx.acl && !ctx.acl.canSubscribe({ clientId: client.id, username: identities.get(client) }, sub.topic)) {
+        ctx.metrics.denied.inc({ action: 'subscribe' });
+        ctx.logger.warn(
+          { event: 'acl_denied', action: 'subscribe', clientId: client.id, username: identities.get(client) ?? null, topic: sub.topic },
+          'subscribe denied by the ACL',
+        );
+        // A null subscription is a SUBACK failure (0x80) for this filter; the connection stays.
+        done(null, null);
+        return;
+      }
+      done(null, sub);
+    },
+    published(packet, _client, done) {
+      // Last step of aedes' publish pipeline: retained and offline queues are stored by now.
+      const payload = packet.payload;
+      const seq = typeof payload === 'string' ? undefined : journaled.get(payload);
+      if (seq !== undefined && typeof payload !== 'string') {
+        journaled.delete(payload);
+        ctx.persistence?.journalDone(seq);
+      }
       done(null);
     },
   };
+}
+
+/** QoS 1 publishes acked before a crash but not stored: published again, at least once. */
+async function replayJournal(broker: Aedes, persistence: SqlitePersistence, logger: Logger): Promise<void> {
+  const pending = persistence.journalPending();
+  if (pending.length === 0) return;
+  logger.warn({ event: 'journal_replay', count: pending.length }, 'republishing QoS 1 messages acknowledged before a crash');
+  for (const { seq, packet } of pending) {
+    await new Promise<void>((resolve, reject) => {
+      broker.publish({ cmd: 'publish', topic: packet.topic ?? '', payload: packet.payload ?? Buffer.alloc(0), qos: 1, retain: packet.retain ?? false, dup: false }, (err) => {
+        if (err) reject(err);
+        else resolve();
+      });
+    });
+    persistence.journalDone(seq);
+  }
+}
+
+/** Where sessions and retained messages live: SQLite when asked for or when a dataDir is set. */
+function openPersistence(config: BrokerConfig): SqlitePersistence | undefined {
+  const chosen = config.persistence ?? (config.dataDir !== undefined ? { type: 'sqlite' as const, synchronous: 'normal' as const } : { type: 'memory' as const });
+  if (chosen.type === 'memory') return undefined;
+  const path = chosen.path ?? (config.dataDir !== undefined ? join(config.dataDir, 'broker.db') : undefined);
+  if (path === undefined) {
+    throw new FerryError('FERRY_ERR_CONFIG_INVALID', 'broker config: persistence.path is required for sqlite persistence when dataDir is not set', {
+      field: 'persistence.path',
+    });
+  }
+  if (config.dataDir !== undefined) mkdirSync(config.dataDir, { recursive: true });
+  try {
+    return createSqlitePersistence({ path, synchronous: chosen.synchronous });
+  } catch (err) {
+    throw new FerryError('FERRY_ERR_STORAGE', `broker persistence: cannot open ${path}: ${(err as Error).message}`, { path }, { cause: err });
+  }
+}
+
+/** Config users and the credential file, either may admit a client. */
+function authenticatorFor(config: BrokerConfig): Authenticator {
+  if (!config.auth) return anonymousAuthenticator;
+  const checks: Authenticator[] = [];
+  if (config.auth.users) checks.push(configUsersAuthenticator(config.auth.users));
+  if (config.auth.passwordFile !== undefined) checks.push(credentialFileAuthenticator(readCredentialFile(config.auth.passwordFile)));
+  return { check: (username, password) => checks.some((a) => a.check(username, password)) };
+}
+
+function aclFor(config: BrokerConfig): Acl | undefined {
+  if (config.aclFile === undefined) return undefined;
+  let text: string;
+  try {
+    text = readFileSync(config.aclFile, 'utf8');
+  } catch (err) {
+    throw new FerryError('FERRY_ERR_CONFIG_INVALID', `broker config: aclFile: cannot read ${config.aclFile}: ${(err as Error).message}`, { field: 'aclFile' });
+  }
+  return createAcl(parseAcl(text, config.aclFile));
 }
 
 export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = {}): Broker {
   const config = parseConfig(brokerConfigSchema, configInput, 'broker config');
   const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({ component: 'broker' });
   const registry = deps.registry ?? createRegistry();
-  const authenticator = config.auth ? configUsersAuthenticator(config.auth.users) : anonymousAuthenticator;
 
   let aedes: Aedes | undefined;
-  let server: Server | undefined;
+  let persistence: SqlitePersistence | undefined;
+  let cluster: ClusterEngine | undefined;
+  let listeners: Listener[] = [];
+  const sockets = new Set<Socket>();
   let ops: OpsServer | undefined;
-  let url: string | undefined;
   let published = 0;
   let starting: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
 
   const connections = (): number => aedes?.connectedClients ?? 0;
-  const metrics = createBrokerMetrics(registry, connections);
+  const metrics = createBrokerMetrics(registry, connections, () => (persistence && !closing ? persistence.counts() : undefined));
+  const urls = (): Partial<Record<ListenerKind, string>> => Object.fromEntries(listeners.map((l) => [l.kind, l.url]));
 
   async function start(): Promise<void> {
+    const authenticator = authenticatorFor(config);
+    const acl = aclFor(config);
+    const rate = config.limits.publishRate;
+    const publishRate = rate ? createPublishRate(rate, deps.clock ?? systemClock) : undefined;
     const accepted = (qos: number, bytes: number): void => {
       published += 1;
       metrics.messagesIn.inc({ qos: String(qos) });
       metrics.bytesIn.inc(bytes);
     };
-    const broker = await Aedes.createBroker(brokerHooks({ config, authenticator, logger, metrics, accepted }));
+    if (config.cluster) {
+      if (config.persistence) throw new FerryError('FERRY_ERR_CONFIG_INVALID', 'broker config: persistence cannot be set with cluster (Redis holds the sessions)', { field: 'persistence' });
+      cluster = openClusterEngine(config.cluster.redisUrl);
+    } else {
+      persistence = openPersistence(config);
+    }
+    const hooks = brokerHooks({ config, authenticator, logger, metrics, accepted, persistence, acl, publishRate });
+    const options: AedesOptions = {
+      ...hooks,
+      authorizeForward: forwardHook(config.limits.maxQueuedBytes, metrics, logger),
+      drainTimeout: config.limits.drainTimeoutMs,
+    };
+    if (persistence) options.persistence = persistence;
+    if (cluster) {
+      Object.assign(options, { persistence: cluster.persistence, mq: cluster.mq });
+    }
+    if (config.limits.maxKeepaliveSeconds !== undefined) options.keepaliveLimit = config.limits.maxKeepaliveSeconds;
+    const broker = await Aedes.createBroker(options);
+    if (persistence) await replayJournal(broker, persistence, logger);
     aedes = broker;
     broker.on('clientReady', (client) => {
       metrics.connects.inc();
-      logger.info({ event: 'connect', clientId: client.id, clean: client.clean, remote: remoteOf(client) }, 'client connected');
+      logger.info({ event: 'connect', clientId: client.id, clean: client.clean, username: identities.get(client) ?? null, remote: remoteOf(client) }, 'client connected');
     });
     broker.on('clientDisconnect', (client) => {
+      publishRate?.forget(client.id);
       logger.info({ event: 'disconnect', clientId: client.id, remote: remoteOf(client) }, 'client disconnected');
     });
     broker.on('clientError', (client, err) => {
       logger.info({ event: 'client_error', clientId: client.id, remote: remoteOf(client), err: err.message }, 'client connection error');
     });
     broker.on('connectionError', (client, err) => {
+      metrics.connectionErrors.inc();
       logger.info({ event: 'connection_error', remote: remoteOf(client), err: err.message }, 'connection error before CONNECT');
     });
 
-    const tcp = createServer((socket) => {
-      broker.handle(socket);
+    listeners = await openListeners(config, {
+      admit(socket, kind) {
+        if (sockets.size >= config.limits.maxConnections) {
+          metrics.connectionsRefused.inc({ reason: 'max_connections' });
+          logger.warn({ event: 'connection_refused', listener: kind, remote: `${socket.remoteAddress ?? ''}:${socket.remotePort ?? ''}`, maxConnections: config.limits.maxConnections }, 'maxConnections reached; closing the new connection');
+          return false;
+        }
+        sockets.add(socket);
+        socket.once('close', () => sockets.delete(socket));
+        return true;
+      },
+      accept(stream, req) {
+        broker.handle(stream, req);
+      },
     });
-    server = tcp;
-    await new Promise<void>((resolve, reject) => {
-      tcp.once('error', reject);
-      tcp.listen(config.listen.port, config.listen.host, () => {
-        tcp.off('error', reject);
-        resolve();
-      });
-    });
-    const address = tcp.address() as AddressInfo;
-    const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
-    url = `mqtt://${host}:${address.port}`;
 
     if (config.http !== false) {
       ops = createOpsServer({
         host: config.http.host,
         port: config.http.port,
         registry,
-        health: () => ({ ok: aedes !== undefined && !aedes.closed, component: 'broker', url, connections: connections(), published }),
+        health: () => ({ ok: aedes !== undefined && !aedes.closed, component: 'broker', urls: urls(), connections: connections(), published }),
       });
       await ops.listen();
     }
-    logger.info({ event: 'listening', url, httpUrl: ops?.url, auth: config.auth ? 'users' : 'anonymous' }, 'broker ready');
+    logger.info(
+      { event: 'listening', url: listeners[0]?.url, urls: urls(), httpUrl: ops?.url, auth: config.auth ? 'users' : 'anonymous', acl: acl ? config.aclFile : null, persistence: cluster ? 'redis' : persistence ? 'sqlite' : 'memory' },
+      'broker ready',
+    );
   }
 
   async function stop(): Promise<void> {
     // Stop accepting first, then let aedes close its clients, then wait for their sockets.
-    const serverClosed = server
-      ? new Promise<void>((resolve) => {
-          server?.close(() => resolve());
-        })
-      : Promise.resolve();
+    const listenersClosed = Promise.all(listeners.map((l) => l.close()));
     if (aedes) {
       const broker = aedes;
       await new Promise<void>((resolve) => broker.close(() => resolve()));
     }
-    await serverClosed;
+    // Connections that never sent CONNECT are not aedes clients yet; they go too.
+    for (const socket of sockets) socket.destroy();
+    await listenersClosed;
+    // After aedes is closed nothing writes to it any more.
+    await persistence?.destroy();
+    await cluster?.persistence.destroy();
     await ops?.close();
     logger.info({ event: 'closed' }, 'broker closed');
   }
@@ -192,7 +367,10 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
       return closing;
     },
     get url() {
-      return url;
+      return listeners.find((l) => l.kind === 'tcp')?.url ?? listeners[0]?.url;
+    },
+    get urls() {
+      return urls();
     },
     get httpUrl() {
       return ops?.url;

@@ -28,19 +28,92 @@ export const brokerUserSchema = z
 
 export const brokerAuthSchema = z
   .object({
-    /** When auth is configured, anonymous clients are refused. */
-    users: z.array(brokerUserSchema).min(1),
+    /** Users in the config itself (plain passwords; prefer passwordFile). */
+    users: z.array(brokerUserSchema).min(1).optional(),
+    /** A credential file of scrypt hashes, managed by `ferry broker passwd`. */
+    passwordFile: z.string().min(1).optional(),
+    /** When auth is configured, anonymous clients are refused unless this is true. */
+    allowAnonymous: z.boolean().default(false),
+  })
+  .strict()
+  .refine((a) => a.users !== undefined || a.passwordFile !== undefined, { message: 'auth needs users or passwordFile' });
+
+export const brokerTlsSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: portSchema.default(8883),
+    /** PEM files. */
+    cert: z.string().min(1),
+    key: z.string().min(1),
+    /** CA bundle that client certificates must chain to; with requireClientCert. */
+    ca: z.string().min(1).optional(),
+    /** Refuse TLS clients without a certificate signed by `ca`; such a client's username is its certificate CN. */
+    requireClientCert: z.boolean().default(false),
+  })
+  .strict()
+  .refine((t) => !t.requireClientCert || t.ca !== undefined, { message: 'requireClientCert needs ca', path: ['ca'] });
+
+export const brokerWebSocketSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: portSchema.default(8080),
+    path: z.string().startsWith('/').default('/mqtt'),
   })
   .strict();
+
+export const brokerLimitsSchema = z
+  .object({
+    /** MQTT connections open at once over all listeners; more are closed on accept. */
+    maxConnections: z.number().int().positive().default(10_000),
+    /** Per-client publish rate (token bucket); a client over it is disconnected. */
+    publishRate: z.object({ perSecond: z.number().positive(), burst: z.number().int().positive() }).strict().optional(),
+    /** Bytes waiting on a subscriber's socket beyond which its connection is closed (it stopped reading). */
+    maxQueuedBytes: z.number().int().positive().default(8 * 1024 * 1024),
+    /** How long aedes waits for a backed-up socket to drain before closing it. */
+    drainTimeoutMs: z.number().int().positive().default(10_000),
+    /** Largest keepalive a client may ask for, in seconds; 0 or more is refused. Unset: any. */
+    maxKeepaliveSeconds: z.number().int().positive().optional(),
+  })
+  .strict();
+
+export const brokerPersistenceSchema = z.discriminatedUnion('type', [
+  z.object({ type: z.literal('memory') }).strict(),
+  z
+    .object({
+      type: z.literal('sqlite'),
+      /** Database file; defaults to <dataDir>/broker.db. */
+      path: z.string().min(1).optional(),
+      /** normal (default): WAL commits survive kill -9, a power cut may lose the last ones; full: fsync each commit (about 10x slower QoS 1). */
+      synchronous: z.enum(['full', 'normal']).default('normal'),
+    })
+    .strict(),
+]);
 
 export const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 export const brokerConfigSchema = z
   .object({
-    listen: brokerListenSchema.prefault({}),
+    /** The plain TCP listener; false turns it off. */
+    listen: z.union([brokerListenSchema, z.literal(false)]).prefault({}),
+    /** The MQTT-over-TLS listener, off unless configured. */
+    tls: brokerTlsSchema.optional(),
+    /** The MQTT-over-WebSocket listener, off unless configured. */
+    websocket: brokerWebSocketSchema.optional(),
+    /** A Mosquitto-style ACL file (see docs/broker.md); without it every client may use every topic. */
+    aclFile: z.string().min(1).optional(),
+    limits: brokerLimitsSchema.prefault({}),
+    /**
+     * Cluster mode: brokers sharing this Redis relay each other's publishes and share sessions
+     * (mqemitter-redis + aedes-persistence-redis); `persistence` must then be left unset.
+     */
+    cluster: z.object({ redisUrl: z.string().startsWith('redis://') }).strict().optional(),
     /** The ops endpoint (/healthz, /metrics); false turns it off. */
     http: z.union([brokerHttpSchema, z.literal(false)]).prefault({}),
     auth: brokerAuthSchema.optional(),
+    /** Directory for the broker's state; with it, persistence defaults to SQLite at <dataDir>/broker.db. */
+    dataDir: z.string().min(1).optional(),
+    /** Sessions, retained messages and queued QoS 1/2 messages: in memory (lost on restart) or SQLite. */
+    persistence: brokerPersistenceSchema.optional(),
     /**
      * Largest PUBLISH payload accepted, in bytes. A gateway batch envelope is far larger than a
      * device reading, so this is sized for batches; a larger publish closes the connection
@@ -54,3 +127,4 @@ export const brokerConfigSchema = z
 export type BrokerConfig = z.infer<typeof brokerConfigSchema>;
 export type BrokerConfigInput = z.input<typeof brokerConfigSchema>;
 export type BrokerUser = z.infer<typeof brokerUserSchema>;
+export type BrokerPersistenceConfig = z.infer<typeof brokerPersistenceSchema>;

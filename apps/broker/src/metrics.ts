@@ -8,9 +8,39 @@ export interface BrokerMetrics {
   readonly messagesIn: Counter<'qos'>;
   readonly bytesIn: Counter;
   readonly refused: Counter<'reason'>;
+  readonly denied: Counter<'action'>;
+  readonly connectionsRefused: Counter<'reason'>;
+  readonly connectionErrors: Counter;
+  readonly messagesOut: Counter<'qos'>;
+  readonly bytesOut: Counter;
+  readonly dropped: Counter<'reason'>;
 }
 
-export function createBrokerMetrics(registry: Registry, connections: () => number): BrokerMetrics {
+/** Rows held by the SQLite persistence; undefined with memory persistence (the gauges stay absent). */
+export type StoredCounts = () => { retained: number; outgoing: number; incoming: number } | undefined;
+
+export function createBrokerMetrics(registry: Registry, connections: () => number, stored: StoredCounts = () => undefined): BrokerMetrics {
+  new Gauge({
+    name: 'ferry_broker_retained_messages',
+    help: 'Retained messages stored (SQLite persistence)',
+    registers: [registry],
+    collect() {
+      const counts = stored();
+      if (counts) this.set(counts.retained);
+    },
+  });
+  new Gauge({
+    name: 'ferry_broker_inflight_messages',
+    help: 'QoS 1/2 messages stored and not yet acknowledged: outgoing (queued or sent to subscribers) and incoming QoS 2 awaiting PUBREL',
+    labelNames: ['direction'],
+    registers: [registry],
+    collect() {
+      const counts = stored();
+      if (!counts) return;
+      this.set({ direction: 'outgoing' }, counts.outgoing);
+      this.set({ direction: 'incoming' }, counts.incoming);
+    },
+  });
   new Gauge({
     name: 'ferry_broker_connections',
     help: 'MQTT clients connected now',
@@ -37,6 +67,36 @@ export function createBrokerMetrics(registry: Registry, connections: () => numbe
       name: 'ferry_broker_publishes_refused_total',
       help: 'PUBLISH packets refused, by reason',
       labelNames: ['reason'],
+      registers: [registry],
+    }),
+    denied: new Counter({
+      name: 'ferry_broker_acl_denied_total',
+      help: 'PUBLISH or SUBSCRIBE requests denied by the ACL, never relayed',
+      labelNames: ['action'],
+      registers: [registry],
+    }),
+    connectionsRefused: new Counter({
+      name: 'ferry_broker_connections_refused_total',
+      help: 'Transport connections closed on accept, by reason',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    messagesOut: new Counter({
+      name: 'ferry_broker_messages_out_total',
+      help: 'PUBLISH packets handed to subscribers, by the QoS they were published with',
+      labelNames: ['qos'],
+      registers: [registry],
+    }),
+    bytesOut: new Counter({ name: 'ferry_broker_bytes_out_total', help: 'Payload bytes handed to subscribers', registers: [registry] }),
+    dropped: new Counter({
+      name: 'ferry_broker_messages_dropped_total',
+      help: 'Messages not delivered to a subscriber, by reason (slow_subscriber: QoS 0 to a backed-up socket)',
+      labelNames: ['reason'],
+      registers: [registry],
+    }),
+    connectionErrors: new Counter({
+      name: 'ferry_broker_connection_errors_total',
+      help: 'Connections closed for a protocol error before or during CONNECT (garbage bytes, bad packets)',
       registers: [registry],
     }),
   };

@@ -1,0 +1,68 @@
+// Cluster mode: several broker processes share one Redis. mqemitter-redis carries every publish
+// to every broker (so a subscriber on one sees a publish on another) and aedes-persistence-redis
+// holds sessions, subscriptions, queued messages, retained messages and wills, so a persistent
+// session can reconnect to any broker.
+import { createRequire } from 'node:module';
+import { Readable } from 'node:stream';
+
+const require = createRequire(import.meta.url);
+
+interface RedisConnection {
+  host: string;
+  port: number;
+  password?: string;
+  username?: string;
+  db?: number;
+}
+
+interface AsyncPersistence {
+  setup(broker: unknown): Promise<void>;
+  destroy(): Promise<void>;
+}
+
+const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: RedisConnection) => AsyncPersistence;
+/** An mqemitter; aedes types it as any. */
+export type Emitter = object;
+const mqemitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => Emitter;
+
+export interface ClusterEngine {
+  readonly persistence: AsyncPersistence;
+  readonly mq: Emitter;
+}
+
+/** The methods aedes pipes from; aedes-persistence-redis 11 returns async iterables there. */
+const STREAM_METHODS = new Set(['createRetainedStream', 'createRetainedStreamCombi', 'outgoingStream', 'streamWill', 'getClientList']);
+
+/** aedes 1.2 calls `.pipe()` on what those methods return; wrap iterables as streams. */
+function withStreams(persistence: AsyncPersistence): AsyncPersistence {
+  return new Proxy(persistence, {
+    get(target, key) {
+      const value: unknown = Reflect.get(target, key, target);
+      if (typeof value !== 'function') return value;
+      // Bound to the target: the implementation keeps its state in private fields.
+      const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      if (typeof key !== 'string' || !STREAM_METHODS.has(key)) return bound;
+      return (...args: unknown[]) => {
+        const result = bound(...args);
+        return result instanceof Readable ? result : Readable.from(result as AsyncIterable<unknown>);
+      };
+    },
+  });
+}
+
+function connectionOf(redisUrl: string): RedisConnection {
+  const url = new URL(redisUrl);
+  const conn: RedisConnection = { host: url.hostname, port: Number(url.port || 6379) };
+  if (url.password) conn.password = decodeURIComponent(url.password);
+  if (url.username) conn.username = decodeURIComponent(url.username);
+  const db = url.pathname.replace('/', '');
+  if (db) conn.db = Number(db);
+  return conn;
+}
+
+export function openClusterEngine(redisUrl: string): ClusterEngine {
+  return {
+    persistence: withStreams(new AsyncRedisPersistence(connectionOf(redisUrl))),
+    mq: mqemitterRedis({ connectionString: redisUrl }),
+  };
+}

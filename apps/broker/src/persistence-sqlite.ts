@@ -1,0 +1,449 @@
+// An aedes persistence in SQLite: retained messages, persistent-session subscriptions, queued and
+// in-flight outgoing QoS 1/2 messages, incoming QoS 2 messages and wills survive a kill -9.
+// It follows aedes-persistence's async interface (the one aedes 1.x calls) and passes its abstract suite.
+import { createRequire } from 'node:module';
+import { Readable } from 'node:stream';
+import { deserialize, serialize } from 'node:v8';
+import Database from 'better-sqlite3';
+
+const require = createRequire(import.meta.url);
+
+/** The packet shape aedes hands to a persistence; any other field is kept as it is. */
+export interface PersistedPacket {
+  cmd?: string;
+  topic?: string;
+  payload?: Buffer | string;
+  qos?: number;
+  retain?: boolean;
+  messageId?: number | undefined;
+  brokerId?: string | undefined;
+  brokerCounter?: number;
+  clientId?: string;
+  [key: string]: unknown;
+}
+
+export interface PersistedSubscription {
+  topic: string;
+  qos: number;
+  rh?: number;
+  rap?: boolean;
+  nl?: boolean;
+  subscriptionIdentifier?: number;
+}
+
+/** A stored subscription as matched by topic: who gets a QoS > 0 message while offline. */
+export interface TopicSubscription {
+  clientId: string;
+  topic: string;
+  qos: number;
+  rh?: number | undefined;
+  rap?: boolean | undefined;
+  nl?: boolean | undefined;
+}
+
+interface ClientRef {
+  readonly id: string;
+}
+
+interface BrokerRef {
+  readonly id: string;
+}
+
+// aedes-packet (through aedes-persistence) normalises a packet the way the memory persistence
+// stores it: defaults filled in, `length` dropped, messageId reset for QoS > 0.
+const { Packet } = require('aedes-persistence') as { Packet: new (original: PersistedPacket, broker?: BrokerRef) => PersistedPacket };
+
+interface QlobberSubLike {
+  readonly subscriptionsCount: number;
+  add(topic: string, value: TopicSubscription): void;
+  remove(topic: string, value: { clientId: string; topic: string }): void;
+  match(topic: string): TopicSubscription[];
+}
+interface QlobberTrueLike {
+  add(topic: string): void;
+  test(topic: string): boolean;
+}
+const QlobberSub = require('qlobber/aedes/qlobber-sub') as new (options: object) => QlobberSubLike;
+const { QlobberTrue } = require('qlobber') as { QlobberTrue: new (options: object) => QlobberTrueLike };
+
+const QLOBBER_OPTIONS = { wildcard_one: '+', wildcard_some: '#', separator: '/' };
+
+export interface SqlitePersistenceOptions {
+  /** Database file; created with its directory's permissions. */
+  readonly path: string;
+  /**
+   * FULL (default) fsyncs every commit, so a power cut loses nothing acknowledged. NORMAL in WAL
+   * survives a process crash (kill -9) but a power cut may lose the last commits.
+   */
+  readonly synchronous?: 'full' | 'normal';
+}
+
+const SCHEMA = `
+CREATE TABLE IF NOT EXISTS retained (topic TEXT PRIMARY KEY, packet BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS subscriptions (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  client_id TEXT NOT NULL, topic TEXT NOT NULL, qos INTEGER NOT NULL,
+  rh INTEGER, rap INTEGER, nl INTEGER, subscription_identifier INTEGER,
+  UNIQUE (client_id, topic)
+);
+CREATE TABLE IF NOT EXISTS outgoing (
+  seq INTEGER PRIMARY KEY AUTOINCREMENT,
+  client_id TEXT NOT NULL, broker_id TEXT, broker_counter INTEGER, message_id INTEGER,
+  packet BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS outgoing_by_client ON outgoing (client_id, seq);
+CREATE TABLE IF NOT EXISTS incoming (
+  client_id TEXT NOT NULL, message_id INTEGER NOT NULL, packet BLOB NOT NULL,
+  PRIMARY KEY (client_id, message_id)
+);
+CREATE TABLE IF NOT EXISTS inbound_journal (seq INTEGER PRIMARY KEY AUTOINCREMENT, packet BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS wills (client_id TEXT PRIMARY KEY, broker_id TEXT, packet BLOB NOT NULL);
+`;
+
+// v8 serialisation keeps Buffers, undefined fields and every extra property a packet carries, which
+// JSON would not; a packet read back is a plain object with the same fields.
+function pack(packet: object): Buffer {
+  return serialize(packet);
+}
+function unpack(blob: Buffer): PersistedPacket {
+  return deserialize(blob) as PersistedPacket;
+}
+
+function flag(value: boolean | undefined): number | null {
+  return value === undefined ? null : value ? 1 : 0;
+}
+function unflag(value: number | null): boolean | undefined {
+  return value === null ? undefined : value === 1;
+}
+
+interface SubscriptionRow {
+  client_id: string;
+  topic: string;
+  qos: number;
+  rh: number | null;
+  rap: number | null;
+  nl: number | null;
+  subscription_identifier: number | null;
+}
+
+function subscriptionOf(row: SubscriptionRow): PersistedSubscription {
+  // The same keys the memory persistence returns, undefined where the subscriber gave none.
+  const sub = { topic: row.topic, qos: row.qos, rh: row.rh ?? undefined, rap: unflag(row.rap), nl: unflag(row.nl) } as PersistedSubscription;
+  if (row.subscription_identifier !== null) sub.subscriptionIdentifier = row.subscription_identifier;
+  return sub;
+}
+
+function fromRows<T>(rows: Iterable<T>): Readable {
+  return Readable.from(rows, { objectMode: true });
+}
+
+export class SqlitePersistence {
+  readonly #db: Database.Database;
+  readonly #trie = new QlobberSub(QLOBBER_OPTIONS);
+  /** client id -> topic -> subscription, mirrored from SQLite so SUBSCRIBE and lookups stay in memory. */
+  readonly #subscriptions = new Map<string, Map<string, PersistedSubscription>>();
+  #broker: BrokerRef | undefined;
+  #destroyed = false;
+  readonly #stmt;
+
+  constructor(options: SqlitePersistenceOptions) {
+    const db = new Database(options.path);
+    db.pragma('journal_mode = WAL');
+    db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
+    db.pragma('busy_timeout = 5000');
+    db.exec(SCHEMA);
+    this.#db = db;
+    this.#stmt = {
+      retainedPut: db.prepare('INSERT INTO retained (topic, packet) VALUES (?, ?) ON CONFLICT (topic) DO UPDATE SET packet = excluded.packet'),
+      retainedDel: db.prepare('DELETE FROM retained WHERE topic = ?'),
+      retainedAll: db.prepare<[], { topic: string; packet: Buffer }>('SELECT topic, packet FROM retained ORDER BY rowid'),
+      subPut: db.prepare(
+        `INSERT INTO subscriptions (client_id, topic, qos, rh, rap, nl, subscription_identifier) VALUES (?, ?, ?, ?, ?, ?, ?)
+         ON CONFLICT (client_id, topic) DO UPDATE SET qos = excluded.qos, rh = excluded.rh, rap = excluded.rap,
+           nl = excluded.nl, subscription_identifier = excluded.subscription_identifier`,
+      ),
+      subDel: db.prepare('DELETE FROM subscriptions WHERE client_id = ? AND topic = ?'),
+      subDelClient: db.prepare('DELETE FROM subscriptions WHERE client_id = ?'),
+      subAll: db.prepare<[], SubscriptionRow>('SELECT * FROM subscriptions ORDER BY seq'),
+      outPut: db.prepare('INSERT INTO outgoing (client_id, broker_id, broker_counter, message_id, packet) VALUES (?, ?, ?, ?, ?)'),
+      outByClient: db.prepare<[string], { packet: Buffer }>('SELECT packet FROM outgoing WHERE client_id = ? ORDER BY seq'),
+      // The first queued packet this update is for: the same broker message, or (a PUBREL, or a
+      // packet from another broker) the one holding that message id. Mirrors the memory persistence.
+      outFind: db.prepare<
+        [{ clientId: string; brokerId: string | null; brokerCounter: number | null; messageId: number | null }],
+        { seq: number; same: number; packet: Buffer }
+      >(
+        `SELECT seq, (broker_id IS @brokerId AND broker_counter IS @brokerCounter) AS same, packet FROM outgoing
+         WHERE client_id = @clientId AND ((broker_id IS @brokerId AND broker_counter IS @brokerCounter)
+           OR (broker_id IS NOT @brokerId AND message_id IS @messageId))
+         ORDER BY seq LIMIT 1`,
+      ),
+      outSet: db.prepare('UPDATE outgoing SET broker_id = ?, broker_counter = ?, message_id = ?, packet = ? WHERE seq = ?'),
+      outByMessageId: db.prepare<[string, number], { seq: number; packet: Buffer }>(
+        'SELECT seq, packet FROM outgoing WHERE client_id = ? AND message_id = ? ORDER BY seq LIMIT 1',
+      ),
+      outDel: db.prepare('DELETE FROM outgoing WHERE seq = ?'),
+      inPut: db.prepare('INSERT INTO incoming (client_id, message_id, packet) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET packet = excluded.packet'),
+      inGet: db.prepare<[string, number], { packet: Buffer }>('SELECT packet FROM incoming WHERE client_id = ? AND message_id = ?'),
+      inDel: db.prepare('DELETE FROM incoming WHERE client_id = ? AND message_id = ?'),
+      inDelClient: db.prepare('DELETE FROM incoming WHERE client_id = ?'),
+      willPut: db.prepare('INSERT INTO wills (client_id, broker_id, packet) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET broker_id = excluded.broker_id, packet = excluded.packet'),
+      willGet: db.prepare<[string], { packet: Buffer }>('SELECT packet FROM wills WHERE client_id = ?'),
+      willDel: db.prepare('DELETE FROM wills WHERE client_id = ?'),
+      willAll: db.prepare<[], { broker_id: string | null; packet: Buffer }>('SELECT broker_id, packet FROM wills ORDER BY rowid'),
+      journalPut: db.prepare('INSERT INTO inbound_journal (packet) VALUES (?)'),
+      journalDel: db.prepare('DELETE FROM inbound_journal WHERE seq = ?'),
+      journalAll: db.prepare<[], { seq: number; packet: Buffer }>('SELECT seq, packet FROM inbound_journal ORDER BY seq'),
+      counts: db.prepare<[], { retained: number; outgoing: number; incoming: number }>(
+        'SELECT (SELECT count(*) FROM retained) AS retained, (SELECT count(*) FROM outgoing) AS outgoing, (SELECT count(*) FROM incoming) AS incoming',
+      ),
+    };
+    for (const row of this.#stmt.subAll.iterate()) this.#remember(row.client_id, subscriptionOf(row));
+  }
+
+  get broker(): BrokerRef | undefined {
+    return this.#broker;
+  }
+
+  async setup(broker: BrokerRef): Promise<void> {
+    this.#broker = broker;
+    await Promise.resolve();
+  }
+
+  /** Rows held now, for the retained-count and in-flight gauges. */
+  counts(): { retained: number; outgoing: number; incoming: number } {
+    const row = this.#stmt.counts.get();
+    return row ?? { retained: 0, outgoing: 0, incoming: 0 };
+  }
+
+  // aedes sends a QoS 1 PUBACK before it stores the message (retained, offline queues). The
+  // journal closes that window: the broker records the publish before letting aedes ack it,
+  // clears it once aedes has stored and relayed it, and replays what is left after a crash
+  // (at least once, as QoS 1 allows).
+
+  /** Records an accepted QoS 1 publish before its PUBACK; returns the entry to clear. */
+  journalInbound(packet: { topic: string; payload: Buffer | string; qos: number; retain: boolean }): number {
+    const entry = { topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain };
+    return Number(this.#stmt.journalPut.run(pack(entry)).lastInsertRowid);
+  }
+
+  journalDone(seq: number): void {
+    this.#stmt.journalDel.run(seq);
+  }
+
+  /** Publishes the journal holds from before a crash, oldest first. */
+  journalPending(): { seq: number; packet: PersistedPacket }[] {
+    return this.#stmt.journalAll.all().map((row) => ({ seq: row.seq, packet: unpack(row.packet) }));
+  }
+
+  async storeRetained(packet: PersistedPacket): Promise<void> {
+    const payload = packet.payload ?? Buffer.alloc(0);
+    const topic = packet.topic ?? '';
+    if (payload.length === 0) this.#stmt.retainedDel.run(topic);
+    else this.#stmt.retainedPut.run(topic, pack({ ...packet }));
+    await Promise.resolve();
+  }
+
+  createRetainedStreamCombi(patterns: readonly string[]): Readable {
+    const matchers = patterns.map((pattern) => {
+      const q = new QlobberTrue(QLOBBER_OPTIONS);
+      q.add(pattern);
+      return q;
+    });
+    const rows = this.#stmt.retainedAll.all();
+    return fromRows(rows.filter((row) => matchers.some((m) => m.test(row.topic))).map((row) => unpack(row.packet)));
+  }
+
+  createRetainedStream(pattern: string): Readable {
+    return this.createRetainedStreamCombi([pattern]);
+  }
+
+  #remember(clientId: string, sub: PersistedSubscription): void {
+    let stored = this.#subscriptions.get(clientId);
+    if (!stored) {
+      stored = new Map();
+      this.#subscriptions.set(clientId, stored);
+    }
+    const before = stored.get(sub.topic);
+    // Only QoS > 0 subscriptions queue messages for an offline client, so only they go in the trie.
+    if (sub.qos > 0) {
+      this.#trie.add(sub.topic, { clientId, topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl });
+    } else if (before && before.qos > 0) {
+      this.#trie.remove(sub.topic, { clientId, topic: sub.topic });
+    }
+    stored.set(sub.topic, sub);
+  }
+
+  #forget(clientId: string, topic: string): void {
+    const stored = this.#subscriptions.get(clientId);
+    const before = stored?.get(topic);
+    if (!stored || !before) return;
+    if (before.qos > 0) this.#trie.remove(topic, { clientId, topic });
+    stored.delete(topic);
+    if (stored.size === 0) this.#subscriptions.delete(clientId);
+  }
+
+  async addSubscriptions(client: ClientRef, subs: readonly PersistedSubscription[]): Promise<void> {
+    const write = this.#db.transaction(() => {
+      for (const sub of subs) {
+        this.#stmt.subPut.run(client.id, sub.topic, sub.qos, sub.rh ?? null, flag(sub.rap), flag(sub.nl), sub.subscriptionIdentifier ?? null);
+      }
+    });
+    write();
+    for (const sub of subs) {
+      const record = { topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as PersistedSubscription;
+      if (sub.subscriptionIdentifier !== undefined) record.subscriptionIdentifier = sub.subscriptionIdentifier;
+      this.#remember(client.id, record);
+    }
+    await Promise.resolve();
+  }
+
+  async removeSubscriptions(client: ClientRef, topics: readonly string[]): Promise<void> {
+    const write = this.#db.transaction(() => {
+      for (const topic of topics) this.#stmt.subDel.run(client.id, topic);
+    });
+    write();
+    for (const topic of topics) this.#forget(client.id, topic);
+    await Promise.resolve();
+  }
+
+  async subscriptionsByClient(client: ClientRef): Promise<PersistedSubscription[]> {
+    await Promise.resolve();
+    return [...(this.#subscriptions.get(client.id)?.values() ?? [])].map((sub) => ({ ...sub }));
+  }
+
+  async countOffline(): Promise<{ subsCount: number; clientsCount: number }> {
+    await Promise.resolve();
+    return { subsCount: this.#trie.subscriptionsCount, clientsCount: this.#subscriptions.size };
+  }
+
+  async subscriptionsByTopic(topic: string): Promise<TopicSubscription[]> {
+    await Promise.resolve();
+    return this.#trie.match(topic);
+  }
+
+  async cleanSubscriptions(client: ClientRef): Promise<void> {
+    this.#stmt.subDelClient.run(client.id);
+    for (const topic of [...(this.#subscriptions.get(client.id)?.keys() ?? [])]) this.#forget(client.id, topic);
+    await Promise.resolve();
+  }
+
+  #enqueue(clientId: string, packet: PersistedPacket): void {
+    const queued = new Packet(packet);
+    this.#stmt.outPut.run(clientId, queued.brokerId ?? null, queued.brokerCounter ?? null, queued.messageId ?? null, pack(queued));
+  }
+
+  async outgoingEnqueue(sub: { clientId: string }, packet: PersistedPacket): Promise<void> {
+    this.#enqueue(sub.clientId, packet);
+    await Promise.resolve();
+  }
+
+  async outgoingEnqueueCombi(subs: readonly { clientId: string }[], packet: PersistedPacket): Promise<void> {
+    const write = this.#db.transaction(() => {
+      for (const sub of subs) this.#enqueue(sub.clientId, packet);
+    });
+    write();
+    await Promise.resolve();
+  }
+
+  async outgoingUpdate(client: ClientRef, packet: PersistedPacket): Promise<void> {
+    const brokerId = packet.brokerId ?? null;
+    const brokerCounter = packet.brokerCounter ?? null;
+    const messageId = packet.messageId ?? null;
+    const row = this.#stmt.outFind.get({ clientId: client.id, brokerId, brokerCounter, messageId });
+    if (!row) throw new Error('no such packet');
+    if (row.same === 1) {
+      // The message got its packet id for delivery: keep the queued packet, record the id.
+      const queued = unpack(row.packet);
+      queued.messageId = packet.messageId;
+      this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(queued), row.seq);
+    } else {
+      // A PUBREL (or another broker's packet) takes the place of the packet with its message id.
+      this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(packet), row.seq);
+    }
+    await Promise.resolve();
+  }
+
+  async outgoingClearMessageId(client: ClientRef, packet: { messageId?: number }): Promise<PersistedPacket | undefined> {
+    await Promise.resolve();
+    if (typeof packet !== 'object' || typeof packet.messageId !== 'number') return undefined;
+    const row = this.#stmt.outByMessageId.get(client.id, packet.messageId);
+    if (!row) return undefined;
+    this.#stmt.outDel.run(row.seq);
+    return unpack(row.packet);
+  }
+
+  outgoingStream(client: ClientRef): Readable {
+    return fromRows(this.#stmt.outByClient.all(client.id).map((row) => unpack(row.packet)));
+  }
+
+  async incomingStorePacket(client: ClientRef, packet: PersistedPacket): Promise<void> {
+    const stored = new Packet(packet);
+    stored.messageId = packet.messageId;
+    this.#stmt.inPut.run(client.id, packet.messageId ?? 0, pack(stored));
+    await Promise.resolve();
+  }
+
+  async incomingGetPacket(client: ClientRef, packet: { messageId?: number }): Promise<PersistedPacket> {
+    await Promise.resolve();
+    const row = this.#stmt.inGet.get(client.id, packet.messageId ?? 0);
+    if (!row) throw new Error('no such packet');
+    return unpack(row.packet);
+  }
+
+  async incomingDelPacket(client: ClientRef, packet: { messageId?: number }): Promise<void> {
+    await Promise.resolve();
+    const result = this.#stmt.inDel.run(client.id, packet.messageId ?? 0);
+    if (result.changes === 0) throw new Error('no such packet');
+  }
+
+  async cleanIncoming(client: ClientRef): Promise<void> {
+    this.#stmt.inDelClient.run(client.id);
+    await Promise.resolve();
+  }
+
+  async putWill(client: ClientRef, packet: PersistedPacket): Promise<void> {
+    // Recorded on the packet itself, as aedes reads brokerId and clientId back from a streamed will.
+    packet.brokerId = this.#broker?.id;
+    packet.clientId = client.id;
+    this.#stmt.willPut.run(client.id, packet.brokerId ?? null, pack(packet));
+    await Promise.resolve();
+  }
+
+  async getWill(client: ClientRef): Promise<PersistedPacket | undefined> {
+    await Promise.resolve();
+    const row = this.#stmt.willGet.get(client.id);
+    return row ? unpack(row.packet) : undefined;
+  }
+
+  async delWill(client: ClientRef): Promise<PersistedPacket | undefined> {
+    await Promise.resolve();
+    const row = this.#stmt.willGet.get(client.id);
+    this.#stmt.willDel.run(client.id);
+    return row ? unpack(row.packet) : undefined;
+  }
+
+  /** Wills of clients whose broker is not among `brokers` (alive): those brokers died holding them. */
+  streamWill(brokers: Record<string, unknown> = {}): Readable {
+    const rows = this.#stmt.willAll.all().filter((row) => row.broker_id === null || !brokers[row.broker_id]);
+    return fromRows(rows.map((row) => unpack(row.packet)));
+  }
+
+  getClientList(topic: string): Readable {
+    const ids: string[] = [];
+    for (const [clientId, subs] of this.#subscriptions) if (subs.has(topic)) ids.push(clientId);
+    return fromRows(ids);
+  }
+
+  async destroy(): Promise<void> {
+    await Promise.resolve();
+    if (this.#destroyed) throw new Error('destroyed called twice!');
+    this.#destroyed = true;
+    this.#db.close();
+  }
+}
+
+/** A SQLite persistence to pass as aedes' `persistence` option. */
+export function createSqlitePersistence(options: SqlitePersistenceOptions): SqlitePersistence {
+  return new SqlitePersistence(options);
+}

@@ -1,0 +1,81 @@
+// Cluster mode against a real redis-server: two broker processes relay each other's publishes,
+// and a persistent session moves from one to the other. Needs `npx tsc -b` first.
+import { rmSync } from 'node:fs';
+import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import mqtt from 'mqtt';
+import type { IClientOptions, MqttClient } from 'mqtt';
+import { freePort, makeTempDir, startRedis, waitFor } from '@ferry/testkit';
+import type { ServerHandle } from '@ferry/testkit';
+import { killBrokerProcesses, startBrokerProcess } from './broker-process.js';
+import type { BrokerProcess } from './broker-process.js';
+
+let dir: string;
+let redis: ServerHandle;
+let a: BrokerProcess;
+let b: BrokerProcess;
+const clients: MqttClient[] = [];
+
+beforeAll(async () => {
+  dir = await makeTempDir('broker-cluster');
+  redis = await startRedis();
+  const config = { cluster: { redisUrl: redis.url } };
+  [a, b] = await Promise.all([
+    freePort().then((port) => startBrokerProcess(dir, 'a', config, port)),
+    freePort().then((port) => startBrokerProcess(dir, 'b', config, port)),
+  ]);
+});
+afterEach(async () => {
+  await Promise.all(clients.splice(0).map((c) => c.endAsync(true)));
+});
+afterAll(async () => {
+  if (process.env.DUMP_BROKERS) console.log(a?.output(), b?.output());
+  await Promise.all([a?.stop(), b?.stop()]);
+  killBrokerProcesses();
+  await redis?.stop();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+async function connect(url: string, options: IClientOptions = {}): Promise<MqttClient> {
+  const client = await mqtt.connectAsync(url, { protocolVersion: 4, reconnectPeriod: 0, ...options }, false);
+  clients.push(client);
+  return client;
+}
+
+describe('cluster mode (mqemitter-redis + aedes-persistence-redis)', () => {
+  it('relays a publish on one broker to a subscriber on the other', async () => {
+    const sub = await connect(b.url);
+    const seen: string[] = [];
+    sub.on('message', (_topic, payload) => seen.push(payload.toString()));
+    await sub.subscribeAsync('cluster/#', { qos: 1 });
+    const pub = await connect(a.url);
+    // The subscription reaches broker A through Redis shortly after the SUBACK; publish until it arrives.
+    await waitFor(
+      async () => {
+        await pub.publishAsync('cluster/x', 'across', { qos: 1 });
+        return seen.length > 0;
+      },
+      { timeoutMs: 20_000, what: 'a publish on A at the subscriber on B' },
+    );
+    expect(seen[0]).toBe('across');
+  });
+
+  it('resumes a persistent session on the other broker with the messages queued meanwhile', async () => {
+    const first = await connect(a.url, { clientId: 'roamer', clean: false });
+    await first.subscribeAsync('roam/#', { qos: 1 });
+    await first.endAsync();
+    const pub = await connect(b.url);
+    await pub.publishAsync('roam/1', 'queued', { qos: 1 });
+
+    const second = mqtt.connect(b.url, { protocolVersion: 4, reconnectPeriod: 0, clientId: 'roamer', clean: false });
+    clients.push(second);
+    const seen: string[] = [];
+    second.on('message', (_topic, payload) => seen.push(payload.toString()));
+    const sessionPresent = await new Promise<boolean>((resolve, reject) => {
+      second.once('connect', (packet) => resolve(packet.sessionPresent));
+      second.once('error', reject);
+    });
+    expect(sessionPresent).toBe(true);
+    await waitFor(() => seen.length > 0, { timeoutMs: 20_000, what: 'the queued message on the other broker' });
+    expect(seen).toEqual(['queued']);
+  });
+});
