@@ -1,0 +1,128 @@
+// A whole Ferry system as separate processes: `ferry broker`, `ferry ingestor` and `ferry gateway`
+// children on fixed loopback ports with one temp dir, so each can be killed and restarted alone.
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { freePort, makeTempDir } from '@ferry/testkit';
+import { startFerryProcess } from './processes.js';
+import type { FerryProcess } from './processes.js';
+
+export const GATEWAY_ID = 'gw-faults';
+
+type Plain = Record<string, unknown>;
+
+function isPlain(value: unknown): value is Plain {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Later layers win; objects merge key by key, anything else replaces. */
+export function deepMerge(base: Plain, over: Plain | undefined): Plain {
+  if (!over) return base;
+  const out: Plain = { ...base };
+  for (const [key, value] of Object.entries(over)) {
+    const prior = out[key];
+    out[key] = isPlain(prior) && isPlain(value) ? deepMerge(prior, value) : value;
+  }
+  return out;
+}
+
+export interface ChildStackOptions {
+  /** Overrides for the gateway config. */
+  readonly gateway?: Plain;
+  /** Overrides for the ingestor config (e.g. a sink). */
+  readonly ingestor?: Plain;
+  /** How the ingestor counts as ready: 'answers' when its database is meant to be down. */
+  readonly ingestorReadyWhen?: 'ok' | 'answers';
+}
+
+export interface ChildStack {
+  readonly dir: string;
+  readonly broker: FerryProcess;
+  readonly ingestor: FerryProcess;
+  readonly gateway: FerryProcess;
+  readonly brokerUrl: string;
+  /** Where devices publish: the gateway's embedded listener. */
+  readonly deviceUrl: string;
+  /** The ingestor's embedded SQLite sink (when no other sink is configured). */
+  readonly pointsDb: string;
+  /** Logs of all three, for a failure message. */
+  logs(): string;
+  /** Stops every child and removes the temp dir. */
+  close(): Promise<void>;
+}
+
+export async function startChildStack(options: ChildStackOptions = {}): Promise<ChildStack> {
+  const dir = await makeTempDir('faults');
+  const [brokerPort, brokerHttp, ingestorHttp, devicePort, gatewayHttp] = [
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+    await freePort(),
+  ];
+  const brokerUrl = `mqtt://127.0.0.1:${brokerPort}`;
+  const broker = startFerryProcess({
+    kind: 'broker',
+    dir,
+    httpPort: brokerHttp,
+    config: { listen: { host: '127.0.0.1', port: brokerPort }, http: { host: '127.0.0.1', port: brokerHttp }, logLevel: 'info' },
+  });
+  const ingestor = startFerryProcess({
+    kind: 'ingestor',
+    dir,
+    httpPort: ingestorHttp,
+    readyWhen: options.ingestorReadyWhen ?? 'ok',
+    config: deepMerge(
+      {
+        dataDir: join(dir, 'ingestor'),
+        broker: { url: brokerUrl },
+        http: { host: '127.0.0.1', port: ingestorHttp },
+        write: { retry: { initialMs: 100, maxMs: 1000 } },
+        logLevel: 'info',
+      },
+      options.ingestor,
+    ),
+  });
+  const gateway = startFerryProcess({
+    kind: 'gateway',
+    dir,
+    httpPort: gatewayHttp,
+    config: deepMerge(
+      {
+        gatewayId: GATEWAY_ID,
+        dataDir: join(dir, 'gateway'),
+        devices: { listen: { host: '127.0.0.1', port: devicePort } },
+        uplink: { url: brokerUrl, ackTimeoutMs: 3_000, reconnectMinMs: 100, reconnectMaxMs: 1_000 },
+        http: { host: '127.0.0.1', port: gatewayHttp },
+        statusIntervalMs: 1_000,
+        logLevel: 'info',
+      },
+      options.gateway,
+    ),
+  });
+  const stack: ChildStack = {
+    dir,
+    broker,
+    ingestor,
+    gateway,
+    brokerUrl,
+    deviceUrl: `mqtt://127.0.0.1:${devicePort}`,
+    pointsDb: join(dir, 'ingestor', 'points.db'),
+    logs() {
+      return [broker, ingestor, gateway].map((p) => `--- ${p.name} (${p.logFile})\n${p.logTail(3000)}`).join('\n');
+    },
+    async close() {
+      await Promise.allSettled([gateway.stop(), ingestor.stop()]);
+      await broker.stop();
+      if (process.env.FERRY_KEEP_FAULT_DIRS === undefined) await rm(dir, { recursive: true, force: true, maxRetries: 3 });
+    },
+  };
+  try {
+    await broker.start();
+    await ingestor.start();
+    await gateway.start();
+  } catch (err) {
+    await stack.close();
+    throw err;
+  }
+  return stack;
+}
