@@ -116,7 +116,7 @@ export interface AckCounters {
   /** An in-flight batch was acked. */
   onAcked(batch: InFlightBatch, ack: Ack, deleted: number, late: boolean): void;
   /** Not an ack, or one naming another gateway or a batch this gateway does not know (any more). */
-  onIgnored(reason: 'invalid' | 'foreign' | 'unknown'): void;
+  onIgnored(reason: 'invalid' | 'foreign' | 'unknown' | 'mismatch'): void;
 }
 
 export interface AckHandlerOptions {
@@ -152,8 +152,14 @@ export function createAckHandler(options: AckHandlerOptions): (payload: Uint8Arr
     }
     const { batch, late } = found;
     const answered = ack.accepted + ack.duplicates + ack.rejected.length;
-    if (answered !== batch.seqs.length) {
-      logger.warn({ batchId: ack.batchId, sent: batch.seqs.length, answered }, 'ack accounts for a different number of readings than the batch held');
+    // An ack that refuses the whole envelope (seq null) covers every reading of it. Any other ack
+    // that does not account for every reading is not trusted to delete: the batch stays in flight,
+    // times out and goes out again, and the ingestor's dedupe answers for what it already has.
+    const wholeEnvelope = ack.rejected.some((r) => r.seq === null);
+    if (!wholeEnvelope && answered !== batch.seqs.length) {
+      counters.onIgnored('mismatch');
+      logger.warn({ batchId: ack.batchId, sent: batch.seqs.length, answered }, 'ignored an ack that accounts for a different number of readings than the batch held');
+      return;
     }
     let deleted: number;
     try {
