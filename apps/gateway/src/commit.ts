@@ -22,7 +22,11 @@ export interface GroupCommitterOptions {
 }
 
 export interface GroupCommitter {
-  add(reading: DeviceReading, done: CommitCallback): void;
+  /**
+   * Adds the readings of one device message; they always share one transaction, so a message is
+   * stored whole or not at all and a device that publishes it again never doubles part of it.
+   */
+  add(message: readonly DeviceReading[], done: CommitCallback): void;
   /** Commits what is pending now. */
   flush(): void;
   readonly pending: number;
@@ -32,7 +36,8 @@ export interface GroupCommitter {
 
 export function createGroupCommitter(options: GroupCommitterOptions): GroupCommitter {
   let readings: DeviceReading[] = [];
-  let callbacks: CommitCallback[] = [];
+  /** One per message: its callback and how many readings it put in `readings`. */
+  let callbacks: Array<{ done: CommitCallback; count: number }> = [];
   let timer: NodeJS.Timeout | undefined;
   let immediate: NodeJS.Immediate | undefined;
   let closed = false;
@@ -59,32 +64,40 @@ export function createGroupCommitter(options: GroupCommitterOptions): GroupCommi
         err instanceof FerryError ? err : new FerryError('FERRY_ERR_STORAGE', `outbox commit failed: ${(err as Error).message}`, {}, { cause: err });
       options.onError(failure, group.length);
       // Not stored, so not acknowledged: the devices keep their copies and publish again.
-      for (const done of waiting) done(failure);
+      for (const { done } of waiting) done(failure);
       return;
     }
     const stored = result.seqs.length;
     if (stored > 0) options.onCommitted(result);
-    if (stored < waiting.length) {
-      const full = new FerryError('FERRY_ERR_OUTBOX_FULL', `the outbox is full; ${waiting.length - stored} reading(s) refused, publish again later`, {
-        refused: waiting.length - stored,
+    if (stored < group.length) {
+      const full = new FerryError('FERRY_ERR_OUTBOX_FULL', `the outbox is full; ${group.length - stored} reading(s) refused, publish again later`, {
+        refused: group.length - stored,
       });
-      options.onRefused?.(waiting.length - stored);
-      // Readings stored are acknowledged (the outbox stores a group whole or not at all); the
-      // others are not, and their devices publish again.
-      waiting.forEach((done, i) => done(i < stored ? null : full));
+      options.onRefused?.(group.length - stored);
+      // A message is acknowledged only when all its readings were stored (the outbox stores a
+      // group whole or not at all); the others are not, and their devices publish again.
+      let end = 0;
+      for (const { done, count } of waiting) {
+        end += count;
+        done(end <= stored ? null : full);
+      }
       return;
     }
-    for (const done of waiting) done(null);
+    for (const { done } of waiting) done(null);
   }
 
   return {
-    add(reading, done) {
+    add(message, done) {
       if (closed) {
         done(new FerryError('FERRY_ERR_NOT_READY', 'the gateway is closing; publish again later'));
         return;
       }
-      readings.push(reading);
-      callbacks.push(done);
+      if (message.length === 0) {
+        done(null);
+        return;
+      }
+      readings.push(...message);
+      callbacks.push({ done, count: message.length });
       if (readings.length >= options.maxReadings) flush();
       else if (!timer && !immediate) {
         if (options.lingerMs > 0) timer = setTimeout(flush, options.lingerMs);

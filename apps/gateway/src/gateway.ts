@@ -205,24 +205,10 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       }
       for (const rejection of verdict.dropped) metrics.valuesDropped.inc({ code: rejection.code });
     }
-    // A message may hold no reading (a command topic) or several (line protocol, Sparkplug): the
-    // device is acknowledged once all of them are durable, or told of the first failure.
+    // A message may hold no reading (a command topic) or several (line protocol, Sparkplug): they
+    // commit in one transaction, and the device is acknowledged once all of them are durable.
     const readings = verdict.readings;
-    if (readings.length === 0) {
-      done(null);
-      return;
-    }
-    let left = readings.length;
-    let failed = false;
-    for (const reading of readings) {
-      run.committer.add(reading, (err) => {
-        if (failed) return;
-        if (err) {
-          failed = true;
-          done(err);
-        } else if (--left === 0) done(null);
-      });
-    }
+    run.committer.add(readings, done);
   }
 
   function currentStatus(stateName: 'online' | 'offline', uplink: 'connected' | 'closed' | 'lost'): Buffer {
