@@ -36,7 +36,9 @@ const REQUEST_TIMEOUT_MS = 15_000;
 export async function callIngestor(base: string, method: 'GET' | 'POST' | 'DELETE', path: string): Promise<ApiAnswer> {
   let response: Response;
   try {
-    response = await fetch(`${base}${path}`, { method, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS) });
+    // FERRY_TOKEN: the ops API token (http.tokens), when the ingestor requires one.
+    const token = process.env['FERRY_TOKEN'];
+    response = await fetch(`${base}${path}`, { method, signal: AbortSignal.timeout(REQUEST_TIMEOUT_MS), ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}) });
   } catch (err) {
     const cause = (err as { cause?: { code?: string; message?: string } }).cause;
     throw new IngestorUnreachable(`cannot reach the ingestor at ${base}: ${cause?.code ?? cause?.message ?? (err as Error).message}`);

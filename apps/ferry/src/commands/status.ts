@@ -1,6 +1,8 @@
 // `ferry status`: the ingestor's view of the pipeline: its health, counters and gateway statuses.
 import { Command } from 'commander';
 import { callIngestor, ingestorUrl, INGESTOR_URL_ENV } from '../ops-client.js';
+import { formatFleet } from './fleet-status.js';
+import type { FleetReport } from './fleet-status.js';
 import { describeError, EXIT_FAILED, EXIT_OK, exitCodeFor, writeErr, writeOut } from '../service.js';
 
 interface StatusFlags {
@@ -71,14 +73,35 @@ export function formatStatus(health: Health, stats: Stats, now: number): string[
   return lines;
 }
 
+/** The health API's view, or undefined when the ingestor runs without it (health.enabled false). */
+async function fetchFleet(base: string): Promise<FleetReport | undefined> {
+  const summary = await callIngestor(base, 'GET', '/api/summary');
+  if (summary.status !== 200) return undefined;
+  const [devices, gateways, alerts] = await Promise.all([
+    callIngestor(base, 'GET', '/api/devices?sort=liveness&order=desc&limit=200'),
+    callIngestor(base, 'GET', '/api/gateways/health'),
+    callIngestor(base, 'GET', '/api/alerts?state=firing'),
+  ]);
+  return {
+    summary: summary.body as FleetReport['summary'],
+    devices: (devices.body as { devices?: FleetReport['devices'] } | null)?.devices ?? [],
+    gateways: (gateways.body as { gateways?: FleetReport['gateways'] } | null)?.gateways ?? [],
+    alerts: (alerts.body as { alerts?: FleetReport['alerts'] } | null)?.alerts ?? [],
+  };
+}
+
 export async function runStatus(flags: StatusFlags): Promise<number> {
   try {
     const base = ingestorUrl(flags.ingestor);
     // /healthz answers 503 with its report when something is down; that report is what we want.
     const [health, stats] = await Promise.all([callIngestor(base, 'GET', '/healthz'), callIngestor(base, 'GET', '/api/stats')]);
     if (stats.status !== 200) throw new Error(`GET ${base}/api/stats answered ${stats.status}: ${JSON.stringify(stats.body)}`);
-    if (flags.json) writeOut(JSON.stringify({ health: health.body, stats: stats.body }));
-    else for (const line of formatStatus(health.body as Health, stats.body as Stats, Date.now())) writeOut(line);
+    const fleet = await fetchFleet(base);
+    if (flags.json) writeOut(JSON.stringify({ health: health.body, stats: stats.body, ...(fleet ? { fleet } : {}) }));
+    else {
+      for (const line of formatStatus(health.body as Health, stats.body as Stats, Date.now())) writeOut(line);
+      if (fleet) for (const line of formatFleet(fleet, Date.now())) writeOut(line);
+    }
     return (health.body as Health | null)?.ok ? EXIT_OK : EXIT_FAILED;
   } catch (err) {
     writeErr(describeError(err));
@@ -88,7 +111,7 @@ export async function runStatus(flags: StatusFlags): Promise<number> {
 
 export function statusCommand(): Command {
   return new Command('status')
-    .description("show the ingestor's view: health, reading counters and each gateway's last status")
+    .description("show the ingestor's view: health, reading counters, gateway statuses, and the fleet's device/gateway health and firing alerts")
     .option('--ingestor <url>', `ingestor ops URL, e.g. http://127.0.0.1:9400 (or set ${INGESTOR_URL_ENV})`)
     .option('--json', 'print one JSON object instead of text')
     .addHelpText('after', '\nExits 0 when the ingestor reports itself healthy, 1 otherwise, 2 on bad usage.')

@@ -1,0 +1,60 @@
+// The fleet part of `ferry status`: summary, devices not online, gateways and firing alerts, from
+// the ingestor's health API. Pure formatting; the fetching is in status.ts.
+
+export interface FleetReport {
+  summary: { devices: Record<string, number>; gateways: Record<string, number>; alerts: { firing: number; pending: number; acknowledged: number }; held: boolean };
+  devices: { deviceId: string; liveness: string; gatewayId?: string; lastDataAt?: number; lastStatusAt?: number; battery?: number; rssi?: number; completeness: number | null }[];
+  gateways: { gatewayId: string; state: string; devices: number; outboxDepth?: number; oldestUnsentAgeMs: number | null; dropped: number; version?: string }[];
+  alerts: { id: number; rule: string; severity: string; summary: string; firingAt?: number; acknowledged?: { by: string } }[];
+}
+
+function ago(ts: number | undefined, now: number): string {
+  if (ts === undefined) return 'never';
+  const s = Math.max(0, Math.round((now - ts) / 1000));
+  return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}
+
+/** Left-aligned columns, two spaces apart. */
+export function table(header: readonly string[], rows: readonly (readonly string[])[]): string[] {
+  const widths = header.map((h, i) => Math.max(h.length, ...rows.map((r) => (r[i] ?? '').length)));
+  const line = (cells: readonly string[]): string => cells.map((c, i) => c.padEnd(widths[i] ?? 0)).join('  ').trimEnd();
+  return [line(header), ...rows.map(line)];
+}
+
+export function formatFleet(report: FleetReport, now: number): string[] {
+  const { summary: s } = report;
+  const d = s.devices;
+  const lines = [
+    `fleet: ${d['total'] ?? 0} devices: ${d['online'] ?? 0} online, ${d['suspect'] ?? 0} suspect, ${d['offline'] ?? 0} offline, ${d['flapping'] ?? 0} flapping, ${d['unreachable'] ?? 0} unreachable, ${d['unknown'] ?? 0} unknown`,
+    `  gateways ${s.gateways['online'] ?? 0}/${s.gateways['total'] ?? 0} online; alerts ${s.alerts.firing} firing, ${s.alerts.pending} pending, ${s.alerts.acknowledged} acknowledged${s.held ? ' (alerts held: ingestor cut off or in its restart grace)' : ''}`,
+  ];
+  const troubled = report.devices.filter((x) => x.liveness !== 'online');
+  if (troubled.length > 0) {
+    lines.push('devices not online:');
+    lines.push(
+      ...table(
+        ['DEVICE', 'STATE', 'GATEWAY', 'LAST SEEN', 'BATTERY', 'RSSI', 'COMPLETE'],
+        troubled.map((x) => [x.deviceId, x.liveness, x.gatewayId ?? '-', ago(Math.max(x.lastDataAt ?? 0, x.lastStatusAt ?? 0) || undefined, now), x.battery === undefined ? '-' : String(x.battery), x.rssi === undefined ? '-' : String(x.rssi), x.completeness === null ? '-' : `${Math.round(x.completeness * 100)}%`]),
+      ).map((l) => `  ${l}`),
+    );
+  }
+  if (report.gateways.length > 0) {
+    lines.push('gateway health:');
+    lines.push(
+      ...table(
+        ['GATEWAY', 'STATE', 'DEVICES', 'BACKLOG', 'OLDEST UNSENT', 'DROPPED', 'VERSION'],
+        report.gateways.map((g) => [g.gatewayId, g.state, String(g.devices), String(g.outboxDepth ?? '-'), g.oldestUnsentAgeMs === null ? '-' : `${Math.round(g.oldestUnsentAgeMs / 1000)}s`, String(g.dropped), g.version ?? '-']),
+      ).map((l) => `  ${l}`),
+    );
+  }
+  if (report.alerts.length > 0) {
+    lines.push('alerts firing:');
+    lines.push(
+      ...table(
+        ['ID', 'RULE', 'SEVERITY', 'SINCE', 'ACK', 'SUMMARY'],
+        report.alerts.map((a) => [String(a.id), a.rule, a.severity, ago(a.firingAt, now), a.acknowledged?.by ?? '-', a.summary]),
+      ).map((l) => `  ${l}`),
+    );
+  }
+  return lines;
+}

@@ -1,0 +1,526 @@
+// The fleet's health: per device and per gateway, fed with readings, status messages and Last
+// Wills, and driven by an injected Clock. Pure: no timers, no I/O. Deadlines live in a min-heap so
+// a tick costs what is due, and every change is recorded so the alert engine and the store only
+// look at what changed.
+import type { Clock } from '@ferry/runtime';
+import type { GatewayStatus, MetricValue } from '@ferry/protocol';
+import { DeadlineQueue } from './deadlines.js';
+import type { HealthDefaults } from './rules.js';
+
+/** What the device itself says or shows, before the gateway and flapping are taken into account. */
+export type RawLiveness = 'unknown' | 'online' | 'suspect' | 'offline';
+export type Liveness = RawLiveness | 'flapping' | 'unreachable';
+export type GatewayState = 'unknown' | 'online' | 'offline';
+
+export interface HealthEvent {
+  readonly at: number;
+  readonly from: string;
+  readonly to: string;
+  readonly reason: string;
+}
+
+/** Plain data, so it can be stored as JSON and restored after a restart. */
+export interface DeviceHealth {
+  deviceId: string;
+  gatewayId?: string;
+  profile?: string;
+  liveness: Liveness;
+  raw: RawLiveness;
+  /** When `liveness` last changed. */
+  since: number;
+  firstSeenAt: number;
+  lastDataAt?: number;
+  lastStatusAt?: number;
+  lastStatus?: 'online' | 'offline';
+  messages: number;
+  /** Learned reporting interval: fast (rate now) and slow (the device's normal) moving averages. */
+  intervalMs?: number;
+  baselineIntervalMs?: number;
+  intervalSamples: number;
+  battery?: number;
+  rssi?: number;
+  firmware?: string;
+  /** Completeness counters, halved when large so they follow recent behaviour. */
+  received: number;
+  missed: number;
+  lastDeviceSeq?: number;
+  /** Receive time minus device time (positive: the device clock is behind), moving average. */
+  skewMs?: number;
+  /** Latest value of the numeric metrics that rules watch. */
+  metrics: Record<string, number>;
+  /** Silence counts from here when later than the evidence: the ingestor or the gateway was away until then. */
+  rebase?: number;
+  /** Times of online/offline changes inside the flap window. */
+  transitions: number[];
+  history: HealthEvent[];
+}
+
+export interface GatewayHealth {
+  gatewayId: string;
+  state: GatewayState;
+  since: number;
+  lastStatusAt?: number;
+  /** The gateway's own time on the status it sent last; older statuses (a late Will) are ignored. */
+  statusTs?: number;
+  version?: string;
+  uplink?: string;
+  outboxDepth?: number;
+  oldestUnsentTs?: number | null;
+  dropped: number;
+  /** When `dropped` last grew. */
+  droppedAt?: number;
+  deadLetters?: number;
+  history: HealthEvent[];
+}
+
+export interface IngestorHealth {
+  broker: boolean;
+  sink: boolean;
+  /** Time from which silence counts: startup or the end of the last outage. */
+  observedSince: number;
+  /** Until when alerts are held (grace after a restart or an outage). */
+  holdUntil: number;
+  /** Dead-letter totals sampled over time, for the rising rule. */
+  deadLetterSamples: [number, number][];
+}
+
+/** A reading, or a device status message, as the ingestor settled it. */
+export interface ObservedReading {
+  readonly deviceId: string;
+  readonly gatewayId?: string | undefined;
+  readonly kind: 'telemetry' | 'status';
+  readonly ts: number;
+  readonly tsSource: 'device' | 'gateway';
+  /** When the gateway (or the ingestor, for direct devices) received it. */
+  readonly receivedAt: number;
+  readonly deviceSeq?: number | undefined;
+  readonly metrics: Readonly<Record<string, MetricValue>>;
+}
+
+export interface FleetChanges {
+  readonly devices: ReadonlySet<string>;
+  readonly gateways: ReadonlySet<string>;
+  /** The ingestor's own state or the dead-letter count changed. */
+  readonly ingestor: boolean;
+  /** The hold on alerts ended since the last call: pending alerts are due a look. */
+  readonly released: boolean;
+}
+
+export interface FleetSnapshot {
+  readonly devices: readonly DeviceHealth[];
+  readonly gateways: readonly GatewayHealth[];
+}
+
+export interface FleetOptions {
+  readonly clock: Clock;
+  readonly defaults: HealthDefaults;
+  /** Metric names worth keeping per device (those rules name). */
+  readonly watchedMetrics?: Iterable<string>;
+}
+
+const FAST = 0.3;
+const SLOW = 0.05;
+const MAX_GAP_COUNTED = 1000;
+
+function ewma(previous: number | undefined, sample: number, alpha: number): number {
+  return previous === undefined ? sample : previous + alpha * (sample - previous);
+}
+
+function pushBounded<T>(list: T[], item: T, limit: number): void {
+  list.push(item);
+  if (list.length > limit) list.splice(0, list.length - limit);
+}
+
+export class FleetHealth {
+  private readonly clock: Clock;
+  readonly defaults: HealthDefaults;
+  private readonly devicesById = new Map<string, DeviceHealth>();
+  private readonly gatewaysById = new Map<string, GatewayHealth>();
+  private readonly devicesByGateway = new Map<string, Set<string>>();
+  private readonly deadlines = new DeadlineQueue();
+  private readonly watched: Set<string>;
+  private changedDevices = new Set<string>();
+  private changedGateways = new Set<string>();
+  private ingestorChanged = false;
+  private released = false;
+  private dirtyDevices = new Set<string>();
+  private dirtyGateways = new Set<string>();
+  private wasHeld: boolean;
+  readonly ingestor: IngestorHealth;
+
+  constructor(options: FleetOptions) {
+    this.clock = options.clock;
+    this.defaults = options.defaults;
+    this.watched = new Set(options.watchedMetrics ?? []);
+    for (const name of [...this.defaults.fields.battery, ...this.defaults.fields.rssi]) this.watched.add(name);
+    const now = this.clock.now();
+    // A fresh start is a restart as far as alerts go: nothing is known yet, so hold back.
+    this.ingestor = { broker: true, sink: true, observedSince: now, holdUntil: now + this.defaults.graceMs, deadLetterSamples: [] };
+    this.wasHeld = true;
+  }
+
+  // ---- reading the model ----
+
+  device(id: string): DeviceHealth | undefined {
+    return this.devicesById.get(id);
+  }
+
+  devices(): IterableIterator<DeviceHealth> {
+    return this.devicesById.values();
+  }
+
+  get deviceCount(): number {
+    return this.devicesById.size;
+  }
+
+  gateway(id: string): GatewayHealth | undefined {
+    return this.gatewaysById.get(id);
+  }
+
+  gateways(): IterableIterator<GatewayHealth> {
+    return this.gatewaysById.values();
+  }
+
+  devicesOf(gatewayId: string): number {
+    return this.devicesByGateway.get(gatewayId)?.size ?? 0;
+  }
+
+  /** Alerts wait while the ingestor cannot see the fleet (broker or database down) or just started. */
+  held(now = this.clock.now()): boolean {
+    return !this.ingestor.broker || !this.ingestor.sink || now < this.ingestor.holdUntil;
+  }
+
+  /** The inactivity timeout in force: per device, per profile, learned, or the default. */
+  timeoutOf(d: DeviceHealth): number {
+    const own = this.defaults.devices[d.deviceId];
+    if (own?.timeoutMs !== undefined) return own.timeoutMs;
+    const profile = d.profile === undefined ? undefined : this.defaults.profiles[d.profile];
+    if (profile?.timeoutMs !== undefined) return profile.timeoutMs;
+    const expected = this.expectedIntervalOf(d);
+    if (expected !== undefined) return Math.max(this.defaults.minTimeoutMs, expected * this.defaults.intervalFactor);
+    return this.defaults.timeoutMs;
+  }
+
+  expectedIntervalOf(d: DeviceHealth): number | undefined {
+    const own = this.defaults.devices[d.deviceId]?.expectedIntervalMs;
+    if (own !== undefined) return own;
+    const profile = d.profile === undefined ? undefined : this.defaults.profiles[d.profile]?.expectedIntervalMs;
+    if (profile !== undefined) return profile;
+    return d.intervalSamples >= this.defaults.learnAfter ? d.baselineIntervalMs : undefined;
+  }
+
+  /** Share of expected readings received (0..1), undefined until anything is known. */
+  completenessOf(d: DeviceHealth): number | undefined {
+    const total = d.received + d.missed;
+    return total === 0 ? undefined : d.received / total;
+  }
+
+  /** Messages per minute now, from the fast interval average stretched by the current silence. */
+  rateOf(d: DeviceHealth, now = this.clock.now()): number | undefined {
+    if (d.intervalMs === undefined || d.lastDataAt === undefined) return undefined;
+    const silence = now - Math.max(d.lastDataAt, this.ingestor.observedSince);
+    return 60_000 / Math.max(d.intervalMs, silence, 1);
+  }
+
+  // ---- feeding the model ----
+
+  observeReading(r: ObservedReading): void {
+    const now = this.clock.now();
+    const d = this.ensureDevice(r.deviceId, now);
+    if (r.gatewayId !== undefined && r.gatewayId !== d.gatewayId) this.moveDevice(d, r.gatewayId);
+    const profile = this.defaults.devices[d.deviceId]?.profile;
+    if (profile !== undefined) d.profile = profile;
+    // The gateway's receive time, never later than ours (a gateway clock running ahead).
+    const at = Math.min(now, r.receivedAt);
+    if (r.kind === 'status') this.observeStatus(d, r, at);
+    else this.observeTelemetry(d, r, at);
+    this.refreshDevice(d, now, r.kind === 'status' ? 'status' : 'data');
+    this.touchDevice(d);
+  }
+
+  observeGatewayStatus(status: GatewayStatus, receivedAt = this.clock.now()): void {
+    const now = this.clock.now();
+    let g = this.gatewaysById.get(status.gatewayId);
+    if (!g) {
+      g = { gatewayId: status.gatewayId, state: 'unknown', since: now, dropped: 0, history: [] };
+      this.gatewaysById.set(status.gatewayId, g);
+    }
+    // A Will from a session that a newer connection replaced carries an older time: ignore it.
+    if (g.statusTs !== undefined && status.ts < g.statusTs) return;
+    g.statusTs = status.ts;
+    g.lastStatusAt = Math.min(now, receivedAt);
+    if (status.version !== undefined) g.version = status.version;
+    if (status.uplink !== undefined) g.uplink = status.uplink;
+    if (status.outbox) {
+      g.outboxDepth = status.outbox.depth;
+      g.oldestUnsentTs = status.outbox.oldestTs;
+    }
+    if (status.deadLetters !== undefined) g.deadLetters = status.deadLetters;
+    if (status.dropped) {
+      const total = Object.values(status.dropped).reduce((a, b) => a + b, 0);
+      if (total > g.dropped) g.droppedAt = now;
+      g.dropped = total;
+    }
+    if (g.state !== status.state) {
+      pushBounded(g.history, { at: now, from: g.state, to: status.state, reason: 'status' }, this.defaults.historyLimit);
+      g.state = status.state;
+      g.since = now;
+      // Its devices become unreachable (or come back) together: one alert for the gateway, not one per device.
+      for (const id of this.devicesByGateway.get(g.gatewayId) ?? []) {
+        const d = this.devicesById.get(id);
+        if (!d) continue;
+        if (status.state === 'offline') this.refreshDevice(d, now, 'gateway offline');
+        else this.rebaseDevice(d, now, 'gateway online');
+      }
+    }
+    this.changedGateways.add(g.gatewayId);
+    this.dirtyGateways.add(g.gatewayId);
+  }
+
+  /** The ingestor's own links; while either is down, silence is not the devices' fault. */
+  setLinks(links: { broker?: boolean; sink?: boolean }): void {
+    const now = this.clock.now();
+    const before = !this.ingestor.broker || !this.ingestor.sink;
+    if (links.broker !== undefined) this.ingestor.broker = links.broker;
+    if (links.sink !== undefined) this.ingestor.sink = links.sink;
+    const after = !this.ingestor.broker || !this.ingestor.sink;
+    if (before && !after) {
+      // What went unseen during the outage does not count as the devices' silence.
+      this.ingestor.observedSince = now;
+      this.ingestor.holdUntil = Math.max(this.ingestor.holdUntil, now + this.defaults.graceMs);
+      for (const d of this.devicesById.values()) this.rebaseDevice(d, now, 'ingestor reconnected');
+    }
+    if (before !== after) this.ingestorChanged = true;
+  }
+
+  /** After a restore: a restart starts a new observation period and a grace window. */
+  restarted(): void {
+    const now = this.clock.now();
+    this.ingestor.observedSince = now;
+    this.ingestor.holdUntil = now + this.defaults.graceMs;
+    this.wasHeld = true;
+    for (const d of this.devicesById.values()) this.rebaseDevice(d, now, 'restart');
+  }
+
+  observeDeadLetters(total: number): void {
+    const now = this.clock.now();
+    const samples = this.ingestor.deadLetterSamples;
+    const last = samples[samples.length - 1];
+    if (last && last[1] === total) return;
+    pushBounded(samples, [now, total], 256);
+    this.ingestorChanged = true;
+  }
+
+  /** Dead letters added within the last `withinMs`, and when that figure next drops. */
+  deadLetterIncrease(withinMs: number, now = this.clock.now()): { increase: number; changesAt?: number } {
+    const samples = this.ingestor.deadLetterSamples;
+    const last = samples[samples.length - 1];
+    if (!last) return { increase: 0 };
+    let baseline = samples[0]?.[1] ?? 0;
+    let changesAt: number | undefined;
+    for (const [at, total] of samples) {
+      if (at <= now - withinMs) baseline = total;
+      else {
+        changesAt = at + withinMs;
+        break;
+      }
+    }
+    return { increase: last[1] - baseline, ...(changesAt !== undefined ? { changesAt } : {}) };
+  }
+
+  /** Runs what is due; call on a timer (at `nextDeadline()`) and after feeding. */
+  tick(): void {
+    const now = this.clock.now();
+    const held = this.held(now);
+    if (this.wasHeld && !held) this.released = true;
+    this.wasHeld = held;
+    // While the ingestor is cut off, the devices' own deadlines wait: they are rebased when it returns.
+    if (!this.ingestor.broker || !this.ingestor.sink) return;
+    for (const key of this.deadlines.popDue(now)) {
+      const d = this.devicesById.get(key);
+      if (d) this.refreshDevice(d, now, 'timeout');
+    }
+  }
+
+  nextDeadline(): number | undefined {
+    // Cut off: nothing is due until the links return (setLinks), only the end of a grace window.
+    const next = !this.ingestor.broker || !this.ingestor.sink ? undefined : this.deadlines.peek();
+    const hold = this.held() ? this.ingestor.holdUntil : undefined;
+    if (next === undefined) return hold;
+    return hold === undefined ? next : Math.min(next, hold);
+  }
+
+  takeChanges(): FleetChanges {
+    const changes: FleetChanges = { devices: this.changedDevices, gateways: this.changedGateways, ingestor: this.ingestorChanged, released: this.released };
+    this.changedDevices = new Set();
+    this.changedGateways = new Set();
+    this.ingestorChanged = false;
+    this.released = false;
+    return changes;
+  }
+
+  /** Records changed since the last call, for the store. */
+  takeDirty(): FleetSnapshot {
+    const devices = [...this.dirtyDevices].flatMap((id) => this.devicesById.get(id) ?? []);
+    const gateways = [...this.dirtyGateways].flatMap((id) => this.gatewaysById.get(id) ?? []);
+    this.dirtyDevices = new Set();
+    this.dirtyGateways = new Set();
+    return { devices, gateways };
+  }
+
+  restore(snapshot: FleetSnapshot): void {
+    for (const g of snapshot.gateways) this.gatewaysById.set(g.gatewayId, g);
+    for (const d of snapshot.devices) {
+      this.devicesById.set(d.deviceId, d);
+      if (d.gatewayId !== undefined) this.indexDevice(d.deviceId, d.gatewayId);
+    }
+    this.restarted();
+    this.takeDirty();
+  }
+
+  // ---- internals ----
+
+  private ensureDevice(id: string, now: number): DeviceHealth {
+    let d = this.devicesById.get(id);
+    if (!d) {
+      d = { deviceId: id, liveness: 'unknown', raw: 'unknown', since: now, firstSeenAt: now, messages: 0, intervalSamples: 0, received: 0, missed: 0, metrics: {}, transitions: [], history: [] };
+      this.devicesById.set(id, d);
+    }
+    return d;
+  }
+
+  private moveDevice(d: DeviceHealth, gatewayId: string): void {
+    if (d.gatewayId !== undefined) this.devicesByGateway.get(d.gatewayId)?.delete(d.deviceId);
+    d.gatewayId = gatewayId;
+    this.indexDevice(d.deviceId, gatewayId);
+  }
+
+  private indexDevice(deviceId: string, gatewayId: string): void {
+    let set = this.devicesByGateway.get(gatewayId);
+    if (!set) {
+      set = new Set();
+      this.devicesByGateway.set(gatewayId, set);
+    }
+    set.add(deviceId);
+  }
+
+  private observeStatus(d: DeviceHealth, r: ObservedReading, receivedAt: number): void {
+    const state = r.metrics['state'];
+    if (state !== 'online' && state !== 'offline') return;
+    // Ordered by time: the device's own time when it gave one, else the receive time.
+    const at = r.tsSource === 'device' ? Math.min(r.ts, receivedAt) : receivedAt;
+    // A status older than what we know (a Will from a replaced session, a late retained copy) changes nothing.
+    if (d.lastStatusAt !== undefined && at < d.lastStatusAt) return;
+    if (state === 'offline' && d.lastDataAt !== undefined && at < d.lastDataAt) return;
+    d.lastStatusAt = at;
+    d.lastStatus = state;
+    d.messages++;
+  }
+
+  private observeTelemetry(d: DeviceHealth, r: ObservedReading, at: number): void {
+    d.messages++;
+    if (d.lastDataAt !== undefined && at > d.lastDataAt) {
+      const gap = at - d.lastDataAt;
+      const expected = this.expectedIntervalOf(d);
+      if (r.deviceSeq === undefined && expected !== undefined) d.missed += Math.min(MAX_GAP_COUNTED, Math.max(0, Math.round(gap / expected) - 1));
+      d.intervalMs = ewma(d.intervalMs, gap, FAST);
+      d.baselineIntervalMs = ewma(d.baselineIntervalMs, gap, SLOW);
+      d.intervalSamples++;
+    }
+    if (r.deviceSeq !== undefined) {
+      const last = d.lastDeviceSeq;
+      if (last === undefined || r.deviceSeq > last) {
+        if (last !== undefined) d.missed += Math.min(MAX_GAP_COUNTED, r.deviceSeq - last - 1);
+        d.lastDeviceSeq = r.deviceSeq;
+      } else if (r.deviceSeq < last - MAX_GAP_COUNTED || r.deviceSeq === 0) {
+        d.lastDeviceSeq = r.deviceSeq; // the device restarted its count
+      } else if (d.missed > 0) {
+        d.missed--; // a late reading fills a gap counted earlier
+      }
+    }
+    d.received++;
+    if (d.received + d.missed > 2000) {
+      d.received /= 2;
+      d.missed /= 2;
+    }
+    if (d.lastDataAt === undefined || at > d.lastDataAt) d.lastDataAt = at;
+    if (r.tsSource === 'device') d.skewMs = Math.round(ewma(d.skewMs, r.receivedAt - r.ts, FAST));
+    const { battery, rssi, firmware } = this.defaults.fields;
+    for (const [name, value] of Object.entries(r.metrics)) {
+      if (typeof value === 'number') {
+        if (battery.includes(name)) d.battery = value;
+        else if (rssi.includes(name)) d.rssi = value;
+        if (this.watched.has(name)) d.metrics[name] = value;
+      } else if (typeof value === 'string' && firmware.includes(name)) d.firmware = value;
+    }
+  }
+
+  /** A device that was not known to be offline gets a fresh timeout from `now`. */
+  private rebaseDevice(d: DeviceHealth, now: number, reason: string): void {
+    if (d.raw === 'online' || d.raw === 'suspect') d.rebase = now;
+    this.refreshDevice(d, now, reason);
+  }
+
+  /** Recomputes the device's liveness at `now` and schedules its next deadline. */
+  private refreshDevice(d: DeviceHealth, now: number, reason: string): void {
+    const gatewayDown = d.gatewayId !== undefined && this.gatewaysById.get(d.gatewayId)?.state === 'offline';
+    // Behind an offline gateway, silence says nothing about the device: only its own word counts.
+    const raw = gatewayDown && reason === 'timeout' ? d.raw : this.rawLiveness(d, now);
+    if (raw !== d.raw) {
+      const wasUp = d.raw === 'online' || d.raw === 'suspect';
+      const isUp = raw === 'online' || raw === 'suspect';
+      if (d.raw !== 'unknown' && wasUp !== isUp) d.transitions.push(now);
+      d.raw = raw;
+    }
+    const windowStart = now - this.defaults.flapWindowMs;
+    while (d.transitions.length > 0 && (d.transitions[0] as number) <= windowStart) d.transitions.shift();
+    const flapping = d.transitions.length >= this.defaults.flapTransitions;
+    const liveness: Liveness = gatewayDown ? 'unreachable' : flapping ? 'flapping' : raw;
+    if (liveness !== d.liveness) {
+      pushBounded(d.history, { at: now, from: d.liveness, to: liveness, reason }, this.defaults.historyLimit);
+      d.liveness = liveness;
+      d.since = now;
+      this.changedDevices.add(d.deviceId);
+      this.dirtyDevices.add(d.deviceId);
+    }
+    if (gatewayDown) this.deadlines.cancel(d.deviceId);
+    else this.scheduleDevice(d, now);
+  }
+
+  private evidenceOf(d: DeviceHealth): number | undefined {
+    const status = d.lastStatus === 'online' ? d.lastStatusAt : undefined;
+    if (d.lastDataAt === undefined) return status;
+    return status === undefined ? d.lastDataAt : Math.max(d.lastDataAt, status);
+  }
+
+  private rawLiveness(d: DeviceHealth, now: number): RawLiveness {
+    if (d.lastStatus === 'offline' && d.lastStatusAt !== undefined && (d.lastDataAt === undefined || d.lastStatusAt >= d.lastDataAt)) return 'offline';
+    const evidence = this.evidenceOf(d);
+    if (evidence === undefined) return 'unknown';
+    const silence = now - Math.max(evidence, d.rebase ?? evidence);
+    const timeout = this.timeoutOf(d);
+    if (silence >= timeout) return 'offline';
+    if (silence >= timeout * this.defaults.suspectFraction) return 'suspect';
+    return 'online';
+  }
+
+  private scheduleDevice(d: DeviceHealth, now: number): void {
+    const due: number[] = [];
+    const evidence = this.evidenceOf(d);
+    if (evidence !== undefined && (d.raw === 'online' || d.raw === 'suspect')) {
+      const base = Math.max(evidence, d.rebase ?? evidence);
+      const timeout = this.timeoutOf(d);
+      due.push(d.raw === 'online' ? base + timeout * this.defaults.suspectFraction : base + timeout);
+    }
+    const firstTransition = d.transitions[0];
+    if (firstTransition !== undefined) due.push(firstTransition + this.defaults.flapWindowMs);
+    const next = due.length > 0 ? Math.max(now, Math.min(...due)) : undefined;
+    if (next === undefined) this.deadlines.cancel(d.deviceId);
+    else this.deadlines.schedule(d.deviceId, next);
+  }
+
+  private touchDevice(d: DeviceHealth): void {
+    this.changedDevices.add(d.deviceId);
+    this.dirtyDevices.add(d.deviceId);
+  }
+}
