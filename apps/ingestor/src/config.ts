@@ -1,9 +1,10 @@
 // The ingestor's configuration, validated by zod; a bad value stops the start naming the field.
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ID_PATTERN, limitsSchema } from '@ferry/protocol';
+import { compilePattern, DEFAULT_DEVICE_PATTERNS, ID_PATTERN, limitsSchema } from '@ferry/protocol';
 import { parseConfig } from '@ferry/runtime';
 import { defaultPointMapping, sinkConfigSchema } from '@ferry/sinks';
+import { healthConfigSchema } from './health.js';
 
 const backoffSchema = z
   .object({
@@ -27,6 +28,8 @@ const httpSchema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
     port: z.number().int().min(0).max(65_535).default(0),
+    /** API tokens; with none, /api answers loopback callers only (docs/health.md). */
+    tokens: z.array(z.object({ token: z.string().min(16, 'an API token is at least 16 characters'), role: z.enum(['admin', 'read']) }).strict()).default([]),
   })
   .strict();
 
@@ -44,8 +47,66 @@ export const ingestorConfigSchema = z
         clientId: z.string().min(1).max(128).optional(),
         /** How long ready() waits to be connected and subscribed. */
         readyTimeoutMs: z.number().int().positive().default(15_000),
+        /**
+         * MQTT 5 shared-subscription group (e.g. `ferry-ingestors`): every ingestor of the group
+         * subscribes to `$share/<group>/...` and the broker gives each message to one of them.
+         * Needs an MQTT 5 broker (Mosquitto 2); setting it switches the connection to MQTT 5.
+         */
+        sharedGroup: z.string().regex(ID_PATTERN, 'a share group name has no / # + or control characters').optional(),
       })
       .strict(),
+    /**
+     * Static partition for brokers without shared subscriptions (aedes, MQTT 3.1.1): every
+     * ingestor subscribes to everything and keeps only the gateways (and direct devices) whose
+     * id hashes to `index` modulo `count`. All `count` ingestors must run for all data to flow.
+     */
+    partition: z
+      .object({ index: z.number().int().nonnegative(), count: z.number().int().positive() })
+      .strict()
+      .refine((p) => p.index < p.count, { message: 'partition.index must be below partition.count', path: ['index'] })
+      .optional(),
+    /**
+     * Devices that publish straight to the cloud broker (no gateway). Absent: not subscribed.
+     * Their QoS 1 publishes are PUBACKed only once journaled in <dataDir>/journal.db.
+     */
+    direct: z
+      .object({
+        telemetry: z.array(z.string().min(1)).default([DEFAULT_DEVICE_PATTERNS.telemetry]),
+        status: z.array(z.string().min(1)).default([DEFAULT_DEVICE_PATTERNS.status]),
+        /** Value of the gateway tag on these readings' points. */
+        gatewayTag: z.string().min(1).default('direct'),
+        /** Journal rows held (received, not yet written); at the bound PUBACKs stop and the broker holds the rest. */
+        maxJournalRows: z.number().int().positive().default(1_000_000),
+        /** Readings taken from the journal into memory at once. */
+        maxInMemory: z.number().int().positive().default(20_000),
+        /** `normal`: a commit survives a process crash (kill -9); `full`: also a power cut, at one fsync per commit. */
+        synchronous: z.enum(['normal', 'full']).default('normal'),
+      })
+      .strict()
+      .superRefine((d, ctx) => {
+        for (const [kind, patterns] of [['telemetry', d.telemetry], ['status', d.status]] as const) {
+          patterns.forEach((pattern, i) => {
+            try {
+              compilePattern(pattern, kind);
+            } catch (err) {
+              ctx.addIssue({ code: 'custom', message: (err as Error).message, path: [kind, i] });
+            }
+          });
+        }
+      })
+      .optional(),
+    skew: z
+      .object({
+        /**
+         * A device time outside limits.maxFutureSkewMs / maxPastAgeMs is: `deadletter` (refused,
+         * kept in the dead-letter store), `clamp` (written at its receive time, the device time
+         * kept in field `ferry_device_ts_ms`) or `flag` (written at the device time with field
+         * `ferry_ts_skewed=true`).
+         */
+        policy: z.enum(['deadletter', 'clamp', 'flag']).default('deadletter'),
+      })
+      .strict()
+      .prefault({}),
     /** Where readings go; default the embedded SQLite sink at <dataDir>/points.db. */
     sink: sinkConfigSchema.optional(),
     mapping: mappingSchema.prefault({}),
@@ -71,6 +132,14 @@ export const ingestorConfigSchema = z
          * seqs, not time). Older resends are written again, which overwrites the same point.
          */
         windowPerGateway: z.number().int().positive().default(1_000_000),
+        /**
+         * How long a device reading's own identity (deviceSeq and/or device time plus content) is
+         * remembered, to catch a device's republish that got a second gateway seq, or a direct
+         * device's republish after a lost PUBACK.
+         */
+        deviceWindowMs: z.number().int().positive().default(3_600_000),
+        /** Most device identities held; beyond it the oldest are discarded and counted. */
+        deviceWindowMaxEntries: z.number().int().positive().default(1_000_000),
       })
       .strict()
       .prefault({}),
@@ -93,6 +162,7 @@ export const ingestorConfigSchema = z
     /** Largest batch envelope accepted, in bytes. */
     maxBatchBytes: z.number().int().positive().default(4 * 1024 * 1024),
     http: z.union([z.literal(false), httpSchema]).prefault({}),
+    health: healthConfigSchema.prefault({}),
     logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
   })
   .strict()

@@ -148,14 +148,16 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
   const countHeld = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM seen');
   const sumPruned = db.prepare<[], { n: number | null }>('SELECT SUM(pruned) AS n FROM windows');
 
-  // The highest seq per gateway, cached: every lookup needs it to know the window.
+  // The highest seq per gateway, cached: every lookup needs it to know the window. A gateway with
+  // no window yet is cached too (as -1), or each of its readings would cost a query until the first record.
   const maxSeqs = new Map<string, number>();
   const maxSeqOf = (gatewayId: string): number | undefined => {
-    if (!maxSeqs.has(gatewayId)) {
-      const row = selectWindow.get(gatewayId);
-      if (row) maxSeqs.set(gatewayId, row.max_seq);
+    let maxSeq = maxSeqs.get(gatewayId);
+    if (maxSeq === undefined) {
+      maxSeq = selectWindow.get(gatewayId)?.max_seq ?? -1;
+      maxSeqs.set(gatewayId, maxSeq);
     }
-    return maxSeqs.get(gatewayId);
+    return maxSeq < 0 ? undefined : maxSeq;
   };
 
   const recordAll = db.transaction((entries: readonly DedupeEntry[]): number => {

@@ -7,3 +7,7 @@ export type { Ingestor, IngestorDeps, IngestorStats } from './ingestor.js';
 export type { ReplayResult } from './pipeline.js';
 export type { GatewayAccount } from './accounting.js';
 export type { GatewayStatusEntry } from './statuses.js';
+export { DIRECT_SOURCE } from './pipeline.js';
+export { ownsSource, partitionHash } from './partition.js';
+export type { Partition } from './partition.js';
+export type { SkewPolicy } from './skew.js';

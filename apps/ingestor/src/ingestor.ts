@@ -3,7 +3,7 @@
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ErrorCode } from '@ferry/protocol';
-import { FerryError } from '@ferry/protocol';
+import { FerryError, parseUplinkTopic } from '@ferry/protocol';
 import { createLogger, createOpsServer, createRegistry, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
@@ -24,6 +24,19 @@ import type { GatewayStatusEntry } from './statuses.js';
 import { createUplink } from './uplink.js';
 import type { Uplink } from './uplink.js';
 import { addOpsRoutes } from './http.js';
+import { createIngestorHealth } from './health.js';
+import type { IngestorHealth } from './health.js';
+import type { HealthMonitor } from '@ferry/health';
+import { addApiAuth, addDashboardRoutes, addHealthRoutes, sinkReadings } from './ops-api.js';
+import { openDeviceDedupeStore } from './device-dedupe.js';
+import type { DeviceDedupeStore } from './device-dedupe.js';
+import { compileDeviceTopics } from './direct.js';
+import type { DeviceTopics } from './direct.js';
+import { openDeviceJournal } from './journal.js';
+import type { DeviceJournal } from './journal.js';
+import { createDirectIntake } from './intake.js';
+import type { DirectIntake } from './intake.js';
+import { ownsSource } from './partition.js';
 
 export interface IngestorDeps {
   readonly logger?: Logger;
@@ -58,7 +71,14 @@ export interface IngestorStats {
   readonly pendingBatches: number;
   readonly queuedPoints: number;
   readonly replays: number;
+  /** Per source: each gateway, and '/direct' (DIRECT_SOURCE) for devices that publish directly. */
   readonly byGateway: Readonly<Record<string, GatewayAccount>>;
+  /** Readings recognised by the device's own identity (a device's republish). */
+  readonly deviceDuplicates: number;
+  /** Direct-device messages journaled and not yet settled. */
+  readonly journalRows: number;
+  /** Messages ignored because another partition owns their gateway or device. */
+  readonly notOwned: number;
   /** The latest status each gateway published. */
   readonly gateways: Readonly<Record<string, GatewayStatusEntry>>;
 }
@@ -72,6 +92,8 @@ export interface Ingestor {
   readonly config: IngestorConfig;
   stats(): IngestorStats;
   readonly deadLetters: DeadLetterStore;
+  /** Device and gateway health and alerts; undefined when config.health.enabled is false. */
+  readonly health: HealthMonitor | undefined;
   /** Re-runs one dead-lettered reading through validate -> dedupe -> write; marks it replayed on success. */
   replay(id: number, waitMs?: number): Promise<ReplayResult>;
 }
@@ -106,20 +128,48 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   const dedupe: DedupeStore = openDedupeStore({ path: join(config.dataDir, 'dedupe.db'), windowPerGateway: config.dedupe.windowPerGateway });
   let deadLetters: DeadLetterStore;
   let sink: Sink;
+  let deviceDedupe: DeviceDedupeStore | undefined;
+  let journal: DeviceJournal | undefined;
+  let deviceTopics: DeviceTopics | undefined;
   try {
+    deviceDedupe = openDeviceDedupeStore({
+      path: join(config.dataDir, 'device-dedupe.db'),
+      windowMs: config.dedupe.deviceWindowMs,
+      maxEntries: config.dedupe.deviceWindowMaxEntries,
+    });
+    if (config.direct) {
+      deviceTopics = compileDeviceTopics(config.direct);
+      journal = openDeviceJournal({ path: join(config.dataDir, 'journal.db'), maxRows: config.direct.maxJournalRows, synchronous: config.direct.synchronous });
+    }
     deadLetters = createSqliteDeadLetterStore({ path: join(config.dataDir, 'deadletters.db'), maxEntries: config.deadLetters.maxEntries, clock });
     sink = deps.sink ?? createSink(config.sink, { logger });
   } catch (err) {
     dedupe.close();
+    deviceDedupe?.close();
+    journal?.close();
     throw err;
   }
+  const deviceStore: DeviceDedupeStore = deviceDedupe;
   const ownsSink = deps.sink === undefined;
 
   const accounting = new Accounting();
   const statuses = new GatewayStatuses();
-  const counters = { acksSent: 0, deadLetters: 0, shed: 0, envelopesRejected: 0, batches: 0, replays: 0 };
+  const health: IngestorHealth | undefined = config.health.enabled
+    ? createIngestorHealth({
+        config: config.health,
+        dataDir: config.dataDir,
+        brokerUrl: config.broker.url,
+        brokerAuth: { username: config.broker.username, password: config.broker.password },
+        clock,
+        logger,
+        links: () => ({ broker: uplink?.connected ?? false, sink: sinkUp }),
+        deadLetters: () => (storesClosed ? 0 : deadLetters.counts().held),
+      })
+    : undefined;
+  const counters = { acksSent: 0, deadLetters: 0, shed: 0, envelopesRejected: 0, batches: 0, replays: 0, deviceDuplicates: 0, notOwned: 0 };
   let sinkUp = false;
   let uplink: Uplink | undefined;
+  let intake: DirectIntake | undefined;
   let ops: OpsServer | undefined;
   let readying: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
@@ -134,6 +184,11 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       const s = pipeline.state();
       return { batches: s.pendingBatches, readings: s.pendingReadings };
     },
+    consumerLagSeconds: () => {
+      const oldest = pipeline.state().oldestPendingAt;
+      return oldest === undefined ? 0 : Math.max(0, clock.now() - oldest) / 1000;
+    },
+    journalRows: () => (storesClosed ? 0 : (journal?.rows ?? 0)),
   });
 
   const pipeline: Pipeline = createPipeline({
@@ -144,6 +199,9 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     write: config.write,
     sink,
     dedupe,
+    deviceDedupe: deviceStore,
+    skewPolicy: config.skew.policy,
+    direct: deviceTopics && config.direct ? { topics: deviceTopics, gatewayTag: config.direct.gatewayTag } : undefined,
     deadLetters,
     accounting,
     clock,
@@ -173,7 +231,15 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         metrics.deadLettered(code, count);
       },
       pruned: (count) => metrics.pruned(count),
+      devicePruned: (count) => metrics.devicePruned(count),
+      batchLag: (ms) => metrics.batchLag(ms),
+      skewed: (how) => metrics.skewed(how),
+      deviceDuplicate(origin) {
+        counters.deviceDuplicates++;
+        metrics.deviceDuplicate(origin);
+      },
       written: (points, seconds) => metrics.written(points, seconds),
+      readingsWritten: (items) => health?.observeWritten(items),
       retry(err, attempt, delayMs, stage) {
         metrics.retry(stage);
         const message = err instanceof Error ? err.message : String(err);
@@ -209,6 +275,9 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       queuedPoints: s.queuedPoints,
       replays: counters.replays,
       byGateway: Object.fromEntries(accounting.byGateway()),
+      deviceDuplicates: counters.deviceDuplicates,
+      journalRows: storesClosed ? 0 : (journal?.rows ?? 0),
+      notOwned: counters.notOwned,
       gateways: statuses.snapshot(),
     };
   }
@@ -240,21 +309,60 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
           };
         },
       });
+      addApiAuth(ops.app, config.http.tokens);
+      if (health) {
+        addHealthRoutes(ops.app, { monitor: health.monitor, tokens: config.http.tokens, readings: sinkReadings(sink, config.mapping.deviceTag, () => clock.now()) });
+        addDashboardRoutes(ops.app);
+      }
       addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => statuses.snapshot(), replay: (id) => replay(id) });
       await ops.listen();
     }
     sinkUp = await sink.ping();
+    if (journal) {
+      intake = createDirectIntake({ journal, pipeline, maxInMemory: config.direct?.maxInMemory ?? 20_000, logger });
+      intake.start();
+    }
+    const directJournal = journal;
+    const topics = deviceTopics;
     uplink = createUplink({
       url: config.broker.url,
       clientId: config.broker.clientId,
       username: config.broker.username,
       password: config.broker.password,
       logger,
+      sharedGroup: config.broker.sharedGroup,
       onBatch: (topic, payload) => {
+        const gatewayId = parseUplinkTopic(topic)?.gatewayId;
+        if (gatewayId !== undefined && !ownsSource(config.partition, gatewayId)) {
+          counters.notOwned++;
+          return;
+        }
         pipeline.accept(topic, payload);
       },
+      ...(directJournal && topics
+        ? {
+            deviceFilters: topics.filters,
+            // Never an uplink topic, whatever the patterns: batches keep their own path.
+            isDeviceTopic: (topic: string) => parseUplinkTopic(topic) === undefined && topics.match(topic) !== undefined,
+            onDevice: (topic: string, payload: Buffer, done: (err?: Error) => void) => {
+              const deviceId = topics.match(topic)?.deviceId;
+              if (deviceId !== undefined && !ownsSource(config.partition, deviceId)) {
+                counters.notOwned++;
+                metrics.directMessage('not-owned');
+                done();
+                return;
+              }
+              directJournal.append(topic, payload, clock.now(), (err) => {
+                metrics.directMessage(err ? 'failed' : 'journaled');
+                if (err) logger.error({ err: err.message, topic }, 'device message not journaled; not PUBACKed, the broker will deliver it again');
+                done(err);
+              });
+            },
+          }
+        : {}),
       onStatus: (topic, payload) => {
         statuses.apply(topic, payload, clock.now());
+        health?.observeStatusMessage(topic, payload);
       },
       onAckSent: () => {
         counters.acksSent++;
@@ -262,10 +370,13 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       },
     });
     await uplink.ready(config.broker.readyTimeoutMs);
+    await health?.start();
     logger.info({ broker: redactUrl(config.broker.url), sink: sink.description, httpUrl: ops?.url }, 'ingestor ready');
   }
 
   async function shutdown(): Promise<void> {
+    // Journal rows taken and unsettled stay in the journal; the next run takes them again.
+    intake?.stop();
     const drained = await pipeline.stop(config.write.closeTimeoutMs);
     if (!drained) logger.warn({ inFlight: accounting.totals().inFlight }, 'closing with writes unconfirmed; they were not acked and will be resent');
     const errors: unknown[] = [];
@@ -278,10 +389,13 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       }
     };
     await step('mqtt', () => uplink?.close(ACK_FLUSH_MS));
+    await step('health', () => health?.close());
     await step('http', () => ops?.close());
     if (ownsSink) await step('sink', () => sink.close());
     storesClosed = true;
     await step('dedupe', () => dedupe.close());
+    await step('device dedupe', () => deviceStore.close());
+    await step('journal', () => journal?.close());
     await step('deadletters', () => deadLetters.close());
     if (errors.length > 0) throw errors[0];
   }
@@ -289,6 +403,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   return {
     config,
     deadLetters,
+    health: health?.monitor,
     get httpUrl() {
       return ops?.url;
     },

@@ -13,6 +13,11 @@ export interface IngestorMetrics {
   deadLettered(code: ErrorCode, count: number): void;
   pruned(count: number): void;
   ackSent(): void;
+  batchLag(ms: number): void;
+  deviceDuplicate(origin: 'gateway' | 'direct'): void;
+  skewed(how: 'clamped' | 'flagged'): void;
+  devicePruned(count: number): void;
+  directMessage(outcome: 'journaled' | 'not-owned' | 'failed'): void;
 }
 
 export interface MetricSources {
@@ -20,6 +25,10 @@ export interface MetricSources {
   readonly sinkUp: () => boolean | undefined;
   readonly mqttConnected: () => boolean;
   readonly pending: () => { batches: number; readings: number };
+  /** Seconds the oldest unacked batch has waited since it arrived (0 when none). */
+  readonly consumerLagSeconds?: () => number;
+  /** Direct-device journal rows (received, not yet settled). */
+  readonly journalRows?: () => number;
 }
 
 export function createIngestorMetrics(registry: Registry, sources: MetricSources): IngestorMetrics {
@@ -128,6 +137,51 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     registers: [registry],
   });
   const acks = new Counter({ name: 'ferry_ingestor_acks_sent_total', help: 'Acks the broker accepted', registers: [registry] });
+  new Gauge({
+    name: 'ferry_ingestor_consumer_lag_seconds',
+    help: 'Age of the oldest batch received and not acked yet (0 when all are acked)',
+    registers: [registry],
+    collect() {
+      this.set(sources.consumerLagSeconds?.() ?? 0);
+    },
+  });
+  new Gauge({
+    name: 'ferry_ingestor_direct_journal_rows',
+    help: 'Direct-device messages journaled and not yet written (or dead-lettered)',
+    registers: [registry],
+    collect() {
+      this.set(sources.journalRows?.() ?? 0);
+    },
+  });
+  const batchLag = new Histogram({
+    name: 'ferry_ingestor_batch_lag_seconds',
+    help: 'Age of a batch when it arrived: envelope sentAt (gateway clock) to receive',
+    buckets: [0.01, 0.05, 0.1, 0.5, 1, 5, 30, 60, 300, 3600],
+    registers: [registry],
+  });
+  const deviceDuplicates = new Counter({
+    name: 'ferry_ingestor_device_duplicates_total',
+    help: "Readings recognised by the device's own identity (a device's republish), by origin (gateway, direct)",
+    labelNames: ['origin'],
+    registers: [registry],
+  });
+  const skewed = new Counter({
+    name: 'ferry_ingestor_skewed_total',
+    help: 'Readings with a device time out of the skew window that were written anyway (clamped or flagged)',
+    labelNames: ['how'],
+    registers: [registry],
+  });
+  const devicePruned = new Counter({
+    name: 'ferry_ingestor_device_dedupe_pruned_total',
+    help: "Device identities the device window's entry bound discarded",
+    registers: [registry],
+  });
+  const directMessages = new Counter({
+    name: 'ferry_ingestor_direct_messages_total',
+    help: 'Direct-device messages by outcome (journaled then PUBACKed, not-owned by this partition, failed: not PUBACKed)',
+    labelNames: ['outcome'],
+    registers: [registry],
+  });
   return {
     batch(result, readings) {
       batches.inc({ outcome: result });
@@ -148,6 +202,21 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     },
     ackSent() {
       acks.inc();
+    },
+    batchLag(ms) {
+      batchLag.observe(ms / 1000);
+    },
+    deviceDuplicate(origin) {
+      deviceDuplicates.inc({ origin });
+    },
+    skewed(how) {
+      skewed.inc({ how });
+    },
+    devicePruned(count) {
+      devicePruned.inc(count);
+    },
+    directMessage(outcome) {
+      directMessages.inc({ outcome });
     },
   };
 }

@@ -2,15 +2,24 @@
 //   decode (decode.ts) -> validate (validate.ts) -> dedupe (dedupe.ts) -> map (map.ts)
 //   -> write (write.ts) -> ack (ack.ts) -> account (accounting.ts)
 // Everything up to handing points to the writer is synchronous and never waits on the database,
-// so the MQTT handler that calls `accept` returns at once.
-import type { Ack, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
+// so the MQTT handler that calls `accept` returns at once. Readings of devices that publish
+// directly come in through `acceptDirect` (from the journal, journal.ts) and take the same path:
+//   direct decode (direct.ts) -> skew (skew.ts) -> device dedupe (device-dedupe.ts) -> map -> write
+// Gateway readings also pass skew.ts and device-dedupe.ts after the gateway-seq dedupe.
+import type { Ack, DeviceReading, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
 import { FerryError, parseUplinkTopic } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { DeadLetter, DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
 import type { Point, PointMapping, Sink, SinkWriteResult } from '@ferry/sinks';
 import { decodeBatchMessage } from './decode.js';
-import { validateReading } from './validate.js';
-import type { ValidatedReading } from './validate.js';
+import { deviceIdOf, seqOf, validateReading } from './validate.js';
+import type { ValidatedReading, ValidationContext } from './validate.js';
+import { applySkewPolicy, limitsWithoutSkew } from './skew.js';
+import type { SkewPolicy } from './skew.js';
+import { deviceIdentity, judgeDevice } from './device-dedupe.js';
+import type { DeviceDedupeStore, DeviceIdentity } from './device-dedupe.js';
+import { decodeDirect } from './direct.js';
+import type { DeviceTopics, DirectEntry } from './direct.js';
 import { contentHash, judge } from './dedupe.js';
 import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
@@ -25,10 +34,18 @@ interface Party {
   settle(seq: number | null, outcome: ReadingOutcome): void;
 }
 
+/** The accounting source of readings from devices that publish directly: a '/' is never in a gateway id. */
+export const DIRECT_SOURCE = '/direct';
+
 /** A reading handed to the writer and not yet settled. */
 interface PendingWrite {
+  /** A gateway's reading (keyed by gateway seq) or a direct device's (keyed by its journal row). */
+  readonly origin: 'gateway' | 'direct';
   readonly gatewayId: string;
+  /** The gateway seq; for a direct reading its journal row id (never recorded as a seq). */
   readonly seq: number;
+  /** The device's own identity, recorded once written so a device's republish is recognised. */
+  readonly device: DeviceIdentity | undefined;
   readonly hash: string;
   readonly point: Point;
   readonly deviceId: string;
@@ -43,8 +60,10 @@ interface PendingWrite {
 
 type Classified =
   | { readonly kind: 'refused'; readonly seq: number | null; readonly rejection: Rejection; readonly letter?: NewDeadLetter; readonly record?: DedupeEntry }
-  | { readonly kind: 'duplicate'; readonly seq: number }
-  | { readonly kind: 'copy'; readonly of: PendingWrite }
+  /** `device`: recognised by the device's own identity, not the gateway seq (a device's republish). */
+  | { readonly kind: 'duplicate'; readonly seq: number; readonly device?: true }
+  /** `seq`: the copy's own gateway seq, when it differs from the original's (a device's republish). */
+  | { readonly kind: 'copy'; readonly of: PendingWrite; readonly seq?: number }
   | { readonly kind: 'write'; readonly item: PendingWrite };
 
 export type AcceptResult = 'accepted' | 'shed' | 'envelope-invalid' | 'ignored' | 'failed';
@@ -60,6 +79,22 @@ export interface PipelineEvents extends WriterEvents {
   batch?(result: AcceptResult, readings: number): void;
   deadLettered?(code: ErrorCode, count: number): void;
   pruned?(count: number): void;
+  /** A reading recognised by its device identity (a device's republish), by origin. */
+  deviceDuplicate?(origin: 'gateway' | 'direct'): void;
+  /** A reading whose device time was out of the skew window and was written anyway. */
+  skewed?(how: 'clamped' | 'flagged'): void;
+  /** Device identities the device window's bound discarded. */
+  devicePruned?(count: number): void;
+  /** Age of a batch when it arrived (envelope sentAt to receive), ms. */
+  batchLag?(ms: number): void;
+  /** Readings the database confirmed, once recorded and settled: for the health model. */
+  readingsWritten?(items: readonly { readonly gatewayId: string; readonly origin: 'gateway' | 'direct'; readonly reading: unknown }[]): void;
+}
+
+export interface DirectOptions {
+  readonly topics: DeviceTopics;
+  /** The gateway tag on direct readings' points. */
+  readonly gatewayTag: string;
 }
 
 export interface PipelineOptions {
@@ -70,6 +105,11 @@ export interface PipelineOptions {
   readonly write: WritePolicy;
   readonly sink: Sink;
   readonly dedupe: DedupeStore;
+  /** Default: none persisted (republishes are still caught while the first copy is in memory). */
+  readonly deviceDedupe?: DeviceDedupeStore | undefined;
+  /** Default 'deadletter'. */
+  readonly skewPolicy?: SkewPolicy | undefined;
+  readonly direct?: DirectOptions | undefined;
   readonly deadLetters: DeadLetterStore;
   readonly accounting: Accounting;
   readonly clock: Clock;
@@ -90,7 +130,12 @@ export type ReplayResult =
 export interface PipelineState {
   /** Batches received and not acked yet. */
   readonly pendingBatches: number;
+  /** Readings held in memory across those batches. */
   readonly pendingReadings: number;
+  /** Direct readings taken from the journal and not settled yet. */
+  readonly pendingDirect: number;
+  /** Receive time (epoch ms) of the oldest batch not acked yet. */
+  readonly oldestPendingAt: number | undefined;
   /** Points buffered for the writer. */
   readonly queuedPoints: number;
   /** Chunks being written or waiting to retry. */
@@ -100,6 +145,12 @@ export interface PipelineState {
 export interface Pipeline {
   /** Takes one MQTT message from the batch subscription. Synchronous, never throws. */
   accept(topic: string, payload: Uint8Array): AcceptResult;
+  /**
+   * Takes one journaled direct-device message; `settled` runs once it is written, a duplicate or
+   * dead-lettered, and the journal row may go. Synchronous; throws only when local storage failed
+   * (the row stays in the journal and is taken again after a restart).
+   */
+  acceptDirect(entry: DirectEntry, settled: () => void): void;
   replay(id: number, waitMs: number): Promise<ReplayResult>;
   state(): PipelineState;
   /** Stops taking batches and waits (bounded) for in-flight writes; true when all were confirmed. */
@@ -112,10 +163,19 @@ function rawJson(raw: unknown): Buffer {
 
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { dedupe, deadLetters, accounting, clock, logger, events = {} } = options;
+  const deviceDedupe: DeviceDedupeStore = options.deviceDedupe ?? { lookup: () => undefined, record: () => 0, held: 0, close: () => undefined };
+  const skewPolicy: SkewPolicy = options.skewPolicy ?? 'deadletter';
   /** Readings being written, per gateway and seq, so a resend meanwhile waits instead of writing twice. */
   const inMemory = new Map<string, Map<number, PendingWrite>>();
+  /** Readings being written, by device identity, so a device's republish meanwhile waits instead of writing twice. */
+  const inMemoryDevice = new Map<string, PendingWrite>();
+  const deviceKey = (d: DeviceIdentity): string => `${d.scope}/${d.deviceId}\u0000${d.key}`;
+  const looseLimits = limitsWithoutSkew(options.limits);
+  /** Receive times of batches not acked yet, in arrival order. */
+  const pendingSince = new Map<BatchTracker, number>();
   let pendingBatches = 0;
   let pendingReadings = 0;
+  let pendingDirect = 0;
   let stopped = false;
 
   const writer: Writer<PendingWrite> = createWriter<PendingWrite>({
@@ -135,16 +195,18 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
     const letters: NewDeadLetter[] = [];
     const entries: DedupeEntry[] = [];
+    const identities: DeviceIdentity[] = [];
     chunk.forEach((item, index) => {
       const reason = refused.get(index);
       if (reason === undefined) {
-        entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'written' });
+        if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'written' });
+        if (item.device) identities.push(item.device);
         return;
       }
-      entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason });
+      if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason });
       if (item.deadLetterOnRefusal) {
         letters.push({
-          source: { gatewayId: item.gatewayId, deviceId: item.deviceId, seq: item.seq },
+          source: item.origin === 'gateway' ? { gatewayId: item.gatewayId, deviceId: item.deviceId, seq: item.seq } : { deviceId: item.deviceId },
           code: 'FERRY_ERR_SINK_REJECTED',
           reason,
           issues: [{ database: options.sink.description, message: reason }],
@@ -155,15 +217,19 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // Both may throw; nothing is settled yet then, and the writer writes the chunk again.
     if (letters.length > 0) deadLetters.addMany(letters);
     const pruned = dedupe.record(entries);
+    const devicePruned = deviceDedupe.record(identities, clock.now());
     if (letters.length > 0) events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
     if (pruned > 0) events.pruned?.(pruned);
+    if (devicePruned > 0) events.devicePruned?.(devicePruned);
     chunk.forEach((item, index) => {
-      inMemory.get(item.gatewayId)?.delete(item.seq);
+      if (item.origin === 'gateway') inMemory.get(item.gatewayId)?.delete(item.seq);
+      if (item.device) inMemoryDevice.delete(deviceKey(item.device));
       const reason = refused.get(index);
       const outcome: ReadingOutcome = reason === undefined ? { kind: 'written' } : { kind: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason };
       item.owner.settle(item.seq, outcome);
       for (const copy of item.copies) copy.settle(item.seq, outcome.kind === 'written' ? { kind: 'duplicate' } : outcome);
     });
+    events.readingsWritten?.(chunk.flatMap((item, index) => (refused.has(index) ? [] : [{ gatewayId: item.gatewayId, origin: item.origin, reading: item.raw }])));
   }
 
   function batchParty(tracker: BatchTracker): Party & { arm(): void } {
@@ -171,6 +237,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const finishIfComplete = (): void => {
       if (!armed || !tracker.complete) return;
       armed = false;
+      pendingSince.delete(tracker);
       pendingBatches--;
       pendingReadings -= tracker.size;
       options.sendAck(tracker.toAck(clock.now()));
@@ -188,8 +255,39 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     };
   }
 
+  /** Validate (schema, limits), then the skew policy: a skew the policy refuses is a refusal like any other. */
+  function check(raw: unknown, ctx: ValidationContext): ValidatedReading {
+    const validated = validateReading(raw, { ...ctx, limits: looseLimits });
+    if (!validated.ok) return validated;
+    const verdict = applySkewPolicy(validated.reading, options.limits, skewPolicy, ctx.now);
+    if (!verdict.ok) return { ok: false, rejection: verdict.rejection, seq: seqOf(raw), deviceId: deviceIdOf(raw) };
+    if (verdict.skewed) events.skewed?.(verdict.skewed);
+    return { ok: true, reading: verdict.reading };
+  }
+
+  /** Device dedupe for a reading whose gateway seq (if any) is new: a device's republish, or a new reading. */
+  function classifyDevice(device: DeviceIdentity | undefined, batchDevices: ReadonlyMap<string, PendingWrite>): { kind: 'new' } | { kind: 'duplicate' } | { kind: 'conflict'; reason: string } | { kind: 'copy'; of: PendingWrite } {
+    if (!device) return { kind: 'new' };
+    const key = deviceKey(device);
+    const writing = batchDevices.get(key) ?? inMemoryDevice.get(key);
+    if (writing) {
+      const verdict = judgeDevice(writing.device?.hash, device);
+      if (verdict.kind === 'duplicate') return { kind: 'copy', of: writing };
+      return verdict;
+    }
+    return judgeDevice(deviceDedupe.lookup(device), device);
+  }
+
   /** Validate and dedupe one reading; no side effects yet (those follow once the dead letters are safe). */
-  function classify(raw: unknown, validated: ValidatedReading, gatewayId: string, sameGateway: boolean, owner: Party, batchWrites: Map<number, PendingWrite>): Classified {
+  function classify(
+    raw: unknown,
+    validated: ValidatedReading,
+    gatewayId: string,
+    sameGateway: boolean,
+    owner: Party,
+    batchWrites: Map<number, PendingWrite>,
+    batchDevices: Map<string, PendingWrite>,
+  ): Classified {
     if (!validated.ok) {
       const { rejection, seq, deviceId } = validated;
       const hash = contentHash(raw);
@@ -239,25 +337,41 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         return conflict(verdict.reason);
       case 'rejected-before':
         return { kind: 'refused', seq: reading.seq, rejection: { code: verdict.code, reason: verdict.reason } };
-      case 'new':
-        return {
-          kind: 'write',
-          item: {
-            gatewayId,
-            seq: reading.seq,
-            hash,
-            point: mapReading(reading, gatewayId, options.mapping),
-            deviceId: reading.deviceId,
-            raw,
-            owner,
-            deadLetterOnRefusal: true,
-            copies: [],
-          },
-        };
+      case 'new': {
+        const device = deviceIdentity(reading, 'gateway', gatewayId);
+        const byDevice = classifyDevice(device, batchDevices);
+        switch (byDevice.kind) {
+          case 'copy':
+            return { kind: 'copy', of: byDevice.of, seq: reading.seq };
+          case 'duplicate':
+            return { kind: 'duplicate', seq: reading.seq, device: true };
+          case 'conflict':
+            return conflict(byDevice.reason);
+          case 'new':
+            return {
+              kind: 'write',
+              item: {
+                origin: 'gateway',
+                gatewayId,
+                seq: reading.seq,
+                device,
+                hash,
+                point: mapReading(reading, gatewayId, options.mapping),
+                deviceId: reading.deviceId,
+                raw,
+                owner,
+                deadLetterOnRefusal: true,
+                copies: [],
+              },
+            };
+        }
+      }
     }
   }
 
   function register(item: PendingWrite): void {
+    if (item.device) inMemoryDevice.set(deviceKey(item.device), item);
+    if (item.origin === 'direct') return;
     let perGateway = inMemory.get(item.gatewayId);
     if (!perGateway) inMemory.set(item.gatewayId, (perGateway = new Map<number, PendingWrite>()));
     perGateway.set(item.seq, item);
@@ -292,13 +406,18 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const now = clock.now();
     const sameGateway = decoded.header.gatewayId === gatewayId;
     const ctx = { topicGatewayId: gatewayId, envelopeGatewayId: decoded.header.gatewayId, limits: options.limits, now };
+    events.batchLag?.(Math.max(0, now - decoded.header.sentAt));
     // The tracker and its party have no effect until readings are settled or it is armed.
     const tracker = new BatchTracker(gatewayId, decoded.header.batchId, decoded.readings.length);
     const party = batchParty(tracker);
     const batchWrites = new Map<number, PendingWrite>();
+    const batchDevices = new Map<string, PendingWrite>();
     const classified = decoded.readings.map((raw) => {
-      const c = classify(raw, validateReading(raw, ctx), gatewayId, sameGateway, party, batchWrites);
-      if (c.kind === 'write') batchWrites.set(c.item.seq, c.item);
+      const c = classify(raw, check(raw, ctx), gatewayId, sameGateway, party, batchWrites, batchDevices);
+      if (c.kind === 'write') {
+        batchWrites.set(c.item.seq, c.item);
+        if (c.item.device) batchDevices.set(deviceKey(c.item.device), c.item);
+      }
       return c;
     });
 
@@ -323,6 +442,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
 
     pendingBatches++;
+    pendingSince.set(tracker, now);
     pendingReadings += tracker.size;
     accounting.received(gatewayId, tracker.size);
     counted.readings = tracker.size;
@@ -333,11 +453,18 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           party.settle(c.seq, { kind: 'rejected', code: c.rejection.code, reason: c.rejection.reason });
           break;
         case 'duplicate':
+          if (c.device) events.deviceDuplicate?.('gateway');
           party.settle(c.seq, { kind: 'duplicate' });
           break;
-        case 'copy':
-          c.of.copies.push(party);
+        case 'copy': {
+          const ownSeq = c.seq;
+          if (ownSeq === undefined) c.of.copies.push(party);
+          else {
+            events.deviceDuplicate?.('gateway');
+            c.of.copies.push({ settle: (_seq, outcome) => party.settle(ownSeq, outcome) });
+          }
           break;
+        }
         case 'write':
           register(c.item);
           toWrite.push(c.item);
@@ -384,8 +511,17 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return replayReading(letter, gatewayId, raw, validated.reading, waitMs);
     },
 
+    acceptDirect(entry, settled) {
+      acceptDirectEntry(entry, settled);
+    },
+
     state() {
-      return { pendingBatches, pendingReadings, queuedPoints: writer.queued, writingChunks: writer.writing };
+      let oldestPendingAt: number | undefined;
+      for (const at of pendingSince.values()) {
+        oldestPendingAt = at;
+        break;
+      }
+      return { pendingBatches, pendingReadings, pendingDirect, oldestPendingAt, queuedPoints: writer.queued, writingChunks: writer.writing };
     },
 
     async stop(timeoutMs) {
@@ -393,6 +529,95 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return writer.stop(timeoutMs);
     },
   };
+
+  function acceptDirectEntry(entry: DirectEntry, settled: () => void): void {
+    const direct = options.direct;
+    if (!direct) throw new FerryError('FERRY_ERR_NOT_READY', 'direct devices are not configured');
+    const decoded = decodeDirect(entry, direct.topics, looseLimits);
+    let reading: DeviceReading | undefined;
+    let rejection: Rejection | undefined;
+    if (decoded.ok) {
+      const verdict = applySkewPolicy(decoded.reading, options.limits, skewPolicy, entry.receivedAt);
+      if (verdict.ok) {
+        reading = verdict.reading;
+        if (verdict.skewed) events.skewed?.(verdict.skewed);
+      } else rejection = verdict.rejection;
+    } else rejection = decoded.rejection;
+    const deviceId = decoded.ok ? decoded.reading.deviceId : decoded.deviceId;
+
+    let settledOnce = false;
+    const party: Party = {
+      settle(_seq, outcome) {
+        if (settledOnce) return;
+        settledOnce = true;
+        pendingDirect--;
+        accounting.settle(DIRECT_SOURCE, outcome.kind === 'rejected' ? { rejected: outcome.code } : outcome.kind);
+        settled();
+      },
+    };
+    const refuse = (r: Rejection): void => {
+      // Kept first: the journal row goes only once its dead letter is safe. If this throws the row stays.
+      deadLetters.add({
+        source: { topic: entry.topic, ...(deviceId !== undefined ? { deviceId } : {}) },
+        code: r.code,
+        reason: r.reason,
+        ...(r.issues ? { issues: r.issues } : {}),
+        payload: entry.payload,
+      });
+      events.deadLettered?.(r.code, 1);
+      take();
+      party.settle(null, { kind: 'rejected', code: r.code, reason: r.reason });
+    };
+    const take = (): void => {
+      pendingDirect++;
+      accounting.received(DIRECT_SOURCE, 1);
+    };
+    if (!reading) {
+      refuse(rejection ?? { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'not a reading' });
+      return;
+    }
+    // Always defined for a direct reading: at worst (receive time, content).
+    const device = deviceIdentity(reading, 'direct', direct.gatewayTag);
+    const byDevice = classifyDevice(device, new Map());
+    switch (byDevice.kind) {
+      case 'conflict':
+        refuse({ code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: byDevice.reason });
+        return;
+      case 'duplicate':
+        take();
+        events.deviceDuplicate?.('direct');
+        party.settle(null, { kind: 'duplicate' });
+        return;
+      case 'copy':
+        take();
+        events.deviceDuplicate?.('direct');
+        byDevice.of.copies.push(party);
+        return;
+      case 'new': {
+        take();
+        const hash = device?.hash ?? contentHash(reading);
+        // The point's sub-millisecond part: the deviceSeq when sent, else from the content, so a
+        // republish maps to the very same point (an overwrite, never a second point).
+        const pointSeq = reading.deviceSeq ?? Number.parseInt(hash.slice(0, 8), 16);
+        const item: PendingWrite = {
+          origin: 'direct',
+          gatewayId: direct.gatewayTag,
+          seq: entry.id,
+          device,
+          hash,
+          point: mapReading({ ...reading, seq: pointSeq }, direct.gatewayTag, options.mapping),
+          deviceId: reading.deviceId,
+          raw: reading,
+          owner: party,
+          deadLetterOnRefusal: true,
+          copies: [],
+        };
+        register(item);
+        writer.push([item]);
+        return;
+      }
+    }
+  }
 
   function replayReading(letter: DeadLetter, gatewayId: string, raw: unknown, reading: Reading, waitMs: number): Promise<ReplayResult> {
     const id = letter.id;
@@ -413,8 +638,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       else {
         // New, or refused before: a replay is the operator asking to try again after a fix.
         const item: PendingWrite = {
+          origin: 'gateway',
           gatewayId,
           seq: reading.seq,
+          device: deviceIdentity(reading, 'gateway', gatewayId),
           hash,
           point: mapReading(reading, gatewayId, options.mapping),
           deviceId: reading.deviceId,

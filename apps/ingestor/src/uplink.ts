@@ -6,6 +6,13 @@
 // That is deliberate: the broker-level ack only moves the batch into our memory; the end-to-end
 // ack (published once the database confirmed) is the delivery guarantee, and the gateway keeps
 // every reading until it arrives, resending on timeout.
+//
+// Devices that publish directly have no such second chance, so their messages go through
+// `onDevice`, and MQTT.js's handleMessage is replaced so the PUBACK leaves only when onDevice
+// calls back (after the journal commit). This works for MQTT 3.1.1 and 5 alike.
+//
+// Scale-out: with `sharedGroup` (MQTT 5) every subscription is `$share/<group>/<filter>` and the
+// broker hands each message to one member of the group.
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
 import type { Ack } from '@ferry/protocol';
@@ -21,6 +28,14 @@ export interface UplinkOptions {
   readonly onBatch: (topic: string, payload: Buffer) => void;
   readonly onStatus: (topic: string, payload: Buffer) => void;
   readonly onAckSent?: () => void;
+  /** MQTT 5 shared-subscription group for batches and device topics; switches to MQTT 5. */
+  readonly sharedGroup?: string | undefined;
+  /** Device topic filters (direct devices), QoS 1. */
+  readonly deviceFilters?: readonly string[];
+  /** A message on a device topic; PUBACKed only when `done` is called without an error. */
+  readonly onDevice?: (topic: string, payload: Buffer, done: (err?: Error) => void) => void;
+  /** Whether a topic is a device topic (so `onDevice` gets it rather than onBatch/onStatus). */
+  readonly isDeviceTopic?: (topic: string) => boolean;
 }
 
 export interface Uplink {
@@ -34,9 +49,12 @@ export interface Uplink {
 
 export function createUplink(options: UplinkOptions): Uplink {
   const { logger } = options;
+  const mqtt5 = options.sharedGroup !== undefined;
   const client: MqttClient = mqtt.connect(options.url, {
-    protocolVersion: 4,
+    protocolVersion: mqtt5 ? 5 : 4,
     clean: false,
+    // MQTT 5 ends a session at disconnect unless it is given an expiry: keep it, as 3.1.1 does.
+    ...(mqtt5 ? { properties: { sessionExpiryInterval: 0xffffffff } } : {}),
     clientId: options.clientId,
     ...(options.username !== undefined ? { username: options.username } : {}),
     ...(options.password !== undefined ? { password: options.password } : {}),
@@ -51,14 +69,32 @@ export function createUplink(options: UplinkOptions): Uplink {
   let lastError: Error | undefined;
   const readyWaiters = new Set<() => void>();
 
+  const isDeviceTopic = options.isDeviceTopic ?? (() => false);
+  const share = (filter: string): string => (options.sharedGroup !== undefined ? `$share/${options.sharedGroup}/${filter}` : filter);
   client.on('message', (topic, payload) => {
+    if (isDeviceTopic(topic)) return;
     if (topic.endsWith('/batch')) options.onBatch(topic, payload);
     else if (topic.endsWith('/status')) options.onStatus(topic, payload);
   });
+  const onDevice = options.onDevice;
+  if (onDevice) {
+    const handleMessage = client.handleMessage.bind(client);
+    client.handleMessage = (packet, callback) => {
+      if (!isDeviceTopic(packet.topic)) {
+        handleMessage(packet, callback);
+        return;
+      }
+      const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
+      // No PUBACK on failure: the broker delivers the message again after a reconnect.
+      onDevice(packet.topic, payload, (err) => (err ? callback(err) : callback()));
+    };
+  }
   client.on('connect', (connack) => {
     logger.info({ url: options.url, clientId: options.clientId, sessionPresent: connack.sessionPresent }, 'connected to broker');
+    const subscriptions: Record<string, { qos: 1 }> = { [share(uplinkTopics.allBatches)]: { qos: 1 }, [uplinkTopics.allStatuses]: { qos: 1 } };
+    for (const filter of options.deviceFilters ?? []) subscriptions[share(filter)] = { qos: 1 };
     client.subscribe(
-      { [uplinkTopics.allBatches]: { qos: 1 }, [uplinkTopics.allStatuses]: { qos: 1 } },
+      subscriptions,
       (err, granted) => {
         const refused = granted?.filter((g) => g.qos === 128) ?? [];
         if (err || refused.length > 0) {

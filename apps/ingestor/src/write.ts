@@ -172,6 +172,9 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
       }
       events.sinkState?.(true);
       events.written?.(points.length, (performance.now() - started) / 1000);
+      // Test-only: die like kill -9 after the database confirmed and before anything is recorded
+      // or acked, to prove the resend is an overwrite (apps/ingestor/test/crash.test.ts).
+      if (process.env.FERRY_TEST_CRASH_AFTER_WRITE === '1') process.kill(process.pid, 'SIGKILL');
       // Stopped while the write was out: the stores may be closed; the resend will overwrite.
       if (stopped) return;
       try {

@@ -1,0 +1,165 @@
+// Stage 3b, device dedupe: a reading's own identity, from the device's side, remembered for a
+// while so that a device's republish is written once even though it is a new message.
+//
+// Why: a device whose PUBACK was lost (at a gateway, or at the cloud broker for a device that
+// publishes directly) publishes the same reading again. Through a gateway it gets a second gateway
+// seq, so the gateway-seq window cannot see it; directly, it is a second MQTT message.
+//
+// Identity, per device and per gateway (the gateway is part of the point's series, and one device
+// heard by two gateways is two series), from what the device itself sent:
+// - deviceSeq and a device time: key (deviceSeq, ts). Strict: the same key with other content is a
+//   conflict (dead-lettered, never merged). Such readings also map to a point whose timestamp
+//   carries the deviceSeq instead of the gateway seq (map.ts), so even a republish this window
+//   misses (crash between write and record, or older than the window) overwrites the same point.
+// - deviceSeq, no device time: key (deviceSeq, content hash). A seq reused with other content is a
+//   device that restarted its counter, so a new reading, not a conflict.
+// - a device time, no deviceSeq: key (ts, content hash). Two different readings in one device
+//   millisecond are both legitimate, so again no conflict: only identical content is a duplicate.
+// - neither (gateway-stamped time): no device identity. Through a gateway only the gateway seq
+//   dedupes; a direct device gets key (ingestor receive time, content hash), which catches the
+//   journal being replayed after a crash but not a republish (it has a new receive time).
+//
+// Limits: the window is `deviceWindowMs` of ingest time and `deviceWindowMaxEntries` rows; a
+// republish arriving later is written again (for the strict key that is an overwrite of the same
+// point; otherwise a second point). Identical readings a device really meant to send twice with the
+// same deviceSeq or device millisecond are taken for one.
+//
+// Persisted (SQLite, WAL, synchronous=NORMAL) so the window survives restarts; a power cut can lose
+// the last records, which only reopens the window for them.
+import Database from 'better-sqlite3';
+import type { DeviceReading } from '@ferry/protocol';
+import { FerryError } from '@ferry/protocol';
+import { contentHash } from './dedupe.js';
+
+export interface DeviceIdentity {
+  /** The gateway the reading came through, or the direct gateway tag. */
+  readonly scope: string;
+  readonly deviceId: string;
+  readonly key: string;
+  /** Content hash: what the device said, without anything a gateway or the ingestor added. */
+  readonly hash: string;
+  /** The same key with a different hash is a conflict. */
+  readonly strict: boolean;
+}
+
+/** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
+export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'direct', scope: string): DeviceIdentity | undefined {
+  const deviceTime = reading.tsSource === 'device' ? reading.ts : undefined;
+  const hash = contentHash({
+    kind: reading.kind,
+    metrics: reading.metrics,
+    tags: reading.tags,
+    deviceSeq: reading.deviceSeq,
+    ts: deviceTime,
+  });
+  const { deviceId } = reading;
+  if (reading.deviceSeq !== undefined) {
+    return deviceTime !== undefined
+      ? { scope, deviceId, key: `s${reading.deviceSeq}@${deviceTime}`, hash, strict: true }
+      : { scope, deviceId, key: `s${reading.deviceSeq}#${hash}`, hash, strict: false };
+  }
+  if (deviceTime !== undefined) return { scope, deviceId, key: `t${deviceTime}#${hash}`, hash, strict: false };
+  if (origin === 'direct') return { scope, deviceId, key: `r${reading.receivedAt}#${hash}`, hash, strict: false };
+  return undefined;
+}
+
+export type DeviceVerdict = { readonly kind: 'new' } | { readonly kind: 'duplicate' } | { readonly kind: 'conflict'; readonly reason: string };
+
+/** Pure: what a reading is, given the hash its identity was recorded with. */
+export function judgeDevice(seenHash: string | undefined, identity: DeviceIdentity): DeviceVerdict {
+  if (seenHash === undefined) return { kind: 'new' };
+  if (seenHash === identity.hash) return { kind: 'duplicate' };
+  return identity.strict
+    ? { kind: 'conflict', reason: `device ${identity.deviceId} sent ${identity.key} before with different content (hash ${seenHash}, now ${identity.hash})` }
+    : { kind: 'new' };
+}
+
+export interface DeviceDedupeStore {
+  lookup(identity: DeviceIdentity): string | undefined;
+  /** Records written identities at `now` and prunes the window; returns how many identities the bound discarded. */
+  record(identities: readonly DeviceIdentity[], now: number): number;
+  readonly held: number;
+  close(): void;
+}
+
+export interface DeviceDedupeOptions {
+  readonly path: string;
+  readonly windowMs: number;
+  readonly maxEntries: number;
+}
+
+/** The stored device column: scope and id; a gateway id never contains '/', so this is unambiguous. */
+function storedDevice(identity: DeviceIdentity): string {
+  return `${identity.scope}/${identity.deviceId}`;
+}
+
+/** Pruning by age runs at most this often: it is a range delete, cheap but not free. */
+const PRUNE_EVERY_MS = 10_000;
+
+export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedupeStore {
+  let db: Database.Database;
+  try {
+    db = new Database(options.path);
+    db.pragma('journal_mode = WAL');
+    db.pragma('synchronous = NORMAL');
+    db.exec(`
+      CREATE TABLE IF NOT EXISTS device_seen (
+        device TEXT NOT NULL,
+        key TEXT NOT NULL,
+        hash TEXT NOT NULL,
+        seen_at INTEGER NOT NULL,
+        PRIMARY KEY (device, key)
+      ) WITHOUT ROWID;
+      CREATE INDEX IF NOT EXISTS device_seen_at ON device_seen (seen_at);
+    `);
+  } catch (err) {
+    throw new FerryError('FERRY_ERR_STORAGE', `device dedupe store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
+  }
+  const select = db.prepare<[string, string], { hash: string }>('SELECT hash FROM device_seen WHERE device = ? AND key = ?');
+  const insert = db.prepare<[string, string, string, number]>('INSERT OR IGNORE INTO device_seen (device, key, hash, seen_at) VALUES (?, ?, ?, ?)');
+  const update = db.prepare<[string, number, string, string]>('UPDATE device_seen SET hash = ?, seen_at = ? WHERE device = ? AND key = ?');
+  const deleteOlder = db.prepare<[number]>('DELETE FROM device_seen WHERE seen_at < ?');
+  const deleteOldestByKey = db.prepare<[number]>(
+    'DELETE FROM device_seen WHERE (device, key) IN (SELECT device, key FROM device_seen ORDER BY seen_at LIMIT ?)',
+  );
+  const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM device_seen');
+  let held = count.get()?.n ?? 0;
+  let lastPrune = 0;
+
+  const recordAll = db.transaction((identities: readonly DeviceIdentity[], now: number): number => {
+    for (const i of identities) {
+      const device = storedDevice(i);
+      if (insert.run(device, i.key, i.hash, now).changes > 0) held++;
+      else update.run(i.hash, now, device, i.key);
+    }
+    let discarded = 0;
+    if (now - lastPrune >= PRUNE_EVERY_MS) {
+      lastPrune = now;
+      held -= deleteOlder.run(now - options.windowMs).changes;
+    }
+    if (held > options.maxEntries) {
+      discarded = deleteOldestByKey.run(held - options.maxEntries).changes;
+      held -= discarded;
+    }
+    return discarded;
+  });
+
+  let open = true;
+  return {
+    lookup(identity) {
+      return select.get(storedDevice(identity), identity.key)?.hash;
+    },
+    record(identities, now) {
+      if (identities.length === 0) return 0;
+      return recordAll(identities, now);
+    },
+    get held() {
+      return held;
+    },
+    close() {
+      if (!open) return;
+      open = false;
+      db.close();
+    },
+  };
+}

@@ -1,0 +1,211 @@
+// Device and gateway health in the ingestor: feeds the pure HealthMonitor (@ferry/health) with
+// the readings the database confirmed, device status messages, gateway statuses and the
+// ingestor's own links; runs its deadlines on a timer, persists it, and hands alerts to notifiers.
+import { join } from 'node:path';
+import { z } from 'zod';
+import mqtt from 'mqtt';
+import { decodeGatewayStatus, parseUplinkTopic } from '@ferry/protocol';
+import { readConfigFile } from '@ferry/runtime';
+import type { Clock, Logger } from '@ferry/runtime';
+import {
+  createLogNotifier,
+  createMqttNotifier,
+  createNotifierHub,
+  createSqliteHealthStore,
+  createWebhookNotifier,
+  flushHealth,
+  HealthMonitor,
+  parseRules,
+} from '@ferry/health';
+import type { AlertRule, Notifier, NotifierHub, ObservedReading, SqliteHealthStore } from '@ferry/health';
+
+const DEFAULT_RULES = [
+  { name: 'device-offline', kind: 'device-offline', for: '5m', keepFiringFor: '5m', severity: 'warning' },
+  { name: 'gateway-offline', kind: 'gateway-offline', for: '2m', severity: 'critical' },
+  { name: 'gateway-backlog', kind: 'gateway-backlog', olderThan: '30m', severity: 'warning' },
+  { name: 'gateway-dropped', kind: 'gateway-dropped', within: '10m', severity: 'warning' },
+  { name: 'deadletters-rising', kind: 'deadletters-rising', increase: 100, within: '10m', severity: 'warning' },
+] as const;
+
+export const healthConfigSchema = z
+  .object({
+    enabled: z.boolean().default(true),
+    /** A YAML or JSON file `{ rules: [...] }`; relative to the working directory. Replaces the inline and default rules. */
+    rulesFile: z.string().min(1).optional(),
+    /** Inline rules (docs/health.md); the defaults when neither is given. */
+    rules: z.array(z.unknown()).optional(),
+    /** Timeouts, flapping, grace window, per-profile and per-device overrides (see @ferry/health healthDefaultsSchema). */
+    defaults: z.record(z.string(), z.unknown()).default({}),
+    /** How often changed health is written to health.db. */
+    flushIntervalMs: z.number().int().positive().default(5_000),
+    /** How often deadlines are looked at. */
+    tickMs: z.number().int().positive().default(1_000),
+    notifiers: z
+      .object({
+        log: z.boolean().default(true),
+        webhooks: z
+          .array(
+            z
+              .object({
+                url: z.string().url(),
+                headers: z.record(z.string(), z.string()).optional(),
+                maxAttempts: z.number().int().positive().optional(),
+              })
+              .strict(),
+          )
+          .default([]),
+        /** Publish alert changes under this topic prefix on the ingestor's broker. */
+        mqttTopic: z.string().min(1).optional(),
+      })
+      .strict()
+      .prefault({}),
+  })
+  .strict();
+
+export type HealthConfig = z.output<typeof healthConfigSchema>;
+
+export interface WrittenReading {
+  readonly gatewayId: string;
+  readonly origin: 'gateway' | 'direct';
+  readonly reading: unknown;
+}
+
+export interface IngestorHealthOptions {
+  readonly config: HealthConfig;
+  readonly dataDir: string;
+  readonly brokerUrl: string;
+  readonly brokerAuth?: { readonly username?: string | undefined; readonly password?: string | undefined };
+  readonly clock: Clock;
+  readonly logger: Logger;
+  /** The ingestor's links, polled on each tick. */
+  readonly links: () => { broker: boolean; sink: boolean };
+  /** Dead letters held now. */
+  readonly deadLetters: () => number;
+}
+
+export interface IngestorHealth {
+  readonly monitor: HealthMonitor;
+  readonly notifiers: NotifierHub;
+  observeWritten(items: readonly WrittenReading[]): void;
+  observeStatusMessage(topic: string, payload: Uint8Array): void;
+  start(): Promise<void>;
+  close(): Promise<void>;
+}
+
+function loadRules(config: HealthConfig): AlertRule[] {
+  if (config.rulesFile !== undefined) {
+    const file = readConfigFile(config.rulesFile);
+    return parseRules(file['rules'] ?? [], `health rules file ${config.rulesFile}: rules`);
+  }
+  return parseRules(config.rules ?? DEFAULT_RULES);
+}
+
+/** The fields of a written reading the health model needs; readings were validated before the write. */
+function observed(item: WrittenReading): ObservedReading | undefined {
+  const r = item.reading as Partial<Record<string, unknown>> | null;
+  if (!r || typeof r !== 'object' || typeof r['deviceId'] !== 'string' || typeof r['metrics'] !== 'object' || r['metrics'] === null) return undefined;
+  const receivedAt = typeof r['receivedAt'] === 'number' ? r['receivedAt'] : undefined;
+  const ts = typeof r['ts'] === 'number' ? r['ts'] : receivedAt;
+  if (receivedAt === undefined || ts === undefined) return undefined;
+  return {
+    deviceId: r['deviceId'],
+    gatewayId: item.origin === 'gateway' ? item.gatewayId : undefined,
+    kind: r['kind'] === 'status' ? 'status' : 'telemetry',
+    ts,
+    tsSource: r['tsSource'] === 'device' ? 'device' : 'gateway',
+    receivedAt,
+    deviceSeq: typeof r['deviceSeq'] === 'number' ? r['deviceSeq'] : undefined,
+    metrics: r['metrics'] as ObservedReading['metrics'],
+  };
+}
+
+export function createIngestorHealth(options: IngestorHealthOptions): IngestorHealth {
+  const { config, clock } = options;
+  const logger = options.logger.child({ component: 'health' });
+  const rules = loadRules(config);
+  const store: SqliteHealthStore = createSqliteHealthStore({ path: join(options.dataDir, 'health.db') });
+  let monitor: HealthMonitor;
+  try {
+    const previous = store.load();
+    monitor = new HealthMonitor({ clock, rules, defaults: config.defaults, ...(previous ? { restore: previous } : {}) });
+  } catch (err) {
+    store.close();
+    throw err;
+  }
+  let mqttClient: mqtt.MqttClient | undefined;
+  const notifiers: Notifier[] = [];
+  if (config.notifiers.log) notifiers.push(createLogNotifier(logger));
+  config.notifiers.webhooks.forEach((hook, i) =>
+    notifiers.push(createWebhookNotifier({ url: hook.url, name: `webhook-${i + 1}`, ...(hook.headers ? { headers: hook.headers } : {}), ...(hook.maxAttempts ? { maxAttempts: hook.maxAttempts } : {}) })),
+  );
+  if (config.notifiers.mqttTopic !== undefined) {
+    // Its own connection: alerts go out even while the uplink's session is busy or reconnecting.
+    mqttClient = mqtt.connect(options.brokerUrl, {
+      protocolVersion: 4,
+      clientId: `ferry-health-${Math.random().toString(16).slice(2, 10)}`,
+      ...(options.brokerAuth?.username !== undefined ? { username: options.brokerAuth.username } : {}),
+      ...(options.brokerAuth?.password !== undefined ? { password: options.brokerAuth.password } : {}),
+    });
+    mqttClient.on('error', (err) => logger.warn({ err: err.message }, 'alert MQTT connection failed; retrying'));
+    notifiers.push(createMqttNotifier({ client: mqttClient, topic: config.notifiers.mqttTopic }));
+  }
+  const hub = createNotifierHub(notifiers, logger);
+  let tickTimer: NodeJS.Timeout | undefined;
+  let flushTimer: NodeJS.Timeout | undefined;
+
+  function tick(): void {
+    monitor.setLinks(options.links());
+    try {
+      monitor.observeDeadLetters(options.deadLetters());
+    } catch {
+      // The dead-letter store is closing; nothing to observe.
+    }
+    hub.send(monitor.tick());
+  }
+
+  function flush(): void {
+    try {
+      flushHealth(monitor, store);
+    } catch (err) {
+      logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health state not saved; kept in memory, retried on the next flush');
+    }
+  }
+
+  return {
+    monitor,
+    notifiers: hub,
+    observeWritten(items) {
+      // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
+      try {
+        for (const item of items) {
+          const reading = observed(item);
+          if (reading) monitor.observeReading(reading);
+        }
+      } catch (err) {
+        logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');
+      }
+    },
+    observeStatusMessage(topic, payload) {
+      if (payload.byteLength === 0 || parseUplinkTopic(topic)?.kind !== 'status') return;
+      const status = decodeGatewayStatus(payload);
+      if (status) monitor.observeGatewayStatus(status, clock.now());
+    },
+    start() {
+      if (!config.enabled) return Promise.resolve();
+      tickTimer = setInterval(tick, config.tickMs);
+      flushTimer = setInterval(flush, config.flushIntervalMs);
+      tickTimer.unref();
+      flushTimer.unref();
+      logger.info({ rules: rules.map((r) => r.name), devices: monitor.fleet.deviceCount, notifiers: notifiers.map((n) => n.name) }, 'health monitor started');
+      return Promise.resolve();
+    },
+    async close() {
+      if (tickTimer) clearInterval(tickTimer);
+      if (flushTimer) clearInterval(flushTimer);
+      flush();
+      store.close();
+      await hub.close();
+      if (mqttClient) await mqttClient.endAsync();
+    },
+  };
+}

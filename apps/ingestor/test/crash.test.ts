@@ -1,0 +1,116 @@
+// kill -9 between the database's confirmation and the ack: the ingestor runs as a real child
+// process (the built CLI), dies by SIGKILL right after influxd confirmed a write (the test-only
+// FERRY_TEST_CRASH_AFTER_WRITE hook in write.ts), and the batch the gateway then resends is not
+// doubled in the database. Needs `npx tsc -b` first (the root `npm test` builds before vitest).
+import { spawn } from 'node:child_process';
+import type { ChildProcess } from 'node:child_process';
+import { existsSync, rmSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { makeTempDir, startInfluxd, startMosquitto, waitFor } from '@ferry/testkit';
+import type { InfluxdHandle, ServerHandle } from '@ferry/testkit';
+import { readings } from './fixtures.js';
+import { GatewayPeer } from './peer.js';
+import { countPoints } from './influx-count.js';
+
+const FERRY_MAIN = fileURLToPath(new URL('../../ferry/dist/main.js', import.meta.url));
+
+let influxd: InfluxdHandle;
+let mosquitto: ServerHandle;
+let dir: string;
+const children = new Set<ChildProcess>();
+
+beforeAll(async () => {
+  [influxd, mosquitto] = await Promise.all([startInfluxd(), startMosquitto()]);
+  dir = await makeTempDir('ingestor-crash');
+});
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  await Promise.all([influxd?.stop(), mosquitto?.stop()]);
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+interface Child {
+  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
+  readonly output: () => string;
+  stop(): Promise<void>;
+}
+
+/** Starts `ferry ingestor --config <file>` and resolves once it logged that it is ready. */
+async function startIngestor(configFile: string, env: Record<string, string> = {}): Promise<Child> {
+  const child = spawn(process.execPath, [FERRY_MAIN, 'ingestor', '--config', configFile], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.add(child);
+  let output = '';
+  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
+    child.on('exit', (code, signal) => {
+      children.delete(child);
+      resolve({ code, signal });
+    }),
+  );
+  let gone = false;
+  void exited.then(() => (gone = true));
+  await waitFor(() => output.includes('ingestor ready') || gone, { timeoutMs: 30_000, what: 'the ingestor child to be ready' });
+  if (gone) throw new Error(`the ingestor exited before it was ready:\n${output}`);
+  return {
+    exited,
+    output: () => output,
+    async stop() {
+      if (gone) return;
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+describe('ingestor killed with SIGKILL between the write and the ack', () => {
+  it('writes the resent batch over itself: the database holds each reading exactly once', async () => {
+    if (!existsSync(FERRY_MAIN)) throw new Error(`${FERRY_MAIN} is missing: run \`npx tsc -b\` first`);
+    await influxd.createDatabase('crash');
+    const configFile = join(dir, 'ingestor.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        ingestorId: `crash-${process.pid}`,
+        dataDir: join(dir, 'data'),
+        broker: { url: mosquitto.url },
+        sink: { type: 'influxdb1', url: influxd.url, database: 'crash' },
+        write: { lingerMs: 5 },
+        http: false,
+        logLevel: 'info',
+      }),
+    );
+    const peer = await GatewayPeer.connect(mosquitto.url, 'gw-crash');
+    try {
+      const batch = readings(0, 50);
+      const doomed = await startIngestor(configFile, { FERRY_TEST_CRASH_AFTER_WRITE: '1' });
+      await peer.send(1, batch);
+      const death = await doomed.exited;
+      expect(death.signal).toBe('SIGKILL');
+      // The database confirmed the write; the ack never left.
+      expect(await countPoints(influxd, 'crash', 'temperature')).toBe(50);
+      expect(peer.acks).toEqual([]);
+
+      const restarted = await startIngestor(configFile);
+      try {
+        // The gateway's ack timeout: it resends the same batch.
+        await peer.send(1, batch);
+        expect(await peer.waitAck(1, 30_000)).toMatchObject({ batchId: 1, accepted: 50, duplicates: 0, rejected: [] });
+        expect(await countPoints(influxd, 'crash', 'temperature')).toBe(50);
+        // Resent once more after the ack: now recognised as duplicates, still 50 points.
+        await peer.send(2, batch);
+        expect(await peer.waitAck(2, 30_000)).toMatchObject({ accepted: 0, duplicates: 50 });
+        expect(await countPoints(influxd, 'crash', 'temperature')).toBe(50);
+      } finally {
+        await restarted.stop();
+      }
+    } finally {
+      await peer.close();
+    }
+  });
+});

@@ -1,0 +1,301 @@
+// Device-side identity, skew policy, partitioning and the direct-device path, in-process: real
+// SQLite stores, an in-memory sink, acks captured.
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterEach, describe, expect, it } from 'vitest';
+import type { Ack, DeviceReading } from '@ferry/protocol';
+import { defaultLimits, uplinkTopics } from '@ferry/protocol';
+import { ManualClock, silentLogger } from '@ferry/runtime';
+import { createSqliteDeadLetterStore } from '@ferry/deadletter';
+import type { DeadLetterStore } from '@ferry/deadletter';
+import { defaultPointMapping } from '@ferry/sinks';
+import { waitFor } from '@ferry/testkit';
+import { Accounting, imbalances } from '../src/accounting.js';
+import { openDedupeStore } from '../src/dedupe.js';
+import { deviceIdentity, judgeDevice, openDeviceDedupeStore } from '../src/device-dedupe.js';
+import { compileDeviceTopics } from '../src/direct.js';
+import { openDeviceJournal } from '../src/journal.js';
+import { ownsSource, partitionHash } from '../src/partition.js';
+import { createPipeline, DIRECT_SOURCE } from '../src/pipeline.js';
+import type { Pipeline } from '../src/pipeline.js';
+import { applySkewPolicy } from '../src/skew.js';
+import type { SkewPolicy } from '../src/skew.js';
+import { MemorySink } from './memory-sink.js';
+import { batch, reading, T0 } from './fixtures.js';
+
+const NOW = T0 + 60_000;
+const dirs: string[] = [];
+const closers: (() => unknown)[] = [];
+
+afterEach(async () => {
+  for (const close of closers.splice(0).reverse()) await close();
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-device-'));
+  dirs.push(dir);
+  return dir;
+}
+
+interface Rig {
+  pipeline: Pipeline;
+  sink: MemorySink;
+  acks: Ack[];
+  accounting: Accounting;
+  deadLetters: DeadLetterStore;
+  send(gatewayId: string, batchId: number, items: readonly unknown[]): void;
+  direct(id: number, topic: string, payload: unknown, receivedAt?: number): Promise<void>;
+}
+
+function rig(options: { dir?: string; skewPolicy?: SkewPolicy } = {}): Rig {
+  const dir = options.dir ?? tempDir();
+  const sink = new MemorySink();
+  const acks: Ack[] = [];
+  const accounting = new Accounting();
+  const clock = new ManualClock(NOW);
+  const dedupe = openDedupeStore({ path: join(dir, 'dedupe.db'), windowPerGateway: 1000 });
+  const deviceDedupe = openDeviceDedupeStore({ path: join(dir, 'device-dedupe.db'), windowMs: 3_600_000, maxEntries: 1000 });
+  const deadLetters = createSqliteDeadLetterStore({ path: join(dir, 'deadletters.db'), clock });
+  const pipeline = createPipeline({
+    limits: defaultLimits,
+    mapping: defaultPointMapping,
+    maxBatchBytes: 1 << 20,
+    queue: { maxBatches: 100, maxReadings: 10_000 },
+    write: { maxPoints: 500, lingerMs: 0, maxInFlight: 2, retry: { initialMs: 5, maxMs: 20, factor: 2 } },
+    sink,
+    dedupe,
+    deviceDedupe,
+    skewPolicy: options.skewPolicy ?? 'deadletter',
+    direct: { topics: compileDeviceTopics({ telemetry: ['devices/{deviceId}/telemetry'], status: ['devices/{deviceId}/status'] }), gatewayTag: 'direct' },
+    deadLetters,
+    accounting,
+    clock,
+    logger: silentLogger(),
+    sendAck: (ack) => acks.push(ack),
+  });
+  closers.push(async () => {
+    await pipeline.stop(200);
+    dedupe.close();
+    deviceDedupe.close();
+    deadLetters.close();
+  });
+  return {
+    pipeline,
+    sink,
+    acks,
+    accounting,
+    deadLetters,
+    send: (gatewayId, batchId, items) => void pipeline.accept(uplinkTopics.batch(gatewayId), batch(gatewayId, batchId, items)),
+    direct: (id, topic, payload, receivedAt = NOW) =>
+      new Promise<void>((resolve) => pipeline.acceptDirect({ id, topic, payload: Buffer.from(JSON.stringify(payload)), receivedAt }, resolve)),
+  };
+}
+
+function ackFor(r: Rig, batchId: number): Promise<Ack> {
+  return waitFor(() => r.acks.find((a) => a.batchId === batchId), { timeoutMs: 5000, what: `ack of batch ${batchId}` });
+}
+
+const deviceReading = (over: Partial<DeviceReading> = {}): DeviceReading => ({
+  deviceId: 'd1',
+  kind: 'telemetry',
+  ts: T0,
+  tsSource: 'device',
+  receivedAt: T0 + 5,
+  metrics: { t: 1 },
+  ...over,
+});
+
+describe('device identity', () => {
+  it('keys a reading by deviceSeq and device time, strictly, and ignores what the gateway added', () => {
+    const a = deviceIdentity(deviceReading({ deviceSeq: 7 }), 'gateway', 'gw')!;
+    const b = deviceIdentity(deviceReading({ deviceSeq: 7, receivedAt: T0 + 999, flags: ['x'] }), 'gateway', 'gw')!;
+    expect(a).toEqual(b);
+    expect(a.strict).toBe(true);
+    const other = deviceIdentity(deviceReading({ deviceSeq: 7, metrics: { t: 2 } }), 'gateway', 'gw')!;
+    expect(other.key).toBe(a.key);
+    expect(judgeDevice(a.hash, other)).toMatchObject({ kind: 'conflict' });
+    expect(judgeDevice(a.hash, a)).toEqual({ kind: 'duplicate' });
+  });
+
+  it('treats a reused deviceSeq without a device time, or a shared device millisecond, as new when the content differs', () => {
+    const seqOnly = deviceIdentity(deviceReading({ deviceSeq: 3, tsSource: 'gateway' }), 'gateway', 'gw')!;
+    const seqOnlyOther = deviceIdentity(deviceReading({ deviceSeq: 3, tsSource: 'gateway', metrics: { t: 9 } }), 'gateway', 'gw')!;
+    expect(seqOnly.key).not.toBe(seqOnlyOther.key);
+    const tsOnly = deviceIdentity(deviceReading(), 'gateway', 'gw')!;
+    const tsOnlyOther = deviceIdentity(deviceReading({ metrics: { h: 1 } }), 'gateway', 'gw')!;
+    expect(tsOnly.key).not.toBe(tsOnlyOther.key);
+    expect(judgeDevice(tsOnly.hash, tsOnlyOther)).toEqual({ kind: 'new' });
+  });
+
+  it('gives no identity to a gateway reading with neither deviceSeq nor device time, but one to a direct reading', () => {
+    expect(deviceIdentity(deviceReading({ tsSource: 'gateway' }), 'gateway', 'gw')).toBeUndefined();
+    expect(deviceIdentity(deviceReading({ tsSource: 'gateway' }), 'direct', 'direct')?.key).toMatch(/^r/);
+  });
+});
+
+describe('skew policy', () => {
+  const future = deviceReading({ ts: NOW + defaultLimits.maxFutureSkewMs + 60_000, receivedAt: NOW });
+  it('dead-letters, clamps or flags a device time out of the window', () => {
+    expect(applySkewPolicy(future, defaultLimits, 'deadletter', NOW)).toMatchObject({ ok: false, rejection: { code: 'FERRY_ERR_TIMESTAMP_SKEW' } });
+    const clamped = applySkewPolicy(future, defaultLimits, 'clamp', NOW);
+    expect(clamped).toMatchObject({ ok: true, skewed: 'clamped', reading: { ts: NOW, tsSource: 'gateway', metrics: { t: 1, ferry_device_ts_ms: future.ts } } });
+    const flagged = applySkewPolicy(future, defaultLimits, 'flag', NOW);
+    expect(flagged).toMatchObject({ ok: true, skewed: 'flagged', reading: { ts: future.ts, metrics: { t: 1, ferry_ts_skewed: true } } });
+  });
+
+  it('refuses a device time beyond what a Date can hold without throwing', () => {
+    const huge = deviceReading({ ts: 9e15 });
+    expect(applySkewPolicy(huge, defaultLimits, 'deadletter', NOW)).toMatchObject({ ok: false, rejection: { code: 'FERRY_ERR_TIMESTAMP_SKEW', reason: expect.stringContaining('9000000000000000 ms') } });
+  });
+
+  it('leaves a reading inside the window, or stamped by the gateway, as it is', () => {
+    const inside = deviceReading({ ts: NOW - 1000 });
+    expect(applySkewPolicy(inside, defaultLimits, 'clamp', NOW)).toEqual({ ok: true, reading: inside, skewed: false });
+    const gatewayTime = deviceReading({ ts: NOW + 10 * 3_600_000, tsSource: 'gateway' });
+    expect(applySkewPolicy(gatewayTime, defaultLimits, 'deadletter', NOW)).toMatchObject({ ok: true, skewed: false });
+  });
+});
+
+describe('partition', () => {
+  it('gives every id to exactly one of count ingestors, the same way every time', () => {
+    const ids = Array.from({ length: 200 }, (_, i) => `gw-${i}`);
+    for (const id of ids) {
+      const owners = [0, 1, 2].filter((index) => ownsSource({ index, count: 3 }, id));
+      expect(owners).toEqual([partitionHash(id) % 3]);
+    }
+    expect(partitionHash('gw-1')).toBe(partitionHash('gw-1'));
+    expect(new Set(ids.map((id) => partitionHash(id) % 3)).size).toBe(3);
+    expect(ownsSource(undefined, 'anything')).toBe(true);
+  });
+});
+
+describe('pipeline with device identity', () => {
+  it("writes a device's republish once though the gateway gave it a second seq, in the same batch or later", async () => {
+    const r = rig();
+    const first = reading(1, { deviceId: 'd1', deviceSeq: 41 });
+    const again = { ...first, seq: 2, receivedAt: first.receivedAt + 700 };
+    r.send('gw-1', 1, [first, again]);
+    expect(await ackFor(r, 1)).toMatchObject({ accepted: 1, duplicates: 1, rejected: [] });
+    const later = { ...first, seq: 3, receivedAt: first.receivedAt + 5000 };
+    r.send('gw-1', 2, [later]);
+    expect(await ackFor(r, 2)).toMatchObject({ accepted: 0, duplicates: 1 });
+    expect(r.sink.points.size).toBe(1);
+    expect(imbalances(r.accounting.byGateway())).toEqual([]);
+  });
+
+  it('catches a republish by device time and content when the device sends no seq, after a restart too', async () => {
+    const dir = tempDir();
+    const r = rig({ dir });
+    const first = reading(1, { deviceId: 'd1' });
+    r.send('gw-1', 1, [first]);
+    await ackFor(r, 1);
+    for (const close of closers.splice(0).reverse()) await close();
+    const again = rig({ dir });
+    again.send('gw-1', 2, [{ ...first, seq: 9, receivedAt: first.receivedAt + 100 }]);
+    expect(await ackFor(again, 2)).toMatchObject({ accepted: 0, duplicates: 1 });
+    expect(again.sink.points.size).toBe(0);
+  });
+
+  it('dead-letters the same deviceSeq and device time with other values instead of merging it', async () => {
+    const r = rig();
+    const first = reading(1, { deviceId: 'd1', deviceSeq: 5 });
+    r.send('gw-1', 1, [first]);
+    await ackFor(r, 1);
+    r.send('gw-1', 2, [{ ...first, seq: 2, metrics: { temperature: 99 } }]);
+    const ack = await ackFor(r, 2);
+    expect(ack.rejected).toMatchObject([{ seq: 2, code: 'FERRY_ERR_DUPLICATE_CONFLICT' }]);
+    expect(r.deadLetters.list({ code: 'FERRY_ERR_DUPLICATE_CONFLICT' }).length).toBe(1);
+  });
+
+  it('keeps one device heard by two gateways as two series', async () => {
+    const r = rig();
+    const item = reading(1, { deviceId: 'd1', deviceSeq: 5 });
+    r.send('gw-1', 1, [item]);
+    r.send('gw-2', 1, [item]);
+    await waitFor(() => r.acks.length === 2);
+    expect(r.sink.points.size).toBe(2);
+  });
+
+  it('applies the skew policy to gateway readings: clamp writes at the receive time and keeps the device time', async () => {
+    const r = rig({ skewPolicy: 'clamp' });
+    const skewed = reading(1, { ts: NOW + 3_600_000, receivedAt: NOW - 10 });
+    r.send('gw-1', 1, [skewed]);
+    expect(await ackFor(r, 1)).toMatchObject({ accepted: 1, rejected: [] });
+    const [point] = [...r.sink.points.values()];
+    expect(point?.timestampNs).toBe(BigInt(NOW - 10) * 1_000_000n + 1n);
+    expect(point?.fields).toMatchObject({ ferry_device_ts_ms: NOW + 3_600_000 });
+  });
+
+  it('dead-letters a skewed gateway reading by default', async () => {
+    const r = rig();
+    r.send('gw-1', 1, [reading(1, { ts: NOW + 3_600_000 })]);
+    expect((await ackFor(r, 1)).rejected).toMatchObject([{ seq: 1, code: 'FERRY_ERR_TIMESTAMP_SKEW' }]);
+  });
+});
+
+describe('pipeline with direct devices', () => {
+  it('writes a direct reading once, takes its republish as a duplicate and settles each journal row', async () => {
+    const r = rig();
+    const payload = { ts: T0, seq: 12, metrics: { t: 21.5 } };
+    await r.direct(1, 'devices/d1/telemetry', payload);
+    await r.direct(2, 'devices/d1/telemetry', payload, NOW + 50);
+    await r.direct(3, 'devices/d1/telemetry', { ts: T0, seq: 13, metrics: { t: 21.6 } });
+    expect(r.sink.points.size).toBe(2);
+    const [point] = [...r.sink.points.values()];
+    expect(point?.tags).toMatchObject({ device: 'd1', gateway: 'direct' });
+    expect(r.accounting.byGateway().get(DIRECT_SOURCE)).toMatchObject({ received: 3, written: 2, duplicates: 1, inFlight: 0 });
+  });
+
+  it('maps a direct republish the dedupe window missed to the very same point', async () => {
+    const a = rig();
+    const payload = { ts: T0, metrics: { t: 1 } };
+    await a.direct(1, 'devices/d1/telemetry', payload);
+    const b = rig();
+    await b.direct(1, 'devices/d1/telemetry', payload, NOW + 1000);
+    expect([...a.sink.points.keys()]).toEqual([...b.sink.points.keys()]);
+  });
+
+  it('dead-letters a direct message that is not a reading, or has a skewed time, and still settles it', async () => {
+    const r = rig();
+    await r.direct(1, 'devices/d1/telemetry', 'not an object');
+    await r.direct(2, 'devices/d1/telemetry', { ts: NOW + 3_600_000, metrics: { t: 1 } });
+    expect(r.deadLetters.list({}).map((l) => l.code).sort()).toEqual(['FERRY_ERR_PAYLOAD_SCHEMA', 'FERRY_ERR_TIMESTAMP_SKEW']);
+    expect(r.deadLetters.list({})[0]?.source).toMatchObject({ deviceId: 'd1', topic: 'devices/d1/telemetry' });
+    expect(r.accounting.byGateway().get(DIRECT_SOURCE)).toMatchObject({ received: 2, rejected: 2, inFlight: 0 });
+  });
+});
+
+describe('device journal', () => {
+  it('calls back only after commit, keeps rows across a reopen and deletes settled ones', async () => {
+    const path = join(tempDir(), 'journal.db');
+    const journal = openDeviceJournal({ path, maxRows: 100, synchronous: 'normal' });
+    const appended = await Promise.all(
+      [1, 2, 3].map((n) => new Promise<void>((resolve, reject) => journal.append(`devices/d${n}/telemetry`, Buffer.from(`{"t":${n}}`), NOW, (err) => (err ? reject(err) : resolve())))),
+    );
+    expect(appended.length).toBe(3);
+    const rows = journal.read(0, 10);
+    expect(rows.map((row) => row.topic)).toEqual(['devices/d1/telemetry', 'devices/d2/telemetry', 'devices/d3/telemetry']);
+    journal.remove(rows[0]!.id);
+    journal.close();
+    const reopened = openDeviceJournal({ path, maxRows: 100, synchronous: 'normal' });
+    closers.push(() => reopened.close());
+    expect(reopened.read(0, 10).map((row) => row.payload.toString())).toEqual(['{"t":2}', '{"t":3}']);
+    expect(reopened.rows).toBe(2);
+  });
+
+  it('holds an append at the bound until a settled row makes room', async () => {
+    const journal = openDeviceJournal({ path: join(tempDir(), 'journal.db'), maxRows: 1, synchronous: 'normal' });
+    closers.push(() => journal.close());
+    await new Promise<void>((resolve) => journal.append('devices/a/telemetry', Buffer.from('{}'), NOW, () => resolve()));
+    let second = false;
+    journal.append('devices/b/telemetry', Buffer.from('{}'), NOW, () => (second = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    await new Promise((resolve) => setImmediate(resolve));
+    expect(second).toBe(false);
+    journal.remove(journal.read(0, 1)[0]!.id);
+    await waitFor(() => second, { timeoutMs: 5000, what: 'the held append' });
+    expect(journal.read(0, 10).map((row) => row.topic)).toEqual(['devices/b/telemetry']);
+  });
+});

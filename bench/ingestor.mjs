@@ -1,0 +1,222 @@
+#!/usr/bin/env node
+// Ingestor benchmark: end-to-end readings/s from gateway batches published to a real Mosquitto to
+// points VictoriaMetrics confirmed (the ingestor acks a batch only after that), beside a raw
+// line-protocol POST of the same points to the same VictoriaMetrics, measured in the same run.
+// Also: the ingestor process's CPU per 10,000 readings (/proc/<pid>/stat), and the time to decode
+// and validate one 5,000-reading batch on this thread. Not a test: nothing asserted.
+// Progress goes to stderr; the last stdout line is one JSON object.
+//
+//   node bench/run.mjs ingestor [--readings 100000] [--batch 1000] [--gateways 4] [--keep]
+//
+// Needs the built workspace (`npx tsc -b`): the ingestor runs as a child of
+// `node apps/ferry/dist/main.js`, so its CPU is its own and the publisher has its own core.
+import { spawn } from 'node:child_process';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { cpus, tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { fileURLToPath } from 'node:url';
+import mqtt from 'mqtt';
+import { checkReadingLimits, decodeAck, decodeBatch, defaultLimits, encodeBatch, readingSchema, uplinkTopics } from '@ferry/protocol';
+import { encodePoints, readingToPoint } from '@ferry/sinks';
+import { startMosquitto, startVictoriaMetrics } from '@ferry/testkit';
+
+const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
+const log = (msg) => process.stderr.write(`[bench ingestor] ${msg}\n`);
+
+function parseArgs(argv) {
+  const opts = { readings: 100_000, batch: 1000, gateways: 4, keep: false };
+  for (let i = 0; i < argv.length; i += 1) {
+    const flag = argv[i];
+    const next = () => {
+      const v = Number(argv[++i]);
+      if (!Number.isInteger(v) || v <= 0) throw new Error(`${flag} needs a positive integer`);
+      return v;
+    };
+    if (flag === '--readings') opts.readings = next();
+    else if (flag === '--batch') opts.batch = next();
+    else if (flag === '--gateways') opts.gateways = next();
+    else if (flag === '--keep') opts.keep = true;
+    else throw new Error(`unknown flag ${flag}`);
+  }
+  return opts;
+}
+
+const T0 = Math.floor(Date.now() / 1000) * 1000 - 3_600_000;
+
+function makeReading(gateway, seq) {
+  return {
+    seq,
+    deviceId: `dev-${gateway}-${seq % 50}`,
+    kind: 'telemetry',
+    ts: T0 + seq * 10,
+    tsSource: 'device',
+    receivedAt: T0 + seq * 10 + 3,
+    metrics: { temperature: 20 + (seq % 100) / 10 },
+  };
+}
+
+/** CPU ms (user + system) of a process so far, from /proc. */
+function cpuMsOf(pid) {
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name; in clock ticks (100/s on Linux).
+  return ((Number(fields[11]) + Number(fields[12])) * 1000) / 100;
+}
+
+/** decode + validate of one 5,000-reading batch, median of 7 runs, ms. */
+function measureDecodeValidate() {
+  const items = Array.from({ length: 5000 }, (_, i) => ({ ...makeReading('m', i), metrics: { temperature: 21.5, humidity: 40 + (i % 20), ok: true }, tags: { room: 'lab' } }));
+  const payload = encodeBatch({ v: 1, gatewayId: 'm', batchId: 1, sentAt: T0 }, items);
+  const runs = [];
+  for (let r = 0; r < 7; r++) {
+    const started = performance.now();
+    const decoded = decodeBatch(payload, 16 * 1024 * 1024);
+    if (!decoded.ok) throw new Error('decode failed');
+    for (const raw of decoded.readings) {
+      const parsed = readingSchema.safeParse(raw);
+      if (!parsed.success || checkReadingLimits(parsed.data, defaultLimits, Date.now())) throw new Error('validation failed');
+    }
+    runs.push(performance.now() - started);
+  }
+  runs.sort((a, b) => a - b);
+  return { ms: runs[3], bytes: payload.length };
+}
+
+async function countInVm(vm, metric) {
+  await vm.flush();
+  const series = await vm.exportSeries(`{__name__="${metric}"}`, { start: T0 - 60_000, end: Date.now() + 3_600_000 });
+  return series.reduce((n, s) => n + s.values.length, 0);
+}
+
+async function main() {
+  const opts = parseArgs(process.argv.slice(2));
+  const perGateway = Math.ceil(opts.readings / opts.gateways / opts.batch) * opts.batch;
+  const total = perGateway * opts.gateways;
+  const gateways = Array.from({ length: opts.gateways }, (_, i) => `bench-gw-${i}`);
+  log(`${total} readings, ${opts.gateways} gateways, ${opts.batch} per batch; ${cpus().length} cores`);
+
+  const decodeValidate = measureDecodeValidate();
+  log(`decode+validate of a 5,000-reading batch (${decodeValidate.bytes} bytes): ${decodeValidate.ms.toFixed(1)} ms`);
+
+  const dir = await mkdtemp(join(tmpdir(), 'ferry-bench-ingestor-'));
+  const [vm, mosquitto] = await Promise.all([startVictoriaMetrics(), startMosquitto()]);
+  let child;
+  let publisher;
+  try {
+    const configFile = join(dir, 'ingestor.json');
+    writeFileSync(
+      configFile,
+      JSON.stringify({
+        ingestorId: 'bench',
+        dataDir: join(dir, 'data'),
+        broker: { url: mosquitto.url },
+        sink: { type: 'influxdb2', url: vm.url, token: 'bench', org: 'ferry', bucket: 'ferry' },
+        http: false,
+        logLevel: 'warn',
+      }),
+    );
+    child = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), FERRY_MAIN, 'ingestor', '--config', configFile, '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    let childLog = '';
+    child.stderr.on('data', (c) => (childLog += c.toString()));
+    const readyBy = Date.now() + 30_000;
+    while (!childLog.includes('ingestor ready')) {
+      if (Date.now() > readyBy || child.exitCode !== null) throw new Error(`ingestor did not start:\n${childLog}`);
+      await new Promise((r) => setTimeout(r, 50));
+    }
+
+    publisher = await mqtt.connectAsync(mosquitto.url, { protocolVersion: 4, clientId: 'bench-publisher', clean: true });
+    const acked = new Set();
+    let ackedReadings = 0;
+    let allAcked;
+    const done = new Promise((resolve) => (allAcked = resolve));
+    publisher.on('message', (_topic, payload) => {
+      const ack = decodeAck(payload);
+      if (!ack) return;
+      const key = `${ack.gatewayId}/${ack.batchId}`;
+      if (acked.has(key)) return;
+      acked.add(key);
+      ackedReadings += ack.accepted + ack.duplicates;
+      if (ackedReadings >= total) allAcked();
+    });
+    await publisher.subscribeAsync(gateways.map((g) => uplinkTopics.ack(g)), { qos: 1 });
+
+    // Envelopes built before the clock starts: the gateway's work is not the ingestor's.
+    const envelopes = [];
+    for (let b = 0; b < perGateway / opts.batch; b++) {
+      for (const g of gateways) {
+        const items = Array.from({ length: opts.batch }, (_, i) => makeReading(g, b * opts.batch + i));
+        envelopes.push({ topic: uplinkTopics.batch(g), payload: encodeBatch({ v: 1, gatewayId: g, batchId: b + 1, sentAt: Date.now() }, items) });
+      }
+    }
+
+    const cpuBefore = cpuMsOf(child.pid);
+    const started = performance.now();
+    await Promise.all(envelopes.map((e) => publisher.publishAsync(e.topic, e.payload, { qos: 1 })));
+    await done;
+    const e2eSeconds = (performance.now() - started) / 1000;
+    const cpuMs = cpuMsOf(child.pid) - cpuBefore;
+    const confirmed = await countInVm(vm, 'telemetry_temperature');
+    log(`end to end: ${total} readings in ${e2eSeconds.toFixed(2)} s; ${confirmed} points in VictoriaMetrics; ingestor CPU ${cpuMs.toFixed(0)} ms`);
+
+    // The same points, raw: line protocol POSTed to the same VictoriaMetrics, 5,000 lines a request
+    // and two requests in flight, as the ingestor's writer does. Another measurement, so they add.
+    const points = [];
+    for (let b = 0; b < perGateway / opts.batch; b++) {
+      for (const g of gateways) {
+        for (let i = 0; i < opts.batch; i++) points.push(readingToPoint(makeReading(g, b * opts.batch + i), g, { measurement: 'raw', statusMeasurement: 'raw_status', deviceTag: 'device', gatewayTag: 'gateway', staticTags: {} }));
+      }
+    }
+    const bodies = [];
+    for (let i = 0; i < points.length; i += 5000) bodies.push(encodePoints(points.slice(i, i + 5000)).lines.map((l) => l.line).join("\n"));
+    const rawStarted = performance.now();
+    let nextBody = 0;
+    const post = async () => {
+      while (nextBody < bodies.length) {
+        const body = bodies[nextBody++];
+        const res = await fetch(`${vm.url}/api/v2/write?org=ferry&bucket=ferry&precision=ns`, { method: 'POST', body, headers: { 'content-type': 'text/plain; charset=utf-8' } });
+        if (res.status !== 204) throw new Error(`raw POST answered ${res.status}: ${await res.text()}`);
+      }
+    };
+    await Promise.all([post(), post()]);
+    const rawSeconds = (performance.now() - rawStarted) / 1000;
+    const rawConfirmed = await countInVm(vm, 'raw_temperature');
+    log(`raw POST: ${points.length} points in ${rawSeconds.toFixed(2)} s; ${rawConfirmed} in VictoriaMetrics`);
+
+    const endToEndPerSec = Math.round(total / e2eSeconds);
+    const rawPostPerSec = Math.round(points.length / rawSeconds);
+    const ratio = Number((endToEndPerSec / rawPostPerSec).toFixed(3));
+    const result = {
+      benchmark: 'ingestor',
+      readings: total,
+      batchSize: opts.batch,
+      gateways: opts.gateways,
+      endToEndPerSec,
+      rawPostPerSec,
+      ratio,
+      target: ratio >= 0.5,
+      cpuMsPer10k: Number(((cpuMs / total) * 10_000).toFixed(1)),
+      confirmedInVm: confirmed,
+      rawConfirmedInVm: rawConfirmed,
+      decodeValidateMsPer5k: Number(decodeValidate.ms.toFixed(2)),
+      cores: cpus().length,
+    };
+    process.stdout.write(`${JSON.stringify(result)}\n`);
+  } finally {
+    await publisher?.endAsync().catch(() => undefined);
+    if (child && child.exitCode === null) {
+      const exited = new Promise((r) => child.on('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    }
+    await Promise.all([vm.stop(), mosquitto.stop()]);
+    if (!opts.keep) await rm(dir, { recursive: true, force: true });
+    else log(`kept ${dir}`);
+  }
+}
+
+main().catch((err) => {
+  process.stderr.write(`${err instanceof Error ? err.stack : String(err)}\n`);
+  process.exit(1);
+});
