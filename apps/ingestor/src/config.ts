@@ -45,8 +45,12 @@ export const ingestorConfigSchema = z
         password: z.string().optional(),
         /** Fixed, so the broker keeps the persistent session; default ferry-ingestor-<ingestorId>. */
         clientId: z.string().min(1).max(128).optional(),
-        /** How long ready() waits to be connected and subscribed. */
-        readyTimeoutMs: z.number().int().positive().default(15_000),
+        /**
+         * How long ready() waits to be connected and subscribed. Generous: a broker that is still
+         * starting, or is busy handing this session its queued backlog (after a crash), is not a
+         * reason to give up; the client reconnects and resubscribes meanwhile.
+         */
+        readyTimeoutMs: z.number().int().positive().default(120_000),
         /**
          * MQTT 5 shared-subscription group (e.g. `ferry-ingestors`): every ingestor of the group
          * subscribes to `$share/<group>/...` and the broker gives each message to one of them.
