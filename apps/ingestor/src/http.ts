@@ -4,7 +4,8 @@ import { z } from 'zod';
 import { errorCodes, isFerryError } from '@ferry/protocol';
 import type { ErrorCode } from '@ferry/protocol';
 import type { OpsServer } from '@ferry/runtime';
-import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '@ferry/deadletter';
+import { presentDeadLetter } from '@ferry/deadletter';
+import type { DeadLetterFilter, DeadLetterStore } from '@ferry/deadletter';
 import type { ReplayResult } from './pipeline.js';
 
 export interface OpsRoutesDeps {
@@ -25,22 +26,6 @@ const listQuerySchema = z.object({
 
 const idParamsSchema = z.object({ id: z.coerce.number().int().positive() });
 
-/** A dead letter as JSON: the payload as text when it is UTF-8 (readings are JSON), else base64. */
-export function presentDeadLetter(entry: DeadLetter): Record<string, unknown> {
-  const text = entry.payload.toString('utf8');
-  const isText = Buffer.from(text, 'utf8').equals(entry.payload);
-  return {
-    id: entry.id,
-    at: entry.at,
-    code: entry.code,
-    reason: entry.reason,
-    source: entry.source,
-    issues: entry.issues ?? [],
-    replayedAt: entry.replayedAt,
-    payloadEncoding: isText ? 'utf8' : 'base64',
-    payload: isText ? text : entry.payload.toString('base64'),
-  };
-}
 
 const replayStatus: Record<ReplayResult['outcome'], number> = {
   written: 200,

@@ -6,6 +6,7 @@
 // overwrites nothing; the device time is kept in field `ferry_device_ts_ms`. `flag` writes it at the
 // device time, marked with field `ferry_ts_skewed=true`: that point is as distinct as any other
 // (the timestamp carries the seq), so it does not replace another reading either.
+import { checkTimestampSkew } from '@ferry/protocol';
 import type { DeviceReading, Limits, Rejection } from '@ferry/protocol';
 
 export type SkewPolicy = 'deadletter' | 'clamp' | 'flag';
@@ -18,12 +19,6 @@ export type SkewVerdict<R extends DeviceReading> =
   | { readonly ok: true; readonly reading: R; readonly skewed: 'clamped' | 'flagged' }
   | { readonly ok: false; readonly rejection: Rejection };
 
-/** ISO text for a time, or the raw number beyond what Date can show (toISOString would throw). */
-function timeText(ms: number): string {
-  const date = new Date(ms);
-  return Number.isNaN(date.getTime()) ? `${ms} ms` : date.toISOString();
-}
-
 /** Limits with the time window opened, so checkReadingLimits checks everything but the skew. */
 export function limitsWithoutSkew(limits: Limits): Limits {
   return { ...limits, maxFutureSkewMs: Number.MAX_SAFE_INTEGER, maxPastAgeMs: Number.MAX_SAFE_INTEGER };
@@ -31,20 +26,7 @@ export function limitsWithoutSkew(limits: Limits): Limits {
 
 /** Why a device time is out of the window, or undefined when it is inside (or not a device time). */
 export function skewOf(reading: DeviceReading, limits: Limits, now: number): Rejection | undefined {
-  if (reading.tsSource !== 'device') return undefined;
-  if (reading.ts > now + limits.maxFutureSkewMs) {
-    return {
-      code: 'FERRY_ERR_TIMESTAMP_SKEW',
-      reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxFutureSkewMs} ms ahead of the receiver clock`,
-    };
-  }
-  if (reading.ts < now - limits.maxPastAgeMs) {
-    return {
-      code: 'FERRY_ERR_TIMESTAMP_SKEW',
-      reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxPastAgeMs} ms in the past`,
-    };
-  }
-  return undefined;
+  return checkTimestampSkew(reading, limits, now);
 }
 
 export function applySkewPolicy<R extends DeviceReading>(reading: R, limits: Limits, policy: SkewPolicy, now: number): SkewVerdict<R> {

@@ -1,2 +1,3 @@
 export * from './store.js';
 export * from './sqlite.js';
+export * from './present.js';

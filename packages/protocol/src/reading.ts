@@ -92,19 +92,23 @@ export function checkReadingLimits(reading: DeviceReading, limits: Limits, now: 
       return { code: 'FERRY_ERR_LIMIT_EXCEEDED', reason: `tag "${k}" value longer than ${limits.maxStringValueLength} characters` };
     }
   }
-  if (reading.tsSource === 'device') {
-    if (reading.ts > now + limits.maxFutureSkewMs) {
-      return {
-        code: 'FERRY_ERR_TIMESTAMP_SKEW',
-        reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxFutureSkewMs} ms ahead of the receiver clock`,
-      };
-    }
-    if (reading.ts < now - limits.maxPastAgeMs) {
-      return {
-        code: 'FERRY_ERR_TIMESTAMP_SKEW',
-        reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxPastAgeMs} ms in the past`,
-      };
-    }
+  return checkTimestampSkew(reading, limits, now);
+}
+
+/** Why a device time lies outside the skew window, or undefined when it is inside (or not a device time). */
+export function checkTimestampSkew(reading: Pick<DeviceReading, 'ts' | 'tsSource'>, limits: Limits, now: number): Rejection | undefined {
+  if (reading.tsSource !== 'device') return undefined;
+  if (reading.ts > now + limits.maxFutureSkewMs) {
+    return {
+      code: 'FERRY_ERR_TIMESTAMP_SKEW',
+      reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxFutureSkewMs} ms ahead of the receiver clock`,
+    };
+  }
+  if (reading.ts < now - limits.maxPastAgeMs) {
+    return {
+      code: 'FERRY_ERR_TIMESTAMP_SKEW',
+      reason: `timestamp ${timeText(reading.ts)} is more than ${limits.maxPastAgeMs} ms in the past`,
+    };
   }
   return undefined;
 }

@@ -6,8 +6,8 @@ import { join } from 'node:path';
 import { Command } from 'commander';
 import { errorCodes, FerryError } from '@ferry/protocol';
 import type { ErrorCode } from '@ferry/protocol';
-import { createSqliteDeadLetterStore } from '@ferry/deadletter';
-import type { DeadLetter, DeadLetterFilter, DeadLetterStore } from '@ferry/deadletter';
+import { createSqliteDeadLetterStore, presentDeadLetter } from '@ferry/deadletter';
+import type { DeadLetterFilter, DeadLetterStore } from '@ferry/deadletter';
 import { toCount } from '../flags.js';
 import { callIngestor, ingestorUrl, INGESTOR_URL_ENV } from '../ops-client.js';
 import { describeError, EXIT_FAILED, EXIT_OK, exitCodeFor, writeErr, writeOut } from '../service.js';
@@ -37,21 +37,6 @@ export interface PresentedDeadLetter {
   readonly payload: string;
 }
 
-function present(entry: DeadLetter): PresentedDeadLetter {
-  const text = entry.payload.toString('utf8');
-  const isText = Buffer.from(text, 'utf8').equals(entry.payload);
-  return {
-    id: entry.id,
-    at: entry.at,
-    code: entry.code,
-    reason: entry.reason,
-    source: entry.source,
-    issues: entry.issues ?? [],
-    replayedAt: entry.replayedAt,
-    payloadEncoding: isText ? 'utf8' : 'base64',
-    payload: isText ? text : entry.payload.toString('base64'),
-  };
-}
 
 function checkCode(code: string | undefined): ErrorCode | undefined {
   if (code === undefined) return undefined;
@@ -145,7 +130,7 @@ async function list(flags: ListFlags): Promise<number> {
   let entries: PresentedDeadLetter[];
   let counts: unknown;
   if (source.kind === 'store') {
-    [entries, counts] = withStore(source.path, (store) => [store.list(filter).map(present), store.counts()]);
+    [entries, counts] = withStore(source.path, (store) => [store.list(filter).map(presentDeadLetter), store.counts()]);
   } else {
     const answer = await callIngestor(source.base, 'GET', `/api/deadletters${query(filter)}`);
     if (answer.status !== 200) throw new Error(`the ingestor answered ${answer.status}: ${JSON.stringify(answer.body)}`);
@@ -164,7 +149,7 @@ async function show(idText: string, flags: SourceFlags): Promise<number> {
   if (source.kind === 'store') {
     entry = withStore(source.path, (store) => {
       const found = store.get(id);
-      return found ? present(found) : undefined;
+      return found ? presentDeadLetter(found) : undefined;
     });
   } else {
     const answer = await callIngestor(source.base, 'GET', `/api/deadletters/${id}`);
