@@ -1,6 +1,7 @@
 // The broker's configuration. Sections are separate objects so that TLS, a credential file,
 // ACLs and durable persistence can each be added as one more key without reshaping the rest.
 import { z } from 'zod';
+import { logLevelSchema } from '@ferry/runtime';
 
 const portSchema = z.number().int().min(0).max(65535);
 
@@ -89,7 +90,6 @@ export const brokerPersistenceSchema = z.discriminatedUnion('type', [
     .strict(),
 ]);
 
-export const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 export const brokerConfigSchema = z
   .object({

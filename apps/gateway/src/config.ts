@@ -1,5 +1,6 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
+import { logLevelSchema } from '@ferry/runtime';
 import { compilePattern, DEFAULT_DEVICE_PATTERNS, gatewayIdSchema, limitsSchema } from '@ferry/protocol';
 import { coercionRuleSchema, formatNameSchema, timestampUnitSchema } from '@ferry/decoders';
 
@@ -163,7 +164,7 @@ export const gatewayConfigSchema = z
       ])
       .prefault({}),
     statusIntervalMs: z.number().int().positive().default(10_000),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    logLevel: logLevelSchema.default('info'),
   })
   .strict();
 

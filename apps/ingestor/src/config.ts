@@ -2,7 +2,7 @@
 import { join } from 'node:path';
 import { z } from 'zod';
 import { compilePattern, DEFAULT_DEVICE_PATTERNS, ID_PATTERN, limitsSchema } from '@ferry/protocol';
-import { parseConfig } from '@ferry/runtime';
+import { logLevelSchema, parseConfig } from '@ferry/runtime';
 import { defaultPointMapping, sinkConfigSchema } from '@ferry/sinks';
 import { healthConfigSchema } from './health.js';
 
@@ -167,7 +167,7 @@ export const ingestorConfigSchema = z
     maxBatchBytes: z.number().int().positive().default(4 * 1024 * 1024),
     http: z.union([z.literal(false), httpSchema]).prefault({}),
     health: healthConfigSchema.prefault({}),
-    logLevel: z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']).default('info'),
+    logLevel: logLevelSchema.default('info'),
   })
   .strict()
   .transform((c) => ({

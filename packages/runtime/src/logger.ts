@@ -1,9 +1,13 @@
 // Structured logs (pino). Components take a Logger; the CLI decides level and destination.
 import { pino } from 'pino';
+import { z } from 'zod';
 import type { Logger as PinoLogger, LevelWithSilent } from 'pino';
 
 export type Logger = PinoLogger;
 export type LogLevel = LevelWithSilent;
+
+/** The `logLevel` field every service's config has. */
+export const logLevelSchema = z.enum(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']);
 
 export interface LoggerOptions {
   readonly level?: LogLevel;
