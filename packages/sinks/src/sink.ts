@@ -64,12 +64,20 @@ export const defaultPointMapping: PointMapping = {
 
 const NS_PER_MS = 1_000_000n;
 
+/** The sequence number that tells a reading's point apart within its millisecond. */
+export function pointSeq(reading: Reading): number {
+  return reading.deviceSeq !== undefined && reading.tsSource === 'device' ? reading.deviceSeq : reading.seq;
+}
+
 /**
  * Builds the point for a reading, idempotently: the same reading always yields the same
  * measurement, tags and timestamp, so a write repeated after a crash overwrites itself.
  * Two readings of one device in the same millisecond must not overwrite each other, so the
- * sub-millisecond part of the timestamp carries the gateway sequence number (mod 10^6):
- * the time stays exact to the millisecond and distinct readings get distinct timestamps.
+ * sub-millisecond part of the timestamp carries the reading's sequence number (mod 10^6): the
+ * time stays exact to the millisecond and distinct readings get distinct timestamps. That number
+ * is the device's own seq when the reading has one and its own device time (a device that
+ * republishes after a lost PUBACK gets a second gateway seq, yet must map to the very same
+ * point), else the gateway seq.
  */
 export function readingToPoint(reading: Reading, gatewayId: string, mapping: PointMapping = defaultPointMapping): Point {
   const tags: Record<string, string> = { ...mapping.staticTags, ...(reading.tags ?? {}) };
@@ -79,6 +87,6 @@ export function readingToPoint(reading: Reading, gatewayId: string, mapping: Poi
     measurement: reading.kind === 'status' ? mapping.statusMeasurement : mapping.measurement,
     tags,
     fields: reading.metrics,
-    timestampNs: BigInt(reading.ts) * NS_PER_MS + BigInt(reading.seq % 1_000_000),
+    timestampNs: BigInt(reading.ts) * NS_PER_MS + BigInt(pointSeq(reading) % 1_000_000),
   };
 }
