@@ -270,7 +270,10 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     };
     if (config.cluster) {
       if (config.persistence) throw new FerryError('FERRY_ERR_CONFIG_INVALID', 'broker config: persistence cannot be set with cluster (Redis holds the sessions)', { field: 'persistence' });
-      cluster = openClusterEngine(config.cluster.redisUrl);
+      cluster = openClusterEngine(config.cluster.redisUrl, (err) => {
+        metrics.clusterErrors.inc();
+        logger.warn({ event: 'cluster_redis_error', err: err.message }, 'Redis connection error; reconnecting');
+      });
     } else {
       persistence = openPersistence(config);
     }

@@ -23,7 +23,11 @@ interface AsyncPersistence {
 const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: RedisConnection) => AsyncPersistence;
 /** An mqemitter; aedes types it as any. */
 export type Emitter = object;
-const mqemitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => Emitter;
+interface RedisEmitter extends Emitter {
+  /** mqemitter-redis re-emits its connections' errors here; with no listener the process would crash. */
+  readonly state: { on(event: 'error', listener: (err: Error) => void): void };
+}
+const mqemitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => RedisEmitter;
 
 export interface ClusterEngine {
   readonly persistence: AsyncPersistence;
@@ -60,9 +64,15 @@ function connectionOf(redisUrl: string): RedisConnection {
   return conn;
 }
 
-export function openClusterEngine(redisUrl: string): ClusterEngine {
+/**
+ * Opens the Redis-backed persistence and emitter. A lost Redis connection is reported to `onError`
+ * (ioredis reconnects by itself) instead of crashing the broker, which would drop every client.
+ */
+export function openClusterEngine(redisUrl: string, onError: (err: Error) => void): ClusterEngine {
+  const mq = mqemitterRedis({ connectionString: redisUrl });
+  mq.state.on('error', onError);
   return {
     persistence: withStreams(new AsyncRedisPersistence(connectionOf(redisUrl))),
-    mq: mqemitterRedis({ connectionString: redisUrl }),
+    mq,
   };
 }

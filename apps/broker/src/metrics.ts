@@ -11,6 +11,7 @@ export interface BrokerMetrics {
   readonly denied: Counter<'action'>;
   readonly connectionsRefused: Counter<'reason'>;
   readonly connectionErrors: Counter;
+  readonly clusterErrors: Counter;
   readonly messagesOut: Counter<'qos'>;
   readonly bytesOut: Counter;
   readonly dropped: Counter<'reason'>;
@@ -97,6 +98,11 @@ export function createBrokerMetrics(registry: Registry, connections: () => numbe
     connectionErrors: new Counter({
       name: 'ferry_broker_connection_errors_total',
       help: 'Connections closed for a protocol error before or during CONNECT (garbage bytes, bad packets)',
+      registers: [registry],
+    }),
+    clusterErrors: new Counter({
+      name: 'ferry_broker_cluster_redis_errors_total',
+      help: 'Errors on the cluster emitter\'s Redis connections (each is followed by a reconnect)',
       registers: [registry],
     }),
   };

@@ -12,6 +12,8 @@ export const FERRY_MAIN = fileURLToPath(new URL('../../ferry/dist/main.js', impo
 export interface BrokerProcess {
   readonly url: string;
   readonly output: () => string;
+  /** False once the process has exited. */
+  readonly running: () => boolean;
   /** SIGKILL, then wait for the exit. */
   kill(): Promise<void>;
   /** SIGTERM, then wait for the exit. */
@@ -25,7 +27,11 @@ export function killBrokerProcesses(): void {
   for (const child of running) child.kill('SIGKILL');
 }
 
-/** Writes `config` to <dir>/<name>.json and starts `ferry broker --config` on it; resolves once ready. */
+/**
+ * Writes `config` to <dir>/<name>.json and starts `ferry broker --config` on it; resolves once ready.
+ * Port 0 lets the broker pick one (no race with other tests for a probed port); the url is read from
+ * its ready line.
+ */
 export async function startBrokerProcess(dir: string, name: string, config: Record<string, unknown>, port: number): Promise<BrokerProcess> {
   if (!existsSync(FERRY_MAIN)) throw new Error(`${FERRY_MAIN} is missing: run \`npx tsc -b\` first`);
   const file = join(dir, `${name}.json`);
@@ -45,9 +51,13 @@ export async function startBrokerProcess(dir: string, name: string, config: Reco
   );
   await waitFor(() => output.includes('broker ready') || gone, { timeoutMs: 90_000, what: `broker ${name} to be ready` });
   if (gone) throw new Error(`broker ${name} exited before it was ready:\n${output}`);
+  const readyLine = output.split('\n').find((line) => line.includes('"broker ready"'));
+  const url = readyLine ? (JSON.parse(readyLine) as { url?: string }).url : undefined;
+  if (!url) throw new Error(`broker ${name}: no url in its ready line:\n${output}`);
   return {
-    url: `mqtt://127.0.0.1:${port}`,
+    url,
     output: () => output,
+    running: () => !gone,
     async kill() {
       if (!gone) child.kill('SIGKILL');
       await exited;
