@@ -56,14 +56,23 @@ export function windowFloor(maxSeq: number, windowPerGateway: number): number {
 
 /** JSON with object keys sorted, so equal content always hashes equally whatever the key order. */
 export function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map((v) => canonicalJson(v === undefined ? null : v)).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.entries(value as Record<string, unknown>)
-      .filter(([, v]) => v !== undefined)
-      .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
-    return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${canonicalJson(v)}`).join(',')}}`;
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i > 0 ? ',' : '') + canonicalJson(value[i] === undefined ? null : value[i]);
+    return `${out}]`;
   }
-  return JSON.stringify(value) ?? 'null';
+  // Hot (twice per reading): plain loops, no intermediate arrays of entries. The default sort
+  // compares UTF-16 code units, the same order as `<` on strings.
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record).sort();
+  let out = '{';
+  for (const key of keys) {
+    const v = record[key];
+    if (v === undefined) continue;
+    out += `${out.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonicalJson(v)}`;
+  }
+  return `${out}}`;
 }
 
 /** 64 bits of SHA-256 over the canonical JSON: a collision only hides a conflict, never loses data. */
@@ -182,7 +191,9 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
   return {
     lookup(gatewayId, seq) {
       const maxSeq = maxSeqOf(gatewayId);
-      if (maxSeq !== undefined && seq <= windowFloor(maxSeq, options.windowPerGateway)) return undefined;
+      // Above the highest recorded seq nothing is stored: the common case (a gateway's new batch) costs no query.
+      if (maxSeq === undefined || seq > maxSeq) return undefined;
+      if (seq <= windowFloor(maxSeq, options.windowPerGateway)) return undefined;
       const row = selectSeen.get(gatewayId, seq);
       if (!row) return undefined;
       if (row.outcome === WRITTEN) return { hash: row.hash, outcome: 'written' };

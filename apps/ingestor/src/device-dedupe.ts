@@ -40,6 +40,8 @@ export interface DeviceIdentity {
   readonly hash: string;
   /** The same key with a different hash is a conflict. */
   readonly strict: boolean;
+  /** The device time in the key, when it has one: lets a lookup above a device's newest stored time skip the query. */
+  readonly ts?: number;
 }
 
 /** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
@@ -55,10 +57,10 @@ export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'dire
   const { deviceId } = reading;
   if (reading.deviceSeq !== undefined) {
     return deviceTime !== undefined
-      ? { scope, deviceId, key: `s${reading.deviceSeq}@${deviceTime}`, hash, strict: true }
+      ? { scope, deviceId, key: `s${reading.deviceSeq}@${deviceTime}`, hash, strict: true, ts: deviceTime }
       : { scope, deviceId, key: `s${reading.deviceSeq}#${hash}`, hash, strict: false };
   }
-  if (deviceTime !== undefined) return { scope, deviceId, key: `t${deviceTime}#${hash}`, hash, strict: false };
+  if (deviceTime !== undefined) return { scope, deviceId, key: `t${deviceTime}#${hash}`, hash, strict: false, ts: deviceTime };
   if (origin === 'direct') return { scope, deviceId, key: `r${reading.receivedAt}#${hash}`, hash, strict: false };
   return undefined;
 }
@@ -96,6 +98,9 @@ function storedDevice(identity: DeviceIdentity): string {
 /** Pruning by age runs at most this often: it is a range delete, cheap but not free. */
 const PRUNE_EVERY_MS = 10_000;
 
+/** Devices whose newest stored device time is cached; past this the cache starts over (it is only a shortcut). */
+const MAX_CACHED_DEVICES = 100_000;
+
 export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedupeStore {
   let db: Database.Database;
   try {
@@ -108,15 +113,18 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
         key TEXT NOT NULL,
         hash TEXT NOT NULL,
         seen_at INTEGER NOT NULL,
+        ts INTEGER,
         PRIMARY KEY (device, key)
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS device_seen_at ON device_seen (seen_at);
     `);
+    addDeviceTimeColumn(db);
   } catch (err) {
     throw new FerryError('FERRY_ERR_STORAGE', `device dedupe store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
   }
   const select = db.prepare<[string, string], { hash: string }>('SELECT hash FROM device_seen WHERE device = ? AND key = ?');
-  const insert = db.prepare<[string, string, string, number]>('INSERT OR IGNORE INTO device_seen (device, key, hash, seen_at) VALUES (?, ?, ?, ?)');
+  const selectNewest = db.prepare<[string], { ts: number | null }>('SELECT MAX(ts) AS ts FROM device_seen WHERE device = ?');
+  const insert = db.prepare<[string, string, string, number, number | null]>('INSERT OR IGNORE INTO device_seen (device, key, hash, seen_at, ts) VALUES (?, ?, ?, ?, ?)');
   const update = db.prepare<[string, number, string, string]>('UPDATE device_seen SET hash = ?, seen_at = ? WHERE device = ? AND key = ?');
   const deleteOlder = db.prepare<[number]>('DELETE FROM device_seen WHERE seen_at < ?');
   const deleteOldestByKey = db.prepare<[number]>(
@@ -129,7 +137,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   const recordAll = db.transaction((identities: readonly DeviceIdentity[], now: number): number => {
     for (const i of identities) {
       const device = storedDevice(i);
-      if (insert.run(device, i.key, i.hash, now).changes > 0) held++;
+      if (insert.run(device, i.key, i.hash, now, i.ts ?? null).changes > 0) held++;
       else update.run(i.hash, now, device, i.key);
     }
     let discarded = 0;
@@ -144,14 +152,38 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     return discarded;
   });
 
+  // The newest device time stored per device (-Infinity: none). A key with a device time can only
+  // match a row stored with that same time, so a reading newer than the device's newest stored time
+  // is new without a query: the common case of a device reporting forward in time.
+  const newest = new Map<string, number>();
+  const newestOf = (device: string): number => {
+    let ts = newest.get(device);
+    if (ts === undefined) {
+      if (newest.size >= MAX_CACHED_DEVICES) newest.clear();
+      ts = selectNewest.get(device)?.ts ?? -Infinity;
+      newest.set(device, ts);
+    }
+    return ts;
+  };
+
   let open = true;
   return {
     lookup(identity) {
-      return select.get(storedDevice(identity), identity.key)?.hash;
+      const device = storedDevice(identity);
+      if (identity.ts !== undefined && identity.ts > newestOf(device)) return undefined;
+      return select.get(device, identity.key)?.hash;
     },
     record(identities, now) {
       if (identities.length === 0) return 0;
-      return recordAll(identities, now);
+      const discarded = recordAll(identities, now);
+      // After the commit only; a device not cached is read from the table when next needed.
+      for (const i of identities) {
+        if (i.ts === undefined) continue;
+        const device = storedDevice(i);
+        const ts = newest.get(device);
+        if (ts !== undefined && i.ts > ts) newest.set(device, i.ts);
+      }
+      return discarded;
     },
     get held() {
       return held;
@@ -162,4 +194,17 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       db.close();
     },
   };
+}
+
+/** Files from before the ts column: add it and fill it from the keys that carry a device time. */
+function addDeviceTimeColumn(db: Database.Database): void {
+  const columns = db.prepare<[], { name: string }>('PRAGMA table_info(device_seen)').all();
+  if (columns.some((c) => c.name === 'ts')) return;
+  db.transaction(() => {
+    db.exec('ALTER TABLE device_seen ADD COLUMN ts INTEGER');
+    db.exec(`UPDATE device_seen SET ts = CASE
+      WHEN key LIKE 's%@%' THEN CAST(substr(key, instr(key, '@') + 1) AS INTEGER)
+      WHEN key LIKE 't%#%' THEN CAST(substr(key, 2, instr(key, '#') - 2) AS INTEGER)
+      END`);
+  })();
 }

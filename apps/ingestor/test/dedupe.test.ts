@@ -2,6 +2,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import { canonicalJson, contentHash, judge, openDedupeStore, windowFloor } from '../src/dedupe.js';
 
 const dirs: string[] = [];
@@ -35,6 +36,30 @@ describe('content hash', () => {
   it('does not depend on key order', () => {
     expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe('{"a":{"c":"x","d":[1,{"x":1,"y":2}]},"b":1}');
     expect(contentHash({ seq: 1, metrics: { t: 1, h: 2 } })).toBe(contentHash({ metrics: { h: 2, t: 1 }, seq: 1 }));
+  });
+  it('stays what earlier versions stored, so a dedupe file survives an upgrade', () => {
+    // Computed by the first release's implementation (Object.entries, filter, sort, map).
+    const reading = { seq: 7, deviceId: 'dev-é 1', kind: 'telemetry', ts: 1700000000123, tsSource: 'device', receivedAt: 1700000000200, metrics: { temperature: 21.5, ok: true, label: 'a"b', n: -3 }, tags: { room: 'lab' }, deviceSeq: undefined };
+    expect(contentHash(reading)).toBe('44764983be721f66');
+  });
+  it('serialises any JSON value exactly as the first release did', () => {
+    // The first release's implementation, kept as the reference: stored hashes depend on it.
+    const reference = (value: unknown): string => {
+      if (Array.isArray(value)) return `[${value.map((v) => reference(v === undefined ? null : v)).join(',')}]`;
+      if (value !== null && typeof value === 'object') {
+        const entries = Object.entries(value as Record<string, unknown>)
+          .filter(([, v]) => v !== undefined)
+          .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0));
+        return `{${entries.map(([k, v]) => `${JSON.stringify(k)}:${reference(v)}`).join(',')}}`;
+      }
+      return JSON.stringify(value) ?? 'null';
+    };
+    fc.assert(
+      fc.property(fc.jsonValue(), (value) => {
+        expect(canonicalJson(value)).toBe(reference(value));
+      }),
+      { numRuns: 500 },
+    );
   });
   it('differs when a value differs', () => {
     expect(contentHash({ seq: 1, metrics: { t: 1 } })).not.toBe(contentHash({ seq: 1, metrics: { t: 1.5 } }));
@@ -83,6 +108,22 @@ describe('dedupe store', () => {
     store.record([{ gatewayId: 'other', seq: 0, hash: 'x', outcome: 'written' }]);
     expect(store.lookup('other', 0)?.outcome).toBe('written');
     store.close();
+  });
+
+  it('finds an older seq recorded after a newer one, across a reopen too (the high-water shortcut only skips seqs above it)', () => {
+    const path = tempDb();
+    const store = openDedupeStore({ path, windowPerGateway: 1000 });
+    store.record([{ gatewayId: 'gw', seq: 50, hash: 'new', outcome: 'written' }]);
+    store.record([{ gatewayId: 'gw', seq: 10, hash: 'old', outcome: 'written' }]);
+    expect(store.lookup('gw', 10)).toEqual({ hash: 'old', outcome: 'written' });
+    expect(store.lookup('gw', 51)).toBeUndefined();
+    store.record([{ gatewayId: 'gw', seq: 51, hash: 'next', outcome: 'written' }]);
+    expect(store.lookup('gw', 51)).toEqual({ hash: 'next', outcome: 'written' });
+    store.close();
+    const again = openDedupeStore({ path, windowPerGateway: 1000 });
+    expect(again.lookup('gw', 10)?.hash).toBe('old');
+    expect(again.lookup('gw', 51)?.hash).toBe('next');
+    again.close();
   });
 
   it('treats a seq below the window as unseen even before it is pruned from the file', () => {

@@ -3,6 +3,7 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Ack, DeviceReading } from '@ferry/protocol';
 import { defaultLimits, uplinkTopics } from '@ferry/protocol';
@@ -14,6 +15,7 @@ import { waitFor } from '@ferry/testkit';
 import { Accounting, imbalances } from '../src/accounting.js';
 import { openDedupeStore } from '../src/dedupe.js';
 import { deviceIdentity, judgeDevice, openDeviceDedupeStore } from '../src/device-dedupe.js';
+import type { DeviceIdentity } from '../src/device-dedupe.js';
 import { compileDeviceTopics } from '../src/direct.js';
 import { openDeviceJournal } from '../src/journal.js';
 import { ownsSource, partitionHash } from '../src/partition.js';
@@ -132,6 +134,46 @@ describe('device identity', () => {
   it('gives no identity to a gateway reading with neither deviceSeq nor device time, but one to a direct reading', () => {
     expect(deviceIdentity(deviceReading({ tsSource: 'gateway' }), 'gateway', 'gw')).toBeUndefined();
     expect(deviceIdentity(deviceReading({ tsSource: 'gateway' }), 'direct', 'direct')?.key).toMatch(/^r/);
+  });
+});
+
+describe('device dedupe store', () => {
+  const identity = (ts: number, deviceSeq?: number): DeviceIdentity =>
+    deviceIdentity(deviceReading({ ts, ...(deviceSeq !== undefined ? { deviceSeq } : {}) }), 'gateway', 'gw')!;
+
+  it('finds a reading older than the newest one recorded, in the same process and after a reopen', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    const [older, newer, newest] = [identity(T0 + 10, 1), identity(T0 + 20, 2), identity(T0 + 30)];
+    expect(store.lookup(newer)).toBeUndefined();
+    store.record([newer], NOW);
+    store.record([older], NOW);
+    expect(store.lookup(older)).toBe(older.hash);
+    expect(store.lookup(newer)).toBe(newer.hash);
+    expect(store.lookup(newest)).toBeUndefined();
+    store.record([newest], NOW);
+    expect(store.lookup(newest)).toBe(newest.hash);
+    store.close();
+    const again = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    closers.push(() => again.close());
+    for (const i of [older, newer, newest]) expect(again.lookup(i)).toBe(i.hash);
+  });
+
+  it('upgrades a file written before device times were stored, keeping every identity findable', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const strict = identity(T0 + 10, 4);
+    const loose = identity(T0 + 20);
+    const noTime = deviceIdentity(deviceReading({ tsSource: 'gateway', deviceSeq: 9 }), 'gateway', 'gw')!;
+    const old = new Database(path);
+    old.exec(`CREATE TABLE device_seen (device TEXT NOT NULL, key TEXT NOT NULL, hash TEXT NOT NULL, seen_at INTEGER NOT NULL,
+      PRIMARY KEY (device, key)) WITHOUT ROWID; CREATE INDEX device_seen_at ON device_seen (seen_at);`);
+    const insert = old.prepare('INSERT INTO device_seen VALUES (?, ?, ?, ?)');
+    for (const i of [strict, loose, noTime]) insert.run(`${i.scope}/${i.deviceId}`, i.key, i.hash, NOW);
+    old.close();
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    closers.push(() => store.close());
+    for (const i of [strict, loose, noTime]) expect(store.lookup(i)).toBe(i.hash);
+    expect(store.lookup(identity(T0 + 30))).toBeUndefined();
   });
 });
 
