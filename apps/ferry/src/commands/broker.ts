@@ -1,7 +1,7 @@
 // `ferry broker`: the MQTT broker between gateways and ingestors.
 import { Argument, Command, Option } from 'commander';
 import { parseConfig } from '@ferry/runtime';
-import { addCredential, brokerConfigSchema, createBroker, listCredentials, removeCredential } from '@ferry/broker';
+// The app is imported when the command runs, so that each process loads only its own app's code.
 import { configFromFlags, configHelp, LOG_LEVELS, toNumber } from '../flags.js';
 import { cliLogger, describeError, exitCodeFor, resolveConfig, runService, writeErr, writeOut } from '../service.js';
 
@@ -15,6 +15,7 @@ interface BrokerFlags {
 }
 
 export async function runBroker(flags: BrokerFlags): Promise<number> {
+  const { brokerConfigSchema, createBroker } = await import('@ferry/broker');
   let resolved;
   try {
     resolved = resolveConfig((input) => parseConfig(brokerConfigSchema, input, 'broker config'), {
@@ -55,6 +56,7 @@ async function readPasswordLine(): Promise<string> {
 
 /** `ferry broker passwd add|remove|list --file <path>`: the credential file of scrypt hashes. */
 export async function runPasswd(action: 'add' | 'remove' | 'list', username: string | undefined, file: string): Promise<number> {
+  const { addCredential, listCredentials, removeCredential } = await import('@ferry/broker');
   try {
     if (action === 'list') {
       for (const name of listCredentials(file)) writeOut(name);

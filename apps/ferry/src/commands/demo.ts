@@ -5,13 +5,11 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
-import { createBroker } from '@ferry/broker';
+// The apps are imported when the demo runs: every `ferry` command loads this module, and a
+// gateway on a Pi must not carry the broker's and ingestor's code in its heap.
 import type { Broker } from '@ferry/broker';
-import { createGateway } from '@ferry/gateway';
 import type { Gateway } from '@ferry/gateway';
-import { createIngestor } from '@ferry/ingestor';
 import type { Ingestor } from '@ferry/ingestor';
-import { createSimulator, simulatorConfigSchema } from '@ferry/simulator';
 import type { Simulator } from '@ferry/simulator';
 import { createLogger, createRegistry, parseConfig } from '@ferry/runtime';
 import type { LogLevel, Logger } from '@ferry/runtime';
@@ -117,6 +115,12 @@ async function drain(gateway: Gateway, ingestor: Ingestor, deadlineMs: number): 
 }
 
 export async function runDemo(flags: DemoFlags): Promise<number> {
+  const [{ createBroker }, { createGateway }, { createIngestor }, { createSimulator, simulatorConfigSchema }] = await Promise.all([
+    import('@ferry/broker'),
+    import('@ferry/gateway'),
+    import('@ferry/ingestor'),
+    import('@ferry/simulator'),
+  ]);
   let durationMs: number | undefined;
   let drainMs: number;
   try {

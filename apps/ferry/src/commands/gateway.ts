@@ -2,7 +2,7 @@
 // until the ingestor's end-to-end ack.
 import { Command, Option } from 'commander';
 import { parseConfig } from '@ferry/runtime';
-import { createGateway, gatewayConfigSchema } from '@ferry/gateway';
+// The app is imported when the command runs, so that each process loads only its own app's code.
 import type { GatewayConfigInput } from '@ferry/gateway';
 import { configFromFlags, configHelp, LOG_LEVELS, toNumber } from '../flags.js';
 import { cliLogger, describeError, exitCodeFor, resolveConfig, runService, writeErr } from '../service.js';
@@ -19,6 +19,7 @@ interface GatewayFlags {
 }
 
 export async function runGateway(flags: GatewayFlags): Promise<number> {
+  const { createGateway, gatewayConfigSchema } = await import('@ferry/gateway');
   let resolved;
   try {
     resolved = resolveConfig((input) => parseConfig(gatewayConfigSchema, input, 'gateway config'), {

@@ -3,7 +3,7 @@
 import { join } from 'node:path';
 import { Command, Option } from 'commander';
 import { parseConfig } from '@ferry/runtime';
-import { createIngestor, ingestorConfigSchema } from '@ferry/ingestor';
+// The app is imported when the command runs, so that each process loads only its own app's code.
 import type { IngestorConfigInput } from '@ferry/ingestor';
 import type { PlainObject } from '@ferry/runtime';
 import { configFromFlags, configHelp, LOG_LEVELS, toNumber } from '../flags.js';
@@ -58,6 +58,7 @@ function sinkFlags(flags: IngestorFlags, base: PlainObject): [string, unknown][]
 }
 
 export async function runIngestor(flags: IngestorFlags): Promise<number> {
+  const { createIngestor, ingestorConfigSchema } = await import('@ferry/ingestor');
   let resolved;
   try {
     resolved = resolveConfig((input) => parseConfig(ingestorConfigSchema, input, 'ingestor config'), {

@@ -1,7 +1,7 @@
 // `ferry simulate`: simulated devices publishing telemetry to a gateway (or any MQTT broker).
 import { Command, Option } from 'commander';
 import { parseConfig } from '@ferry/runtime';
-import { createSimulator, simulatorConfigSchema } from '@ferry/simulator';
+// The app is imported when the command runs, so that each process loads only its own app's code.
 import type { SimulatorConfigInput } from '@ferry/simulator';
 import { configFromFlags, configHelp, LOG_LEVELS, toNumber } from '../flags.js';
 import { cliLogger, describeError, exitCodeFor, resolveConfig, runService, writeErr } from '../service.js';
@@ -22,6 +22,7 @@ interface SimulateFlags {
 }
 
 export async function runSimulate(flags: SimulateFlags): Promise<number> {
+  const { createSimulator, simulatorConfigSchema } = await import('@ferry/simulator');
   let resolved;
   try {
     resolved = resolveConfig((input) => parseConfig(simulatorConfigSchema, input, 'simulator config'), {
