@@ -14,6 +14,7 @@ import { createAcl, parseAcl } from './acl.js';
 import type { Acl } from './acl.js';
 import { credentialFileAuthenticator, readCredentialFile } from './credentials.js';
 import { openClusterEngine } from './cluster.js';
+import { guardPacketSize, maxPacketBytes } from './packet-guard.js';
 import type { ClusterEngine } from './cluster.js';
 import { forwardHook } from './forward.js';
 import { openListeners } from './listeners.js';
@@ -307,6 +308,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
       logger.info({ event: 'connection_error', remote: remoteOf(client), err: err.message }, 'connection error before CONNECT');
     });
 
+    const maxRemaining = maxPacketBytes(config.maxPayloadBytes);
     listeners = await openListeners(config, {
       admit(socket, kind) {
         if (sockets.size >= config.limits.maxConnections) {
@@ -319,6 +321,14 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
         return true;
       },
       accept(stream, req) {
+        guardPacketSize(stream, maxRemaining, (announced) => {
+          metrics.connectionsRefused.inc({ reason: 'packet_too_large' });
+          const socket = stream as Partial<Socket>;
+          logger.warn(
+            { event: 'packet_too_large', remote: socket.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? ''}` : undefined, announcedBytes: announced, maxPacketBytes: maxRemaining },
+            'a packet announced beyond the size bound; closing the connection before its body arrives',
+          );
+        });
         broker.handle(stream, req);
       },
     });
