@@ -47,7 +47,8 @@ async function startFerry(dir, synchronous) {
       limits: { maxQueuedBytes: 256 * 1024 * 1024 },
     }),
   );
-  const child = spawn(process.execPath, [FERRY_MAIN, 'broker', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...profile, FERRY_MAIN, 'broker', '--config', file], { stdio: ['ignore', 'pipe', 'pipe'] });
   let out = '';
   child.stdout.on('data', (c) => (out += c));
   child.stderr.on('data', (c) => (out += c));

@@ -156,7 +156,19 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
       // Wills the broker publishes for a client that vanished while it was down come without one.
       if (client) ctx.accepted(packet.qos, size);
       if (client && packet.qos === 1 && ctx.persistence && typeof packet.payload !== 'string') {
-        journaled.set(packet.payload, ctx.persistence.journalInbound(packet));
+        // The PUBACK waits for the journal's group commit.
+        const payload = packet.payload;
+        ctx.persistence.journalInbound(packet, (err, seq) => {
+          if (err) {
+            ctx.metrics.refused.inc({ reason: 'storage' });
+            ctx.logger.error({ event: 'journal_failed', clientId: client.id, topic: packet.topic, err: err.message }, 'QoS 1 publish could not be journaled; closing the connection so it is resent');
+            done(err);
+            return;
+          }
+          if (seq !== undefined) journaled.set(payload, seq);
+          done(null);
+        });
+        return;
       }
       done(null);
     },

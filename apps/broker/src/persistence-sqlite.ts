@@ -145,6 +145,12 @@ export class SqlitePersistence {
   #broker: BrokerRef | undefined;
   #destroyed = false;
   readonly #stmt;
+  /** Journal entries waiting for the next group commit, with who waits for their seq. */
+  #journalQueue: { packed: Buffer; done: (err: Error | null, seq?: number) => void }[] = [];
+  /** Journal seqs to clear at the next group commit. */
+  #journalCleared: number[] = [];
+  #journalFlush: NodeJS.Immediate | undefined;
+  readonly #journalCommit: (packed: readonly Buffer[], cleared: readonly number[]) => number[];
 
   constructor(options: SqlitePersistenceOptions) {
     const db = new Database(options.path);
@@ -199,6 +205,11 @@ export class SqlitePersistence {
       ),
     };
     for (const row of this.#stmt.subAll.iterate()) this.#remember(row.client_id, subscriptionOf(row));
+    const { journalPut, journalDel } = this.#stmt;
+    this.#journalCommit = db.transaction((packed: readonly Buffer[], cleared: readonly number[]): number[] => {
+      for (const seq of cleared) journalDel.run(seq);
+      return packed.map((p) => Number(journalPut.run(p).lastInsertRowid));
+    });
   }
 
   get broker(): BrokerRef | undefined {
@@ -221,14 +232,49 @@ export class SqlitePersistence {
   // clears it once aedes has stored and relayed it, and replays what is left after a crash
   // (at least once, as QoS 1 allows).
 
-  /** Records an accepted QoS 1 publish before its PUBACK; returns the entry to clear. */
-  journalInbound(packet: { topic: string; payload: Buffer | string; qos: number; retain: boolean }): number {
+  // Group commit: every publish and clear asked for in one turn of the event loop goes into one
+  // transaction (one WAL commit, or one fsync with synchronous=full), not one each. aedes handles
+  // all the packets of a socket read at once, so a busy publisher's window shares a commit.
+
+  /** Records an accepted QoS 1 publish; `done` gets the entry's seq once it is committed, and only then may aedes ack it. */
+  journalInbound(packet: { topic: string; payload: Buffer | string; qos: number; retain: boolean }, done: (err: Error | null, seq?: number) => void): void {
     const entry = { topic: packet.topic, payload: packet.payload, qos: packet.qos, retain: packet.retain };
-    return Number(this.#stmt.journalPut.run(pack(entry)).lastInsertRowid);
+    this.#journalQueue.push({ packed: pack(entry), done });
+    this.#scheduleJournalCommit();
   }
 
+  /** Clears an entry once aedes stored and relayed its publish; committed with the next group. */
   journalDone(seq: number): void {
-    this.#stmt.journalDel.run(seq);
+    this.#journalCleared.push(seq);
+    this.#scheduleJournalCommit();
+  }
+
+  #scheduleJournalCommit(): void {
+    this.#journalFlush ??= setImmediate(() => this.#commitJournal());
+  }
+
+  #commitJournal(): void {
+    if (this.#journalFlush) clearImmediate(this.#journalFlush);
+    this.#journalFlush = undefined;
+    const queue = this.#journalQueue;
+    const cleared = this.#journalCleared;
+    if (queue.length === 0 && cleared.length === 0) return;
+    this.#journalQueue = [];
+    this.#journalCleared = [];
+    let seqs: number[];
+    try {
+      seqs = this.#journalCommit(
+        queue.map((q) => q.packed),
+        cleared,
+      );
+    } catch (err) {
+      // Nothing committed: the publishes are refused (their clients resend), the clears wait for the
+      // next commit, and until then a crash would only replay them (at least once).
+      this.#journalCleared.push(...cleared);
+      for (const q of queue) q.done(err as Error);
+      return;
+    }
+    queue.forEach((q, i) => q.done(null, seqs[i]));
   }
 
   /** Publishes the journal holds from before a crash, oldest first. */
@@ -439,6 +485,8 @@ export class SqlitePersistence {
     await Promise.resolve();
     if (this.#destroyed) throw new Error('destroyed called twice!');
     this.#destroyed = true;
+    // What is queued goes in before the file closes, so a clean stop replays nothing.
+    this.#commitJournal();
     this.#db.close();
   }
 }

@@ -68,6 +68,44 @@ describe('SQLite persistence across a broker kill -9', () => {
     await broker.stop();
   });
 
+  it('delivers every QoS 1 publish it acknowledged, when killed right after the last PUBACK', async () => {
+    const config = { dataDir: join(dir, 'acked') };
+    let broker = await startBrokerProcess(dir, 'acked', config, 0);
+    const sub1 = await connect(broker.url, { clientId: 'acked-sub', clean: false });
+    await sub1.subscribeAsync('acked/#', { qos: 1 });
+    await sub1.endAsync();
+
+    // Four publishers, 50 publishes in flight each: PUBACKs come from group commits of many publishes.
+    const TOTAL = 2000;
+    const publishers = await Promise.all([0, 1, 2, 3].map((i) => connect(broker.url, { clientId: `acked-pub-${i}` })));
+    const acked: string[] = [];
+    await Promise.all(
+      publishers.map(async (pub, p) => {
+        for (let start = p * 50; start < TOTAL; start += 200) {
+          const window = Array.from({ length: 50 }, (_, k) => `m${start + k}`).filter((_, k) => start + k < TOTAL);
+          await Promise.all(window.map((m) => pub.publishAsync(`acked/${p}`, m, { qos: 1 }).then(() => acked.push(m))));
+        }
+      }),
+    );
+    await broker.kill();
+    expect(acked).toHaveLength(TOTAL);
+
+    broker = await startBrokerProcess(dir, 'acked', config, 0);
+    const sub2 = mqtt.connect(broker.url, { protocolVersion: 4, reconnectPeriod: 0, clientId: 'acked-sub', clean: false });
+    clients.push(sub2);
+    const seen = collect(sub2);
+    const delivered = new Set<string>();
+    await waitFor(
+      () => {
+        for (const m of seen) delivered.add(m.payload);
+        return delivered.size >= TOTAL;
+      },
+      { timeoutMs: 30_000, what: `all ${TOTAL} acknowledged publishes at the subscriber (${delivered.size} so far)` },
+    );
+    expect([...delivered].sort()).toEqual([...acked].sort());
+    await broker.stop();
+  });
+
   it('keeps retained messages across the restart', async () => {
     const port = await freePort();
     const config = { dataDir: join(dir, 'retained') };
