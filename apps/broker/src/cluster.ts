@@ -20,7 +20,12 @@ interface AsyncPersistence {
   destroy(): Promise<void>;
 }
 
-const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: RedisConnection) => AsyncPersistence;
+const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.js') as new (opts: { conn: RedisClient }) => AsyncPersistence;
+/** ioredis as aedes-persistence-redis resolves it: the connection is made here so its errors have a listener. */
+interface RedisClient {
+  on(event: 'error', listener: (err: Error) => void): void;
+}
+const Redis = createRequire(require.resolve('aedes-persistence-redis/asyncPersistence.js'))('ioredis') as new (opts: RedisConnection) => RedisClient;
 /** An mqemitter; aedes types it as any. */
 export type Emitter = object;
 interface RedisEmitter extends Emitter {
@@ -71,8 +76,11 @@ function connectionOf(redisUrl: string): RedisConnection {
 export function openClusterEngine(redisUrl: string, onError: (err: Error) => void): ClusterEngine {
   const mq = mqemitterRedis({ connectionString: redisUrl });
   mq.state.on('error', onError);
+  // Without a listener ioredis prints "Unhandled error event" for every failed reconnect.
+  const conn = new Redis(connectionOf(redisUrl));
+  conn.on('error', onError);
   return {
-    persistence: withStreams(new AsyncRedisPersistence(connectionOf(redisUrl))),
+    persistence: withStreams(new AsyncRedisPersistence({ conn })),
     mq,
   };
 }
