@@ -38,22 +38,27 @@ async function connect(url: string, options: IClientOptions = {}): Promise<MqttC
   return client;
 }
 
+/** Subscribes on B, publishes `text` on A until it arrives, and returns what B's subscriber got first. */
+async function relayAtoB(topic: string, text: string): Promise<string | undefined> {
+  const sub = await connect(b.url);
+  const seen: string[] = [];
+  sub.on('message', (_topic, payload) => seen.push(payload.toString()));
+  await sub.subscribeAsync(`${topic}/#`, { qos: 1 });
+  const pub = await connect(a.url);
+  // The subscription reaches broker A through Redis shortly after the SUBACK; publish until it arrives.
+  await waitFor(
+    async () => {
+      await pub.publishAsync(`${topic}/x`, text, { qos: 1 });
+      return seen.length > 0;
+    },
+    { timeoutMs: 20_000, what: `a publish on A at the subscriber on B (${topic})` },
+  );
+  return seen[0];
+}
+
 describe('cluster mode (mqemitter-redis + aedes-persistence-redis)', () => {
   it('relays a publish on one broker to a subscriber on the other', async () => {
-    const sub = await connect(b.url);
-    const seen: string[] = [];
-    sub.on('message', (_topic, payload) => seen.push(payload.toString()));
-    await sub.subscribeAsync('cluster/#', { qos: 1 });
-    const pub = await connect(a.url);
-    // The subscription reaches broker A through Redis shortly after the SUBACK; publish until it arrives.
-    await waitFor(
-      async () => {
-        await pub.publishAsync('cluster/x', 'across', { qos: 1 });
-        return seen.length > 0;
-      },
-      { timeoutMs: 20_000, what: 'a publish on A at the subscriber on B' },
-    );
-    expect(seen[0]).toBe('across');
+    expect(await relayAtoB('cluster', 'across')).toBe('across');
   });
 
   it('resumes a persistent session on the other broker with the messages queued meanwhile', async () => {
@@ -85,19 +90,6 @@ describe('cluster mode (mqemitter-redis + aedes-persistence-redis)', () => {
     });
     await redis.restart();
     expect(a.running() && b.running()).toBe(true);
-
-    const sub = await connect(b.url);
-    const seen: string[] = [];
-    sub.on('message', (_topic, payload) => seen.push(payload.toString()));
-    await sub.subscribeAsync('after/#', { qos: 1 });
-    const pub = await connect(a.url);
-    await waitFor(
-      async () => {
-        await pub.publishAsync('after/x', 'back', { qos: 1 });
-        return seen.length > 0;
-      },
-      { timeoutMs: 20_000, what: 'a publish on A at the subscriber on B after the Redis restart' },
-    );
-    expect(seen[0]).toBe('back');
+    expect(await relayAtoB('after', 'back')).toBe('back');
   });
 });
