@@ -4,7 +4,8 @@
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { deserialize, serialize } from 'node:v8';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
+import { openSqlite } from '@ferry/runtime';
 
 const require = createRequire(import.meta.url);
 
@@ -153,11 +154,12 @@ export class SqlitePersistence {
   readonly #journalCommit: (packed: readonly Buffer[], cleared: readonly number[]) => number[];
 
   constructor(options: SqlitePersistenceOptions) {
-    const db = new Database(options.path);
-    db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
-    db.pragma('busy_timeout = 5000');
-    db.exec(SCHEMA);
+    const db = openSqlite({
+      path: options.path,
+      what: 'broker persistence',
+      synchronous: options.synchronous === 'normal' ? 'normal' : 'full',
+      setup: (d) => d.exec(SCHEMA),
+    });
     this.#db = db;
     this.#stmt = {
       retainedPut: db.prepare('INSERT INTO retained (topic, packet) VALUES (?, ?) ON CONFLICT (topic) DO UPDATE SET packet = excluded.packet'),

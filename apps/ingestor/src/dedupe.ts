@@ -17,9 +17,9 @@
 // the only cost is that a resend of those seqs is written again (an overwrite) and acked as
 // accepted instead of duplicate.
 import { createHash } from 'node:crypto';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { ErrorCode } from '@ferry/protocol';
-import { FerryError } from '@ferry/protocol';
+import { openSqlite } from '@ferry/runtime';
 
 /** What a settled seq ended as. */
 export type SeenRecord =
@@ -97,6 +97,11 @@ export interface DedupeStore {
   record(entries: readonly DedupeEntry[]): number;
   counts(): DedupeCounts;
   close(): void;
+  /**
+   * The SQLite connection, when there is one: a stage that must save its own state atomically with
+   * record() (the rollup windows, rollup.ts) calls record() inside a transaction of this connection.
+   */
+  readonly database?: Database.Database;
 }
 
 export interface DedupeStoreOptions {
@@ -115,12 +120,12 @@ const WRITTEN = 1;
 const REJECTED = 2;
 
 export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
-  let db: Database.Database;
-  try {
-    db = new Database(options.path);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    db.exec(`
+  const db = openSqlite({
+    path: options.path,
+    what: 'dedupe store',
+    synchronous: 'normal',
+    setup: (d) =>
+      d.exec(`
       CREATE TABLE IF NOT EXISTS seen (
         gateway TEXT NOT NULL,
         seq INTEGER NOT NULL,
@@ -135,10 +140,8 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
         max_seq INTEGER NOT NULL,
         pruned INTEGER NOT NULL DEFAULT 0
       );
-    `);
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_STORAGE', `dedupe store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
-  }
+    `),
+  });
   const selectSeen = db.prepare<[string, number], SeenRow>('SELECT hash, outcome, code, reason FROM seen WHERE gateway = ? AND seq = ?');
   const upsertWritten = db.prepare<[string, number, string]>(
     `INSERT INTO seen (gateway, seq, hash, outcome, code, reason) VALUES (?, ?, ?, ${WRITTEN}, NULL, NULL)
@@ -189,6 +192,7 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
 
   let open = true;
   return {
+    database: db,
     lookup(gatewayId, seq) {
       const maxSeq = maxSeqOf(gatewayId);
       // Above the highest recorded seq nothing is stored: the common case (a gateway's new batch) costs no query.

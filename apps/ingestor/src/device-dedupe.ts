@@ -26,10 +26,10 @@
 //
 // Persisted (SQLite, WAL, synchronous=NORMAL) so the window survives restarts; a power cut can lose
 // the last records, which only reopens the window for them.
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import type { DeviceReading } from '@ferry/protocol';
-import { FerryError } from '@ferry/protocol';
 import { contentHash } from './dedupe.js';
+import { openSqlite } from '@ferry/runtime';
 
 export interface DeviceIdentity {
   /** The gateway the reading came through, or the direct gateway tag. */
@@ -102,12 +102,12 @@ const PRUNE_EVERY_MS = 10_000;
 const MAX_CACHED_DEVICES = 100_000;
 
 export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedupeStore {
-  let db: Database.Database;
-  try {
-    db = new Database(options.path);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    db.exec(`
+  const db = openSqlite({
+    path: options.path,
+    what: 'device dedupe store',
+    synchronous: 'normal',
+    setup: (d) => {
+      d.exec(`
       CREATE TABLE IF NOT EXISTS device_seen (
         device TEXT NOT NULL,
         key TEXT NOT NULL,
@@ -118,10 +118,9 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS device_seen_at ON device_seen (seen_at);
     `);
-    addDeviceTimeColumn(db);
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_STORAGE', `device dedupe store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
-  }
+      addDeviceTimeColumn(d);
+    },
+  });
   const select = db.prepare<[string, string], { hash: string }>('SELECT hash FROM device_seen WHERE device = ? AND key = ?');
   const selectNewest = db.prepare<[string], { ts: number | null }>('SELECT MAX(ts) AS ts FROM device_seen WHERE device = ?');
   const insert = db.prepare<[string, string, string, number, number | null]>('INSERT OR IGNORE INTO device_seen (device, key, hash, seen_at, ts) VALUES (?, ?, ?, ?, ?)');

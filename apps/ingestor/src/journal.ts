@@ -12,9 +12,9 @@
 //
 // Bound: at `maxRows` rows appends wait (no PUBACK), so the broker holds the device messages, until
 // deletes make room.
-import Database from 'better-sqlite3';
 import { FerryError } from '@ferry/protocol';
 import type { DirectEntry } from './direct.js';
+import { openSqlite } from '@ferry/runtime';
 
 export interface DeviceJournal {
   /** Commits the message, then calls back (error: not committed, do not PUBACK). */
@@ -50,22 +50,20 @@ interface JournalRow {
 }
 
 export function openDeviceJournal(options: DeviceJournalOptions): DeviceJournal {
-  let db: Database.Database;
-  try {
-    db = new Database(options.path);
-    db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS journal (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        topic TEXT NOT NULL,
-        payload BLOB NOT NULL,
-        received_at INTEGER NOT NULL
-      );
-    `);
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_STORAGE', `device journal ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
-  }
+  const db = openSqlite({
+    path: options.path,
+    what: 'device journal',
+    synchronous: options.synchronous === 'full' ? 'full' : 'normal',
+    setup: (d) =>
+      d.exec(`
+        CREATE TABLE IF NOT EXISTS journal (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          topic TEXT NOT NULL,
+          payload BLOB NOT NULL,
+          received_at INTEGER NOT NULL
+        );
+      `),
+  });
   const insert = db.prepare<[string, Buffer, number]>('INSERT INTO journal (topic, payload, received_at) VALUES (?, ?, ?)');
   const selectAfter = db.prepare<[number, number], JournalRow>('SELECT id, topic, payload, received_at FROM journal WHERE id > ? ORDER BY id LIMIT ?');
   const deleteOne = db.prepare<[number]>('DELETE FROM journal WHERE id = ?');

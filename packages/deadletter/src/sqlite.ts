@@ -1,11 +1,9 @@
 // The SQLite DeadLetterStore: one file, bounded, with the counts by code kept in the file so
 // they survive restarts and the bound's discards stay visible.
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { FerryError } from '@ferry/protocol';
 import type { ErrorCode } from '@ferry/protocol';
-import { systemClock } from '@ferry/runtime';
+import { openSqlite, systemClock } from '@ferry/runtime';
 import type { Clock } from '@ferry/runtime';
 import type { DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterStore, NewDeadLetter } from './store.js';
 
@@ -124,18 +122,13 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
   if (!Number.isInteger(maxEntries) || maxEntries < 1) {
     throw new FerryError('FERRY_ERR_CONFIG_INVALID', `maxEntries must be a positive integer, got ${String(maxEntries)}`, { field: 'maxEntries' });
   }
-  let db: Database.Database;
-  try {
-    if (options.path !== ':memory:') mkdirSync(dirname(options.path), { recursive: true });
-    db = new Database(options.path);
-    db.pragma('journal_mode = WAL');
-    db.pragma(`synchronous = ${options.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
-    // The CLI may read the file while a gateway or ingestor writes to it.
-    db.pragma('busy_timeout = 5000');
-    migrate(db);
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_STORAGE', `dead-letter store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path }, { cause: err });
-  }
+  // The busy timeout: the CLI may read the file while a gateway or ingestor writes to it.
+  const db = openSqlite({
+    path: options.path,
+    what: 'dead-letter store',
+    synchronous: options.synchronous === 'normal' ? 'normal' : 'full',
+    setup: migrate,
+  });
 
   const insert = db.prepare<[number, string, string, string | null, Buffer, string | null, string | null, string | null, number | null], Row>(
     `INSERT INTO dead_letters (at, code, reason, issues, payload, gateway_id, device_id, topic, seq)

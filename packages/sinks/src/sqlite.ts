@@ -12,10 +12,9 @@
 //   file stays consistent either way. Choose it only if losing the last seconds is acceptable.
 // Values: floats are SQLite REALs (exact, except that -0 reads back as 0), booleans 0/1
 // integers, strings text, each in its own column so the type survives.
-import { mkdirSync } from 'node:fs';
-import { dirname } from 'node:path';
-import Database from 'better-sqlite3';
+import type Database from 'better-sqlite3';
 import { FerryError } from '@ferry/protocol';
+import { openSqlite } from '@ferry/runtime';
 import type { FieldValue, Point, PointRejection, Sink, SinkWriteResult } from './sink.js';
 import { checkPoint, seriesTags } from './point-rules.js';
 
@@ -93,11 +92,13 @@ function fieldValueOf(row: FieldRow): FieldValue {
 
 export function createSqliteSink(opts: SqliteSinkOptions): SqliteSink {
   const description = `sqlite ${opts.path}`;
-  if (opts.path !== ':memory:') mkdirSync(dirname(opts.path), { recursive: true });
-  const db = new Database(opts.path, { timeout: opts.busyTimeoutMs ?? 2_000 });
-  db.pragma('journal_mode = WAL');
-  db.pragma(`synchronous = ${opts.synchronous === 'normal' ? 'NORMAL' : 'FULL'}`);
-  db.exec(SCHEMA);
+  const db = openSqlite({
+    path: opts.path,
+    what: 'SQLite sink',
+    synchronous: opts.synchronous === 'normal' ? 'normal' : 'full',
+    busyTimeoutMs: opts.busyTimeoutMs ?? 2_000,
+    setup: (d) => d.exec(SCHEMA),
+  });
 
   const upsert = db.prepare(`
     INSERT INTO point_fields (measurement, series, tags, field, value_float, value_bool, value_text, ts_ns)
