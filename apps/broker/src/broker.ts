@@ -14,6 +14,7 @@ import { createAcl, parseAcl } from './acl.js';
 import type { Acl } from './acl.js';
 import { credentialFileAuthenticator, readCredentialFile } from './credentials.js';
 import { openClusterEngine } from './cluster.js';
+import { holdUntilConnack } from './connack-first.js';
 import { guardPacketSize, maxPacketBytes } from './packet-guard.js';
 import type { ClusterEngine } from './cluster.js';
 import { forwardHook } from './forward.js';
@@ -341,6 +342,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
             'a packet announced beyond the size bound; closing the connection before its body arrives',
           );
         });
+        holdUntilConnack(stream);
         broker.handle(stream, req);
       },
     });

@@ -81,6 +81,22 @@ describe('cluster mode (mqemitter-redis + aedes-persistence-redis)', () => {
     expect(seen).toEqual(['queued']);
   });
 
+  it('gets every CONNACK through when sessions move while their messages are in flight', async () => {
+    // Before the CONNACK-first guard, a queued message could reach the client ahead of its CONNACK
+    // and MQTT.js then timed out the connect: about 1 move in 30.
+    const options = { protocolVersion: 4 as const, reconnectPeriod: 0, clean: false, connectTimeout: 10_000 };
+    const pub = await connect(b.url);
+    for (let i = 0; i < 40; i++) {
+      const clientId = `mover-${i}`;
+      const first = await mqtt.connectAsync(a.url, { ...options, clientId });
+      await first.subscribeAsync('move/#', { qos: 1 });
+      await first.endAsync();
+      await pub.publishAsync('move/1', `m${i}`, { qos: 1 });
+      const second = await mqtt.connectAsync(b.url, { ...options, clientId });
+      await second.endAsync(true);
+    }
+  });
+
   it('stays up through a Redis crash and relays again once Redis is back', async () => {
     await redis.kill();
     // ioredis notices at once and keeps reconnecting; each failure is logged, not thrown.
