@@ -27,6 +27,8 @@ export interface StackOptions {
   readonly brokerUrl?: string;
   readonly gateway?: Partial<GatewayConfigInput>;
   readonly gatewayId?: string;
+  /** Extra ingestor settings (e.g. `health`), merged over the stack's own. */
+  readonly ingestor?: Partial<IngestorConfigInput>;
 }
 
 export async function startStack(options: StackOptions = {}): Promise<Stack> {
@@ -46,6 +48,7 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       broker: { url: brokerUrl },
       http: { host: '127.0.0.1', port: 0 },
       ...(options.sink ? { sink: options.sink } : {}),
+      ...options.ingestor,
     },
     { logger },
   );

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import mqtt from 'mqtt';
 import { decodeGatewayStatus, parseUplinkTopic } from '@ferry/protocol';
-import { readConfigFile } from '@ferry/runtime';
-import type { Clock, Logger } from '@ferry/runtime';
+import { Counter, Gauge, readConfigFile } from '@ferry/runtime';
+import type { Clock, Logger, Registry } from '@ferry/runtime';
 import {
   createLogNotifier,
   createMqttNotifier,
@@ -17,7 +17,7 @@ import {
   HealthMonitor,
   parseRules,
 } from '@ferry/health';
-import type { AlertRule, Notifier, NotifierHub, ObservedReading, SqliteHealthStore } from '@ferry/health';
+import type { AlertRule, MqttNotifier, Notifier, NotifierHub, ObservedReading, SqliteHealthStore } from '@ferry/health';
 
 const DEFAULT_RULES = [
   { name: 'device-offline', kind: 'device-offline', for: '5m', keepFiringFor: '5m', severity: 'warning' },
@@ -56,6 +56,10 @@ export const healthConfigSchema = z
           .default([]),
         /** Publish alert changes under this topic prefix on the ingestor's broker. */
         mqttTopic: z.string().min(1).optional(),
+        /** Publish them retained: a subscriber joining later sees each alert's latest state. */
+        mqttRetain: z.boolean().default(false),
+        /** Alert messages held for the broker while it is away; beyond this the oldest are dropped (counted). */
+        mqttMaxQueued: z.number().int().positive().default(1000),
       })
       .strict()
       .prefault({}),
@@ -81,6 +85,8 @@ export interface IngestorHealthOptions {
   readonly links: () => { broker: boolean; sink: boolean };
   /** Dead letters held now. */
   readonly deadLetters: () => number;
+  /** Where the ferry_health_* metrics go (retention, alerts, notifiers). */
+  readonly registry?: Registry;
 }
 
 export interface IngestorHealth {
@@ -133,6 +139,7 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     throw err;
   }
   let mqttClient: mqtt.MqttClient | undefined;
+  let mqttNotifier: MqttNotifier | undefined;
   const notifiers: Notifier[] = [];
   if (config.notifiers.log) notifiers.push(createLogNotifier(logger));
   config.notifiers.webhooks.forEach((hook, i) =>
@@ -146,14 +153,44 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
       ...(options.brokerAuth?.username !== undefined ? { username: options.brokerAuth.username } : {}),
       ...(options.brokerAuth?.password !== undefined ? { password: options.brokerAuth.password } : {}),
     });
-    mqttClient.on('error', (err) => logger.warn({ err: err.message }, 'alert MQTT connection failed; retrying'));
-    notifiers.push(createMqttNotifier({ client: mqttClient, topic: config.notifiers.mqttTopic }));
+    // MQTT.js retries every second and reports each failed try: one line per outage, not per try.
+    let lost = false;
+    mqttClient.on('error', (err) => {
+      if (!lost) logger.warn({ err: err.message }, 'alert MQTT connection failed; retrying, alert messages are queued meanwhile');
+      lost = true;
+    });
+    mqttClient.on('offline', () => {
+      if (!lost) logger.warn('alert MQTT connection lost; retrying, alert messages are queued meanwhile');
+      lost = true;
+    });
+    mqttClient.on('connect', () => {
+      if (lost) logger.info({ queued: mqttNotifier?.queued ?? 0 }, 'alert MQTT connection back; queued alert messages go out');
+      lost = false;
+    });
+    mqttNotifier = createMqttNotifier({ client: mqttClient, topic: config.notifiers.mqttTopic, retain: config.notifiers.mqttRetain, maxQueued: config.notifiers.mqttMaxQueued });
+    notifiers.push(mqttNotifier);
   }
   const hub = createNotifierHub(notifiers, logger);
+  if (options.registry) registerHealthMetrics(options.registry, monitor, hub, () => mqttNotifier);
   let tickTimer: NodeJS.Timeout | undefined;
   let flushTimer: NodeJS.Timeout | undefined;
+  /** A refusal episode (fleet at maxDevices or maxGateways) is logged once, not once per message. */
+  let refusing = false;
+  let refusingGateways = false;
+
+  function refused(deviceId: string): void {
+    if (refusing) return;
+    refusing = true;
+    const { maxDevices } = monitor.fleet.defaults;
+    logger.warn({ maxDevices, deviceId }, 'health: tracking maxDevices devices already; messages of further devices are not tracked (ferry_health_device_messages_refused_total) until silent ones are forgotten');
+  }
 
   function tick(): void {
+    if (refusing && !monitor.fleet.full) {
+      refusing = false;
+      logger.info({ devices: monitor.fleet.deviceCount }, 'health: below maxDevices again; new devices are tracked');
+    }
+    if (refusingGateways && monitor.fleet.gatewayCount < monitor.fleet.defaults.maxGateways) refusingGateways = false;
     monitor.setLinks(options.links());
     try {
       monitor.observeDeadLetters(options.deadLetters());
@@ -179,7 +216,7 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
       try {
         for (const item of items) {
           const reading = observed(item);
-          if (reading) monitor.observeReading(reading);
+          if (reading && !monitor.observeReading(reading)) refused(reading.deviceId);
         }
       } catch (err) {
         logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');
@@ -188,7 +225,9 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     observeStatusMessage(topic, payload) {
       if (payload.byteLength === 0 || parseUplinkTopic(topic)?.kind !== 'status') return;
       const status = decodeGatewayStatus(payload);
-      if (status) monitor.observeGatewayStatus(status, clock.now());
+      if (!status || monitor.observeGatewayStatus(status, clock.now()) || refusingGateways) return;
+      refusingGateways = true;
+      logger.warn({ maxGateways: monitor.fleet.defaults.maxGateways, gatewayId: status.gatewayId }, 'health: tracking maxGateways gateways already; statuses of further gateways are not tracked (ferry_health_gateway_statuses_refused_total)');
     },
     start() {
       if (!config.enabled) return Promise.resolve();
@@ -204,8 +243,94 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
       if (flushTimer) clearInterval(flushTimer);
       flush();
       store.close();
+      // The hub waits for each notifier's current batch (the MQTT one at most its waitMs); what is
+      // still unacknowledged then is given up, so a broker that is away cannot hold up the shutdown.
       await hub.close();
-      if (mqttClient) await mqttClient.endAsync();
+      if (mqttClient) await mqttClient.endAsync(true);
     },
   };
+}
+
+/** ferry_health_*: read from the monitor at scrape time, like the ingestor's own counters. */
+function registerHealthMetrics(registry: Registry, monitor: HealthMonitor, hub: NotifierHub, mqttNotifier: () => MqttNotifier | undefined): void {
+  new Gauge({
+    name: 'ferry_health_devices',
+    help: 'Devices tracked by the health model, per liveness state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [state, n] of Object.entries(monitor.summary().devices)) if (state !== 'total') this.set({ state }, n);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_devices_forgotten_total',
+    help: 'Devices forgotten after health.defaults.forgetAfter without a message (or beyond maxDevices at a restart)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(monitor.fleet.retention().forgottenDevices);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_device_messages_refused_total',
+    help: 'Readings and status messages of new devices not tracked because the fleet was at health.defaults.maxDevices',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(monitor.fleet.retention().refused);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_gateway_statuses_refused_total',
+    help: 'Statuses of new gateways not tracked because health.defaults.maxGateways were',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(monitor.fleet.retention().refusedGateways);
+    },
+  });
+  new Gauge({
+    name: 'ferry_health_alerts',
+    help: 'Active alerts, per state',
+    labelNames: ['state'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      const { firing, pending } = monitor.summary().alerts;
+      this.set({ state: 'firing' }, firing);
+      this.set({ state: 'pending' }, pending);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_notifications_total',
+    help: 'Alert batches per notifier: delivered, failed (after the notifier\'s own retries; the MQTT one keeps them queued), or dropped unsent (its queue full, or at shutdown)',
+    labelNames: ['notifier', 'outcome'],
+    registers: [registry],
+    collect() {
+      this.reset();
+      for (const [notifier, s] of Object.entries(hub.stats())) {
+        this.inc({ notifier, outcome: 'delivered' }, s.delivered);
+        this.inc({ notifier, outcome: 'failed' }, s.failed);
+        this.inc({ notifier, outcome: 'dropped' }, s.dropped);
+      }
+    },
+  });
+  new Gauge({
+    name: 'ferry_health_mqtt_alerts_queued',
+    help: 'Alert messages waiting for the broker in the MQTT notifier',
+    registers: [registry],
+    collect() {
+      this.set(mqttNotifier()?.queued ?? 0);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_mqtt_alerts_dropped_total',
+    help: 'Alert messages the MQTT notifier dropped because its queue was full (health.notifiers.mqttMaxQueued)',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(mqttNotifier()?.dropped ?? 0);
+    },
+  });
 }

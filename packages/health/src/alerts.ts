@@ -303,6 +303,11 @@ export class AlertEngine {
     const key = `${rule.name}|${compiled.subject}|${id}`;
     const labels = this.labelsOf(compiled.subject, id);
     let alert = this.active.get(key);
+    if (!labels && alert) {
+      // The device or gateway was forgotten (retention): nothing will clear it later, so it ends now.
+      this.end(alert, now, `${compiled.subject} forgotten`);
+      return;
+    }
     const condition: Condition = labels && compiled.matches(labels) ? this.condition(rule, compiled.subject, id, alert, now) : { active: false };
     if (condition.recheckAt !== undefined && condition.recheckAt > now) this.timers.schedule(key, condition.recheckAt);
     // Device and gateway alerts wait while the ingestor cannot see them; the ingestor's own do not.
@@ -350,12 +355,7 @@ export class AlertEngine {
     if (!alert) return;
     if (condition.value !== undefined) alert.value = condition.value;
     if (alert.state === 'pending') {
-      // Never fired, never announced: it simply goes away.
-      this.active.delete(key);
-      alert.state = 'resolved';
-      alert.endsAt = now;
-      // Never fired: not kept in the history list (a flapping condition would flood it); the store drops it.
-      this.dirty.add(alert);
+      this.end(alert, now, 'condition cleared');
       return;
     }
     if (alert.clearSince === undefined) {
@@ -443,6 +443,20 @@ export class AlertEngine {
     }
     alert.notified = true;
     this.queue.push({ status: 'firing', alert: structuredClone(alert) });
+  }
+
+  /** Ends an alert at once: a pending one silently, a firing one as resolved. */
+  private end(alert: Alert, now: number, why: string): void {
+    if (alert.state !== 'pending') {
+      this.resolve(alert, now, why);
+      return;
+    }
+    // Never fired, never announced: it simply goes away.
+    this.active.delete(alert.key);
+    alert.state = 'resolved';
+    alert.endsAt = now;
+    // Never fired: not kept in the history list (a flapping condition would flood it); the store drops it.
+    this.dirty.add(alert);
   }
 
   private resolve(alert: Alert, now: number, why: string): void {

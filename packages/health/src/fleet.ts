@@ -29,6 +29,8 @@ export interface DeviceHealth {
   /** When `liveness` last changed. */
   since: number;
   firstSeenAt: number;
+  /** The ingestor's time of the last message (data or status): what `forgetAfter` counts from. */
+  lastHeardAt?: number;
   lastDataAt?: number;
   lastStatusAt?: number;
   lastStatus?: 'online' | 'offline';
@@ -111,6 +113,23 @@ export interface FleetSnapshot {
   readonly gateways: readonly GatewayHealth[];
 }
 
+/** What changed since the last flush: records to write and ids to delete. */
+export interface FleetDirty extends FleetSnapshot {
+  readonly forgottenDevices: readonly string[];
+  readonly forgottenGateways: readonly string[];
+}
+
+/** The bounds on the model, counted this run. */
+export interface FleetRetention {
+  /** Devices forgotten after `forgetAfter` without a message (or trimmed to `maxDevices` on restore). */
+  readonly forgottenDevices: number;
+  readonly forgottenGateways: number;
+  /** Messages from devices not tracked because the fleet was at `maxDevices`. */
+  readonly refused: number;
+  /** Statuses from gateways not tracked because `maxGateways` were. */
+  readonly refusedGateways: number;
+}
+
 export interface FleetOptions {
   readonly clock: Clock;
   readonly defaults: HealthDefaults;
@@ -131,6 +150,21 @@ function pushBounded<T>(list: T[], item: T, limit: number): void {
   if (list.length > limit) list.splice(0, list.length - limit);
 }
 
+/** The ingestor's time of the device's last message; records stored before `lastHeardAt` existed fall back on what they have. */
+function heardAt(d: DeviceHealth): number {
+  return d.lastHeardAt ?? Math.max(d.firstSeenAt, d.lastDataAt ?? 0, d.lastStatusAt ?? 0);
+}
+
+function gatewayHeardAt(g: GatewayHealth): number {
+  return Math.max(g.since, g.lastStatusAt ?? 0);
+}
+
+function earliest(...times: (number | undefined)[]): number | undefined {
+  let min: number | undefined;
+  for (const t of times) if (t !== undefined && (min === undefined || t < min)) min = t;
+  return min;
+}
+
 export class FleetHealth {
   private readonly clock: Clock;
   readonly defaults: HealthDefaults;
@@ -145,6 +179,12 @@ export class FleetHealth {
   private released = false;
   private dirtyDevices = new Set<string>();
   private dirtyGateways = new Set<string>();
+  /** When each device (or gateway) may be forgotten; checked lazily when due, so a reading costs nothing here. */
+  private readonly forgetDevices = new DeadlineQueue();
+  private readonly forgetGateways = new DeadlineQueue();
+  private forgottenDeviceIds = new Set<string>();
+  private forgottenGatewayIds = new Set<string>();
+  private counts = { forgottenDevices: 0, forgottenGateways: 0, refused: 0, refusedGateways: 0 };
   private wasHeld: boolean;
   readonly ingestor: IngestorHealth;
 
@@ -173,6 +213,10 @@ export class FleetHealth {
     return this.devicesById.size;
   }
 
+  get gatewayCount(): number {
+    return this.gatewaysById.size;
+  }
+
   gateway(id: string): GatewayHealth | undefined {
     return this.gatewaysById.get(id);
   }
@@ -183,6 +227,15 @@ export class FleetHealth {
 
   devicesOf(gatewayId: string): number {
     return this.devicesByGateway.get(gatewayId)?.size ?? 0;
+  }
+
+  retention(): FleetRetention {
+    return { ...this.counts };
+  }
+
+  /** The fleet is at `maxDevices`: a new device would be refused. */
+  get full(): boolean {
+    return this.devicesById.size >= this.defaults.maxDevices;
   }
 
   /** Alerts wait while the ingestor cannot see the fleet (broker or database down) or just started. */
@@ -224,9 +277,15 @@ export class FleetHealth {
 
   // ---- feeding the model ----
 
-  observeReading(r: ObservedReading): void {
+  /** Takes a reading or status message; returns false when the device is new and the fleet is full (refused, counted). */
+  observeReading(r: ObservedReading): boolean {
     const now = this.clock.now();
     const d = this.ensureDevice(r.deviceId, now);
+    if (!d) {
+      this.counts.refused++;
+      return false;
+    }
+    d.lastHeardAt = now;
     if (r.gatewayId !== undefined && r.gatewayId !== d.gatewayId) this.moveDevice(d, r.gatewayId);
     const profile = this.defaults.devices[d.deviceId]?.profile;
     if (profile !== undefined) d.profile = profile;
@@ -236,17 +295,25 @@ export class FleetHealth {
     else this.observeTelemetry(d, r, at);
     this.refreshDevice(d, now, r.kind === 'status' ? 'status' : 'data');
     this.touchDevice(d);
+    return true;
   }
 
-  observeGatewayStatus(status: GatewayStatus, receivedAt = this.clock.now()): void {
+  /** Takes a gateway status; returns false when the gateway is new and `maxGateways` are tracked (refused, counted). */
+  observeGatewayStatus(status: GatewayStatus, receivedAt = this.clock.now()): boolean {
     const now = this.clock.now();
     let g = this.gatewaysById.get(status.gatewayId);
     if (!g) {
+      if (this.gatewaysById.size >= this.defaults.maxGateways) {
+        this.counts.refusedGateways++;
+        return false;
+      }
       g = { gatewayId: status.gatewayId, state: 'unknown', since: now, dropped: 0, history: [] };
       this.gatewaysById.set(status.gatewayId, g);
+      this.forgottenGatewayIds.delete(g.gatewayId);
+      this.forgetGateways.schedule(g.gatewayId, now + this.defaults.forgetAfter);
     }
     // A Will from a session that a newer connection replaced carries an older time: ignore it.
-    if (g.statusTs !== undefined && status.ts < g.statusTs) return;
+    if (g.statusTs !== undefined && status.ts < g.statusTs) return true;
     g.statusTs = status.ts;
     g.lastStatusAt = Math.min(now, receivedAt);
     if (status.version !== undefined) g.version = status.version;
@@ -275,6 +342,7 @@ export class FleetHealth {
     }
     this.changedGateways.add(g.gatewayId);
     this.dirtyGateways.add(g.gatewayId);
+    return true;
   }
 
   /** The ingestor's own links; while either is down, silence is not the devices' fault. */
@@ -340,11 +408,28 @@ export class FleetHealth {
       const d = this.devicesById.get(key);
       if (d) this.refreshDevice(d, now, 'timeout');
     }
+    // Nor is anything forgotten while cut off: the silence may be ours.
+    for (const key of this.forgetDevices.popDue(now)) {
+      const d = this.devicesById.get(key);
+      if (!d) continue;
+      const due = heardAt(d) + this.defaults.forgetAfter;
+      if (due > now) this.forgetDevices.schedule(key, due);
+      else this.forgetDevice(d, now);
+    }
+    for (const key of this.forgetGateways.popDue(now)) {
+      const g = this.gatewaysById.get(key);
+      // A gateway is kept while devices report through it; the last one forgotten schedules it again.
+      if (!g || this.devicesOf(key) > 0) continue;
+      const due = gatewayHeardAt(g) + this.defaults.forgetAfter;
+      if (due > now) this.forgetGateways.schedule(key, due);
+      else this.forgetGateway(g);
+    }
   }
 
   nextDeadline(): number | undefined {
     // Cut off: nothing is due until the links return (setLinks), only the end of a grace window.
-    const next = !this.ingestor.broker || !this.ingestor.sink ? undefined : this.deadlines.peek();
+    const cutOff = !this.ingestor.broker || !this.ingestor.sink;
+    const next = cutOff ? undefined : earliest(this.deadlines.peek(), this.forgetDevices.peek(), this.forgetGateways.peek());
     const hold = this.held() ? this.ingestor.holdUntil : undefined;
     if (next === undefined) return hold;
     return hold === undefined ? next : Math.min(next, hold);
@@ -359,38 +444,88 @@ export class FleetHealth {
     return changes;
   }
 
-  /** Records changed since the last call, for the store. */
-  takeDirty(): FleetSnapshot {
+  /** Records changed since the last call, and records forgotten, for the store. */
+  takeDirty(): FleetDirty {
     const devices = [...this.dirtyDevices].flatMap((id) => this.devicesById.get(id) ?? []);
     const gateways = [...this.dirtyGateways].flatMap((id) => this.gatewaysById.get(id) ?? []);
+    const dirty: FleetDirty = { devices, gateways, forgottenDevices: [...this.forgottenDeviceIds], forgottenGateways: [...this.forgottenGatewayIds] };
     this.dirtyDevices = new Set();
     this.dirtyGateways = new Set();
-    return { devices, gateways };
+    this.forgottenDeviceIds = new Set();
+    this.forgottenGatewayIds = new Set();
+    return dirty;
   }
 
   restore(snapshot: FleetSnapshot): void {
-    for (const g of snapshot.gateways) this.gatewaysById.set(g.gatewayId, g);
-    for (const d of snapshot.devices) {
+    // A lowered maxDevices keeps the devices heard from most recently; the rest are forgotten.
+    const devices = [...snapshot.devices].sort((a, b) => heardAt(b) - heardAt(a));
+    const kept = devices.slice(0, this.defaults.maxDevices);
+    for (const g of snapshot.gateways) {
+      this.gatewaysById.set(g.gatewayId, g);
+      this.forgetGateways.schedule(g.gatewayId, gatewayHeardAt(g) + this.defaults.forgetAfter);
+    }
+    for (const d of kept) {
       this.devicesById.set(d.deviceId, d);
       if (d.gatewayId !== undefined) this.indexDevice(d.deviceId, d.gatewayId);
+      this.forgetDevices.schedule(d.deviceId, heardAt(d) + this.defaults.forgetAfter);
     }
     this.restarted();
     this.takeDirty();
+    for (const d of devices.slice(this.defaults.maxDevices)) {
+      this.forgottenDeviceIds.add(d.deviceId);
+      this.counts.forgottenDevices++;
+    }
   }
 
   // ---- internals ----
 
-  private ensureDevice(id: string, now: number): DeviceHealth {
+  private ensureDevice(id: string, now: number): DeviceHealth | undefined {
     let d = this.devicesById.get(id);
     if (!d) {
+      if (this.full) return undefined;
       d = { deviceId: id, liveness: 'unknown', raw: 'unknown', since: now, firstSeenAt: now, messages: 0, intervalSamples: 0, received: 0, missed: 0, metrics: {}, transitions: [], history: [] };
       this.devicesById.set(id, d);
+      this.forgottenDeviceIds.delete(id);
+      this.forgetDevices.schedule(id, now + this.defaults.forgetAfter);
     }
     return d;
   }
 
+  /** Drops every trace of the device; its alerts resolve (the engine finds no subject). */
+  private forgetDevice(d: DeviceHealth, now: number): void {
+    this.devicesById.delete(d.deviceId);
+    this.deadlines.cancel(d.deviceId);
+    this.forgetDevices.cancel(d.deviceId);
+    if (d.gatewayId !== undefined) this.unindexDevice(d.deviceId, d.gatewayId, now);
+    this.dirtyDevices.delete(d.deviceId);
+    this.forgottenDeviceIds.add(d.deviceId);
+    this.changedDevices.add(d.deviceId);
+    this.counts.forgottenDevices++;
+  }
+
+  private forgetGateway(g: GatewayHealth): void {
+    this.gatewaysById.delete(g.gatewayId);
+    this.devicesByGateway.delete(g.gatewayId);
+    this.forgetGateways.cancel(g.gatewayId);
+    this.dirtyGateways.delete(g.gatewayId);
+    this.forgottenGatewayIds.add(g.gatewayId);
+    this.changedGateways.add(g.gatewayId);
+    this.counts.forgottenGateways++;
+  }
+
+  private unindexDevice(deviceId: string, gatewayId: string, now: number): void {
+    const set = this.devicesByGateway.get(gatewayId);
+    if (!set) return;
+    set.delete(deviceId);
+    if (set.size > 0) return;
+    this.devicesByGateway.delete(gatewayId);
+    // Its last device left: the gateway itself may be forgotten once it too has been silent long enough.
+    const g = this.gatewaysById.get(gatewayId);
+    if (g) this.forgetGateways.schedule(gatewayId, Math.max(now, gatewayHeardAt(g) + this.defaults.forgetAfter));
+  }
+
   private moveDevice(d: DeviceHealth, gatewayId: string): void {
-    if (d.gatewayId !== undefined) this.devicesByGateway.get(d.gatewayId)?.delete(d.deviceId);
+    if (d.gatewayId !== undefined) this.unindexDevice(d.deviceId, d.gatewayId, this.clock.now());
     d.gatewayId = gatewayId;
     this.indexDevice(d.deviceId, gatewayId);
   }

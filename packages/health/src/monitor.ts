@@ -3,7 +3,7 @@
 import type { Clock } from '@ferry/runtime';
 import type { GatewayStatus } from '@ferry/protocol';
 import { FleetHealth } from './fleet.js';
-import type { DeviceHealth, FleetSnapshot, GatewayHealth, Liveness, ObservedReading } from './fleet.js';
+import type { DeviceHealth, FleetDirty, FleetRetention, FleetSnapshot, GatewayHealth, Liveness, ObservedReading } from './fleet.js';
 import { AlertEngine } from './alerts.js';
 import type { Alert, AlertNotification, AlertSnapshot } from './alerts.js';
 import { parseHealthDefaults } from './rules.js';
@@ -16,6 +16,8 @@ export interface FleetSummary {
   /** Alerts are held: the ingestor is cut off from broker or database, or in its restart grace. */
   readonly held: boolean;
   readonly links: { readonly broker: boolean; readonly sink: boolean };
+  /** The model's bounds and what they discarded this run. */
+  readonly retention: FleetRetention & { readonly maxDevices: number; readonly maxGateways: number; readonly forgetAfterMs: number };
 }
 
 /** A device as the API shows it: the stored record plus what is derived from it. */
@@ -32,7 +34,7 @@ export interface GatewayView extends GatewayHealth {
 }
 
 export interface HealthChanges {
-  readonly fleet: FleetSnapshot;
+  readonly fleet: FleetDirty;
   readonly alerts: readonly Alert[];
 }
 
@@ -61,12 +63,14 @@ export class HealthMonitor {
     }
   }
 
-  observeReading(reading: ObservedReading): void {
-    this.fleet.observeReading(reading);
+  /** False when the device is new and the fleet is at `maxDevices`: not tracked, counted in `fleet.retention().refused`. */
+  observeReading(reading: ObservedReading): boolean {
+    return this.fleet.observeReading(reading);
   }
 
-  observeGatewayStatus(status: GatewayStatus, receivedAt?: number): void {
-    this.fleet.observeGatewayStatus(status, receivedAt);
+  /** False when the gateway is new and `maxGateways` are tracked: not tracked, counted in `fleet.retention().refusedGateways`. */
+  observeGatewayStatus(status: GatewayStatus, receivedAt?: number): boolean {
+    return this.fleet.observeGatewayStatus(status, receivedAt);
   }
 
   setLinks(links: { broker?: boolean; sink?: boolean }): void {
@@ -113,7 +117,9 @@ export class HealthMonitor {
       if (a.state !== 'resolved' && a.acknowledged) acknowledged++;
     }
     const { broker, sink } = this.fleet.ingestor;
-    return { devices, gateways, alerts: { firing: this.alerts.firingCount(), pending, acknowledged }, held: this.fleet.held(), links: { broker, sink } };
+    const { maxDevices, maxGateways, forgetAfter } = this.fleet.defaults;
+    const retention = { ...this.fleet.retention(), maxDevices, maxGateways, forgetAfterMs: forgetAfter };
+    return { devices, gateways, alerts: { firing: this.alerts.firingCount(), pending, acknowledged }, held: this.fleet.held(), links: { broker, sink }, retention };
   }
 
   deviceView(d: DeviceHealth): DeviceView {

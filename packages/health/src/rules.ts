@@ -110,6 +110,12 @@ export const healthDefaultsSchema = z
     /** After a restart or a lost broker/database link, alerts wait this long (no notification storm). */
     graceMs: durationSchema.default(120_000),
     historyLimit: z.number().int().positive().default(20),
+    /** A device not heard from for this long is forgotten (its state and its stored row); likewise a gateway with no devices left. */
+    forgetAfter: durationSchema.default(30 * 86_400_000),
+    /** Devices tracked at most: messages from further devices are not tracked, only counted (`refused`). */
+    maxDevices: z.number().int().positive().default(50_000),
+    /** Gateways tracked at most: statuses of further gateways are not tracked, only counted (`refusedGateways`). */
+    maxGateways: z.number().int().positive().default(10_000),
     fields: z
       .object({
         battery: z.array(z.string()).default(['battery', 'battery_pct', 'bat', 'batt']),

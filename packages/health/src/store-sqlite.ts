@@ -2,8 +2,8 @@
 // restart. The monitor hands over only what changed; a flush is one transaction.
 // synchronous=NORMAL in WAL mode: a power cut can lose the last flushes, never corrupt the file;
 // health is rebuilt from the next readings, so that trade is deliberate.
-import Database from 'better-sqlite3';
 import { FerryError } from '@ferry/protocol';
+import { openSqlite } from '@ferry/runtime';
 import type { Alert, AlertSnapshot, Silence } from './alerts.js';
 import type { DeviceHealth, FleetSnapshot, GatewayHealth } from './fleet.js';
 import type { HealthChanges, HealthMonitor } from './monitor.js';
@@ -32,25 +32,24 @@ export interface SqliteHealthStore extends HealthStore {
 }
 
 export function createSqliteHealthStore(options: SqliteHealthStoreOptions): SqliteHealthStore {
-  let db: Database.Database;
-  try {
-    db = new Database(options.path);
-    db.pragma('journal_mode = WAL');
-    db.pragma('synchronous = NORMAL');
-    db.pragma('busy_timeout = 5000');
-    db.exec(`
-      CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, body TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL);
-      CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
-      CREATE TABLE IF NOT EXISTS silences (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
-      CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-    `);
-  } catch (err) {
-    throw new FerryError('FERRY_ERR_STORAGE', `health store ${options.path} cannot be opened: ${(err as Error).message}`, { path: options.path });
-  }
+  const db = openSqlite({
+    path: options.path,
+    what: 'health store',
+    synchronous: 'normal',
+    setup: (d) =>
+      d.exec(`
+        CREATE TABLE IF NOT EXISTS devices (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS gateways (id TEXT PRIMARY KEY, body TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS alerts (id INTEGER PRIMARY KEY, state TEXT NOT NULL, body TEXT NOT NULL);
+        CREATE INDEX IF NOT EXISTS alerts_state ON alerts (state, id);
+        CREATE TABLE IF NOT EXISTS silences (id INTEGER PRIMARY KEY, body TEXT NOT NULL);
+        CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+      `),
+  });
   const resolvedLimit = options.resolvedLimit ?? 1000;
   const putDevice = db.prepare('INSERT INTO devices (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body');
+  const deleteDevice = db.prepare('DELETE FROM devices WHERE id = ?');
+  const deleteGateway = db.prepare('DELETE FROM gateways WHERE id = ?');
   const putGateway = db.prepare('INSERT INTO gateways (id, body) VALUES (?, ?) ON CONFLICT (id) DO UPDATE SET body = excluded.body');
   const putAlert = db.prepare('INSERT INTO alerts (id, state, body) VALUES (?, ?, ?) ON CONFLICT (id) DO UPDATE SET state = excluded.state, body = excluded.body');
   const deleteAlert = db.prepare('DELETE FROM alerts WHERE id = ?');
@@ -63,6 +62,9 @@ export function createSqliteHealthStore(options: SqliteHealthStoreOptions): Sqli
   let pruned = 0;
 
   const save = db.transaction((changes: HealthChanges, silences: readonly Silence[], nextAlertId: number) => {
+    // Forgotten first: a device forgotten and heard from again within one flush is written back below.
+    for (const id of changes.fleet.forgottenDevices) deleteDevice.run(id);
+    for (const id of changes.fleet.forgottenGateways) deleteGateway.run(id);
     for (const d of changes.fleet.devices) putDevice.run(d.deviceId, JSON.stringify(d));
     for (const g of changes.fleet.gateways) putGateway.run(g.gatewayId, JSON.stringify(g));
     let resolved = false;

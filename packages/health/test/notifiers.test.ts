@@ -89,10 +89,13 @@ describe('notifier hub', () => {
     const hung: Notifier = { name: 'hung', notify: () => new Promise<void>(() => undefined) };
     const mqtt = createMqttNotifier({
       client: {
+        connected: true,
         publishAsync: (topic, message) => {
           published.push({ topic, message: String(message) });
           return Promise.resolve();
         },
+        on: () => undefined,
+        removeListener: () => undefined,
       },
       topic: 'ferry/alerts',
     });
@@ -109,5 +112,107 @@ describe('notifier hub', () => {
     };
     while (!settled() && Date.now() < deadline) await new Promise((r) => setImmediate(r));
     expect(hub.stats()).toMatchObject({ broken: { failed: 1 }, log: { delivered: 1 }, webhook: { delivered: 1 }, mqtt: { delivered: 1 }, hung: { delivered: 0, failed: 0 } });
+  });
+});
+
+/** A client that is down until connect() is called, recording what it was asked to publish. */
+function offlineClient(): { client: Parameters<typeof createMqttNotifier>[0]['client']; topics: string[]; connect: () => void } {
+  const listeners = new Set<() => void>();
+  const topics: string[] = [];
+  const client = {
+    connected: false,
+    publishAsync(topic: string) {
+      topics.push(topic);
+      return Promise.resolve();
+    },
+    on(_event: 'connect', listener: () => void) {
+      listeners.add(listener);
+    },
+    removeListener(_event: 'connect', listener: () => void) {
+      listeners.delete(listener);
+    },
+  };
+  return {
+    client,
+    topics,
+    connect() {
+      client.connected = true;
+      for (const l of listeners) l();
+    },
+  };
+}
+
+function batchFor(subjects: string[]): AlertNotification[] {
+  const [one] = firingBatch();
+  if (!one) throw new Error('no alert');
+  return subjects.map((id) => ({ status: one.status, alert: { ...one.alert, subject: { kind: 'device' as const, id } } }));
+}
+
+describe('mqtt notifier queue', () => {
+  it('reports a batch undelivered at once while the broker is away, and sends it in order once connected', async () => {
+    const fake = offlineClient();
+    const notifier = createMqttNotifier({ client: fake.client, topic: 'ferry/alerts' });
+    await expect(notifier.notify(batchFor(['a', 'b']))).rejects.toThrow(/broker unreachable; 2 alert messages queued/);
+    await expect(notifier.notify(batchFor(['c']))).rejects.toThrow(/3 alert messages queued/);
+    expect(fake.topics).toEqual([]);
+    fake.connect();
+    const deadline = Date.now() + 5000;
+    while (notifier.queued > 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    expect(fake.topics).toEqual(['ferry/alerts/device-offline/a', 'ferry/alerts/device-offline/b', 'ferry/alerts/device-offline/c']);
+    expect(notifier.published).toBe(3);
+    await notifier.notify(batchFor(['d']));
+    expect(fake.topics.at(-1)).toBe('ferry/alerts/device-offline/d');
+  });
+
+  it('keeps at most maxQueued messages, dropping the oldest and counting them', async () => {
+    const fake = offlineClient();
+    const notifier = createMqttNotifier({ client: fake.client, topic: 'ferry/alerts', maxQueued: 2 });
+    await expect(notifier.notify(batchFor(['a', 'b', 'c']))).rejects.toThrow(/unreachable/);
+    expect(notifier.queued).toBe(2);
+    expect(notifier.dropped).toBe(1);
+    fake.connect();
+    const deadline = Date.now() + 5000;
+    while (notifier.queued > 0 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    expect(fake.topics).toEqual(['ferry/alerts/device-offline/b', 'ferry/alerts/device-offline/c']);
+  });
+});
+
+describe('notifier hub bounds', () => {
+  it('keeps at most maxQueued batches for a notifier that falls behind, counting what it drops, without slowing the others', async () => {
+    let release: () => void = () => undefined;
+    const gate = new Promise<void>((resolve) => {
+      release = resolve;
+    });
+    const seen: string[] = [];
+    const slow: Notifier = { name: 'slow', notify: (batch) => gate.then(() => void seen.push(batch[0]?.alert.subject.id ?? '')) };
+    let fastCount = 0;
+    const fast: Notifier = {
+      name: 'fast',
+      notify: () => {
+        fastCount++;
+        return Promise.resolve();
+      },
+    };
+    const hub = createNotifierHub([slow, fast], silentLogger(), { maxQueued: 2 });
+    const deadline = Date.now() + 5000;
+    for (const [i, id] of ['a', 'b', 'c', 'd', 'e'].entries()) {
+      hub.send(batchFor([id]));
+      while (fastCount < i + 1 && Date.now() < deadline) await new Promise((r) => setImmediate(r));
+    }
+    // a is with the slow notifier; b and c made way for d and e.
+    expect(hub.stats()).toMatchObject({ fast: { delivered: 5, dropped: 0 }, slow: { delivered: 0, dropped: 2 } });
+    release();
+    await hub.idle();
+    expect(seen).toEqual(['a', 'd', 'e']);
+    expect(hub.stats()['slow']).toEqual({ delivered: 3, failed: 0, dropped: 2 });
+  });
+
+  it('close gives up on a hung notifier after closeTimeoutMs and drops what it still held', async () => {
+    const hung: Notifier = { name: 'hung', notify: () => new Promise<void>(() => undefined) };
+    const hub = createNotifierHub([hung, createLogNotifier(silentLogger())], silentLogger(), { closeTimeoutMs: 50 });
+    hub.send(batchFor(['a']));
+    hub.send(batchFor(['b']));
+    await hub.close();
+    expect(hub.stats()).toEqual({ hung: { delivered: 0, failed: 0, dropped: 1 }, log: { delivered: 2, failed: 0, dropped: 0 } });
   });
 });
