@@ -1,33 +1,33 @@
 // Stage 1b, direct decode: a message a device published straight to the broker (no gateway)
-// becomes a reading, through the same patterns, decoder and limits a gateway applies. Pure.
-import { compilePattern, decodeDevicePayload } from '@ferry/protocol';
-import type { CompiledPattern, DeviceReading, Limits, Rejection } from '@ferry/protocol';
-
-export interface DirectPatterns {
-  readonly telemetry: readonly string[];
-  readonly status: readonly string[];
-}
+// becomes readings, through the same pattern entries, decoders (@ferry/decoders) and limits a
+// gateway applies. Pure but for the per-device state of stateful formats (Sparkplug aliases,
+// Shelly Gen2 status), which lives in the DeviceTopics of one ingestor.
+import { createDecoderSet } from '@ferry/decoders';
+import type { FormatConfigInput } from '@ferry/decoders';
+import type { DeviceReading, Limits, Rejection } from '@ferry/protocol';
 
 export interface DeviceTopics {
   /** MQTT filters to subscribe to. */
   readonly filters: readonly string[];
-  /** The device id and kind a topic names, or undefined when no pattern matches. */
-  match(topic: string): { readonly deviceId: string; readonly pattern: CompiledPattern } | undefined;
+  /**
+   * The device id the topic names, and the key that keeps the messages of one device (or of one
+   * Sparkplug edge node) together for partitioning; undefined when no pattern matches.
+   */
+  match(topic: string): { readonly deviceId: string; readonly routingKey: string } | undefined;
+  /** Decodes by the first matching pattern's format; never throws. */
+  decode(topic: string, payload: Uint8Array, receivedAt: number, limits: Limits): DecodedDirect;
 }
 
-export function compileDeviceTopics(patterns: DirectPatterns): DeviceTopics {
-  const compiled = [
-    ...patterns.telemetry.map((p) => compilePattern(p, 'telemetry')),
-    ...patterns.status.map((p) => compilePattern(p, 'status')),
-  ];
+export function compileDeviceTopics(patterns: readonly FormatConfigInput[]): DeviceTopics {
+  const decoders = createDecoderSet(patterns);
   return {
-    filters: [...new Set(compiled.map((c) => c.filter))],
-    match(topic) {
-      for (const pattern of compiled) {
-        const m = pattern.match(topic);
-        if (m) return { deviceId: m.deviceId, pattern };
-      }
-      return undefined;
+    filters: [...new Set(decoders.filters)],
+    match: (topic) => decoders.route(topic),
+    decode(topic, payload, receivedAt, limits) {
+      const outcome = decoders.decode(topic, payload, receivedAt, limits);
+      const deviceId = outcome.deviceId ?? outcome.readings[0]?.deviceId;
+      if (outcome.rejection) return { ok: false, rejection: outcome.rejection, deviceId };
+      return { ok: true, readings: outcome.readings, dropped: outcome.dropped, deviceId };
     },
   };
 }
@@ -43,16 +43,17 @@ export interface DirectEntry {
 }
 
 export type DecodedDirect =
-  | { readonly ok: true; readonly reading: DeviceReading }
+  | {
+      readonly ok: true;
+      /** Zero (a command topic, an alias-only BIRTH), one, or several (line protocol, Sparkplug) readings. */
+      readonly readings: readonly DeviceReading[];
+      /** Values set aside while the rest of their reading was kept (a NaN, a string under a number rule). */
+      readonly dropped: readonly Rejection[];
+      readonly deviceId: string | undefined;
+    }
   | { readonly ok: false; readonly rejection: Rejection; readonly deviceId: string | undefined };
 
 /** Decodes without the skew check (limits as given): the caller applies its skew policy. */
-export function decodeDirect(entry: DirectEntry, topics: DeviceTopics, limits: Limits): DecodedDirect {
-  const matched = topics.match(entry.topic);
-  if (!matched) {
-    return { ok: false, deviceId: undefined, rejection: { code: 'FERRY_ERR_TOPIC_UNKNOWN', reason: `topic "${entry.topic.slice(0, 200)}" matches no device pattern` } };
-  }
-  const decoded = decodeDevicePayload({ payload: entry.payload, kind: matched.pattern.kind, deviceId: matched.deviceId, receivedAt: entry.receivedAt, limits });
-  if (!decoded.ok) return { ok: false, deviceId: matched.deviceId, rejection: decoded.rejection };
-  return { ok: true, reading: decoded.reading };
+export function decodeDirect(entry: Pick<DirectEntry, 'topic' | 'payload' | 'receivedAt'>, topics: DeviceTopics, limits: Limits): DecodedDirect {
+  return topics.decode(entry.topic, entry.payload, entry.receivedAt, limits);
 }

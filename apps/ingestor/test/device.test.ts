@@ -70,7 +70,7 @@ function rig(options: { dir?: string; skewPolicy?: SkewPolicy } = {}): Rig {
     dedupe,
     deviceDedupe,
     skewPolicy: options.skewPolicy ?? 'deadletter',
-    direct: { topics: compileDeviceTopics({ telemetry: ['devices/{deviceId}/telemetry'], status: ['devices/{deviceId}/status'] }), gatewayTag: 'direct' },
+    direct: { topics: compileDeviceTopics([{ pattern: 'devices/{deviceId}/telemetry' }, { pattern: 'devices/{deviceId}/status', kind: 'status' }]), gatewayTag: 'direct' },
     deadLetters,
     accounting,
     clock,

@@ -1,6 +1,7 @@
-// What a gateway pattern entry may say about the format of the messages it matches.
+// What a device pattern entry may say about the format of the messages it matches: the one
+// definition behind the gateway's `devices.patterns` and the ingestor's `direct.patterns`.
 import { z } from 'zod';
-import { compilePattern } from '@ferry/protocol';
+import { compilePattern, DEFAULT_DEVICE_PATTERNS } from '@ferry/protocol';
 
 export const FORMAT_NAMES = [
   'ferry',
@@ -31,8 +32,8 @@ export const formatConfigSchema = z
   .object({
     pattern: z.string().min(1),
     format: formatNameSchema.default('ferry'),
-    /** `status` makes every message on the pattern an availability message. Default telemetry. */
-    kind: z.enum(['telemetry', 'status']).optional(),
+    /** `status` makes every message on the pattern an availability message. */
+    kind: z.enum(['telemetry', 'status']).default('telemetry'),
     /** Per-field overrides of the format's defaults, keyed by the metric name Ferry writes. */
     coerce: z.record(z.string().min(1), coercionRuleSchema).optional(),
     /** Unit of numeric timestamps in the payload; default per format (see docs/devices.md). */
@@ -43,7 +44,7 @@ export const formatConfigSchema = z
   .strict()
   .superRefine((value, ctx) => {
     try {
-      compilePattern(value.pattern, value.kind ?? 'telemetry');
+      compilePattern(value.pattern, value.kind);
     } catch (err) {
       ctx.addIssue({ code: 'custom', path: ['pattern'], message: (err as Error).message });
     }
@@ -51,3 +52,15 @@ export const formatConfigSchema = z
 
 export type FormatConfig = z.infer<typeof formatConfigSchema>;
 export type FormatConfigInput = z.input<typeof formatConfigSchema>;
+
+/** Ferry's own topics and JSON: what a gateway or an ingestor reads when no patterns are configured. */
+export const DEFAULT_PATTERN_CONFIGS: readonly FormatConfig[] = [
+  { pattern: DEFAULT_DEVICE_PATTERNS.telemetry, kind: 'telemetry', format: 'ferry' },
+  { pattern: DEFAULT_DEVICE_PATTERNS.status, kind: 'status', format: 'ferry' },
+];
+
+/** A list of pattern entries (first match decodes), defaulting to Ferry's own topics. */
+export const devicePatternsSchema = z
+  .array(formatConfigSchema)
+  .min(1)
+  .default(() => DEFAULT_PATTERN_CONFIGS.map((p) => ({ ...p })));

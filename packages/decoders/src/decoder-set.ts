@@ -49,6 +49,8 @@ export interface DecoderSet {
   /** MQTT subscription filters for all patterns. */
   readonly filters: readonly string[];
   decode(topic: string, payload: Uint8Array, receivedAt: number, limits?: Limits): DecoderSetOutcome;
+  /** The first matching pattern's device id and the key that routes the topic's device (Decoder.routingKey), or undefined. */
+  route(topic: string): { readonly deviceId: string; readonly routingKey: string } | undefined;
 }
 
 /** The topic levels after `{deviceId}`; `{deviceId#}` takes them into the id itself. */
@@ -71,7 +73,7 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
       decoder = createDecoder(config.format);
       decoders.set(config.format, decoder);
     }
-    return { config, compiled: compilePattern(config.pattern, config.kind ?? 'telemetry'), decoder };
+    return { config, compiled: compilePattern(config.pattern, config.kind), decoder };
   });
   const options = new Map<DecoderSetEntry, DecoderOptions>(
     entries.map((e) => [
@@ -87,6 +89,15 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
   return {
     entries,
     filters: entries.map((e) => e.compiled.filter),
+    route(topic) {
+      for (const entry of entries) {
+        const match = entry.compiled.match(topic);
+        if (!match) continue;
+        const routingKey = entry.decoder.routingKey?.(topic, { deviceId: match.deviceId, tail: tailOf(entry.config.pattern, topic) });
+        return { deviceId: match.deviceId, routingKey: routingKey ?? match.deviceId };
+      }
+      return undefined;
+    },
     decode(topic, payload, receivedAt, limits = defaultLimits) {
       for (const entry of entries) {
         const match = entry.compiled.match(topic);

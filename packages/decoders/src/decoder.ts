@@ -48,6 +48,12 @@ export interface DecodeOutcome {
 export interface Decoder {
   readonly name: FormatName;
   decode(input: DecodeInput): DecodeOutcome;
+  /**
+   * From the topic alone, the device whose state and health a message belongs to, so that an
+   * ingestor partition receives all of them (a Sparkplug node's BIRTH and DATA, a device's
+   * availability beside its data). Default: the device id the pattern found.
+   */
+  routingKey?(topic: string, match: TopicMatch): string | undefined;
 }
 
 export const nothing: DecodeOutcome = { readings: [], dropped: [] };

@@ -25,7 +25,7 @@ const COMPONENT_RULES: Readonly<Record<string, FieldRule>> = {
 };
 
 export function createEsphomeDecoder(): Decoder {
-  return guarded('esphome', (input) => {
+  const decoder = guarded('esphome', (input) => {
     const levels = levelsFromId(input.match);
     const last = levels[levels.length - 1];
     if (last === 'status' || input.options.kind === 'status') {
@@ -68,4 +68,15 @@ export function createEsphomeDecoder(): Decoder {
     );
     return outcomeOf([result], deviceId);
   });
+  return {
+    ...decoder,
+    // `<node>/status` and `<node>/<component>/<object_id>/state` belong to the node.
+    routingKey(_topic, match) {
+      const levels = levelsFromId(match);
+      const last = levels[levels.length - 1];
+      if (last === 'status' && levels.length > 1) return deviceIdBefore(match, 1);
+      if (last === 'state' && levels.length >= 4) return deviceIdBefore(match, 3);
+      return match.deviceId;
+    },
+  };
 }

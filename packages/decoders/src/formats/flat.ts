@@ -17,7 +17,7 @@ export function decodeAvailability(input: DecodeInput, deviceId: string | undefi
 }
 
 export function createFlatDecoder(): Decoder {
-  return guarded('flat', (input) => {
+  const decoder = guarded('flat', (input) => {
     const levels = levelsFromId(input.match);
     const last = levels[levels.length - 1];
     // Zigbee2MQTT: `<name>/availability` is the device's availability, `<name>/set|get[/attr]`
@@ -31,4 +31,11 @@ export function createFlatDecoder(): Decoder {
     if (typeof id !== 'string') return id.rejection;
     return readObjectMessage(input, id, parsed.value, FLAT);
   });
+  return {
+    ...decoder,
+    routingKey(_topic, match) {
+      const levels = levelsFromId(match);
+      return levels.length > 1 && levels[levels.length - 1] === 'availability' ? deviceIdBefore(match, 1) : match.deviceId;
+    },
+  };
 }

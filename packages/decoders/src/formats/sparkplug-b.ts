@@ -112,7 +112,14 @@ function isBookkeeping(name: string): boolean {
 }
 
 export function createSparkplugDecoder(state: SparkplugState = { nodes: createDeviceStateStore() }): Decoder {
-  return guarded('sparkplug-b', (input) => decodeSparkplug(input, state));
+  return {
+    ...guarded('sparkplug-b', (input) => decodeSparkplug(input, state)),
+    // Devices share their edge node's alias table and DEATH: the node routes them all.
+    routingKey(topic) {
+      const parsed = parseTopic(topic);
+      return parsed ? `${parsed.group}/${parsed.edge}` : undefined;
+    },
+  };
 }
 
 function decodeSparkplug(input: DecodeInput, state: SparkplugState): DecodeOutcome {
