@@ -1,12 +1,17 @@
 #!/usr/bin/env node
 // Processing benchmark: readings per second through each time-series operator on its own, and
 // through a typical pipeline (range -> hampel -> 1m rollup -> deadband) on whole readings, on one
-// core. Progress goes to stderr; the last stdout line is one JSON object. Not a test.
+// core; then the extra gateway CPU a typical edge pipeline costs (CPU ms per 10k readings through
+// the gateway's group commit into its SQLite outbox, with and without the pipeline before the
+// outbox, state saved in the same transaction). Progress goes to stderr; the last stdout line is
+// one JSON object. Not a test.
 //
 //   node bench/run.mjs processing [--samples 1000000] [--devices 100]
 //
-// Needs the built workspace (`npx tsc -b`): it loads packages/processing/dist.
-import { existsSync } from 'node:fs';
+// Needs the built workspace (`npx tsc -b`): it loads packages/processing/dist and apps/gateway/dist.
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const DIST = fileURLToPath(new URL('../packages/processing/dist/index.js', import.meta.url));
@@ -17,12 +22,12 @@ if (!existsSync(DIST)) {
 const { createOperator, createWindows, createPipeline, stepSchema, ReasonCounts } = await import(DIST);
 
 function parseArgs(argv) {
-  const opts = { samples: 1_000_000, devices: 100 };
+  const opts = { samples: 1_000_000, devices: 100, gatewayReadings: 100_000 };
   for (let i = 0; i < argv.length; i += 2) {
     const key = argv[i]?.replace(/^--/, '');
     const value = Number(argv[i + 1]);
     if (!(key in opts) || !Number.isFinite(value) || value <= 0) {
-      process.stderr.write(`usage: node bench/processing.mjs [--samples N] [--devices N]\n`);
+      process.stderr.write(`usage: node bench/processing.mjs [--samples N] [--devices N] [--gatewayReadings N]\n`);
       process.exit(2);
     }
     opts[key] = value;
@@ -144,6 +149,73 @@ results.gatewayCpuPercentAt1000PerSec = Number((((pipe.cpuUsPerReading - baselin
 results.pipelineReadingsIn = readings.length;
 results.pipelineReadingsOut = pipe.stats.readings.out;
 results.pipelineRollupsOut = pipe.stats.readings.rollups;
+
+// The gateway: device readings committed in groups of 100 (as the group committer does under
+// load) into a real outbox file, without processing and with a typical edge pipeline before the
+// outbox (range -> hampel -> deadband with heartbeat), whose state is saved in each transaction.
+const GATEWAY_DIST = fileURLToPath(new URL('../apps/gateway/dist/', import.meta.url));
+if (existsSync(join(GATEWAY_DIST, 'process.js'))) {
+  const { createSqliteOutbox } = await import(join(GATEWAY_DIST, 'outbox.js'));
+  const { createGroupCommitter } = await import(join(GATEWAY_DIST, 'commit.js'));
+  const { createEdgeProcessing } = await import(join(GATEWAY_DIST, 'process.js'));
+  const edgeConfig = {
+    before: 'outbox',
+    pipelines: [
+      {
+        match: { metric: 'power' },
+        steps: [
+          { op: 'range', min: 0, max: 10_000, action: 'drop', flag: false },
+          { op: 'hampel', window: 7, threshold: 3, minDeviation: 1, action: 'replace', flag: false },
+          { op: 'deadband', abs: 5, heartbeatMs: 60_000, flag: false },
+        ],
+      },
+    ],
+  };
+  const n = Math.min(opts.gatewayReadings, readings.length);
+  const deviceReadings = readings.slice(0, n).map(({ seq: _seq, ...r }) => r);
+  const runGateway = (withPipeline) => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-bench-edge-'));
+    const outbox = createSqliteOutbox({ path: join(dir, 'outbox.db'), maxRows: 10_000_000 });
+    const edge = withPipeline ? createEdgeProcessing(edgeConfig, { now: () => T0 }) : undefined;
+    const committer = createGroupCommitter({
+      outbox,
+      lingerMs: 1_000_000,
+      maxReadings: 100,
+      onCommitted: () => undefined,
+      onError: (err) => {
+        throw err;
+      },
+      ...(edge ? { processing: { process: (r) => edge.process(r), takeState: () => edge.takeState(), rollback: () => undefined } } : {}),
+    });
+    const cpuStart = process.cpuUsage();
+    const started = process.hrtime.bigint();
+    for (const r of deviceReadings) committer.add([r], () => undefined);
+    committer.flush();
+    const wallMs = Number(process.hrtime.bigint() - started) / 1e6;
+    const cpu = process.cpuUsage(cpuStart);
+    const stored = outbox.stats().depth;
+    committer.close();
+    outbox.close();
+    rmSync(dir, { recursive: true, force: true });
+    return { cpuMsPer10k: ((cpu.user + cpu.system) / 1000) * (10_000 / n), wallMs, stored, stats: edge?.stats() };
+  };
+  runGateway(true); // warm-up
+  const without = runGateway(false);
+  const withEdge = runGateway(true);
+  results.gatewayCpuMsPer10kWithout = Number(without.cpuMsPer10k.toFixed(1));
+  results.gatewayCpuMsPer10kWithPipeline = Number(withEdge.cpuMsPer10k.toFixed(1));
+  results.gatewayExtraCpuMsPer10k = Number((withEdge.cpuMsPer10k - without.cpuMsPer10k).toFixed(1));
+  results.gatewayReadingsIn = n;
+  results.gatewayReadingsStored = withEdge.stored;
+  results.gatewayBytesIn = withEdge.stats.bytesIn;
+  results.gatewayBytesOut = withEdge.stats.bytesOut;
+  process.stderr.write(
+    `gateway    ${results.gatewayCpuMsPer10kWithout} CPU ms per 10k readings without processing, ${results.gatewayCpuMsPer10kWithPipeline} with a typical edge pipeline ` +
+      `(${n} in, ${withEdge.stored} stored, ${withEdge.stats.bytesIn} -> ${withEdge.stats.bytesOut} bytes)\n`,
+  );
+} else {
+  process.stderr.write('apps/gateway is not built: gateway CPU figures skipped (run `npx tsc -b`)\n');
+}
 results.samples = opts.samples;
 results.devices = opts.devices;
 results.node = process.version;

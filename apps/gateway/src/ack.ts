@@ -10,6 +10,8 @@ export interface InFlightBatch {
   readonly seqs: readonly number[];
   readonly bytes: number;
   readonly sentAt: number;
+  /** Readings in the envelope when edge processing made them differ from the rows (`seqs`). */
+  readonly readings?: number;
 }
 
 /**
@@ -127,6 +129,11 @@ export interface AckHandlerOptions {
   readonly counters: AckCounters;
   /** Called after an ack freed room for more batches. */
   readonly onSettled: (batchId: number) => void;
+  /**
+   * Removes an acked batch's rows (edge processing before the uplink settles in batch order and
+   * saves its state); returns the rows deleted, or undefined to ignore the ack. Default: delete them.
+   */
+  readonly settle?: (batch: InFlightBatch, late: boolean) => number | undefined;
 }
 
 export function createAckHandler(options: AckHandlerOptions): (payload: Uint8Array) => void {
@@ -156,14 +163,22 @@ export function createAckHandler(options: AckHandlerOptions): (payload: Uint8Arr
     // that does not account for every reading is not trusted to delete: the batch stays in flight,
     // times out and goes out again, and the ingestor's dedupe answers for what it already has.
     const wholeEnvelope = ack.rejected.some((r) => r.seq === null);
-    if (!wholeEnvelope && answered !== batch.seqs.length) {
+    const sent = batch.readings ?? batch.seqs.length;
+    if (!wholeEnvelope && answered !== sent) {
       counters.onIgnored('mismatch');
-      logger.warn({ batchId: ack.batchId, sent: batch.seqs.length, answered }, 'ignored an ack that accounts for a different number of readings than the batch held');
+      logger.warn({ batchId: ack.batchId, sent, answered }, 'ignored an ack that accounts for a different number of readings than the batch held');
       return;
     }
     let deleted: number;
     try {
-      deleted = outbox.delete(batch.seqs);
+      const settled = options.settle ? options.settle(batch, late) : outbox.delete(batch.seqs);
+      if (settled === undefined) {
+        // A batch sent before a resend from the saved state: its rows go out (and are acked) again.
+        inFlight.settle(ack.batchId);
+        counters.onIgnored('unknown');
+        return;
+      }
+      deleted = settled;
     } catch (err) {
       // Left waiting: it times out, goes out again and is acked again.
       logger.error({ err, batchId: ack.batchId }, 'acked readings could not be deleted from the outbox');

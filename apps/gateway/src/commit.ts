@@ -2,7 +2,19 @@
 // commit), and each publish is acknowledged only once the transaction holding it has committed.
 import { FerryError } from '@ferry/protocol';
 import type { DeviceReading } from '@ferry/protocol';
-import type { AppendResult, Outbox } from './outbox.js';
+import type { AppendResult, Outbox, SavedSeriesState } from './outbox.js';
+
+/**
+ * Edge processing before the outbox: what a device message's readings become, and the operator
+ * state to save in the same transaction. Runs when the group commits, so the state and the
+ * readings it produced are durable together, or neither is and the state is rolled back.
+ */
+export interface CommitProcessing {
+  process(readings: readonly DeviceReading[]): DeviceReading[];
+  takeState(): SavedSeriesState[];
+  /** The group was not stored: undo what process() did to the state since the last commit. */
+  rollback(): void;
+}
 
 /** Called once the reading is durable (null) or could not be stored (an error). */
 export type CommitCallback = (err: Error | null) => void;
@@ -19,6 +31,7 @@ export interface GroupCommitterOptions {
   readonly onRefused?: (readings: number) => void;
   /** Rows the outbox bounds must keep: those in batches awaiting an ack. */
   readonly inFlight?: { has(seq: number): boolean };
+  readonly processing?: CommitProcessing;
 }
 
 export interface GroupCommitter {
@@ -32,6 +45,24 @@ export interface GroupCommitter {
   readonly pending: number;
   /** Flushes, then refuses further readings with FERRY_ERR_NOT_READY. */
   close(): void;
+}
+
+/** Each message's readings through the pipelines; a message may now store fewer (even none) or more. */
+function processMessages(
+  processing: CommitProcessing,
+  group: readonly DeviceReading[],
+  waiting: ReadonlyArray<{ done: CommitCallback; count: number }>,
+): { group: DeviceReading[]; waiting: Array<{ done: CommitCallback; count: number }> } {
+  const out: DeviceReading[] = [];
+  const counted: Array<{ done: CommitCallback; count: number }> = [];
+  let start = 0;
+  for (const { done, count } of waiting) {
+    const produced = processing.process(group.slice(start, start + count));
+    start += count;
+    for (const r of produced) out.push(r);
+    counted.push({ done, count: produced.length });
+  }
+  return { group: out, waiting: counted };
 }
 
 export function createGroupCommitter(options: GroupCommitterOptions): GroupCommitter {
@@ -52,14 +83,20 @@ export function createGroupCommitter(options: GroupCommitterOptions): GroupCommi
   function flush(): void {
     cancelTimer();
     if (readings.length === 0) return;
-    const group = readings;
-    const waiting = callbacks;
+    let group = readings;
+    let waiting = callbacks;
     readings = [];
     callbacks = [];
+    const { processing } = options;
     let result: AppendResult;
     try {
-      result = options.outbox.append(group, options.inFlight ? { inFlight: options.inFlight } : {});
+      if (processing) ({ group, waiting } = processMessages(processing, group, waiting));
+      result = options.outbox.append(group, {
+        ...(options.inFlight ? { inFlight: options.inFlight } : {}),
+        ...(processing ? { pipelineState: processing.takeState() } : {}),
+      });
     } catch (err) {
+      processing?.rollback();
       const failure =
         err instanceof FerryError ? err : new FerryError('FERRY_ERR_STORAGE', `outbox commit failed: ${(err as Error).message}`, {}, { cause: err });
       options.onError(failure, group.length);
@@ -70,6 +107,7 @@ export function createGroupCommitter(options: GroupCommitterOptions): GroupCommi
     const stored = result.seqs.length;
     if (stored > 0) options.onCommitted(result);
     if (stored < group.length) {
+      processing?.rollback();
       const full = new FerryError('FERRY_ERR_OUTBOX_FULL', `the outbox is full; ${group.length - stored} reading(s) refused, publish again later`, {
         refused: group.length - stored,
       });
@@ -79,7 +117,8 @@ export function createGroupCommitter(options: GroupCommitterOptions): GroupCommi
       let end = 0;
       for (const { done, count } of waiting) {
         end += count;
-        done(end <= stored ? null : full);
+        // With edge processing the group's state was rolled back, so none of it counts as handled.
+        done(end <= stored && !processing ? null : full);
       }
       return;
     }

@@ -1,8 +1,9 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
 import { logLevelSchema } from '@ferry/runtime';
-import { compilePattern, DEFAULT_DEVICE_PATTERNS, gatewayIdSchema, limitsSchema } from '@ferry/protocol';
-import { coercionRuleSchema, formatNameSchema, timestampUnitSchema } from '@ferry/decoders';
+import { pipelineSchema } from '@ferry/processing';
+import { gatewayIdSchema, limitsSchema } from '@ferry/protocol';
+import { devicePatternsSchema } from '@ferry/decoders';
 
 const port = z.number().int().min(0).max(65_535);
 
@@ -28,28 +29,6 @@ const mqttUrl = z.string().refine((value) => {
   }
 }, 'expected an MQTT URL such as mqtt://127.0.0.1:1883 or mqtts://broker.example:8883');
 
-const patternSchema = z
-  .object({
-    pattern: z.string().min(1),
-    kind: z.enum(['telemetry', 'status']),
-    /** How payloads on this pattern are read (docs/devices.md); absent means Ferry's own JSON. */
-    format: formatNameSchema.default('ferry'),
-    /** Per-field value rules over the format's defaults, keyed by metric name: number, string or boolean. */
-    coerce: z.record(z.string().min(1), coercionRuleSchema).optional(),
-    /** Unit of numeric device timestamps; default per format. */
-    timestampUnit: timestampUnitSchema.optional(),
-    /** Take the device id from this payload field (a tag for influx-line) instead of the topic. */
-    deviceIdField: z.string().min(1).optional(),
-  })
-  .strict()
-  .superRefine((value, ctx) => {
-    try {
-      compilePattern(value.pattern, value.kind);
-    } catch (err) {
-      ctx.addIssue({ code: 'custom', path: ['pattern'], message: (err as Error).message });
-    }
-  });
-
 const attachSchema = z
   .object({
     url: mqttUrl,
@@ -66,6 +45,33 @@ const attachSchema = z
   })
   .strict();
 
+/**
+ * Edge processing (docs/processing.md): pipelines per metric, run before the outbox (only their
+ * output is stored) or before the uplink (raw readings stored, processed as batches are built).
+ */
+const edgeProcessingSchema = z
+  .object({
+    before: z.enum(['outbox', 'uplink']).default('outbox'),
+    pipelines: z.array(pipelineSchema).default([]),
+  })
+  .strict()
+  .superRefine((p, ctx) => {
+    if (p.before !== 'uplink') return;
+    // Before the uplink a reading sent keeps the seq of its outbox row, which is what the
+    // ingestor dedupes a resend by: steps that make readings of their own have no such row.
+    p.pipelines.forEach((pipeline, i) =>
+      pipeline.steps.forEach((step, k) => {
+        if (step.op === 'rollup' || step.op === 'skew') {
+          ctx.addIssue({
+            code: 'custom',
+            path: ['pipelines', i, 'steps', k, 'op'],
+            message: `'${step.op}' makes readings without an outbox row of their own: use it with before: 'outbox' (or at the ingestor)`,
+          });
+        }
+      }),
+    );
+  });
+
 export const gatewayConfigSchema = z
   .object({
     gatewayId: gatewayIdSchema,
@@ -74,13 +80,8 @@ export const gatewayConfigSchema = z
     devices: z
       .object({
         listen: z.union([z.literal(false), listenSchema]).prefault({}),
-        patterns: z
-          .array(patternSchema)
-          .min(1)
-          .default([
-            { pattern: DEFAULT_DEVICE_PATTERNS.telemetry, kind: 'telemetry', format: 'ferry' },
-            { pattern: DEFAULT_DEVICE_PATTERNS.status, kind: 'status', format: 'ferry' },
-          ]),
+        /** How payloads on each topic pattern are read (docs/devices.md); shared with the ingestor's `direct.patterns`. */
+        patterns: devicePatternsSchema,
         attach: attachSchema.optional(),
       })
       .strict()
@@ -152,6 +153,7 @@ export const gatewayConfigSchema = z
       .strict()
       .prefault({}),
     limits: limitsSchema.prefault({}),
+    processing: edgeProcessingSchema.optional(),
     http: z
       .union([
         z.literal(false),

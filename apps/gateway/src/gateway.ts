@@ -29,6 +29,8 @@ import type { DrainProgress } from './drain.js';
 import { DiskWearMeter } from './disk-wear.js';
 import { isDiskFull, StorageAlarm } from './storage-alarm.js';
 import { createGatewayMetrics } from './metrics.js';
+import { createEdgeProcessing, UplinkSettlement } from './process.js';
+import type { EdgeProcessing, EdgeProcessingStats } from './process.js';
 import type { GatewayMetrics } from './metrics.js';
 
 export interface GatewayDeps {
@@ -70,6 +72,8 @@ export interface GatewayStats {
   diskWriteBytesPerReading: number | null;
   /** Where a corrupt outbox found at start was moved; null when none was. */
   outboxSetAside: string | null;
+  /** Edge processing: readings and bytes in and out, values removed or changed by reason; null without pipelines. */
+  processing: EdgeProcessingStats | null;
 }
 
 export interface Gateway {
@@ -119,6 +123,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   const version = packageVersion();
   const { gatewayId } = config;
   const validator = createDeviceMessageValidator(config.devices.patterns, config.limits);
+  const edge: EdgeProcessing | undefined =
+    config.processing && config.processing.pipelines.length > 0 ? createEdgeProcessing(config.processing, clock) : undefined;
 
   let state: 'new' | 'starting' | 'ready' | 'closing' | 'closed' = 'new';
   let running: Running | undefined;
@@ -143,8 +149,21 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     deadLetters: () => heldDeadLetters(),
     diskWriteBytesPerReading: () => diskWear.bytesPerReading(counts.committed),
     drain: () => drainProgress(),
+    processing: () => edge?.stats(),
     now: () => clock.now(),
   });
+
+  /** Edge processing back to the state saved in the outbox: after a commit that did not happen, or a resend. */
+  function rollbackProcessing(outbox: Outbox): void {
+    if (!edge) return;
+    try {
+      edge.restore(outbox.pipelineState());
+    } catch (err) {
+      // Without its saved state a series starts afresh: a deadband sends its next value, an open window starts over.
+      logger.error({ err }, 'edge processing state could not be read back from the outbox; its series start afresh');
+      edge.restore([]);
+    }
+  }
 
   function heldDeadLetters(): number {
     if (!running || state === 'closed') return 0;
@@ -221,6 +240,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         uplink,
         ...(running ? { outbox: running.outbox.stats(), deadLetters: heldDeadLetters(), gaps: currentGaps(running.outbox), drain: drainProgress() } : {}),
         diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
+        ...(edge ? { processing: edge.stats() } : {}),
       }),
     );
   }
@@ -293,7 +313,21 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       throw err;
     }
     const { outbox, deadLetters } = files;
+    if (edge) {
+      rollbackProcessing(outbox);
+      const { restoredSeries, discardedSeries } = edge.stats();
+      logger.info({ before: edge.before, restoredSeries, discardedSeries }, 'edge processing state restored');
+    }
     const inFlight = new InFlightBatches();
+    const settlement = edge?.before === 'uplink' ? new UplinkSettlement() : undefined;
+    /** Before the uplink: deletes the rows of every batch acked in order, saving the state they led to. */
+    const settleInOrder = (batchId: number): number | undefined => {
+      const due = settlement?.acked(batchId);
+      if (!due) return undefined;
+      const deleted = outbox.settle(due.seqs, due.state);
+      settlement?.settled(due.count);
+      return deleted;
+    };
     const sender = createSender({
       gatewayId,
       outbox,
@@ -322,7 +356,34 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         metrics.resends.inc({ why });
         logger.debug({ batchId: batch.batchId, readings: batch.seqs.length, why }, 'batch requeued');
       },
-      liveFirstAbove: config.drain.liveFirst ? config.drain.aboveReadings : undefined,
+      // Processing before the uplink needs one stream in seq order, so a resend rebuilds the same batches.
+      liveFirstAbove: config.drain.liveFirst && !settlement ? config.drain.aboveReadings : undefined,
+      ...(edge && settlement
+        ? {
+            processing: {
+              process: (batchId, seqs, readings) => {
+                const out = edge.process(readings);
+                settlement.built(batchId, seqs, edge.takeState());
+                return out;
+              },
+              nothingToSend: (batchId) => {
+                try {
+                  const deleted = settleInOrder(batchId) ?? 0;
+                  counts.ackedReadings += deleted;
+                  drainMeter.acked(deleted);
+                  metrics.ackedReadings.inc(deleted);
+                } catch (err) {
+                  // The rows stay; the next resend or restart processes them again from the saved state.
+                  logger.error({ err, batchId }, 'rows that produced nothing to send could not be settled');
+                }
+              },
+              rollback: () => {
+                settlement.reset();
+                rollbackProcessing(outbox);
+              },
+            },
+          }
+        : {}),
       onDrainMode: ({ draining, boundary }) => {
         if (draining) logger.info({ backlog: outbox.stats().depth, boundary }, 'draining a backlog; readings arriving now are sent first');
         else logger.info({ outboxDepth: outbox.stats().depth }, 'backlog handed out; one stream again');
@@ -333,6 +394,9 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       lingerMs: config.outbox.commitLingerMs,
       maxReadings: config.outbox.commitMaxReadings,
       inFlight: inFlight.excluded,
+      ...(edge?.before === 'outbox'
+        ? { processing: { process: (readings) => edge.process(readings), takeState: () => edge.takeState(), rollback: () => rollbackProcessing(outbox) } }
+        : {}),
       onCommitted: (result) => {
         counts.committed += result.seqs.length;
         metrics.committed.inc(result.seqs.length);
@@ -395,6 +459,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
             outbox: outbox.stats(),
             inFlightBatches: inFlight.size,
             drain: drainProgress(),
+            ...(edge ? { processing: edge.stats() } : {}),
           }),
         });
         // The ops view of what was lost: every gap record the outbox file holds, newest first.
@@ -418,6 +483,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           onIgnored: (reason) => metrics.acksIgnored.inc({ reason }),
         },
         onSettled: (batchId) => sender.settled(batchId),
+        ...(settlement ? { settle: (batch: { batchId: number }) => settleInOrder(batch.batchId) } : {}),
       });
       run.uplink = connectUplink(
         {
@@ -586,6 +652,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         commitFailures: counts.commitFailures,
         diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
         outboxSetAside: running?.outbox.corrupt?.asidePath ?? null,
+        processing: edge?.stats() ?? null,
       };
     },
     get deadLetters(): DeadLetterStore {

@@ -5,7 +5,19 @@ export type { GatewayConfig, GatewayConfigInput } from './config.js';
 export { createGateway } from './gateway.js';
 export type { Gateway, GatewayDeps, GatewayStats } from './gateway.js';
 export { createSqliteOutbox, OUTBOX_FULL, OUTBOX_ROW_OVERHEAD_BYTES } from './outbox.js';
-export type { Outbox, OutboxEntry, OutboxStats, AppendOptions, AppendResult, PeekOptions, SqliteOutboxOptions } from './outbox.js';
+export type {
+  Outbox,
+  OutboxEntry,
+  OutboxStats,
+  AppendOptions,
+  AppendWithStateOptions,
+  AppendResult,
+  PeekOptions,
+  SavedSeriesState,
+  SqliteOutboxOptions,
+} from './outbox.js';
+export { createEdgeProcessing, UplinkSettlement } from './process.js';
+export type { EdgeProcessing, EdgeProcessingConfig, EdgeProcessingStats } from './process.js';
 export type { CorruptOutbox } from './outbox-file.js';
 export { OUTBOX_SCHEMA_VERSION } from './outbox-schema.js';
 export type { DropReason, GapRecord } from './drops.js';

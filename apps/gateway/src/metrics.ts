@@ -2,6 +2,7 @@
 // never per log line; gauges read the live state when scraped.
 import { Counter, Gauge } from '@ferry/runtime';
 import type { Registry } from '@ferry/runtime';
+import type { EdgeProcessingStats } from './process.js';
 
 export interface GaugeSources {
   outboxDepth(): number;
@@ -14,6 +15,8 @@ export interface GaugeSources {
   /** Bytes written to storage per reading committed; null when not measurable yet. */
   diskWriteBytesPerReading(): number | null;
   drain(): { backlog: number; ratePerSec: number; etaSec: number | null };
+  /** Edge processing figures; undefined when no pipeline is configured. */
+  processing?(): EdgeProcessingStats | undefined;
   now(): number;
 }
 
@@ -97,6 +100,47 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
     }),
   };
 
+  // Edge processing: the pipeline keeps its own running totals; these counters mirror them when scraped.
+  new Counter({
+    name: 'ferry_gateway_processing_readings_total',
+    help: 'Readings into (direction="in") and out of (direction="out") the edge processing pipelines',
+    labelNames: ['direction'],
+    registers,
+    collect() {
+      const s = sources.processing?.();
+      if (!s) return;
+      this.reset();
+      this.inc({ direction: 'in' }, s.readingsIn);
+      this.inc({ direction: 'out' }, s.readingsOut);
+    },
+  });
+  new Counter({
+    name: 'ferry_gateway_processing_bytes_total',
+    help: 'Bytes (reading JSON) into and out of the edge processing pipelines',
+    labelNames: ['direction'],
+    registers,
+    collect() {
+      const s = sources.processing?.();
+      if (!s) return;
+      this.reset();
+      this.inc({ direction: 'in' }, s.bytesIn);
+      this.inc({ direction: 'out' }, s.bytesOut);
+    },
+  });
+  new Counter({
+    name: 'ferry_gateway_processing_values_total',
+    help: 'Values each edge operator saw (reason="in") and removed or changed, by operator and reason (e.g. deadband/suppressed)',
+    labelNames: ['op', 'reason'],
+    registers,
+    collect() {
+      const s = sources.processing?.();
+      if (!s) return;
+      this.reset();
+      for (const [op, reasons] of Object.entries(s.ops)) {
+        for (const [reason, n] of Object.entries(reasons)) this.inc({ op, reason }, n);
+      }
+    },
+  });
   new Gauge({
     name: 'ferry_gateway_disk_write_bytes_per_reading',
     help: 'Bytes the gateway process wrote to storage (/proc/self/io write_bytes) per reading committed, since start',

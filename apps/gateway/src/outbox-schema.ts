@@ -75,6 +75,22 @@ export const OUTBOX_MIGRATIONS: readonly OutboxMigration[] = [
       db.exec('UPDATE outbox_state SET depth = (SELECT count(*) FROM outbox), bytes = (SELECT coalesce(sum(bytes), 0) FROM outbox) WHERE id = 1');
     },
   },
+  {
+    version: 3,
+    what: 'edge processing state',
+    up(db) {
+      // One row per processed series (device + metric): its operators' state (a deadband's last
+      // sent value, open rollup windows), written in the transaction that stores what it produced.
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS pipeline_state (
+          device_id TEXT NOT NULL,
+          metric TEXT NOT NULL,
+          state TEXT NOT NULL,
+          PRIMARY KEY (device_id, metric)
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 export const OUTBOX_SCHEMA_VERSION = OUTBOX_MIGRATIONS[OUTBOX_MIGRATIONS.length - 1]?.version ?? 0;

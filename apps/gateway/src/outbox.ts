@@ -58,13 +58,32 @@ export interface AppendOptions {
   readonly inFlight?: { has(seq: number): boolean };
 }
 
+/** Edge-processing state of one series (device + metric), saved with the readings it produced. */
+export interface SavedSeriesState {
+  readonly deviceId: string;
+  readonly metric: string;
+  readonly state: string;
+}
+
+export interface AppendWithStateOptions extends AppendOptions {
+  /**
+   * Written in the same transaction as the readings, so the state and what it produced are
+   * durable together; written even when `readings` is empty, never when the group is refused.
+   */
+  readonly pipelineState?: readonly SavedSeriesState[];
+}
+
 export interface Outbox {
   /** Stores readings in one transaction, durable (per the synchronous level) on return. */
-  append(readings: readonly DeviceReading[], options?: AppendOptions): AppendResult;
+  append(readings: readonly DeviceReading[], options?: AppendWithStateOptions): AppendResult;
   /** The oldest rows not excluded, in seq order. */
   peek(options: PeekOptions): OutboxEntry[];
   /** Deletes rows by seq; unknown seqs are ignored. Returns how many rows went. */
   delete(seqs: readonly number[]): number;
+  /** Deletes rows and saves edge-processing state in one transaction (processing before the uplink). */
+  settle(seqs: readonly number[], pipelineState: readonly SavedSeriesState[]): number;
+  /** Every saved edge-processing state. */
+  pipelineState(): SavedSeriesState[];
   /** Applies the age bound now (appends apply it too); returns the seqs dropped. */
   expire(options?: AppendOptions): readonly number[];
   stats(): OutboxStats;
@@ -173,6 +192,13 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   const writeState = db.prepare<[number, number]>('UPDATE outbox_state SET depth = ?, bytes = ? WHERE id = 1');
   const reserveBatchIds = db.prepare<[number]>('UPDATE outbox_state SET batch_id_reserved = ? WHERE id = 1');
   const readNewestSeq = db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'");
+  const saveSeriesState = db.prepare<[string, string, string]>(
+    'INSERT INTO pipeline_state (device_id, metric, state) VALUES (?, ?, ?) ON CONFLICT (device_id, metric) DO UPDATE SET state = excluded.state',
+  );
+  const readSeriesState = db.prepare<[], { device_id: string; metric: string; state: string }>('SELECT device_id, metric, state FROM pipeline_state');
+  function savePipelineState(states: readonly SavedSeriesState[]): void {
+    for (const s of states) saveSeriesState.run(s.deviceId, s.metric, s.state);
+  }
   const ledger = createDropLedger(db);
 
   // Depth and bytes live in outbox_state, updated in the same transactions as the rows, so
@@ -278,7 +304,11 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   }
 
   const appendTx = db.transaction(
-    (readings: readonly DeviceReading[], inFlight: { has(seq: number): boolean }): { seqs: number[]; droppedSeqs: number[]; refused: number; totals: Totals } => {
+    (
+      readings: readonly DeviceReading[],
+      inFlight: { has(seq: number): boolean },
+      pipelineState: readonly SavedSeriesState[],
+    ): { seqs: number[]; droppedSeqs: number[]; refused: number; totals: Totals } => {
       const totals: Totals = { depth, bytes };
       const drops = new Map<DropReason, Victim[]>();
       trimAged(totals, inFlight, drops);
@@ -304,6 +334,8 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       if (!refuseNew) trimOldest(totals, inFlight, drops);
       const droppedSeqs = settleDrops(drops);
       writeState.run(totals.depth, totals.bytes);
+      // A refused group was not processed as far as the devices know: they publish it again.
+      if (seqs.length === readings.length) savePipelineState(pipelineState);
       return { seqs, droppedSeqs, refused: readings.length - seqs.length, totals };
     },
   );
@@ -315,6 +347,12 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     const droppedSeqs = settleDrops(drops);
     if (droppedSeqs.length > 0) writeState.run(totals.depth, totals.bytes);
     return { droppedSeqs, totals };
+  });
+
+  const settleTx = db.transaction((seqs: readonly number[], pipelineState: readonly SavedSeriesState[]): { rows: number; freed: number } => {
+    const done = deleteTx(seqs);
+    savePipelineState(pipelineState);
+    return done;
   });
 
   const deleteTx = db.transaction((seqs: readonly number[]): { rows: number; freed: number } => {
@@ -356,10 +394,14 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
 
   return {
     append(readings, appendOptions = {}) {
-      if (readings.length === 0) return { seqs: [], droppedSeqs: [], refused: 0 };
+      const pipelineState = appendOptions.pipelineState ?? [];
+      if (readings.length === 0) {
+        if (pipelineState.length > 0) storage('append', () => db.transaction(savePipelineState)(pipelineState));
+        return { seqs: [], droppedSeqs: [], refused: 0 };
+      }
       return storage('append', () => {
         const wasEmpty = depth === 0;
-        const result = appendTx(readings, appendOptions.inFlight ?? nothingInFlight);
+        const result = appendTx(readings, appendOptions.inFlight ?? nothingInFlight, pipelineState);
         afterDrops(result.droppedSeqs, result.totals);
         const last = result.seqs[result.seqs.length - 1];
         if (last !== undefined) newest = last;
@@ -397,6 +439,21 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
         }
         return rows;
       });
+    },
+    settle(seqs, pipelineState) {
+      if (seqs.length === 0 && pipelineState.length === 0) return 0;
+      return storage('settle', () => {
+        const { rows, freed } = settleTx(seqs, pipelineState);
+        if (rows > 0) {
+          depth -= rows;
+          bytes -= freed;
+          oldestTs = depth === 0 ? null : (oldest.get()?.received_at ?? null);
+        }
+        return rows;
+      });
+    },
+    pipelineState() {
+      return storage('pipelineState', () => readSeriesState.all().map((r) => ({ deviceId: r.device_id, metric: r.metric, state: r.state })));
     },
     expire(expireOptions = {}) {
       if (maxAgeMs === undefined) return [];

@@ -4,7 +4,7 @@
 // Live first: while a large backlog drains, readings committed after the drain began form a
 // second stream whose batches go out ahead of the backlog's (docs/durability.md, "Live first").
 import { encodeBatch, ENVELOPE_VERSION, uplinkTopics } from '@ferry/protocol';
-import type { Compression } from '@ferry/protocol';
+import type { Compression, Reading } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import { decideBatch, READING_OVERHEAD_BYTES, readingsBudget } from './batch.js';
 import type { BatchPolicy } from './batch.js';
@@ -32,6 +32,18 @@ export interface SenderOptions {
   readonly liveFirstAbove?: number | undefined;
   /** A live-first drain began (the backlog is every seq up to `boundary`) or ended. */
   readonly onDrainMode?: (event: { draining: boolean; boundary: number | undefined }) => void;
+  /** Edge processing before the uplink (one stream: no live-first drain with it). */
+  readonly processing?: SendProcessing;
+}
+
+/** Edge processing before the uplink, as the sender sees it. */
+export interface SendProcessing {
+  /** What the rows of a batch become on the uplink (each keeps its row's seq). */
+  process(batchId: number, seqs: readonly number[], readings: readonly Reading[]): Reading[];
+  /** The batch produced nothing to send: it is settled as if acked. */
+  nothingToSend(batchId: number): void;
+  /** Every batch in flight goes out again: the pipeline goes back to its saved state. */
+  rollback(): void;
 }
 
 export interface Sender {
@@ -73,6 +85,10 @@ export function createSender(options: SenderOptions): Sender {
   let liveLingerElapsed = false;
 
   function requeue(batchId: number, why: 'timeout' | 'reconnect'): void {
+    if (options.processing) {
+      requeueAll(why);
+      return;
+    }
     const timer = ackTimers.get(batchId);
     if (timer) clearTimeout(timer);
     ackTimers.delete(batchId);
@@ -87,6 +103,23 @@ export function createSender(options: SenderOptions): Sender {
     lingerElapsed = true;
     liveLingerElapsed = true;
     options.onBatchRequeued(batch, why);
+  }
+
+  /**
+   * With processing before the uplink, a batch is only ever resent together with every batch
+   * after it, from the saved state, so they are rebuilt exactly as before (see UplinkSettlement).
+   */
+  function requeueAll(why: 'timeout' | 'reconnect'): void {
+    for (const [batchId, timer] of ackTimers) {
+      clearTimeout(timer);
+      const batch = inFlight.expire(batchId);
+      if (batch) options.onBatchRequeued(batch, why);
+    }
+    ackTimers.clear();
+    options.processing?.rollback();
+    // Every row still in the outbox is unsettled: read them again from the start.
+    cursor = -1;
+    lingerElapsed = true;
   }
 
   function sendBatch(stream: Stream): boolean {
@@ -110,14 +143,24 @@ export function createSender(options: SenderOptions): Sender {
     else cursor = last;
     const batchId = outbox.nextBatchId();
     const sentAt = Math.floor(clock.now());
-    const payload = encodeBatch(
-      { v: ENVELOPE_VERSION, gatewayId: options.gatewayId, batchId, sentAt },
-      entries.map((e) => e.reading),
-      options.compression,
-    );
     const seqs = entries.map((e) => e.seq);
+    let readings = entries.map((e) => e.reading);
+    if (options.processing) {
+      readings = options.processing.process(batchId, seqs, readings);
+      if (readings.length === 0) {
+        options.processing.nothingToSend(batchId);
+        return true;
+      }
+    }
+    const payload = encodeBatch({ v: ENVELOPE_VERSION, gatewayId: options.gatewayId, batchId, sentAt }, readings, options.compression);
     inFlight.add(
-      { batchId, seqs, bytes: entries.reduce((n, e) => n + e.bytes, 0), sentAt },
+      {
+        batchId,
+        seqs,
+        bytes: entries.reduce((n, e) => n + e.bytes, 0),
+        sentAt,
+        ...(readings.length !== seqs.length ? { readings: readings.length } : {}),
+      },
       entries.map((e) => e.bytes),
     );
     ackTimers.set(
@@ -131,7 +174,7 @@ export function createSender(options: SenderOptions): Sender {
       // The ack timeout covers a lost publish; nothing else to do here.
       if (err) logger.debug({ err: err.message, batchId }, 'batch publish failed');
     });
-    options.onBatchSent(entries.length, payload.byteLength);
+    options.onBatchSent(readings.length, payload.byteLength);
     return true;
   }
 
@@ -233,7 +276,10 @@ export function createSender(options: SenderOptions): Sender {
     },
     uplinkUp() {
       up = true;
-      for (const batchId of [...ackTimers.keys()]) requeue(batchId, 'reconnect');
+      if (options.processing) {
+        // Rows settled while down (nothing to send) leave nothing behind; the rest is rebuilt.
+        if (ackTimers.size > 0) requeueAll('reconnect');
+      } else for (const batchId of [...ackTimers.keys()]) requeue(batchId, 'reconnect');
       pump();
     },
     uplinkDown() {

@@ -4,6 +4,7 @@ import { ENVELOPE_VERSION } from '@ferry/protocol';
 import type { GapRecord, GatewayStatus } from '@ferry/protocol';
 import type { DrainProgress } from './drain.js';
 import type { OutboxStats } from './outbox.js';
+import type { EdgeProcessingStats } from './process.js';
 
 /** Gap records carried in each status: the most recently written; older ones stay in the outbox file. */
 export const GAPS_IN_STATUS = 100;
@@ -21,6 +22,7 @@ export interface StatusInput {
   readonly gaps?: readonly GapRecord[];
   readonly drain?: DrainProgress;
   readonly diskWriteBytesPerReading?: number | null;
+  readonly processing?: EdgeProcessingStats;
 }
 
 export function gatewayStatus(input: StatusInput): GatewayStatus {
@@ -41,6 +43,18 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
     ...(input.gaps !== undefined ? { gaps: input.gaps.slice(0, GAPS_IN_STATUS) } : {}),
     ...(input.drain !== undefined ? { drain: { ...input.drain } } : {}),
     ...(input.diskWriteBytesPerReading !== undefined ? { diskWriteBytesPerReading: input.diskWriteBytesPerReading } : {}),
+    // An extra field (the status schema passes unknown ones through): what edge processing saved.
+    ...(input.processing !== undefined
+      ? {
+          processing: {
+            before: input.processing.before,
+            readingsIn: input.processing.readingsIn,
+            readingsOut: input.processing.readingsOut,
+            bytesIn: input.processing.bytesIn,
+            bytesOut: input.processing.bytesOut,
+          },
+        }
+      : {}),
   };
 }
 

@@ -1,7 +1,7 @@
 // Deadband (report by exception): at the edge, send a value only when it moved by more than the
 // bound since the last value sent, or when `heartbeatMs` passed, so a metered uplink carries
 // changes, not repeats. Holding the last sent value reproduces the series within the bound.
-import { ReasonCounts, removed, type Sample, type SeriesOperator, type StepResult } from './sample.js';
+import { ReasonCounts, removed, savedNumbers, type Sample, type SeriesOperator, type StepResult } from './sample.js';
 
 export interface DeadbandOptions {
   /** Absolute bound, in the metric's unit. */
@@ -41,6 +41,18 @@ export class Deadband implements SeriesOperator {
     }
     this.counts.add('suppressed');
     return removed('deadband_suppressed');
+  }
+
+  saveState(): unknown {
+    return this.#has ? [this.#lastTs, this.#lastValue] : null;
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const [ts, value] = savedNumbers(state, 2) as [number, number];
+    this.#has = true;
+    this.#lastTs = ts;
+    this.#lastValue = value;
   }
 
   #send(sample: Sample): Sample {

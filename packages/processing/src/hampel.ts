@@ -3,7 +3,7 @@
 // spikes included, so a genuine step change is accepted once it fills half the window.
 // Causal (judges each value against the past only), so it adds no delay at the edge.
 import { medianOfSorted, sortSmall } from './order-statistics.js';
-import { ReasonCounts, removed, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
+import { ReasonCounts, removed, savedNumbers, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
 
 /** Scales the median absolute deviation to a standard deviation for normally distributed noise. */
 export const MAD_TO_SIGMA = 1.4826;
@@ -25,7 +25,7 @@ export interface HampelOptions {
 
 /** Counts `outlier`. */
 export class HampelFilter implements SeriesOperator {
-  readonly #history: number[] = [];
+  #history: number[] = [];
   #next = 0;
   /** Reused for sorting, so judging a value allocates nothing. */
   readonly #scratch: Float64Array;
@@ -69,5 +69,18 @@ export class HampelFilter implements SeriesOperator {
     else history[this.#next] = sample.value;
     this.#next = (this.#next + 1) % this.opts.window;
     return result;
+  }
+
+  /** [next, ...history]: the ring buffer as it stands. */
+  saveState(): unknown {
+    return this.#history.length > 0 ? [this.#next, ...this.#history] : null;
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const [next, ...history] = savedNumbers(state);
+    if (next === undefined || history.length > this.opts.window || next >= this.opts.window) throw new TypeError('saved operator state does not fit this operator');
+    this.#next = next;
+    this.#history = history;
   }
 }

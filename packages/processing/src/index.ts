@@ -27,4 +27,12 @@ export {
   type StepOp,
 } from './config.js';
 export { createOperator, createWindows } from './steps.js';
-export { createPipeline, rollupMeasurement, ROLLUP_MEASUREMENT_TAG, type Pipeline, type PipelineStats } from './pipeline.js';
+export {
+  createPipeline,
+  rollupMeasurement,
+  ROLLUP_MEASUREMENT_TAG,
+  type Pipeline,
+  type PipelineOptions,
+  type PipelineStats,
+  type SeriesSnapshot,
+} from './pipeline.js';

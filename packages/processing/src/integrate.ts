@@ -1,7 +1,7 @@
 // Power to energy: the trapezoid rule between consecutive samples, which copes with irregular
 // intervals. Across a gap longer than `maxGapMs` nothing is known about the power, so the gap is
 // not integrated: it is counted and the sample after it carries an `integrate_gap` flag.
-import { ReasonCounts, removed, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
+import { ReasonCounts, removed, savedNumbers, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
 
 export interface IntegrateOptions {
   readonly maxGapMs: number;
@@ -57,6 +57,19 @@ export class Integrator implements SeriesOperator {
     this.#total += energy;
     this.#remember(sample);
     return withValue(sample, this.opts.output === 'cumulative' ? this.#total : energy, undefined);
+  }
+
+  saveState(): unknown {
+    return this.#has ? [this.#prevTs, this.#prevValue, this.#total] : null;
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const [ts, value, total] = savedNumbers(state, 3) as [number, number, number];
+    this.#has = true;
+    this.#prevTs = ts;
+    this.#prevValue = value;
+    this.#total = total;
   }
 
   #remember(sample: Sample): void {

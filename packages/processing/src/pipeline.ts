@@ -41,12 +41,48 @@ export interface PipelineStats {
   readonly ops: Readonly<Record<string, Readonly<Record<string, number>>>>;
 }
 
+/** One series' operator state, as saved for a restart. */
+export interface SeriesSnapshot {
+  readonly deviceId: string;
+  readonly metric: string;
+  /** JSON: the state of each step, and a fingerprint of the pipeline it was made by. */
+  readonly state: string;
+}
+
+export interface PipelineOptions {
+  /** Remember which series changed, for takeChangedState(); off by default (it costs a set insert a sample). */
+  readonly trackState?: boolean;
+}
+
 export interface Pipeline {
   /** Runs one reading through its pipelines; returns what to pass on (possibly nothing), rollups last. */
   process(reading: Reading): Reading[];
   /** Treats `now` (default: the clock) as the watermark of every series; returns the rollups that completes. */
   flush(now?: number): Reading[];
   stats(): PipelineStats;
+  /**
+   * The state of every series process() or flush() touched since the last call (needs
+   * `trackState`). Saved in the same transaction as the readings it produced, a restart that
+   * restores it continues exactly where the pipeline stopped.
+   */
+  takeChangedState(): SeriesSnapshot[];
+  /**
+   * Restores saved series. A snapshot made by a pipeline configured differently (steps or match
+   * changed) or that does not parse is discarded: that series starts afresh.
+   */
+  restoreState(snapshots: Iterable<SeriesSnapshot>): { restored: number; discarded: number };
+  /** Forgets the state of every series (counts are kept), e.g. before restoring the last saved state. */
+  resetState(): void;
+}
+
+/** FNV-1a of the pipeline's configuration: saved state is only taken back by the same pipeline. */
+function fingerprint(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    h ^= text.charCodeAt(i);
+    h = Math.imul(h, 0x01000193) >>> 0;
+  }
+  return h.toString(16);
 }
 
 interface CompiledStep {
@@ -57,6 +93,7 @@ interface CompiledStep {
 }
 
 interface CompiledPipeline {
+  readonly fingerprint: string;
   readonly metric: (name: string) => boolean;
   readonly device: (id: string) => boolean;
   readonly steps: readonly CompiledStep[];
@@ -64,6 +101,8 @@ interface CompiledPipeline {
 
 interface SeriesState {
   readonly deviceId: string;
+  readonly metric: string;
+  readonly fingerprint: string;
   readonly steps: readonly CompiledStep[];
   readonly ops: readonly (SeriesOperator | TumblingWindows)[];
   /** The metric name as it enters each step (rate and integrate may rename it with `as`). */
@@ -99,7 +138,7 @@ function newMetrics(): Record<string, MetricValue> {
  * Validates `config` (the `processing` section; FERRY_ERR_CONFIG_INVALID names the bad field) and
  * builds the pipeline. The clock stamps `receivedAt` on rollup readings and is flush()'s default time.
  */
-export function createPipeline(config: unknown, clock: Clock): Pipeline {
+export function createPipeline(config: unknown, clock: Clock, options: PipelineOptions = {}): Pipeline {
   const parsed = parseProcessingConfig(config);
   const countsByOp = new Map<StepOp, ReasonCounts>();
   const countsFor = (op: StepOp): ReasonCounts => {
@@ -109,8 +148,14 @@ export function createPipeline(config: unknown, clock: Clock): Pipeline {
   };
   const pipelines: CompiledPipeline[] = parsed.pipelines.map((p) => {
     const device = p.match.device === undefined ? () => true : compileGlob(p.match.device);
-    return { metric: compileGlob(p.match.metric), device, steps: p.steps.map((s) => ({ config: s, counts: countsFor(s.op), seen: 0 })) };
+    return {
+      fingerprint: fingerprint(JSON.stringify(p)),
+      metric: compileGlob(p.match.metric),
+      device,
+      steps: p.steps.map((s) => ({ config: s, counts: countsFor(s.op), seen: 0 })),
+    };
   });
+  const changed: Set<SeriesState> | undefined = options.trackState ? new Set() : undefined;
   // device -> metric -> state; null: no pipeline matches (cached too, so unmatched metrics cost a lookup).
   const seriesByDevice = new Map<string, Map<string, SeriesState | null>>();
   const totals = { in: 0, out: 0, emptied: 0, rollups: 0 };
@@ -132,7 +177,7 @@ export function createPipeline(config: unknown, clock: Clock): Pipeline {
         if ((config.op === 'rate' || config.op === 'integrate') && config.as !== undefined) name = config.as;
         return createOperator(config, counts);
       });
-      series = { deviceId, steps: pipeline.steps, ops, names, outputName: name, tags: undefined };
+      series = { deviceId, metric, fingerprint: pipeline.fingerprint, steps: pipeline.steps, ops, names, outputName: name, tags: undefined };
       seriesCount++;
     }
     byMetric.set(metric, series);
@@ -195,6 +240,7 @@ export function createPipeline(config: unknown, clock: Clock): Pipeline {
         }
       }
       series.tags = reading.tags;
+      changed?.add(series);
       let sample: Sample = { ts: reading.ts, value: value as number, source: reading.tsSource };
       let removal: string | undefined;
       for (let k = 0; k < series.ops.length; k++) {
@@ -267,7 +313,10 @@ export function createPipeline(config: unknown, clock: Clock): Pipeline {
       for (const series of byMetric.values()) {
         if (!series) continue;
         series.ops.forEach((op, step) => {
-          if (op instanceof TumblingWindows) for (const window of op.advance(now)) emissions.push({ series, step, window });
+          if (!(op instanceof TumblingWindows)) return;
+          const done = op.advance(now);
+          if (done.length > 0) changed?.add(series);
+          for (const window of done) emissions.push({ series, step, window });
         });
       }
     }
@@ -281,5 +330,48 @@ export function createPipeline(config: unknown, clock: Clock): Pipeline {
     return { readings: { ...totals }, series: seriesCount, ops };
   }
 
-  return { process, flush, stats };
+  function takeChangedState(): SeriesSnapshot[] {
+    if (!changed || changed.size === 0) return [];
+    const out: SeriesSnapshot[] = [];
+    for (const series of changed) {
+      const state = JSON.stringify({ p: series.fingerprint, tags: series.tags ?? null, ops: series.ops.map((op) => op.saveState?.() ?? null) });
+      out.push({ deviceId: series.deviceId, metric: series.metric, state });
+    }
+    changed.clear();
+    return out;
+  }
+
+  function restoreState(snapshots: Iterable<SeriesSnapshot>): { restored: number; discarded: number } {
+    let restored = 0;
+    let discarded = 0;
+    for (const { deviceId, metric, state } of snapshots) {
+      const series = seriesFor(deviceId, metric);
+      if (!series) {
+        discarded++;
+        continue;
+      }
+      try {
+        const saved = JSON.parse(state) as { p?: unknown; tags?: unknown; ops?: unknown };
+        if (saved.p !== series.fingerprint || !Array.isArray(saved.ops) || saved.ops.length !== series.ops.length) throw new TypeError('another pipeline');
+        series.ops.forEach((op, k) => op.loadState?.(saved.ops === undefined ? null : (saved.ops as unknown[])[k]));
+        if (saved.tags !== null && typeof saved.tags === 'object') series.tags = saved.tags as Record<string, string>;
+        restored++;
+      } catch {
+        // Partly loaded operators must not survive: the series starts afresh.
+        seriesByDevice.get(deviceId)?.delete(metric);
+        seriesCount--;
+        seriesFor(deviceId, metric);
+        discarded++;
+      }
+    }
+    return { restored, discarded };
+  }
+
+  function resetState(): void {
+    seriesByDevice.clear();
+    seriesCount = 0;
+    changed?.clear();
+  }
+
+  return { process, flush, stats, takeChangedState, restoreState, resetState };
 }

@@ -1,7 +1,7 @@
 // Counter to rate: the increase per `perMs` between consecutive samples. A counter that goes
 // down has either wrapped (a fixed-width register overflowed) or reset (the device restarted);
 // both are detected and counted rather than turned into a huge negative rate.
-import { ReasonCounts, removed, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
+import { ReasonCounts, removed, savedNumbers, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
 
 export interface RateOptions {
   /** Width of the device's counter register; without it every decrease is a reset. */
@@ -65,6 +65,18 @@ export class CounterRate implements SeriesOperator {
     }
     this.#remember(sample);
     return withValue(sample, (delta / dt) * this.opts.perMs, this.opts.flag ? flag : undefined);
+  }
+
+  saveState(): unknown {
+    return this.#has ? [this.#prevTs, this.#prevValue] : null;
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const [ts, value] = savedNumbers(state, 2) as [number, number];
+    this.#has = true;
+    this.#prevTs = ts;
+    this.#prevValue = value;
   }
 
   #remember(sample: Sample): void {

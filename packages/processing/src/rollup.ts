@@ -14,7 +14,7 @@
 // 2 + ceil(allowedLatenessMs / windowMs): closed windows are evicted when the watermark next
 // crosses a window boundary (or on advance()), not on every sample.
 import { percentileOfSorted, sortedCopy } from './order-statistics.js';
-import type { ReasonCounts, Sample } from './sample.js';
+import { savedNumbers, type ReasonCounts, type Sample } from './sample.js';
 
 export const AGGREGATES = ['count', 'sum', 'mean', 'min', 'max', 'first', 'last', 'p50', 'p90', 'p95', 'p99'] as const;
 export type Aggregate = (typeof AGGREGATES)[number];
@@ -125,6 +125,42 @@ export class TumblingWindows {
       else this.#close(sample.ts, (out ??= []));
     }
     return out ?? NONE;
+  }
+
+  /**
+   * The open windows and the watermark as plain JSON, so a restart resumes them: one array per
+   * window, [start, count, sum, min, max, firstTs, first, lastTs, last, emitted, revision, ...values].
+   */
+  saveState(): unknown {
+    if (this.#watermark === -Infinity) return null;
+    const windows = [...this.#windows.values()].map((w) => [
+      w.start, w.count, w.sum, w.min, w.max, w.firstTs, w.first, w.lastTs, w.last, w.emitted ? 1 : 0, w.revision,
+      // -1 marks a window that gave up its values (percentiles skipped).
+      ...(w.values ?? (this.#keepValues ? [-1] : [])),
+    ]);
+    return { watermark: this.#watermark, windows };
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const saved = state as { watermark?: unknown; windows?: unknown };
+    const [watermark] = savedNumbers([saved.watermark], 1) as [number];
+    if (!Array.isArray(saved.windows)) throw new TypeError('saved operator state does not fit this operator');
+    const windows = saved.windows.map((entry): OpenWindow => {
+      const n = savedNumbers(entry);
+      if (n.length < 11) throw new TypeError('saved operator state does not fit this operator');
+      const rest = n.slice(11);
+      const values = !this.#keepValues || (rest.length === 1 && rest[0] === -1 && n[1] !== 1) ? undefined : rest;
+      if (values && values.length !== n[1]) throw new TypeError('saved operator state does not fit this operator');
+      return {
+        start: n[0]!, count: n[1]!, sum: n[2]!, min: n[3]!, max: n[4]!, firstTs: n[5]!, first: n[6]!, lastTs: n[7]!, last: n[8]!,
+        values: this.#keepValues ? values : undefined, emitted: n[9] === 1, revision: n[10]!,
+      };
+    });
+    this.#windows.clear();
+    for (const w of windows) this.#windows.set(w.start, w);
+    this.#watermark = watermark;
+    this.#newestEnd = this.windowStart(watermark) + this.opts.windowMs;
   }
 
   /** Moves the watermark to `now` (e.g. the wall clock, for a quiet series) and emits what it completes. */

@@ -79,4 +79,19 @@ function copySample(sample: Sample, ts: number, value: number, flag: string | un
 /** Operators that take one sample and give back at most one. */
 export interface SeriesOperator {
   push(sample: Sample): StepResult;
+  /**
+   * The operator's state as plain JSON (finite numbers, arrays, objects, null), so a restart can
+   * resume the series where it stopped; absent on operators that keep none.
+   */
+  saveState?(): unknown;
+  /** Takes back what saveState() returned. Throws on anything else and then leaves the operator as it was. */
+  loadState?(state: unknown): void;
+}
+
+/** Checks saved operator state: an array of finite numbers (of `length`, when given). */
+export function savedNumbers(state: unknown, length?: number): number[] {
+  if (!Array.isArray(state) || (length !== undefined && state.length !== length) || !state.every((v) => typeof v === 'number' && Number.isFinite(v))) {
+    throw new TypeError('saved operator state does not fit this operator');
+  }
+  return state as number[];
 }

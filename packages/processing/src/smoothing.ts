@@ -1,5 +1,5 @@
 // Smoothing filters: exponential and simple moving averages. Both emit one value per input.
-import { ReasonCounts, withValue, type Sample, type SeriesOperator } from './sample.js';
+import { ReasonCounts, savedNumbers, withValue, type Sample, type SeriesOperator } from './sample.js';
 
 export interface EmaOptions {
   /** Fixed weight of the new value, for regularly sampled series. */
@@ -41,6 +41,18 @@ export class ExponentialMovingAverage implements SeriesOperator {
     this.#average += alpha * (sample.value - this.#average);
     this.#lastTs = Math.max(this.#lastTs, sample.ts);
     return this.#output(sample, this.#average, 'ema_smoothed');
+  }
+
+  saveState(): unknown {
+    return this.#has ? [this.#lastTs, this.#average] : null;
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const [ts, average] = savedNumbers(state, 2) as [number, number];
+    this.#has = true;
+    this.#lastTs = ts;
+    this.#average = average;
   }
 
   #output(sample: Sample, value: number, flag: string): Sample {
@@ -103,5 +115,24 @@ export class SimpleMovingAverage implements SeriesOperator {
     if (mean === sample.value) return sample;
     this.counts.add('smoothed');
     return withValue(sample, mean, this.opts.flag ? 'sma_smoothed' : undefined);
+  }
+
+  /** [newest, sum, updates, ts..., values...]: the running sum too, so the means come out to the bit. */
+  saveState(): unknown {
+    if (this.#values.length === this.#head) return null;
+    return [this.#newest, this.#sum, this.#updates, ...this.#ts.slice(this.#head), ...this.#values.slice(this.#head)];
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const saved = savedNumbers(state);
+    const n = (saved.length - 3) / 2;
+    if (!Number.isInteger(n) || n < 1) throw new TypeError('saved operator state does not fit this operator');
+    this.#newest = saved[0]!;
+    this.#sum = saved[1]!;
+    this.#updates = saved[2]!;
+    this.#ts = saved.slice(3, 3 + n);
+    this.#values = saved.slice(3 + n);
+    this.#head = 0;
   }
 }

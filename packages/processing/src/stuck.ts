@@ -1,7 +1,7 @@
 // Stuck-sensor detection: a value that does not move (within `tolerance`) for `samples` samples
 // or `durationMs` of reading time is more likely a frozen sensor than a quiet process.
 // Values from the moment the run qualifies are flagged or dropped; earlier ones have gone.
-import { ReasonCounts, removed, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
+import { ReasonCounts, removed, savedNumbers, withValue, type Sample, type SeriesOperator, type StepResult } from './sample.js';
 
 export interface StuckOptions {
   /** The run is stuck once it has this many samples (the first included). */
@@ -44,5 +44,18 @@ export class StuckDetector implements SeriesOperator {
     }
     this.counts.add('stuck');
     return this.opts.action === 'drop' ? removed('stuck') : withValue(sample, sample.value, 'stuck');
+  }
+
+  saveState(): unknown {
+    return this.#runLength > 0 ? [this.#runValue, this.#runStart, this.#runLength, this.#stuck ? 1 : 0] : null;
+  }
+
+  loadState(state: unknown): void {
+    if (state === null) return;
+    const [value, start, length, stuck] = savedNumbers(state, 4) as [number, number, number, number];
+    this.#runValue = value;
+    this.#runStart = start;
+    this.#runLength = length;
+    this.#stuck = stuck === 1;
   }
 }
