@@ -90,14 +90,61 @@ function chart(name, points) {
     <path d="${d}"/><text x="${pad}" y="14">${esc(Number(y1.toPrecision(4)))}</text><text x="${pad}" y="${h - 6}">${esc(Number(y0.toPrecision(4)))}</text></svg></div>`;
 }
 
+/** A rolled-up series: the mean as a line over the min-max band, one point per window. */
+function rollupChart(metric, window, points) {
+  if (points.length === 0) return '';
+  const w = 600, h = 160, pad = 24;
+  const xs = points.map((p) => p.ts);
+  const lows = points.map((p) => p.min ?? p.mean), highs = points.map((p) => p.max ?? p.mean);
+  const [x0, x1, y0, y1] = [Math.min(...xs), Math.max(...xs), Math.min(...lows), Math.max(...highs)];
+  const sx = (x) => pad + ((x - x0) / (x1 - x0 || 1)) * (w - 2 * pad);
+  const sy = (y) => h - pad - ((y - y0) / (y1 - y0 || 1)) * (h - 2 * pad);
+  const line = (key) => points.map((p, i) => `${i ? 'L' : 'M'}${sx(p.ts).toFixed(1)},${sy(p[key] ?? p.mean).toFixed(1)}`).join(' ');
+  const band = `${line('max')} ${points.slice().reverse().map((p) => `L${sx(p.ts).toFixed(1)},${sy(p.min ?? p.mean).toFixed(1)}`).join(' ')} Z`;
+  const label = `${metric} · ${window} mean, min–max`;
+  return `<div class="chart rollup" data-rollup="${esc(metric)}" data-window="${esc(window)}"><h3>${esc(label)}</h3><svg viewBox="0 0 ${w} ${h}" preserveAspectRatio="none" role="img" aria-label="${esc(label)}">
+    <path class="band" d="${band}"/><path class="mean" d="${line('mean')}"/><text x="${pad}" y="14">${esc(Number(y1.toPrecision(4)))}</text><text x="${pad}" y="${h - 6}">${esc(Number(y0.toPrecision(4)))}</text></svg></div>`;
+}
+
+/** Per metric, per window length: the rollup points of a device, from GET /api/devices/:id/rollups. */
+function rollupSeries(rollups) {
+  const byMetric = new Map();
+  for (const w of rollups?.windows ?? []) {
+    for (const p of w.points ?? []) {
+      for (const [field, v] of Object.entries(p.fields)) {
+        const m = /^(.*)_(count|sum|mean|min|max|first|last|p50|p90|p95|p99)$/.exec(field);
+        if (!m || typeof v !== 'number') continue;
+        const perWindow = byMetric.get(m[1]) ?? byMetric.set(m[1], new Map()).get(m[1]);
+        const points = perWindow.get(w.window) ?? perWindow.set(w.window, new Map()).get(w.window);
+        const point = points.get(p.ts) ?? points.set(p.ts, { ts: p.ts }).get(p.ts);
+        point[m[2]] = v;
+      }
+    }
+  }
+  return byMetric;
+}
+
 async function renderDevicePage(id) {
-  const { device: d, alerts, readings } = await api(`/api/devices/${encodeURIComponent(id)}`);
+  const path = `/api/devices/${encodeURIComponent(id)}`;
+  const [{ device: d, alerts, readings }, rollups] = await Promise.all([api(path), api(`${path}/rollups`).catch(() => null)]);
+  const rollupMeasurements = new Set((rollups?.windows ?? []).map((w) => w.measurement));
+  const rolled = rollupSeries(rollups);
   const series = new Map();
-  for (const r of readings ?? []) for (const [k, v] of Object.entries(r.fields)) if (typeof v === 'number') (series.get(k) ?? series.set(k, []).get(k)).push({ ts: r.ts, v });
+  for (const r of readings ?? []) {
+    if (rollupMeasurements.has(r.measurement)) continue;
+    for (const [k, v] of Object.entries(r.fields)) if (typeof v === 'number') (series.get(k) ?? series.set(k, []).get(k)).push({ ts: r.ts, v });
+  }
+  // Raw and rolled-up series of a metric side by side; metrics without rollups as before.
+  const charts = (k, pts) => {
+    const perWindow = rolled.get(k);
+    if (!perWindow) return chart(k, pts);
+    const windows = [...perWindow].map(([window, points]) => rollupChart(k, window, [...points.values()].filter((p) => p.mean !== undefined).sort((a, b) => a.ts - b.ts)));
+    return `<div class="pair" data-pair="${esc(k)}">${chart(k, pts)}${windows.join('')}</div>`;
+  };
   $('#device').innerHTML = `<div class="panel"><p><a href="#/">← fleet</a></p>
     <h2>${esc(d.deviceId)} <span class="state ${esc(d.liveness)}">${esc(d.liveness)}</span></h2>
     <p>gateway ${esc(d.gatewayId ?? '—')} · timeout ${duration(d.timeoutMs)} · interval ${duration(d.expectedIntervalMs)} · battery ${d.battery ?? '—'} · rssi ${d.rssi ?? '—'} · firmware ${esc(d.firmware ?? '—')}</p>
-    ${readings === null ? '<p>Recent readings are shown when the ingestor writes to its embedded SQLite sink.</p>' : [...series].map(([k, pts]) => chart(k, pts)).join('')}
+    ${readings === null ? '<p>Recent readings are shown when the ingestor writes to its embedded SQLite sink.</p>' : [...new Set([...series.keys(), ...rolled.keys()])].map((k) => charts(k, series.get(k) ?? [])).join('')}
     <h3>Health history</h3><table><tbody>${d.history.slice().reverse().map((e) => `<tr><td>${new Date(e.at).toLocaleString()}</td><td>${esc(e.from)} → ${esc(e.to)}</td><td>${esc(e.reason)}</td></tr>`).join('')}</tbody></table>
     <h3>Alerts</h3><table><tbody>${alerts.map((a) => `<tr><td>${esc(a.rule)}</td><td>${esc(a.state)}</td><td>${esc(a.summary)}</td></tr>`).join('')}</tbody></table></div>`;
 }

@@ -1,10 +1,12 @@
 // The ingestor's configuration, validated by zod; a bad value stops the start naming the field.
 import { join } from 'node:path';
 import { z } from 'zod';
-import { compilePattern, DEFAULT_DEVICE_PATTERNS, ID_PATTERN, limitsSchema } from '@ferry/protocol';
+import { ID_PATTERN, limitsSchema } from '@ferry/protocol';
+import { devicePatternsSchema } from '@ferry/decoders';
 import { logLevelSchema, parseConfig } from '@ferry/runtime';
 import { defaultPointMapping, sinkConfigSchema } from '@ferry/sinks';
 import { healthConfigSchema } from './health.js';
+import { ingestorProcessingSchema } from './process-config.js';
 
 const backoffSchema = z
   .object({
@@ -75,8 +77,8 @@ export const ingestorConfigSchema = z
      */
     direct: z
       .object({
-        telemetry: z.array(z.string().min(1)).default([DEFAULT_DEVICE_PATTERNS.telemetry]),
-        status: z.array(z.string().min(1)).default([DEFAULT_DEVICE_PATTERNS.status]),
+        /** Topic patterns and their formats, exactly as a gateway's `devices.patterns` (docs/devices.md). */
+        patterns: devicePatternsSchema,
         /** Value of the gateway tag on these readings' points. */
         gatewayTag: z.string().min(1).default('direct'),
         /** Journal rows held (received, not yet written); at the bound PUBACKs stop and the broker holds the rest. */
@@ -87,17 +89,6 @@ export const ingestorConfigSchema = z
         synchronous: z.enum(['normal', 'full']).default('normal'),
       })
       .strict()
-      .superRefine((d, ctx) => {
-        for (const [kind, patterns] of [['telemetry', d.telemetry], ['status', d.status]] as const) {
-          patterns.forEach((pattern, i) => {
-            try {
-              compilePattern(pattern, kind);
-            } catch (err) {
-              ctx.addIssue({ code: 'custom', message: (err as Error).message, path: [kind, i] });
-            }
-          });
-        }
-      })
       .optional(),
     skew: z
       .object({
@@ -163,6 +154,8 @@ export const ingestorConfigSchema = z
       })
       .strict()
       .prefault({}),
+    /** Cleaning/filtering pipelines before the raw write, and continuous rollups (docs/processing.md). */
+    processing: ingestorProcessingSchema.prefault({}),
     /** Largest batch envelope accepted, in bytes. */
     maxBatchBytes: z.number().int().positive().default(4 * 1024 * 1024),
     http: z.union([z.literal(false), httpSchema]).prefault({}),
@@ -170,6 +163,13 @@ export const ingestorConfigSchema = z
     logLevel: logLevelSchema.default('info'),
   })
   .strict()
+  .superRefine((c, ctx) => {
+    // A shared subscription hands a device's batches to any ingestor of the group: each would hold
+    // part of every window and they would overwrite each other's rollup points.
+    if (c.processing.rollups.length > 0 && c.broker.sharedGroup !== undefined) {
+      ctx.addIssue({ code: 'custom', message: 'rollups need every reading of a device on one ingestor: use partition (by gateway) instead of broker.sharedGroup', path: ['processing', 'rollups'] });
+    }
+  })
   .transform((c) => ({
     ...c,
     broker: { ...c.broker, clientId: c.broker.clientId ?? `ferry-ingestor-${c.ingestorId}` },

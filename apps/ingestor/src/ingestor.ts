@@ -37,6 +37,10 @@ import type { DeviceJournal } from './journal.js';
 import { createDirectIntake } from './intake.js';
 import type { DirectIntake } from './intake.js';
 import { ownsSource } from './partition.js';
+import { createReadingProcessor } from './process.js';
+import { createRollups } from './rollup.js';
+import type { Rollups } from './rollup.js';
+import { addProcessingRoutes, createProcessingMetrics } from './process-ops.js';
 
 export interface IngestorDeps {
   readonly logger?: Logger;
@@ -138,7 +142,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       maxEntries: config.dedupe.deviceWindowMaxEntries,
     });
     if (config.direct) {
-      deviceTopics = compileDeviceTopics(config.direct);
+      deviceTopics = compileDeviceTopics(config.direct.patterns);
       journal = openDeviceJournal({ path: join(config.dataDir, 'journal.db'), maxRows: config.direct.maxJournalRows, synchronous: config.direct.synchronous });
     }
     deadLetters = createSqliteDeadLetterStore({ path: join(config.dataDir, 'deadletters.db'), maxEntries: config.deadLetters.maxEntries, clock });
@@ -151,6 +155,22 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   }
   const deviceStore: DeviceDedupeStore = deviceDedupe;
   const ownsSink = deps.sink === undefined;
+  const processor = createReadingProcessor(config.processing, clock);
+  let rollups: Rollups | undefined;
+  if (config.processing.rollups.length > 0) {
+    try {
+      // In dedupe.db, so the windows are saved in the transaction that records the seqs (rollup.ts).
+      if (!dedupe.database) throw new FerryError('FERRY_ERR_STORAGE', 'rollups need the SQLite dedupe store');
+      rollups = createRollups({ config: config.processing, db: dedupe.database, sink, mapping: config.mapping, write: config.write, clock, logger });
+    } catch (err) {
+      dedupe.close();
+      deviceStore.close();
+      journal?.close();
+      deadLetters.close();
+      if (ownsSink) void sink.close().catch(() => undefined);
+      throw err;
+    }
+  }
 
   const accounting = new Accounting();
   const statuses = new GatewayStatuses();
@@ -164,6 +184,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         logger,
         links: () => ({ broker: uplink?.connected ?? false, sink: sinkUp }),
         deadLetters: () => (storesClosed ? 0 : deadLetters.counts().held),
+        registry,
       })
     : undefined;
   const counters = { acksSent: 0, deadLetters: 0, shed: 0, envelopesRejected: 0, batches: 0, replays: 0, deviceDuplicates: 0, notOwned: 0 };
@@ -190,6 +211,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     },
     journalRows: () => (storesClosed ? 0 : (journal?.rows ?? 0)),
   });
+  createProcessingMetrics(registry, { processor, rollups: () => (storesClosed ? undefined : rollups) });
 
   const pipeline: Pipeline = createPipeline({
     limits: config.limits,
@@ -204,6 +226,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     direct: deviceTopics && config.direct ? { topics: deviceTopics, gatewayTag: config.direct.gatewayTag } : undefined,
     deadLetters,
     accounting,
+    processor,
+    rollups,
     clock,
     logger,
     sendAck: (ack) => {
@@ -315,9 +339,12 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         addDashboardRoutes(ops.app);
       }
       addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => statuses.snapshot(), replay: (id) => replay(id) });
+      addProcessingRoutes(ops.app, { processor, rollups, sink, deviceTag: config.mapping.deviceTag, now: () => clock.now() });
       await ops.listen();
     }
     sinkUp = await sink.ping();
+    // Rollup points completed by the last run and not confirmed then are written again first.
+    rollups?.start();
     if (journal) {
       intake = createDirectIntake({ journal, pipeline, maxInMemory: config.direct?.maxInMemory ?? 20_000, logger });
       intake.start();
@@ -345,8 +372,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
             // Never an uplink topic, whatever the patterns: batches keep their own path.
             isDeviceTopic: (topic: string) => parseUplinkTopic(topic) === undefined && topics.match(topic) !== undefined,
             onDevice: (topic: string, payload: Buffer, done: (err?: Error) => void) => {
-              const deviceId = topics.match(topic)?.deviceId;
-              if (deviceId !== undefined && !ownsSource(config.partition, deviceId)) {
+              const routingKey = topics.match(topic)?.routingKey;
+              if (routingKey !== undefined && !ownsSource(config.partition, routingKey)) {
                 counters.notOwned++;
                 metrics.directMessage('not-owned');
                 done();

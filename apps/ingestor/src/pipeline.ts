@@ -1,12 +1,14 @@
 // The ingestor's data path, one stage per file, in this order:
-//   decode (decode.ts) -> validate (validate.ts) -> dedupe (dedupe.ts) -> map (map.ts)
-//   -> write (write.ts) -> ack (ack.ts) -> account (accounting.ts)
+//   decode (decode.ts) -> validate (validate.ts) -> dedupe (dedupe.ts) -> process (process.ts)
+//   -> map (map.ts) -> write (write.ts) -> roll up (rollup.ts) -> ack (ack.ts) -> account (accounting.ts)
 // Everything up to handing points to the writer is synchronous and never waits on the database,
 // so the MQTT handler that calls `accept` returns at once. Readings of devices that publish
 // directly come in through `acceptDirect` (from the journal, journal.ts) and take the same path:
-//   direct decode (direct.ts) -> skew (skew.ts) -> device dedupe (device-dedupe.ts) -> map -> write
+//   direct decode (direct.ts, the gateway's decoders) -> skew (skew.ts) -> device dedupe
+//   (device-dedupe.ts) -> map -> write; a direct dead letter keeps the message and its topic, and
+//   replays through the same steps.
 // Gateway readings also pass skew.ts and device-dedupe.ts after the gateway-seq dedupe.
-import type { Ack, DeviceReading, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
+import type { Ack, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
 import { FerryError, parseUplinkTopic } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { DeadLetter, DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
@@ -23,6 +25,8 @@ import type { DeviceTopics, DirectEntry } from './direct.js';
 import { contentHash, judge } from './dedupe.js';
 import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
+import type { ReadingProcessor } from './process.js';
+import type { ConfirmedReading, Rollups } from './rollup.js';
 import { createWriter } from './write.js';
 import type { WritePolicy, Writer, WriterEvents } from './write.js';
 import { BatchTracker, envelopeRejectionAck } from './ack.js';
@@ -47,7 +51,10 @@ interface PendingWrite {
   /** The device's own identity, recorded once written so a device's republish is recognised. */
   readonly device: DeviceIdentity | undefined;
   readonly hash: string;
-  readonly point: Point;
+  /** null when processing left nothing to write raw (the reading is still recorded and rolled up). */
+  readonly point: Point | null;
+  /** The reading as processed, for the rollups; undefined without rollups. */
+  readonly rolled: Reading | undefined;
   readonly deviceId: string;
   /** The reading as received, for a dead letter should the sink refuse it. */
   readonly raw: unknown;
@@ -56,6 +63,8 @@ interface PendingWrite {
   readonly deadLetterOnRefusal: boolean;
   /** Copies of the same reading that arrived while it was being written (a resend): each learns 'duplicate'. */
   readonly copies: Party[];
+  /** A direct reading's device message: what its dead letter keeps, so a replay decodes it again. */
+  readonly message?: DirectEntry;
 }
 
 type Classified =
@@ -65,6 +74,13 @@ type Classified =
   /** `seq`: the copy's own gateway seq, when it differs from the original's (a device's republish). */
   | { readonly kind: 'copy'; readonly of: PendingWrite; readonly seq?: number }
   | { readonly kind: 'write'; readonly item: PendingWrite };
+
+/** One reading of a direct message (or the message itself, when it could not be read), with whoever waits for it. */
+type DirectUnit =
+  | { readonly kind: 'refused'; readonly rejection: Rejection; readonly deviceId: string | undefined; readonly party: Party }
+  | { readonly kind: 'duplicate'; readonly party: Party }
+  | { readonly kind: 'copy'; readonly of: PendingWrite; readonly party: Party }
+  | { readonly kind: 'write'; readonly item: PendingWrite & { readonly owner: Party } };
 
 export type AcceptResult = 'accepted' | 'shed' | 'envelope-invalid' | 'ignored' | 'failed';
 
@@ -112,6 +128,10 @@ export interface PipelineOptions {
   readonly direct?: DirectOptions | undefined;
   readonly deadLetters: DeadLetterStore;
   readonly accounting: Accounting;
+  /** Per-metric pipelines (cleaning, filtering) run on each new reading before its point is built. */
+  readonly processor?: ReadingProcessor | undefined;
+  /** Continuous rollups of what the database confirmed, saved in the dedupe store's transaction. */
+  readonly rollups?: Rollups | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Publishes an ack; called once per settled batch. */
@@ -178,6 +198,19 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   let pendingDirect = 0;
   let stopped = false;
 
+  const { processor, rollups } = options;
+
+  /**
+   * Process, then map: a new reading's raw point (null when nothing is left to write raw) and what
+   * the rollups take once it is confirmed. Runs once per new reading; resends are caught before.
+   */
+  function build(reading: Reading, gatewayTag: string): { point: Point | null; rolled: Reading | undefined } {
+    if (!processor && !rollups) return { point: mapReading(reading, gatewayTag, options.mapping), rolled: undefined };
+    const processed = processor ? processor.process(reading) : reading;
+    const raw = processed && rollups ? rollups.rawPart(processed) : processed;
+    return { point: raw ? mapReading(raw, gatewayTag, options.mapping) : null, rolled: (rollups && processed) || undefined };
+  }
+
   const writer: Writer<PendingWrite> = createWriter<PendingWrite>({
     sink: options.sink,
     policy: options.write,
@@ -190,9 +223,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   function confirm(chunk: readonly PendingWrite[], result: SinkWriteResult): void {
     const refused = new Map<number, string>();
     for (const r of result.rejected) refused.set(r.index, r.reason);
-    if (result.written + refused.size !== chunk.length) {
-      logger.warn({ points: chunk.length, written: result.written, rejected: refused.size }, 'sink result does not add up; going by the rejected indices');
+    const points = processor || rollups ? chunk.reduce((n, item) => (item.point ? n + 1 : n), 0) : chunk.length;
+    if (result.written + refused.size !== points) {
+      logger.warn({ points, written: result.written, rejected: refused.size }, 'sink result does not add up; going by the rejected indices');
     }
+    const rolled: ConfirmedReading[] = [];
     const letters: NewDeadLetter[] = [];
     const entries: DedupeEntry[] = [];
     const identities: DeviceIdentity[] = [];
@@ -201,22 +236,30 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       if (reason === undefined) {
         if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'written' });
         if (item.device) identities.push(item.device);
+        if (item.rolled) {
+          // A direct reading has no dedupe.db record: its identity is kept with the windows instead.
+          rolled.push({ gatewayTag: item.gatewayId, reading: item.rolled, ...(item.origin === 'direct' ? { once: `${item.deviceId}\u0000${item.hash}` } : {}) });
+        }
         return;
       }
       if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason });
       if (item.deadLetterOnRefusal) {
-        letters.push({
-          source: item.origin === 'gateway' ? { gatewayId: item.gatewayId, deviceId: item.deviceId, seq: item.seq } : { deviceId: item.deviceId },
-          code: 'FERRY_ERR_SINK_REJECTED',
-          reason,
-          issues: [{ database: options.sink.description, message: reason }],
-          payload: rawJson(item.raw),
-        });
+        const refusal = { code: 'FERRY_ERR_SINK_REJECTED' as const, reason, issues: [{ database: options.sink.description, message: reason }] };
+        letters.push(
+          item.message
+            ? directLetter(item.message, refusal, item.deviceId)
+            : {
+                source: item.origin === 'gateway' ? { gatewayId: item.gatewayId, deviceId: item.deviceId, seq: item.seq } : { deviceId: item.deviceId },
+                ...refusal,
+                payload: rawJson(item.raw),
+              },
+        );
       }
     });
     // Both may throw; nothing is settled yet then, and the writer writes the chunk again.
     if (letters.length > 0) deadLetters.addMany(letters);
-    const pruned = dedupe.record(entries);
+    // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted once.
+    const pruned = rollups && rolled.length > 0 ? rollups.commit(rolled, () => dedupe.record(entries)) : dedupe.record(entries);
     const devicePruned = deviceDedupe.record(identities, clock.now());
     if (letters.length > 0) events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
     if (pruned > 0) events.pruned?.(pruned);
@@ -356,7 +399,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
                 seq: reading.seq,
                 device,
                 hash,
-                point: mapReading(reading, gatewayId, options.mapping),
+                ...build(reading, gatewayId),
                 deviceId: reading.deviceId,
                 raw,
                 owner,
@@ -496,6 +539,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       const letter = deadLetters.get(id);
       if (!letter) return { outcome: 'not-found', id };
       const gatewayId = letter.source.gatewayId;
+      // A direct device's message: no gateway, its topic kept.
+      if (gatewayId === undefined && letter.source.topic !== undefined) return replayDirect(letter, letter.source.topic, waitMs);
       if (gatewayId === undefined) return { outcome: 'unreplayable', id, reason: 'the dead letter names no gateway' };
       let raw: unknown;
       try {
@@ -526,97 +571,183 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
     async stop(timeoutMs) {
       stopped = true;
-      return writer.stop(timeoutMs);
+      const drained = await writer.stop(timeoutMs);
+      // After the readings' writer: its last confirmations may complete windows. What is not written
+      // now stays in the rollup outbox for the next run.
+      const rolledUp = rollups ? await rollups.stop(timeoutMs) : true;
+      return drained && rolledUp;
     },
   };
+
+  /** A direct message's dead letter: the message as received, its topic, and its receive time (a replay decodes it as it was). */
+  function directLetter(entry: DirectEntry, r: Rejection, deviceId: string | undefined): NewDeadLetter {
+    return {
+      source: { topic: entry.topic, ...(deviceId !== undefined ? { deviceId } : {}) },
+      code: r.code,
+      reason: r.reason,
+      ...(r.issues ? { issues: r.issues } : {}),
+      payload: entry.payload,
+      at: entry.receivedAt,
+    };
+  }
+
+  /**
+   * Decode, skew policy and device dedupe for one direct message: one unit per reading (or one
+   * refusal for a message that could not be read), each with its own party. No side effects yet
+   * but the skew events: the caller files the dead letters first.
+   */
+  function planDirect(
+    entry: DirectEntry,
+    direct: DirectOptions,
+    partyFor: () => Party,
+    deadLetterOnRefusal: boolean,
+  ): { units: DirectUnit[]; dropped: readonly Rejection[]; deviceId: string | undefined } {
+    const decoded = decodeDirect(entry, direct.topics, looseLimits);
+    const { deviceId } = decoded;
+    if (!decoded.ok) return { units: [{ kind: 'refused', rejection: decoded.rejection, deviceId, party: partyFor() }], dropped: [], deviceId };
+    // Readings of one message (two identical lines of line protocol) dedupe against each other too.
+    const messageDevices = new Map<string, PendingWrite>();
+    const units = decoded.readings.map((decodedReading): DirectUnit => {
+      const party = partyFor();
+      const verdict = applySkewPolicy(decodedReading, options.limits, skewPolicy, entry.receivedAt);
+      if (!verdict.ok) return { kind: 'refused', rejection: verdict.rejection, deviceId: decodedReading.deviceId, party };
+      if (verdict.skewed) events.skewed?.(verdict.skewed);
+      const reading = verdict.reading;
+      // Always defined for a direct reading: at worst (receive time, content).
+      const device = deviceIdentity(reading, 'direct', direct.gatewayTag);
+      const byDevice = classifyDevice(device, messageDevices);
+      switch (byDevice.kind) {
+        case 'conflict':
+          return { kind: 'refused', rejection: { code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: byDevice.reason }, deviceId: reading.deviceId, party };
+        case 'duplicate':
+          return { kind: 'duplicate', party };
+        case 'copy':
+          return { kind: 'copy', of: byDevice.of, party };
+        case 'new': {
+          const hash = device?.hash ?? contentHash(reading);
+          // The point's sub-millisecond part: the deviceSeq when sent, else from the content, so a
+          // republish maps to the very same point (an overwrite, never a second point).
+          const pointSeq = reading.deviceSeq ?? Number.parseInt(hash.slice(0, 8), 16);
+          const item: PendingWrite = {
+            origin: 'direct',
+            gatewayId: direct.gatewayTag,
+            seq: entry.id,
+            device,
+            hash,
+            ...build({ ...reading, seq: pointSeq }, direct.gatewayTag),
+            deviceId: reading.deviceId,
+            raw: reading,
+            owner: party,
+            deadLetterOnRefusal,
+            copies: [],
+            message: entry,
+          };
+          if (device) messageDevices.set(deviceKey(device), item);
+          return { kind: 'write', item };
+        }
+      }
+    });
+    return { units, dropped: decoded.dropped, deviceId };
+  }
 
   function acceptDirectEntry(entry: DirectEntry, settled: () => void): void {
     const direct = options.direct;
     if (!direct) throw new FerryError('FERRY_ERR_NOT_READY', 'direct devices are not configured');
-    const decoded = decodeDirect(entry, direct.topics, looseLimits);
-    let reading: DeviceReading | undefined;
-    let rejection: Rejection | undefined;
-    if (decoded.ok) {
-      const verdict = applySkewPolicy(decoded.reading, options.limits, skewPolicy, entry.receivedAt);
-      if (verdict.ok) {
-        reading = verdict.reading;
-        if (verdict.skewed) events.skewed?.(verdict.skewed);
-      } else rejection = verdict.rejection;
-    } else rejection = decoded.rejection;
-    const deviceId = decoded.ok ? decoded.reading.deviceId : decoded.deviceId;
+    // The journal row goes once every reading of its message is settled.
+    let open = 0;
+    const partyFor = (): Party => {
+      let settledOnce = false;
+      return {
+        settle(_seq, outcome) {
+          if (settledOnce) return;
+          settledOnce = true;
+          pendingDirect--;
+          accounting.settle(DIRECT_SOURCE, outcome.kind === 'rejected' ? { rejected: outcome.code } : outcome.kind);
+          if (--open === 0) settled();
+        },
+      };
+    };
+    const { units, dropped, deviceId } = planDirect(entry, direct, partyFor, true);
 
-    let settledOnce = false;
-    const party: Party = {
-      settle(_seq, outcome) {
-        if (settledOnce) return;
-        settledOnce = true;
-        pendingDirect--;
-        accounting.settle(DIRECT_SOURCE, outcome.kind === 'rejected' ? { rejected: outcome.code } : outcome.kind);
-        settled();
-      },
-    };
-    const refuse = (r: Rejection): void => {
-      // Kept first: the journal row goes only once its dead letter is safe. If this throws the row stays.
-      deadLetters.add({
-        source: { topic: entry.topic, ...(deviceId !== undefined ? { deviceId } : {}) },
-        code: r.code,
-        reason: r.reason,
-        ...(r.issues ? { issues: r.issues } : {}),
-        payload: entry.payload,
-      });
-      events.deadLettered?.(r.code, 1);
-      take();
-      party.settle(null, { kind: 'rejected', code: r.code, reason: r.reason });
-    };
-    const take = (): void => {
-      pendingDirect++;
-      accounting.received(DIRECT_SOURCE, 1);
-    };
-    if (!reading) {
-      refuse(rejection ?? { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'not a reading' });
+    // Kept first: the journal row goes only once its dead letters are safe. If this throws the row stays.
+    const letters = [
+      ...dropped.map((r) => directLetter(entry, { ...r, reason: `${r.reason}; the rest of the reading was kept` }, deviceId)),
+      ...units.flatMap((u) => (u.kind === 'refused' ? [directLetter(entry, u.rejection, u.deviceId)] : [])),
+    ];
+    if (letters.length > 0) {
+      deadLetters.addMany(letters);
+      const byCode = new Map<ErrorCode, number>();
+      for (const l of letters) byCode.set(l.code, (byCode.get(l.code) ?? 0) + 1);
+      for (const [code, n] of byCode) events.deadLettered?.(code, n);
+    }
+
+    if (units.length === 0) {
+      // Nothing to write (a command topic, a Sparkplug BIRTH that only defines aliases).
+      settled();
       return;
     }
-    // Always defined for a direct reading: at worst (receive time, content).
-    const device = deviceIdentity(reading, 'direct', direct.gatewayTag);
-    const byDevice = classifyDevice(device, new Map());
-    switch (byDevice.kind) {
-      case 'conflict':
-        refuse({ code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: byDevice.reason });
-        return;
-      case 'duplicate':
-        take();
-        events.deviceDuplicate?.('direct');
-        party.settle(null, { kind: 'duplicate' });
-        return;
-      case 'copy':
-        take();
-        events.deviceDuplicate?.('direct');
-        byDevice.of.copies.push(party);
-        return;
-      case 'new': {
-        take();
-        const hash = device?.hash ?? contentHash(reading);
-        // The point's sub-millisecond part: the deviceSeq when sent, else from the content, so a
-        // republish maps to the very same point (an overwrite, never a second point).
-        const pointSeq = reading.deviceSeq ?? Number.parseInt(hash.slice(0, 8), 16);
-        const item: PendingWrite = {
-          origin: 'direct',
-          gatewayId: direct.gatewayTag,
-          seq: entry.id,
-          device,
-          hash,
-          point: mapReading({ ...reading, seq: pointSeq }, direct.gatewayTag, options.mapping),
-          deviceId: reading.deviceId,
-          raw: reading,
-          owner: party,
-          deadLetterOnRefusal: true,
-          copies: [],
-        };
-        register(item);
-        writer.push([item]);
-        return;
+    open = units.length;
+    pendingDirect += units.length;
+    accounting.received(DIRECT_SOURCE, units.length);
+    const toWrite: PendingWrite[] = [];
+    for (const unit of units) {
+      switch (unit.kind) {
+        case 'refused':
+          unit.party.settle(null, { kind: 'rejected', code: unit.rejection.code, reason: unit.rejection.reason });
+          break;
+        case 'duplicate':
+          events.deviceDuplicate?.('direct');
+          unit.party.settle(null, { kind: 'duplicate' });
+          break;
+        case 'copy':
+          events.deviceDuplicate?.('direct');
+          unit.of.copies.push(unit.party);
+          break;
+        case 'write':
+          register(unit.item);
+          toWrite.push(unit.item);
+          break;
       }
     }
+    writer.push(toWrite);
+  }
+
+  /**
+   * Replays a direct device's dead letter: its message decoded again under the current patterns
+   * (a config fix), then skew, device dedupe and write, as when it arrived. All or nothing: any
+   * value or reading still refused refuses the replay, and nothing is written.
+   */
+  function replayDirect(letter: DeadLetter, topic: string, waitMs: number): Promise<ReplayResult> {
+    const id = letter.id;
+    const direct = options.direct;
+    if (!direct) return Promise.resolve({ outcome: 'unreplayable', id, reason: 'direct devices are not configured on this ingestor' });
+    const outcomes: Promise<ReadingOutcome>[] = [];
+    const partyFor = (): Party => {
+      let settle!: (outcome: ReadingOutcome) => void;
+      outcomes.push(new Promise<ReadingOutcome>((resolve) => (settle = resolve)));
+      return { settle: (_seq, o) => settle(o) };
+    };
+    const entry: DirectEntry = { id: 0, topic, payload: letter.payload, receivedAt: letter.at };
+    const { units, dropped } = planDirect(entry, direct, partyFor, false);
+    const refusal = dropped[0] ?? units.flatMap((u) => (u.kind === 'refused' ? [u.rejection] : []))[0];
+    if (refusal) return Promise.resolve({ outcome: 'rejected', id, code: refusal.code, reason: refusal.reason });
+    if (units.length === 0) return Promise.resolve({ outcome: 'unreplayable', id, reason: 'under the current patterns the message holds no reading' });
+    const toWrite: PendingWrite[] = [];
+    for (const unit of units) {
+      if (unit.kind === 'duplicate') unit.party.settle(null, { kind: 'duplicate' });
+      else if (unit.kind === 'copy') unit.of.copies.push(unit.party);
+      else if (unit.kind === 'write') {
+        register(unit.item);
+        toWrite.push(unit.item);
+      }
+    }
+    writer.push(toWrite);
+    const all = Promise.all(outcomes).then((settledOutcomes): ReadingOutcome => {
+      const rejected = settledOutcomes.find((o) => o.kind === 'rejected');
+      if (rejected) return rejected;
+      return settledOutcomes.some((o) => o.kind === 'written') ? { kind: 'written' } : { kind: 'duplicate' };
+    });
+    return replayOutcome(id, all, waitMs);
   }
 
   function replayReading(letter: DeadLetter, gatewayId: string, raw: unknown, reading: Reading, waitMs: number): Promise<ReplayResult> {
@@ -643,7 +774,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           seq: reading.seq,
           device: deviceIdentity(reading, 'gateway', gatewayId),
           hash,
-          point: mapReading(reading, gatewayId, options.mapping),
+          ...build(reading, gatewayId),
           deviceId: reading.deviceId,
           raw,
           owner: party,
@@ -654,6 +785,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         writer.push([item]);
       }
     }
+    return replayOutcome(id, outcome, waitMs);
+  }
+
+  /** Marks the dead letter replayed once its readings landed; answers 'pending' when the sink takes longer than `waitMs`. */
+  function replayOutcome(id: number, outcome: Promise<ReadingOutcome>, waitMs: number): Promise<ReplayResult> {
     const landed = outcome.then((o): ReplayResult => {
       if (o.kind === 'rejected') return { outcome: 'rejected', id, code: o.code, reason: o.reason };
       try {

@@ -71,7 +71,8 @@ export function retryDelay(err: unknown, attempt: number, policy: BackoffPolicy,
 }
 
 export interface WriteItem {
-  readonly point: Point;
+  /** null: nothing to write (processing removed every metric); the item is still confirmed with its chunk. */
+  readonly point: Point | null;
 }
 
 export interface WriterEvents {
@@ -156,12 +157,20 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
   }
 
   async function writeChunk(chunk: readonly T[]): Promise<void> {
-    const points = chunk.map((item) => item.point);
+    const points: Point[] = [];
+    /** Chunk index of each point: rejections index the points, and some items may have none. */
+    const itemOf: number[] = [];
+    chunk.forEach((item, i) => {
+      if (!item.point) return;
+      points.push(item.point);
+      itemOf.push(i);
+    });
     for (let attempt = 0; !stopped; attempt++) {
       let result: SinkWriteResult;
       const started = performance.now();
       try {
-        result = await sink.write(points);
+        result = points.length === 0 ? { written: 0, rejected: [] } : await sink.write(points);
+        if (points.length !== chunk.length) result = { written: result.written, rejected: result.rejected.map((r) => ({ ...r, index: itemOf[r.index] ?? r.index })) };
       } catch (err) {
         events.sinkState?.(false);
         if (stopped) return;
@@ -170,8 +179,10 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
         await sleep(delay);
         continue;
       }
-      events.sinkState?.(true);
-      events.written?.(points.length, (performance.now() - started) / 1000);
+      if (points.length > 0) {
+        events.sinkState?.(true);
+        events.written?.(points.length, (performance.now() - started) / 1000);
+      }
       // Test-only: die like kill -9 after the database confirmed and before anything is recorded
       // or acked, to prove the resend is an overwrite (apps/ingestor/test/crash.test.ts).
       if (process.env.FERRY_TEST_CRASH_AFTER_WRITE === '1') process.kill(process.pid, 'SIGKILL');

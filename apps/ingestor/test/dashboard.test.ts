@@ -1,5 +1,6 @@
 // The dashboard in real headless Chromium: a device that stops reporting turns red and its alert
-// shows, without a reload. Leaves a screenshot in test-artifacts/dashboard.png.
+// shows, without a reload; a device's page charts its raw and rolled-up series side by side.
+// Leaves screenshots in test-artifacts/dashboard.png and dashboard-device.png.
 import { mkdirSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +9,7 @@ import type { Browser } from 'playwright-core';
 import { uplinkTopics } from '@ferry/protocol';
 import type { Reading } from '@ferry/protocol';
 import { silentLogger } from '@ferry/runtime';
-import { makeTempDir, startMosquitto } from '@ferry/testkit';
+import { makeTempDir, startMosquitto, waitFor } from '@ferry/testkit';
 import type { ServerHandle } from '@ferry/testkit';
 import { createIngestor } from '../src/index.js';
 import { GatewayPeer } from './peer.js';
@@ -44,7 +45,7 @@ function reading(deviceId: string, value: number): Reading {
 }
 
 describe('dashboard', () => {
-  it('a device that stops reporting turns red and its alert shows, without a reload', async () => {
+  it('a device that stops reporting turns red and its alert shows, without a reload; a device page charts raw and rolled-up series side by side', async () => {
     const dir = await makeTempDir('dashboard');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
     const ingestor = createIngestor(
@@ -54,6 +55,8 @@ describe('dashboard', () => {
         broker: { url: broker.url },
         write: { lingerMs: 5 },
         logLevel: 'silent',
+        // One-second windows, so the rollup chart fills while the test runs.
+        processing: { rollups: [{ match: { metric: 'temperature' }, windows: ['1s'], allowedLatenessMs: 0 }] },
         health: {
           tickMs: 100,
           defaults: { timeoutMs: 4000, minTimeoutMs: 1000, suspectFraction: 0.9, graceMs: 0, learnAfter: 1000 },
@@ -102,6 +105,12 @@ describe('dashboard', () => {
     // The device page: a chart of its recent readings and its health history.
     await page.locator('tr[data-device="pump-1"]').click();
     await page.locator('[data-chart="temperature"] path').waitFor({ timeout: 20_000 });
+    // Beside it, the 1 s rollup of the same metric (the telemetry_1s points): mean over a min-max band.
+    await page.locator('[data-pair="temperature"] [data-rollup="temperature"][data-window="1s"] path.mean').waitFor({ timeout: 20_000 });
+    await waitFor(async () => ((await page.locator('[data-rollup="temperature"] path.mean').getAttribute('d')) ?? '').split('L').length >= 3, { timeoutMs: 20_000, what: 'a rollup line of three windows or more' });
+    expect(await page.locator('[data-pair="temperature"] [data-chart="temperature"] path').count()).toBe(1);
+    // The raw charts are of raw points only: no rollup field shows up as a metric of its own.
+    expect(await page.locator('[data-chart="temperature_mean"]').count()).toBe(0);
     await page.screenshot({ path: join(ARTIFACTS, 'dashboard-device.png'), fullPage: true });
   });
 });
