@@ -7,147 +7,32 @@
 // rules are checked against what Ferry really writes and really exposes.
 import { readdirSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readConfigFile } from '@ferry/runtime';
 import { freePort, makeTempDir, startVictoriaMetrics, waitFor } from '@ferry/testkit';
 import type { VictoriaHandle } from '@ferry/testkit';
-import { httpText, runCommand, startChild, waitHealthy } from './child.js';
+import { httpText, startChild, waitHealthy } from './child.js';
 import type { Child } from './child.js';
-
-const ROOT = fileURLToPath(new URL('../..', import.meta.url));
-const DOCKER = join(ROOT, 'docker');
-/** Where the images put the CLI (Dockerfile: COPY --from=build /out /opt/ferry); here, the repo's. */
-const IMAGE_CLI = '/opt/ferry/bin/ferry.mjs';
-const REPO_CLI = join(ROOT, 'apps/ferry/bin/ferry.mjs');
-
-type Plain = Record<string, unknown>;
-
-interface Stage {
-  readonly name: string;
-  readonly from: string;
-  readonly lines: string[];
-}
-
-/** Dockerfile stages with their instructions, continuation lines joined. */
-function parseDockerfile(text: string): { args: Map<string, string>; stages: Stage[] } {
-  const args = new Map<string, string>();
-  const stages: Stage[] = [];
-  const logical = text
-    .replace(/\\\n/g, ' ')
-    .split('\n')
-    .map((l) => l.trim())
-    .filter((l) => l !== '' && !l.startsWith('#'));
-  for (const line of logical) {
-    const from = /^FROM\s+(\S+)(?:\s+AS\s+(\S+))?$/i.exec(line);
-    if (from) {
-      stages.push({ name: from[2] ?? String(stages.length), from: from[1] ?? '', lines: [] });
-      continue;
-    }
-    const arg = /^ARG\s+(\w+)=(\S+)$/.exec(line);
-    if (arg && stages.length === 0) args.set(arg[1] ?? '', arg[2] ?? '');
-    stages[stages.length - 1]?.lines.push(line);
-  }
-  return { args, stages };
-}
-
-/** The value of the last `INSTRUCTION [json]` in a stage or the stages it is built FROM. */
-function inherited(stages: Stage[], name: string, instruction: string): string[] | undefined {
-  const stage = stages.find((s) => s.name === name);
-  if (!stage) return undefined;
-  const own = stage.lines.filter((l) => l.startsWith(`${instruction} `)).pop();
-  if (own) {
-    const json = own.slice(instruction.length).replace(/^\s+(--\S+\s+)*(CMD\s+)?/, '');
-    return JSON.parse(json) as string[];
-  }
-  return inherited(stages, stage.from, instruction);
-}
-
-/** KEY=VALUE lines of an env file; single quotes are literal, as compose reads them. */
-function parseEnvFile(text: string): Record<string, string> {
-  const env: Record<string, string> = {};
-  for (const line of text.split('\n')) {
-    const m = /^([A-Z0-9_]+)=(.*)$/.exec(line.trim());
-    if (!m) continue;
-    const raw = m[2] ?? '';
-    env[m[1] ?? ''] = raw.startsWith("'") && raw.endsWith("'") ? raw.slice(1, -1) : raw;
-  }
-  return env;
-}
-
-/** Compose interpolation: ${VAR}, ${VAR:-default}, ${VAR:?error}. */
-function interpolate(value: string, env: Record<string, string>): string {
-  return value.replace(/\$\{(\w+)(?::([-?])([^}]*))?\}/g, (_, name: string, op: string | undefined, arg: string | undefined) => {
-    const set = env[name];
-    if (set !== undefined && set !== '') return set;
-    if (op === '-') return arg ?? '';
-    throw new Error(`compose needs ${name}: ${arg ?? 'unset'}`);
-  });
-}
-
-const compose = readConfigFile(join(DOCKER, 'compose.yaml'));
-const services = compose['services'] as Record<string, Plain>;
-const dotenv = parseEnvFile(readFileSync(join(DOCKER, '.env.example'), 'utf8'));
-const dockerfile = parseDockerfile(readFileSync(join(DOCKER, 'Dockerfile'), 'utf8'));
-
-function service(name: string): Plain {
-  const s = services[name];
-  if (!s) throw new Error(`compose has no service ${name}`);
-  return s;
-}
-
-function composeEnv(name: string): Record<string, string> {
-  const env = (service(name)['environment'] ?? {}) as Record<string, string | number | boolean>;
-  return Object.fromEntries(Object.entries(env).map(([k, v]) => [k, interpolate(String(v), dotenv)]));
-}
-
-/** Container path -> host file, from the service's `./x:/y:ro` volumes. */
-function mountedFiles(name: string): Map<string, string> {
-  const mounts = new Map<string, string>();
-  for (const volume of (service(name)['volumes'] ?? []) as string[]) {
-    const [host, container] = volume.split(':');
-    if (host?.startsWith('./') && container) mounts.set(container, join(DOCKER, host));
-  }
-  return mounts;
-}
-
-function healthcheck(name: string): string[] {
-  const check = service(name)['healthcheck'] as { test: string[] };
-  expect(check.test[0]).toBe('CMD');
-  return check.test.slice(1);
-}
-
-/** The port a healthcheck command talks to (an explicit URL, or `influx ping`'s default). */
-function healthcheckPort(command: string[]): number {
-  const url = /https?:\/\/[^/'"\s]+/.exec(command.join(' '));
-  if (url) return Number(new URL(url[0]).port || 80);
-  if (command[0] === 'influx' && command[1] === 'ping') return 8086;
-  throw new Error(`no port in healthcheck ${command.join(' ')}`);
-}
-
-/** The command compose runs for a Ferry service: image ENTRYPOINT + compose `command:` (or CMD). */
-function containerCommand(name: string): string[] {
-  const build = service(name)['build'] as { target: string };
-  const entrypoint = inherited(dockerfile.stages, build.target, 'ENTRYPOINT') ?? [];
-  const command = (service(name)['command'] as string[] | undefined) ?? inherited(dockerfile.stages, build.target, 'CMD') ?? [];
-  return [...entrypoint, ...command];
-}
-
-/** Runs a container command on this host: the image's CLI path and mounted config files mapped. */
-function hostArgs(command: string[], mounts: Map<string, string>): string[] {
-  expect(command[0]).toBe('node');
-  expect(command[1]).toBe(IMAGE_CLI);
-  return command.slice(1).map((arg) => (arg === IMAGE_CLI ? REPO_CLI : mounts.get(arg) ?? arg));
-}
-
-/** Runs a compose healthcheck command here, aimed at `port` instead of the container's. */
-function runHealthcheck(command: string[], containerPort: number, port: number): number | null {
-  const [binary, ...rest] = command;
-  expect(binary).toBe('node');
-  const args = rest.map((a) => a.replace(`127.0.0.1:${containerPort}`, `127.0.0.1:${port}`));
-  return runCommand(process.execPath, args).code;
-}
+import {
+  composeEnv,
+  containerCommand,
+  DOCKER,
+  dockerfile,
+  dotenv,
+  healthcheck,
+  healthcheckPort,
+  hostArgs,
+  IMAGE_CLI,
+  inherited,
+  interpolate,
+  mountedFiles,
+  ROOT,
+  runHealthcheck,
+  service,
+  services,
+} from './compose.js';
+import type { Plain } from './compose.js';
 
 interface Running {
   readonly child: Child;
@@ -454,5 +339,13 @@ describe('docker/grafana dashboards', () => {
       if (!/\bup\{/.test(q.text)) expect(names.length, `${q.dashboard} / ${q.panel}`).toBeGreaterThan(0);
       for (const name of names) expect(exposed.has(name), `${q.dashboard} / ${q.panel}: ${name}`).toBe(true);
     }
+  });
+
+  it('every metric docs/operations.md tells operators to watch is one the running services expose', async () => {
+    const exposed = await exposedMetrics();
+    // Metric names are in backticks (`name` or `name{labels}`); volume names like ferry_ingestor-data are not.
+    const documented = new Set([...readFileSync(join(ROOT, 'docs/operations.md'), 'utf8').matchAll(/`(ferry_[a-z0-9_]+)[`{]/g)].map((m) => m[1] ?? ''));
+    expect(documented.size).toBeGreaterThan(10);
+    for (const name of documented) expect(exposed.has(name), `docs/operations.md: ${name}`).toBe(true);
   });
 });

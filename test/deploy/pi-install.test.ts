@@ -12,7 +12,7 @@ import { createBroker } from '@ferry/broker';
 import type { Broker } from '@ferry/broker';
 import { createIngestor } from '@ferry/ingestor';
 import type { Ingestor } from '@ferry/ingestor';
-import { gatewayConfigSchema } from '@ferry/gateway';
+import { gatewayConfigSchema, OUTBOX_SCHEMA_VERSION } from '@ferry/gateway';
 import { parseConfig, readConfigFile, silentLogger } from '@ferry/runtime';
 import { findBinary, freePort, makeTempDir, waitFor } from '@ferry/testkit';
 import { httpText, metricValue, runCommand, startChild, waitHealthy } from './child.js';
@@ -200,7 +200,7 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     expect(statSync(outbox).uid).toBe(user.uid);
   }, 120_000);
 
-  it('keeps config and the outbox backlog across an upgrade, and the backlog is delivered after it', async () => {
+  it('keeps config and the outbox backlog across an upgrade, migrates an older outbox schema, and delivers the backlog after it', async () => {
     const config = join(destdir, 'etc/ferry/gateway.yaml');
     writeFileSync(config, readFileSync(config, 'utf8') + '# edited by the operator\n');
     const writtenBefore = ingestor.stats().written;
@@ -213,10 +213,21 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     } finally {
       expect(await offline.child.stop()).toBe(0);
     }
-    const db = new Database(join(destdir, 'var/lib/ferry/outbox.db'), { readonly: true });
+    const db = new Database(join(destdir, 'var/lib/ferry/outbox.db'));
     const backlog = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
-    db.close();
     expect(backlog).toBe(5);
+    // The backlog as a release with outbox schema 1 left it: without what migrations 2 and 3 add,
+    // so the upgrade has to migrate it. A migration 4 must be undone here too.
+    expect(OUTBOX_SCHEMA_VERSION).toBeGreaterThanOrEqual(2);
+    expect(OUTBOX_SCHEMA_VERSION).toBeLessThanOrEqual(3);
+    db.exec('DROP TABLE IF EXISTS pipeline_state; DROP TABLE outbox_gaps; DROP INDEX outbox_ts;');
+    db.pragma('user_version = 1');
+    db.close();
+    // Written as root here: whatever SQLite left beside the file stays the service user's.
+    for (const suffix of ['', '-wal', '-shm']) {
+      const file = join(destdir, `var/lib/ferry/outbox.db${suffix}`);
+      if (existsSync(file)) chownSync(file, user.uid, user.gid);
+    }
 
     const stdout = install();
     expect(stdout).toContain('keeping /etc/ferry/gateway.yaml');
@@ -230,6 +241,12 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     } finally {
       expect(await upgraded.child.stop()).toBe(0);
     }
+    const migrated = new Database(join(destdir, 'var/lib/ferry/outbox.db'), { readonly: true });
+    expect(migrated.pragma('user_version', { simple: true })).toBe(OUTBOX_SCHEMA_VERSION);
+    const added = OUTBOX_SCHEMA_VERSION >= 3 ? ['outbox_gaps', 'outbox_ts', 'pipeline_state'] : ['outbox_gaps', 'outbox_ts'];
+    const names = (migrated.prepare('SELECT name FROM sqlite_master').all() as { name: string }[]).map((r) => r.name);
+    expect(names).toEqual(expect.arrayContaining(added));
+    migrated.close();
   }, 180_000);
 
   it('refuses an outbox written by a newer Ferry instead of touching it', async () => {
