@@ -104,11 +104,21 @@ function spawnChild(args, logFile) {
   }
 }
 
+/** The node flags between `node` and the script in the Pi unit's ExecStart. */
+const GATEWAY_NODE_FLAGS = (() => {
+  const unit = readFileSync(new URL('../deploy/pi/ferry-gateway.service', import.meta.url), 'utf8');
+  const execStart = /^ExecStart=\S+\s+(.*?)\s*\S*ferry\.mjs /m.exec(unit);
+  if (!execStart) throw new Error('deploy/pi/ferry-gateway.service: no ExecStart with ferry.mjs');
+  return execStart[1];
+})();
+
 async function startFerry(kind, config, dir, name, httpPort, { requireOk = true } = {}) {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
-  const proc = spawnChild([FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`));
+  // The gateway runs with the V8 flags the Pi install gives it (deploy/pi), unless BENCH_GATEWAY_NODE_FLAGS says otherwise.
+  const nodeFlags = kind === 'gateway' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? GATEWAY_NODE_FLAGS).split(' ').filter(Boolean) : [];
+  const proc = spawnChild([...nodeFlags, FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`));
   await waitUntil(async () => {
     if (proc.child.exitCode !== null) throw new Error(`${name} exited; see ${join(dir, `${name}.log`)}`);
     const res = await fetch(`http://127.0.0.1:${httpPort}/healthz`);

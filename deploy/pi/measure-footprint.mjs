@@ -7,6 +7,7 @@
 //
 //   node deploy/pi/measure-footprint.mjs [--ferry PATH/bin/ferry.mjs] [--rate 1000] [--seconds 30]
 //        [--synchronous normal|full] [--data-dir DIR (on the SD card, not tmpfs)]
+//        [--node-flags "..."  (default: the flags of ExecStart in ferry-gateway.service, next to this file)]
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
@@ -21,6 +22,9 @@ const RATE = Number(args.get('rate') ?? 1000);
 const SECONDS = Number(args.get('seconds') ?? 30);
 const WARMUP_S = 10;
 const SYNCHRONOUS = args.get('synchronous') ?? 'normal';
+// The gateway runs with the node flags the systemd unit gives it.
+const unitFlags = /^ExecStart=\S+\s+(.*?)\s*\S*ferry\.mjs /m.exec(readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'ferry-gateway.service'), 'utf8'))?.[1] ?? '';
+const GATEWAY_NODE_FLAGS = (args.get('node-flags') ?? unitFlags).split(' ').filter(Boolean);
 // /proc/<pid>/io write_bytes is 0 on tmpfs: measure on a real disk.
 const base = args.get('data-dir') ?? mkdtempSync(join('/var/tmp', 'ferry-footprint-'));
 mkdirSync(base, { recursive: true });
@@ -39,7 +43,8 @@ const children = [];
 function start(name, config, extra = []) {
   const file = join(base, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
-  const child = spawn(process.execPath, [FERRY, name === 'simulate' ? 'simulate' : name, ...(name === 'simulate' ? [] : ['-c', file]), ...extra], {
+  const nodeFlags = name === 'gateway' ? GATEWAY_NODE_FLAGS : [];
+  const child = spawn(process.execPath, [...nodeFlags, FERRY, name === 'simulate' ? 'simulate' : name, ...(name === 'simulate' ? [] : ['-c', file]), ...extra], {
     stdio: ['ignore', 'ignore', 'inherit'],
   });
   children.push(child);
