@@ -4,12 +4,15 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import type { BrokerUser } from './config.js';
 
 export interface Authenticator {
-  /** Whether these credentials may connect; never throws. */
-  check(username: string | undefined, password: Buffer | undefined): boolean;
+  /**
+   * Whether these credentials may connect; never rejects. Asynchronous: a password hash (scrypt,
+   * tens of ms) runs on the thread pool, so a reconnect storm does not stall every other client.
+   */
+  check(username: string | undefined, password: Buffer | undefined): Promise<boolean>;
 }
 
 /** Anyone may connect: the broker runs without `auth`. */
-export const anonymousAuthenticator: Authenticator = { check: () => true };
+export const anonymousAuthenticator: Authenticator = { check: () => Promise.resolve(true) };
 
 // Comparing digests keeps the comparison constant-time whatever the lengths are.
 function digest(value: string | Buffer): Buffer {
@@ -22,11 +25,11 @@ export function configUsersAuthenticator(users: readonly BrokerUser[]): Authenti
   const decoy = digest('');
   return {
     check(username, password) {
-      if (username === undefined || password === undefined) return false;
+      if (username === undefined || password === undefined) return Promise.resolve(false);
       const expected = byName.get(username);
       // Unknown users still pay for a comparison, so timing does not reveal which names exist.
       const same = timingSafeEqual(expected ?? decoy, digest(password));
-      return expected !== undefined && same;
+      return Promise.resolve(expected !== undefined && same);
     },
   };
 }

@@ -116,12 +116,19 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
         return;
       }
       const anonymousAllowed = username === undefined && password === undefined && (!ctx.config.auth || ctx.config.auth.allowAnonymous);
-      if (anonymousAllowed || ctx.authenticator.check(username, password)) {
+      if (anonymousAllowed) {
         identities.set(client, username);
         done(null, true);
         return;
       }
-      refuseAuth(client, username, 'bad or missing credentials', done);
+      void ctx.authenticator.check(username, password).then((ok) => {
+        if (!ok) {
+          refuseAuth(client, username, 'bad or missing credentials', done);
+          return;
+        }
+        identities.set(client, username);
+        done(null, true);
+      });
     },
     authorizePublish(client, packet, done) {
       if (client && packet.topic.startsWith(SYS_PREFIX)) {
@@ -239,7 +246,12 @@ function authenticatorFor(config: BrokerConfig): Authenticator {
   const checks: Authenticator[] = [];
   if (config.auth.users) checks.push(configUsersAuthenticator(config.auth.users));
   if (config.auth.passwordFile !== undefined) checks.push(credentialFileAuthenticator(readCredentialFile(config.auth.passwordFile)));
-  return { check: (username, password) => checks.some((a) => a.check(username, password)) };
+  return {
+    async check(username, password) {
+      for (const a of checks) if (await a.check(username, password)) return true;
+      return false;
+    },
+  };
 }
 
 function aclFor(config: BrokerConfig): Acl | undefined {

@@ -1,7 +1,7 @@
 // The credential file: one `username:scrypt$N$r$p$salt$hash` line per user (salt and hash in
 // base64), managed by `ferry broker passwd`. Passwords are never stored, only per-user salted
 // scrypt hashes, compared in constant time.
-import { randomBytes, scryptSync, timingSafeEqual } from 'node:crypto';
+import { randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { FerryError } from '@ferry/protocol';
 import type { Authenticator } from './auth.js';
@@ -22,6 +22,13 @@ export interface CredentialEntry {
 
 function derive(password: string | Buffer, salt: Buffer, params: { N: number; r: number; p: number }): Buffer {
   return scryptSync(password, salt, KEY_LENGTH, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r });
+}
+
+/** derive() on the thread pool: the broker's event loop keeps serving while a CONNECT is checked. */
+function deriveAsync(password: string | Buffer, salt: Buffer, params: { N: number; r: number; p: number }): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    scrypt(password, salt, KEY_LENGTH, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r }, (err, key) => (err ? reject(err) : resolve(key)));
+  });
 }
 
 /** A new entry with a fresh random salt. */
@@ -92,11 +99,16 @@ export function credentialFileAuthenticator(entries: readonly CredentialEntry[])
   const byName = new Map(entries.map((e) => [e.username, e]));
   const decoy = hashPassword('decoy', randomBytes(16).toString('hex'));
   return {
-    check(username, password) {
+    async check(username, password) {
       if (username === undefined || password === undefined) return false;
       const entry = byName.get(username);
       const against = entry ?? decoy;
-      const actual = derive(password, against.salt, against);
+      let actual: Buffer;
+      try {
+        actual = await deriveAsync(password, against.salt, against);
+      } catch {
+        return false;
+      }
       const same = actual.length === against.hash.length && timingSafeEqual(actual, against.hash);
       return entry !== undefined && same;
     },

@@ -13,7 +13,7 @@ import { uplinkTopics } from '@ferry/protocol';
 import { createRegistry, ManualClock, silentLogger } from '@ferry/runtime';
 import type { Registry } from '@ferry/runtime';
 import { makeTempDir, waitFor } from '@ferry/testkit';
-import { addCredential, createAcl, createBroker, createPublishRate, filterCovers, listCredentials, parseAcl, removeCredential } from '../src/index.js';
+import { addCredential, createAcl, createBroker, createPublishRate, credentialFileAuthenticator, filterCovers, hashPassword, listCredentials, parseAcl, removeCredential } from '../src/index.js';
 import type { Broker, BrokerConfigInput } from '../src/index.js';
 
 const CERT = fileURLToPath(new URL('./fixtures/uplink-cert.pem', import.meta.url));
@@ -93,6 +93,17 @@ describe('credential file', () => {
       /Bad username or password/i,
     );
     await expect(mqtt.connectAsync(broker.url!, { protocolVersion: 4, reconnectPeriod: 0 }, false)).rejects.toThrow(/Bad username or password/i);
+  });
+
+  it('hashes a CONNECT password off the event loop, so other clients are served meanwhile', async () => {
+    const auth = credentialFileAuthenticator([hashPassword('gw-1', 'right')]);
+    const order: string[] = [];
+    // A hash computed on the event loop would settle before any already-queued callback runs.
+    const checked = auth.check('gw-1', Buffer.from('right')).then((ok) => order.push(`checked ${ok}`));
+    setImmediate(() => order.push('other work'));
+    await checked;
+    expect(order).toEqual(['other work', 'checked true']);
+    expect(await auth.check('gw-1', Buffer.from('wrong'))).toBe(false);
   });
 });
 
