@@ -5,7 +5,11 @@
 // with the same clients and payloads. Not a test: nothing asserted.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
-//   node bench/run.mjs broker [--messages 20000] [--payload 256] [--window 100]
+//   node bench/run.mjs broker [--messages 20000] [--payload 256] [--window 100] [--rounds 3]
+//
+// Fairness: the clients live in this process, so both brokers first get a warm-up relay (the
+// clients' JIT and the brokers' are warm before anything counts); then each case is measured
+// --rounds times, Ferry and Mosquitto alternating, and the median is reported.
 //
 // Needs the built workspace (`npx tsc -b`).
 import { spawn } from 'node:child_process';
@@ -25,7 +29,7 @@ const TARGET = 0.75;
 const log = (msg) => process.stderr.write(`[bench broker] ${msg}\n`);
 
 function parseArgs(argv) {
-  const opts = { messages: 20_000, payload: 256, window: 100 };
+  const opts = { messages: 20_000, payload: 256, window: 100, rounds: 3 };
   for (let i = 0; i < argv.length; i += 1) {
     const key = argv[i]?.replace(/^--/, '');
     if (key && key in opts) opts[key] = Number(argv[(i += 1)]);
@@ -122,14 +126,23 @@ const ferry = await startFerry(dir, 'normal');
 const ferryFull = await startFerry(dir, 'full');
 const mosquitto = await startMosquittoWithTls();
 try {
-  for (const [name, server] of [['ferry', ferry], ['mosquitto', mosquitto]]) {
-    for (const [transport, suffix] of [['plain', ''], ['tls', 'Tls']]) {
-      for (const qos of [0, 1]) {
-        const r = await relay(server[transport], qos, opts);
-        log(`${name} ${transport} QoS ${qos}: ${r.perSec} msg/s (${r.received}/${opts.messages} received)`);
-        result[`${name}Qos${qos}${suffix}PerSec`] = r.perSec;
-        if (r.lost > 0) result[`${name}Qos${qos}${suffix}Lost`] = r.lost;
+  const warmUp = { ...opts, messages: Math.min(opts.messages, 5000) };
+  for (const server of [ferry, ferryFull, mosquitto]) {
+    for (const transport of ['plain', 'tls']) for (const qos of [0, 1]) await relay(server[transport], qos, warmUp);
+  }
+  const median = (values) => [...values].sort((x, y) => x - y)[Math.floor(values.length / 2)];
+  for (const [transport, suffix] of [['plain', ''], ['tls', 'Tls']]) {
+    for (const qos of [0, 1]) {
+      const rates = { ferry: [], mosquitto: [] };
+      for (let round = 0; round < opts.rounds; round += 1) {
+        for (const [name, server] of [['ferry', ferry], ['mosquitto', mosquitto]]) {
+          const r = await relay(server[transport], qos, opts);
+          log(`${name} ${transport} QoS ${qos} round ${round + 1}: ${r.perSec} msg/s (${r.received}/${opts.messages} received)`);
+          rates[name].push(r.perSec);
+          if (r.lost > 0) result[`${name}Qos${qos}${suffix}Lost`] = (result[`${name}Qos${qos}${suffix}Lost`] ?? 0) + r.lost;
+        }
       }
+      for (const name of ['ferry', 'mosquitto']) result[`${name}Qos${qos}${suffix}PerSec`] = median(rates[name]);
     }
   }
   const full = await relay(ferryFull.plain, 1, opts);
