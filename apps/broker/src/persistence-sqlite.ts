@@ -245,10 +245,14 @@ export class SqlitePersistence {
     this.#scheduleJournalCommit();
   }
 
-  /** Clears an entry once aedes stored and relayed its publish; committed with the next group. */
+  /**
+   * Clears an entry once aedes stored and relayed its publish. While a group commit is pending the
+   * clear rides along with it; otherwise (a quiet broker) it commits at once, so a kill -9 right
+   * after a publish does not replay it on restart (QoS 1 would allow that duplicate, but why send it).
+   */
   journalDone(seq: number): void {
     this.#journalCleared.push(seq);
-    this.#scheduleJournalCommit();
+    if (this.#journalFlush === undefined) this.#commitJournal();
   }
 
   #scheduleJournalCommit(): void {
