@@ -2,14 +2,12 @@
 // process (the built CLI), dies by SIGKILL right after influxd confirmed a write (the test-only
 // FERRY_TEST_CRASH_AFTER_WRITE hook in write.ts), and the batch the gateway then resends is not
 // doubled in the database. Needs `npx tsc -b` first (the root `npm test` builds before vitest).
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { makeTempDir, startInfluxd, startMosquitto, waitFor } from '@ferry/testkit';
-import type { InfluxdHandle, ServerHandle } from '@ferry/testkit';
+import { killReadyChildren, makeTempDir, startInfluxd, startMosquitto, startReadyChild } from '@ferry/testkit';
+import type { InfluxdHandle, ReadyChild, ServerHandle } from '@ferry/testkit';
 import { readings } from './fixtures.js';
 import { GatewayPeer } from './peer.js';
 import { countPoints } from './influx-count.js';
@@ -19,53 +17,20 @@ const FERRY_MAIN = fileURLToPath(new URL('../../ferry/dist/main.js', import.meta
 let influxd: InfluxdHandle;
 let mosquitto: ServerHandle;
 let dir: string;
-const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   [influxd, mosquitto] = await Promise.all([startInfluxd(), startMosquitto()]);
   dir = await makeTempDir('ingestor-crash');
 });
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
+  killReadyChildren();
   await Promise.all([influxd?.stop(), mosquitto?.stop()]);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Child {
-  readonly exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  readonly output: () => string;
-  stop(): Promise<void>;
-}
-
 /** Starts `ferry ingestor --config <file>` and resolves once it logged that it is ready. */
-async function startIngestor(configFile: string, env: Record<string, string> = {}): Promise<Child> {
-  const child = spawn(process.execPath, [FERRY_MAIN, 'ingestor', '--config', configFile], {
-    env: { ...process.env, ...env },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  children.add(child);
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.on('exit', (code, signal) => {
-      children.delete(child);
-      resolve({ code, signal });
-    }),
-  );
-  let gone = false;
-  void exited.then(() => (gone = true));
-  await waitFor(() => output.includes('ingestor ready') || gone, { timeoutMs: 30_000, what: 'the ingestor child to be ready' });
-  if (gone) throw new Error(`the ingestor exited before it was ready:\n${output}`);
-  return {
-    exited,
-    output: () => output,
-    async stop() {
-      if (gone) return;
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+function startIngestor(configFile: string, env: Record<string, string> = {}): Promise<ReadyChild> {
+  return startReadyChild({ args: [FERRY_MAIN, 'ingestor', '--config', configFile], readyText: 'ingestor ready', env, name: 'the ingestor child' });
 }
 
 describe('ingestor killed with SIGKILL between the write and the ack', () => {

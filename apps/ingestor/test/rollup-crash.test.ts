@@ -3,15 +3,13 @@
 // restarted ingestor, with the gateway resending what it saw no ack for, writes rollups equal to
 // InfluxQL's GROUP BY time(1m) over the raw points: the window is neither lost nor doubled,
 // whichever side of the commit the kill fell on. Needs `npx tsc -b` first.
-import { spawn } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
 import { existsSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Reading } from '@ferry/protocol';
-import { makeTempDir, startInfluxd, startMosquitto, waitFor } from '@ferry/testkit';
-import type { InfluxdHandle, ServerHandle } from '@ferry/testkit';
+import { killReadyChildren, makeTempDir, startInfluxd, startMosquitto, startReadyChild, waitFor } from '@ferry/testkit';
+import type { InfluxdHandle, ReadyChild, ServerHandle } from '@ferry/testkit';
 import { GatewayPeer } from './peer.js';
 
 const FERRY_MAIN = fileURLToPath(new URL('../../ferry/dist/main.js', import.meta.url));
@@ -22,52 +20,19 @@ const DB = 'rollup_crash';
 let influxd: InfluxdHandle;
 let mosquitto: ServerHandle;
 let dir: string;
-const children = new Set<ChildProcess>();
 
 beforeAll(async () => {
   [influxd, mosquitto] = await Promise.all([startInfluxd(), startMosquitto()]);
   dir = await makeTempDir('rollup-crash');
 });
 afterAll(async () => {
-  for (const child of children) child.kill('SIGKILL');
+  killReadyChildren();
   await Promise.all([influxd?.stop(), mosquitto?.stop()]);
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-interface Child {
-  readonly exited: Promise<unknown>;
-  kill9(): Promise<void>;
-  stop(): Promise<void>;
-}
-
-async function startIngestor(configFile: string): Promise<Child> {
-  const child = spawn(process.execPath, [FERRY_MAIN, 'ingestor', '--config', configFile], { stdio: ['ignore', 'pipe', 'pipe'] });
-  children.add(child);
-  let output = '';
-  child.stdout?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  child.stderr?.on('data', (chunk: Buffer) => (output += chunk.toString()));
-  let gone = false;
-  const exited = new Promise((resolve) =>
-    child.on('exit', () => {
-      gone = true;
-      children.delete(child);
-      resolve(undefined);
-    }),
-  );
-  await waitFor(() => output.includes('ingestor ready') || gone, { timeoutMs: 30_000, what: 'the ingestor child to be ready' });
-  if (gone) throw new Error(`the ingestor exited before it was ready:\n${output}`);
-  return {
-    exited,
-    async kill9() {
-      child.kill('SIGKILL');
-      await exited;
-    },
-    async stop() {
-      if (gone) return;
-      child.kill('SIGTERM');
-      await exited;
-    },
-  };
+function startIngestor(configFile: string): Promise<ReadyChild> {
+  return startReadyChild({ args: [FERRY_MAIN, 'ingestor', '--config', configFile], readyText: 'ingestor ready', name: 'the ingestor child' });
 }
 
 /** Readings of three meters every ~1.5 s over four minutes, never two in one millisecond. */
@@ -125,7 +90,7 @@ describe('rollups across an ingestor killed with SIGKILL', () => {
       // The next batches go out and the ingestor dies while taking them.
       await peer.send(cut + 1, batches[cut]!);
       await peer.send(cut + 2, batches[cut + 1]!);
-      await ingestor.kill9();
+      await ingestor.kill();
 
       ingestor = await startIngestor(configFile);
       try {

@@ -10,3 +10,4 @@ export { startMosquitto, type MosquittoOptions } from './mosquitto.js';
 export { startVictoriaMetrics, type VictoriaHandle, type VmSeries } from './victoria-metrics.js';
 export { startInfluxd, type InfluxdHandle, type InfluxSeries, type InfluxQueryOptions } from './influxd.js';
 export { startRedis } from './redis.js';
+export { startReadyChild, killReadyChildren, type ReadyChild, type ReadyChildOptions } from './child.js';
