@@ -7,23 +7,20 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Ack, DeviceReading } from '@ferry/protocol';
 import { defaultLimits, uplinkTopics } from '@ferry/protocol';
-import { ManualClock, silentLogger } from '@ferry/runtime';
-import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import type { DeadLetterStore } from '@ferry/deadletter';
-import { defaultPointMapping } from '@ferry/sinks';
 import { waitFor } from '@ferry/testkit';
 import { Accounting, imbalances } from '../src/accounting.js';
-import { openDedupeStore } from '../src/dedupe.js';
 import { deviceIdentity, judgeDevice, openDeviceDedupeStore } from '../src/device-dedupe.js';
 import type { DeviceIdentity } from '../src/device-dedupe.js';
 import { compileDeviceTopics } from '../src/direct.js';
 import { openDeviceJournal } from '../src/journal.js';
 import { ownsSource, partitionHash } from '../src/partition.js';
-import { createPipeline, DIRECT_SOURCE } from '../src/pipeline.js';
+import { DIRECT_SOURCE } from '../src/pipeline.js';
 import type { Pipeline } from '../src/pipeline.js';
 import { applySkewPolicy } from '../src/skew.js';
 import type { SkewPolicy } from '../src/skew.js';
-import { MemorySink } from './memory-sink.js';
+import type { MemorySink } from './memory-sink.js';
+import { openPipelineRig } from './pipeline-rig.js';
 import { batch, reading, T0 } from './fixtures.js';
 
 const NOW = T0 + 60_000;
@@ -53,36 +50,15 @@ interface Rig {
 
 function rig(options: { dir?: string; skewPolicy?: SkewPolicy } = {}): Rig {
   const dir = options.dir ?? tempDir();
-  const sink = new MemorySink();
-  const acks: Ack[] = [];
-  const accounting = new Accounting();
-  const clock = new ManualClock(NOW);
-  const dedupe = openDedupeStore({ path: join(dir, 'dedupe.db'), windowPerGateway: 1000 });
-  const deviceDedupe = openDeviceDedupeStore({ path: join(dir, 'device-dedupe.db'), windowMs: 3_600_000, maxEntries: 1000 });
-  const deadLetters = createSqliteDeadLetterStore({ path: join(dir, 'deadletters.db'), clock });
-  const pipeline = createPipeline({
-    limits: defaultLimits,
-    mapping: defaultPointMapping,
-    maxBatchBytes: 1 << 20,
-    queue: { maxBatches: 100, maxReadings: 10_000 },
-    write: { maxPoints: 500, lingerMs: 0, maxInFlight: 2, retry: { initialMs: 5, maxMs: 20, factor: 2 } },
-    sink,
-    dedupe,
-    deviceDedupe,
+  const r = openPipelineRig({
+    dir,
+    now: NOW,
+    deviceDedupe: true,
     skewPolicy: options.skewPolicy ?? 'deadletter',
     direct: { topics: compileDeviceTopics([{ pattern: 'devices/{deviceId}/telemetry' }, { pattern: 'devices/{deviceId}/status', kind: 'status' }]), gatewayTag: 'direct' },
-    deadLetters,
-    accounting,
-    clock,
-    logger: silentLogger(),
-    sendAck: (ack) => acks.push(ack),
   });
-  closers.push(async () => {
-    await pipeline.stop(200);
-    dedupe.close();
-    deviceDedupe.close();
-    deadLetters.close();
-  });
+  closers.push(() => r.close());
+  const { pipeline, sink, acks, accounting, deadLetters } = r;
   return {
     pipeline,
     sink,

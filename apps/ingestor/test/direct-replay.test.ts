@@ -5,18 +5,13 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
-import { defaultLimits } from '@ferry/protocol';
-import { ManualClock, silentLogger } from '@ferry/runtime';
-import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import type { DeadLetterStore } from '@ferry/deadletter';
-import { defaultPointMapping } from '@ferry/sinks';
 import { Accounting, imbalances } from '../src/accounting.js';
-import { openDedupeStore } from '../src/dedupe.js';
-import { openDeviceDedupeStore } from '../src/device-dedupe.js';
 import { compileDeviceTopics } from '../src/direct.js';
-import { createPipeline, DIRECT_SOURCE } from '../src/pipeline.js';
+import { DIRECT_SOURCE } from '../src/pipeline.js';
 import type { Pipeline } from '../src/pipeline.js';
-import { MemorySink } from './memory-sink.js';
+import type { MemorySink } from './memory-sink.js';
+import { openPipelineRig } from './pipeline-rig.js';
 import { T0 } from './fixtures.js';
 
 const NOW = T0 + 60_000;
@@ -40,21 +35,10 @@ interface Rig {
 function rig(): Rig {
   const dir = mkdtempSync(join(tmpdir(), 'ferry-direct-replay-'));
   dirs.push(dir);
-  const sink = new MemorySink();
-  const accounting = new Accounting();
-  const clock = new ManualClock(NOW);
-  const dedupe = openDedupeStore({ path: join(dir, 'dedupe.db'), windowPerGateway: 1000 });
-  const deviceDedupe = openDeviceDedupeStore({ path: join(dir, 'device-dedupe.db'), windowMs: 3_600_000, maxEntries: 1000 });
-  const deadLetters = createSqliteDeadLetterStore({ path: join(dir, 'deadletters.db'), clock });
-  const pipeline = createPipeline({
-    limits: defaultLimits,
-    mapping: defaultPointMapping,
-    maxBatchBytes: 1 << 20,
-    queue: { maxBatches: 100, maxReadings: 10_000 },
-    write: { maxPoints: 500, lingerMs: 0, maxInFlight: 2, retry: { initialMs: 5, maxMs: 20, factor: 2 } },
-    sink,
-    dedupe,
-    deviceDedupe,
+  const r = openPipelineRig({
+    dir,
+    now: NOW,
+    deviceDedupe: true,
     direct: {
       topics: compileDeviceTopics([
         { pattern: 'tele/{deviceId}/+', format: 'tasmota' },
@@ -62,18 +46,9 @@ function rig(): Rig {
       ]),
       gatewayTag: 'direct',
     },
-    deadLetters,
-    accounting,
-    clock,
-    logger: silentLogger(),
-    sendAck: () => undefined,
   });
-  closers.push(async () => {
-    await pipeline.stop(200);
-    dedupe.close();
-    deviceDedupe.close();
-    deadLetters.close();
-  });
+  closers.push(() => r.close());
+  const { pipeline, sink, accounting, deadLetters } = r;
   return {
     pipeline,
     sink,

@@ -5,18 +5,15 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import type { Ack } from '@ferry/protocol';
-import { defaultLimits, uplinkTopics } from '@ferry/protocol';
-import { ManualClock, silentLogger } from '@ferry/runtime';
-import { createSqliteDeadLetterStore } from '@ferry/deadletter';
+import { uplinkTopics } from '@ferry/protocol';
 import type { DeadLetterStore } from '@ferry/deadletter';
-import { defaultPointMapping } from '@ferry/sinks';
 import { waitFor } from '@ferry/testkit';
 import { Accounting, imbalances } from '../src/accounting.js';
-import { openDedupeStore } from '../src/dedupe.js';
 import type { DedupeStore } from '../src/dedupe.js';
-import { createPipeline } from '../src/pipeline.js';
 import type { Pipeline, QueueBounds } from '../src/pipeline.js';
-import { MemorySink } from './memory-sink.js';
+import type { MemorySink } from './memory-sink.js';
+import { openPipelineRig } from './pipeline-rig.js';
+import type { PipelineRig } from './pipeline-rig.js';
 import { batch, reading, readings, T0 } from './fixtures.js';
 
 interface Rig {
@@ -29,39 +26,15 @@ interface Rig {
   send(gatewayId: string, batchId: number, items: readonly unknown[]): ReturnType<Pipeline['accept']>;
 }
 
-const open: { dir: string; stores: { close(): void }[]; pipeline: Pipeline }[] = [];
+const open: { dir: string; rig: PipelineRig }[] = [];
 
 function rig(options: { dir?: string; queue?: QueueBounds } = {}): Rig {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'ferry-pipeline-'));
-  const sink = new MemorySink();
-  const acks: Ack[] = [];
-  const accounting = new Accounting();
-  const clock = new ManualClock(T0 + 60_000);
-  const dedupe = openDedupeStore({ path: join(dir, 'dedupe.db'), windowPerGateway: 1000 });
-  const deadLetters = createSqliteDeadLetterStore({ path: join(dir, 'deadletters.db'), clock });
-  const pipeline = createPipeline({
-    limits: defaultLimits,
-    mapping: defaultPointMapping,
-    maxBatchBytes: 1 << 20,
-    queue: options.queue ?? { maxBatches: 100, maxReadings: 10_000 },
-    write: { maxPoints: 500, lingerMs: 0, maxInFlight: 2, retry: { initialMs: 5, maxMs: 20, factor: 2 } },
-    sink,
-    dedupe,
-    deadLetters,
-    accounting,
-    clock,
-    logger: silentLogger(),
-    sendAck: (ack) => acks.push(ack),
-  });
-  open.push({ dir, stores: [dedupe, deadLetters], pipeline });
+  const r = openPipelineRig({ dir, now: T0 + 60_000, ...(options.queue ? { queue: options.queue } : {}) });
+  open.push({ dir, rig: r });
   return {
-    pipeline,
-    sink,
-    acks,
-    accounting,
-    dedupe,
-    deadLetters,
-    send: (gatewayId, batchId, items) => pipeline.accept(uplinkTopics.batch(gatewayId), batch(gatewayId, batchId, items)),
+    ...r,
+    send: (gatewayId, batchId, items) => r.pipeline.accept(uplinkTopics.batch(gatewayId), batch(gatewayId, batchId, items)),
   };
 }
 
@@ -73,8 +46,7 @@ async function shutdown(r: Rig): Promise<void> {
 
 afterEach(async () => {
   for (const o of open.splice(0)) {
-    await o.pipeline.stop(100);
-    for (const s of o.stores) s.close();
+    await o.rig.close(100);
     rmSync(o.dir, { recursive: true, force: true });
   }
 });
