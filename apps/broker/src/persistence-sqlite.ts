@@ -246,13 +246,14 @@ export class SqlitePersistence {
   }
 
   /**
-   * Clears an entry once aedes stored and relayed its publish. While a group commit is pending the
-   * clear rides along with it; otherwise (a quiet broker) it commits at once, so a kill -9 right
-   * after a publish does not replay it on restart (QoS 1 would allow that duplicate, but why send it).
+   * Clears an entry once aedes stored and relayed its publish; committed with the next group. A
+   * kill -9 before that commit replays the publish on restart: a duplicate, as QoS 1 allows (Ferry's
+   * ingestor dedupes it). Committing each clear on its own instead costs about 40% of QoS 1
+   * throughput (measured with bench/broker.mjs: 10,500/s against 17,200/s).
    */
   journalDone(seq: number): void {
     this.#journalCleared.push(seq);
-    if (this.#journalFlush === undefined) this.#commitJournal();
+    this.#scheduleJournalCommit();
   }
 
   #scheduleJournalCommit(): void {

@@ -61,10 +61,14 @@ describe('SQLite persistence across a broker kill -9', () => {
     });
     expect(sessionPresent).toBe(true);
     await waitFor(() => seen.length >= 2, { timeoutMs: 20_000, what: 'both queued messages after the restart' });
-    expect(seen.map((m) => [m.topic, m.payload, m.qos]).sort()).toEqual([
+    // QoS 1 is at least once: a publish whose journal entry was not yet cleared when the broker was
+    // killed is replayed, so it may come twice. QoS 2 is exactly once.
+    const distinct = [...new Map(seen.map((m) => [`${m.topic} ${m.payload} ${m.qos}`, [m.topic, m.payload, m.qos]])).values()];
+    expect(distinct.sort()).toEqual([
       ['ferry/test/q1', 'one', 1],
       ['ferry/test/q2', 'two', 2],
     ]);
+    expect(seen.filter((m) => m.qos === 2)).toHaveLength(1);
     await broker.stop();
   });
 
