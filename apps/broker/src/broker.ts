@@ -242,7 +242,8 @@ function openPersistence(config: BrokerConfig): SqlitePersistence | undefined {
 
 /** Config users and the credential file, either may admit a client. */
 function authenticatorFor(config: BrokerConfig): Authenticator {
-  if (!config.auth) return anonymousAuthenticator;
+  // `auth: { allowAnonymous: true }` alone: an open broker on purpose, whatever a client sends.
+  if (!config.auth || (config.auth.users === undefined && config.auth.passwordFile === undefined)) return anonymousAuthenticator;
   const checks: Authenticator[] = [];
   if (config.auth.users) checks.push(configUsersAuthenticator(config.auth.users));
   if (config.auth.passwordFile !== undefined) checks.push(credentialFileAuthenticator(readCredentialFile(config.auth.passwordFile)));

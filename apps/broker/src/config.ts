@@ -33,11 +33,16 @@ export const brokerAuthSchema = z
     users: z.array(brokerUserSchema).min(1).optional(),
     /** A credential file of scrypt hashes, managed by `ferry broker passwd`. */
     passwordFile: z.string().min(1).optional(),
-    /** When auth is configured, anonymous clients are refused unless this is true. */
+    /**
+     * Anonymous clients are refused unless this is true. `auth: { allowAnonymous: true }` alone is
+     * how a broker listening beyond loopback is run open on purpose.
+     */
     allowAnonymous: z.boolean().default(false),
   })
   .strict()
-  .refine((a) => a.users !== undefined || a.passwordFile !== undefined, { message: 'auth needs users or passwordFile' });
+  .refine((a) => a.users !== undefined || a.passwordFile !== undefined || a.allowAnonymous, {
+    message: 'auth needs users or passwordFile (or allowAnonymous: true to run open on purpose)',
+  });
 
 export const brokerTlsSchema = z
   .object({
@@ -122,7 +127,29 @@ export const brokerConfigSchema = z
     maxPayloadBytes: z.number().int().positive().default(4 * 1024 * 1024),
     logLevel: logLevelSchema.default('info'),
   })
-  .strict();
+  .strict()
+  .superRefine((config, ctx) => {
+    // Secure by default, as Mosquitto 2 is: without `auth` the broker serves loopback only. A
+    // listener others can reach needs credentials, a client-certificate TLS listener, or an
+    // explicit `auth: { allowAnonymous: true }`.
+    if (config.auth) return;
+    const open: string[] = [];
+    if (config.listen !== false && !isLoopback(config.listen.host)) open.push(`listen.host ${config.listen.host}`);
+    if (config.tls && !config.tls.requireClientCert && !isLoopback(config.tls.host)) open.push(`tls.host ${config.tls.host}`);
+    if (config.websocket && !isLoopback(config.websocket.host)) open.push(`websocket.host ${config.websocket.host}`);
+    if (open.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['auth'],
+        message: `${open.join(', ')} is reachable beyond this host, so anonymous access is off: set auth.users or auth.passwordFile (or auth.allowAnonymous: true to run open on purpose)`,
+      });
+    }
+  });
+
+/** Addresses only this host can reach. */
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
+}
 
 export type BrokerConfig = z.infer<typeof brokerConfigSchema>;
 export type BrokerConfigInput = z.input<typeof brokerConfigSchema>;

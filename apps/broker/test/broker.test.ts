@@ -277,6 +277,29 @@ describe('broker', () => {
     expect((caught as Error).message).toContain('listen.port');
   });
 
+  it('keeps anonymous access off beyond loopback unless auth says otherwise', async () => {
+    const refusal = (config: BrokerConfigInput): string => {
+      try {
+        createBroker(config);
+      } catch (err) {
+        expect(isFerryError(err, 'FERRY_ERR_CONFIG_INVALID')).toBe(true);
+        return (err as Error).message;
+      }
+      return 'accepted';
+    };
+    expect(refusal({ listen: { host: '0.0.0.0', port: 0 } })).toMatch(/auth: listen\.host 0\.0\.0\.0 is reachable beyond this host/);
+    expect(refusal({ listen: false, websocket: { host: '::', port: 0 } })).toMatch(/websocket\.host ::/);
+    expect(refusal({ listen: { host: '127.0.0.1', port: 0 } })).toBe('accepted');
+    expect(refusal({ listen: { host: '0.0.0.0', port: 0 }, auth: { users: [{ username: 'gw', password: 'pw' }] } })).toBe('accepted');
+    expect(refusal({ auth: {} })).toMatch(/auth needs users or passwordFile/);
+
+    // Open on purpose: anyone may connect, with or without a username.
+    const open = await startBroker({ listen: { host: '0.0.0.0', port: 0 }, auth: { allowAnonymous: true } });
+    const url = `mqtt://127.0.0.1:${open.port}`;
+    expect((await connect(url)).connected).toBe(true);
+    expect((await connect(url, { username: 'anyone', password: 'x' })).connected).toBe(true);
+  });
+
   it('closes cleanly: clients are disconnected and the port is released', async () => {
     const broker = await startBroker();
     const client = await connect(broker.url!);
