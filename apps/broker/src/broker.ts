@@ -269,7 +269,8 @@ function aclFor(config: BrokerConfig): Acl | undefined {
 export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = {}): Broker {
   const config = parseConfig(brokerConfigSchema, configInput, 'broker config');
   const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({ component: 'broker' });
-  const registry = deps.registry ?? createRegistry();
+  // Process metrics too (memory, CPU, event-loop lag, GC), under their standard unprefixed names.
+  const registry = deps.registry ?? createRegistry({ defaultMetrics: true, prefix: '' });
 
   let aedes: Aedes | undefined;
   let persistence: SqlitePersistence | undefined;

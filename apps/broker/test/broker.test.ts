@@ -264,6 +264,9 @@ describe('broker', () => {
     expect(metrics).toMatch(/^ferry_broker_messages_in_total\{qos="1"\} 1$/m);
     expect(metrics).toMatch(/^ferry_broker_messages_in_total\{qos="0"\} 1$/m);
     expect(metrics).toMatch(/^ferry_broker_bytes_in_total 6$/m);
+    // The process itself, under the standard names dashboards expect.
+    expect(metrics).toMatch(/^process_resident_memory_bytes \d+$/m);
+    expect(metrics).toMatch(/^nodejs_eventloop_lag_seconds [\d.e-]+$/m);
   });
 
   it('refuses a bad config value naming the field', () => {

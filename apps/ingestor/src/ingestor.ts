@@ -122,7 +122,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   const config = parseIngestorConfig(input);
   const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({ component: 'ingestor', ingestorId: config.ingestorId });
   const clock = deps.clock ?? systemClock;
-  const registry = deps.registry ?? createRegistry();
+  // Process metrics too (memory, CPU, event-loop lag, GC), under their standard unprefixed names.
+  const registry = deps.registry ?? createRegistry({ defaultMetrics: true, prefix: '' });
 
   try {
     mkdirSync(config.dataDir, { recursive: true });

@@ -145,7 +145,7 @@ export async function runDemo(flags: DemoFlags): Promise<number> {
   const ownDir = flags.dataDir === undefined;
   const dataDir = flags.dataDir ?? mkdtempSync(join(tmpdir(), 'ferry-demo-'));
   const logger = createLogger({ level: flags.logLevel, name: 'ferry-demo' });
-  const registry = createRegistry({ defaultMetrics: true });
+  const registry = createRegistry({ defaultMetrics: true, prefix: '' });
   const sink = demoSink(process.env);
   const p: Pipeline = {};
   const signal = stopSignal(() => {
