@@ -1,7 +1,7 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
 import { logLevelSchema } from '@ferry/runtime';
-import { pipelineSchema } from '@ferry/processing';
+import { parseDuration, pipelineSchema } from '@ferry/processing';
 import { gatewayIdSchema, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
 
@@ -128,8 +128,22 @@ export const gatewayConfigSchema = z
         maxBytes: z.number().int().positive().default(2 * 1024 * 1024 * 1024),
         /** Default 30 days; readings older than this by their own ts are dropped as `outbox_age`. */
         maxAgeMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
-        /** `drop-oldest` keeps the newest readings; `refuse-new` withholds PUBACKs so devices keep theirs. */
-        whenFull: z.enum(['drop-oldest', 'refuse-new']).default('drop-oldest'),
+        /**
+         * `drop-oldest` keeps the newest readings; `refuse-new` withholds PUBACKs so devices keep
+         * theirs; `compact` folds the oldest unsent readings into summaries per series and interval
+         * (docs/durability.md, "Compaction") and drops the oldest only when that cannot free enough.
+         */
+        whenFull: z.enum(['drop-oldest', 'refuse-new', 'compact']).default('drop-oldest'),
+        compaction: z
+          .object({
+            /** Length of the interval one summary covers, e.g. '1m', '15m', '1h'. */
+            interval: z
+              .string()
+              .default('1m')
+              .refine((v) => parseDuration(v) !== undefined, "expected a duration such as '30s', '1m', '1h'"),
+          })
+          .strict()
+          .prefault({}),
         /** A group commit waits this long for more readings before its transaction. */
         commitLingerMs: z.number().int().nonnegative().default(5),
         commitMaxReadings: z.number().int().positive().default(1000),
@@ -168,7 +182,18 @@ export const gatewayConfigSchema = z
     statusIntervalMs: z.number().int().positive().default(10_000),
     logLevel: logLevelSchema.default('info'),
   })
-  .strict();
+  .strict()
+  .superRefine((c, ctx) => {
+    // Before the uplink, pipelines rebuild batches from outbox rows in seq order: summaries would
+    // run through them as if they were device readings.
+    if (c.outbox.whenFull === 'compact' && c.processing?.before === 'uplink' && c.processing.pipelines.length > 0) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['outbox', 'whenFull'],
+        message: "'compact' cannot be used with processing.before: 'uplink'; use before: 'outbox', or whenFull 'drop-oldest'",
+      });
+    }
+  });
 
 export type GatewayConfig = z.infer<typeof gatewayConfigSchema>;
 export type GatewayConfigInput = z.input<typeof gatewayConfigSchema>;

@@ -15,6 +15,8 @@ export interface DroppedRow {
   readonly deviceId: string;
   readonly ts: number;
   readonly deviceSeq: number | null;
+  /** Readings the row stands for: a compaction summary its count; 1 when absent. */
+  readonly readings?: number;
 }
 
 export interface DropLedger {
@@ -103,7 +105,9 @@ export function createDropLedger(db: Database.Database): DropLedger {
         const first = list[0];
         const last = list[list.length - 1];
         if (!first || !last) continue;
-        count(reason, deviceId, list.length);
+        // A compaction summary dropped loses every reading it stood for.
+        const lost = list.reduce((n, row) => n + (row.readings ?? 1), 0);
+        count(reason, deviceId, lost);
         let firstTs = first.ts;
         let lastTs = first.ts;
         for (const row of list) {
@@ -118,10 +122,10 @@ export function createDropLedger(db: Database.Database): DropLedger {
         // Consecutive drops of one device and reason are one gap, as long as nothing of that
         // device reached the database in between (delivered() closes the gap).
         if (gap && gap.lastSeq < first.seq) {
-          growGap.run(list.length, last.seq, firstTs, lastTs, firstDeviceSeq, lastDeviceSeq, now, gap.id);
+          growGap.run(lost, last.seq, firstTs, lastTs, firstDeviceSeq, lastDeviceSeq, now, gap.id);
           gap.lastSeq = last.seq;
         } else {
-          const id = insert([deviceId, reason, list.length, first.seq, last.seq, firstTs, lastTs, firstDeviceSeq, lastDeviceSeq, now]);
+          const id = insert([deviceId, reason, lost, first.seq, last.seq, firstTs, lastTs, firstDeviceSeq, lastDeviceSeq, now]);
           reasons.set(reason, { id, lastSeq: last.seq });
         }
       }
@@ -157,6 +161,64 @@ export function createDropLedger(db: Database.Database): DropLedger {
         lastTs: r.last_ts,
         firstDeviceSeq: r.first_device_seq,
         lastDeviceSeq: r.last_device_seq,
+        updatedAt: r.updated_at,
+      }));
+    },
+  };
+}
+
+/** What compaction did for one device, since the outbox file was created. */
+export interface CompactedSpan {
+  readonly deviceId: string;
+  /** Readings replaced by summaries. */
+  readonly readings: number;
+  /** Summaries written in their place. */
+  readonly summaries: number;
+  /** Earliest and latest own time of the readings replaced. */
+  readonly firstTs: number;
+  readonly lastTs: number;
+  readonly updatedAt: number;
+}
+
+/**
+ * The compaction ledger: readings summarised are not lost, but the cloud must know that a span
+ * holds summaries, not raw readings. Written in the transaction that compacts.
+ */
+export interface CompactionLedger {
+  record(deviceId: string, readings: number, summaries: number, firstTs: number, lastTs: number, now: number): void;
+  totals(): { readings: number; summaries: number };
+  /** Most recently updated first. */
+  byDevice(limit: number): CompactedSpan[];
+}
+
+export function createCompactionLedger(db: Database.Database): CompactionLedger {
+  const upsert = db.prepare<[string, number, number, number, number, number]>(
+    `INSERT INTO outbox_compacted (device_id, readings, summaries, first_ts, last_ts, updated_at) VALUES (?, ?, ?, ?, ?, ?)
+     ON CONFLICT (device_id) DO UPDATE SET readings = readings + excluded.readings, summaries = summaries + excluded.summaries,
+       first_ts = min(first_ts, excluded.first_ts), last_ts = max(last_ts, excluded.last_ts), updated_at = excluded.updated_at`,
+  );
+  const read = db.prepare<[number], { device_id: string; readings: number; summaries: number; first_ts: number; last_ts: number; updated_at: number }>(
+    'SELECT * FROM outbox_compacted ORDER BY updated_at DESC, device_id LIMIT ?',
+  );
+  const sums = db.prepare<[], { readings: number | null; summaries: number | null }>('SELECT sum(readings) AS readings, sum(summaries) AS summaries FROM outbox_compacted');
+  const initial = sums.get();
+  const totals = { readings: initial?.readings ?? 0, summaries: initial?.summaries ?? 0 };
+  return {
+    record(deviceId, readings, summaries, firstTs, lastTs, now) {
+      upsert.run(deviceId, readings, summaries, firstTs, lastTs, now);
+      totals.readings += readings;
+      totals.summaries += summaries;
+    },
+    totals() {
+      return { ...totals };
+    },
+    byDevice(limit) {
+      return read.all(limit).map((r) => ({
+        deviceId: r.device_id,
+        readings: r.readings,
+        summaries: r.summaries,
+        firstTs: r.first_ts,
+        lastTs: r.last_ts,
         updatedAt: r.updated_at,
       }));
     },

@@ -3,6 +3,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
+import { parseDuration } from '@ferry/processing';
 import type { GapRecord, Rejection } from '@ferry/protocol';
 import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
@@ -22,9 +23,10 @@ import type { Sender } from './send.js';
 import { createAckHandler, InFlightBatches } from './ack.js';
 import { connectUplink } from './uplink.js';
 import type { Uplink } from './uplink.js';
-import { encodeGatewayStatus, gatewayStatus, GAPS_IN_STATUS } from './status.js';
+import { COMPACTED_IN_STATUS, encodeGatewayStatus, gatewayStatus, GAPS_IN_STATUS } from './status.js';
 import { DrainMeter } from './drain.js';
 import { MAX_GAP_RECORDS } from './drops.js';
+import type { CompactedSpan } from './drops.js';
 import type { DrainProgress } from './drain.js';
 import { DiskWearMeter } from './disk-wear.js';
 import { isDiskFull, StorageAlarm } from './storage-alarm.js';
@@ -57,6 +59,8 @@ export interface GatewayStats {
   ackedReadings: number;
   /** Readings the outbox discarded, by reason (e.g. outbox_full), since the outbox was created. */
   dropped: Record<string, number>;
+  /** With whenFull 'compact': readings replaced by summaries, and summaries written, since the outbox was created. */
+  compacted: { readings: number; summaries: number } | null;
   uplinkConnected: boolean;
   /** Entries held in the dead-letter store. */
   deadLetters: number;
@@ -119,7 +123,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   const config: GatewayConfig = parseConfig(gatewayConfigSchema, configInput, 'gateway config');
   const clock = deps.clock ?? systemClock;
   const logger = deps.logger ?? createLogger({ level: config.logLevel, name: 'ferry-gateway' });
-  const registry = deps.registry ?? createRegistry();
+  // Process metrics too (memory, CPU, event-loop lag, GC), under their standard unprefixed names.
+  const registry = deps.registry ?? createRegistry({ defaultMetrics: true, prefix: '' });
   const version = packageVersion();
   const { gatewayId } = config;
   const validator = createDeviceMessageValidator(config.devices.patterns, config.limits);
@@ -238,7 +243,15 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         now: clock.now(),
         version,
         uplink,
-        ...(running ? { outbox: running.outbox.stats(), deadLetters: heldDeadLetters(), gaps: currentGaps(running.outbox), drain: drainProgress() } : {}),
+        ...(running
+          ? {
+              outbox: running.outbox.stats(),
+              deadLetters: heldDeadLetters(),
+              gaps: currentGaps(running.outbox),
+              drain: drainProgress(),
+              ...(config.outbox.whenFull === 'compact' ? { compacted: currentCompacted(running.outbox) } : {}),
+            }
+          : {}),
         diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
         ...(edge ? { processing: edge.stats() } : {}),
       }),
@@ -250,6 +263,14 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       return outbox.gaps(GAPS_IN_STATUS);
     } catch {
       // Closed or failing storage: the status goes out without them, the records stay in the file.
+      return [];
+    }
+  }
+
+  function currentCompacted(outbox: Outbox): CompactedSpan[] {
+    try {
+      return outbox.compactedByDevice(COMPACTED_IN_STATUS);
+    } catch {
       return [];
     }
   }
@@ -279,6 +300,9 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       maxBytes: config.outbox.maxBytes,
       maxAgeMs: config.outbox.maxAgeMs,
       whenFull: config.outbox.whenFull,
+      // Validated by the config schema.
+      compactIntervalMs: parseDuration(config.outbox.compaction.interval) ?? 60_000,
+      summaryLimits: { maxMetricsPerReading: config.limits.maxMetricsPerReading, maxNameLength: config.limits.maxNameLength },
       clock,
     });
     if (outbox.corrupt) {
@@ -401,6 +425,16 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         counts.committed += result.seqs.length;
         metrics.committed.inc(result.seqs.length);
         if (storageAlarm.succeeded()) logger.warn({ failures: storageAlarm.failures }, 'outbox commits succeed again');
+        if (result.compacted) {
+          const { readings, summaries, firstTs, lastTs } = result.compacted;
+          metrics.compactedReadings.inc(readings);
+          metrics.compactionSummaries.inc(summaries);
+          // One line per compaction: each frees a share of the bound, so they are episodes, not per commit.
+          logger.warn(
+            { readings, summaries, firstTs, lastTs, interval: config.outbox.compaction.interval, maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes },
+            'outbox bound reached: oldest unsent readings compacted into summaries (count, min, max, mean per interval)',
+          );
+        }
         if (result.droppedSeqs.length > 0) {
           logger.warn(
             { dropped: result.droppedSeqs.length, maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeMs },
@@ -463,7 +497,11 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           }),
         });
         // The ops view of what was lost: every gap record the outbox file holds, newest first.
-        ops.app.get('/gaps', async () => ({ gaps: currentGapsAll(outbox), dropped: outbox.droppedByDevice() }));
+        ops.app.get('/gaps', async () => ({
+          gaps: currentGapsAll(outbox),
+          dropped: outbox.droppedByDevice(),
+          ...(config.outbox.whenFull === 'compact' ? { compacted: outbox.compactedByDevice() } : {}),
+        }));
         run.ops = ops;
         await ops.listen();
       }
@@ -644,6 +682,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         sentReadings: counts.sentReadings,
         ackedReadings: counts.ackedReadings,
         dropped: { ...(outbox?.dropped ?? {}) },
+        compacted: outbox?.compacted ? { ...outbox.compacted } : null,
         uplinkConnected: running?.uplink?.connected ?? false,
         deadLetters: heldDeadLetters(),
         drain: drainProgress(),

@@ -20,5 +20,7 @@ export { createEdgeProcessing, UplinkSettlement } from './process.js';
 export type { EdgeProcessing, EdgeProcessingConfig, EdgeProcessingStats } from './process.js';
 export type { CorruptOutbox } from './outbox-file.js';
 export { OUTBOX_SCHEMA_VERSION } from './outbox-schema.js';
-export type { DropReason, GapRecord } from './drops.js';
+export type { CompactedSpan, DropReason, GapRecord } from './drops.js';
+export { COMPACTED_COUNT_METRIC, COMPACTED_FLAG } from './compact.js';
+export type { CompactionResult } from './outbox.js';
 export type { DrainProgress } from './drain.js';

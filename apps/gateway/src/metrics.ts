@@ -37,6 +37,8 @@ export interface GatewayMetrics {
   readonly retainedSkipped: Counter;
   readonly refusedReadings: Counter;
   readonly storageFull: Counter;
+  readonly compactedReadings: Counter;
+  readonly compactionSummaries: Counter;
 }
 
 export function createGatewayMetrics(registry: Registry, sources: GaugeSources): GatewayMetrics {
@@ -96,6 +98,16 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
     storageFull: new Counter({
       name: 'ferry_gateway_storage_full_total',
       help: 'Outbox writes that failed on a full disk (SQLITE_FULL / ENOSPC); nothing was acknowledged or deleted',
+      registers,
+    }),
+    compactedReadings: new Counter({
+      name: 'ferry_gateway_compacted_readings_total',
+      help: "Readings the outbox replaced by summaries when full (whenFull: compact); not lost, but no longer raw",
+      registers,
+    }),
+    compactionSummaries: new Counter({
+      name: 'ferry_gateway_compaction_summaries_total',
+      help: 'Summary readings (count, min, max, mean per series and interval) written in their place',
       registers,
     }),
   };

@@ -91,6 +91,30 @@ export const OUTBOX_MIGRATIONS: readonly OutboxMigration[] = [
       `);
     },
   },
+  {
+    version: 4,
+    what: 'compaction: rows handed to the sender, summaries written',
+    up(db) {
+      // outbox_sent: seq ranges handed to the sender (with whenFull: compact). Those rows may
+      // have reached the database with their ack lost, so they must never be folded into a
+      // summary (counted twice) nor have their seq reused (a conflict at the ingestor).
+      // outbox_compacted: per device, readings replaced by summaries and the span they covered.
+      db.exec(`
+        CREATE TABLE IF NOT EXISTS outbox_sent (
+          first_seq INTEGER PRIMARY KEY,
+          last_seq INTEGER NOT NULL
+        );
+        CREATE TABLE IF NOT EXISTS outbox_compacted (
+          device_id TEXT PRIMARY KEY,
+          readings INTEGER NOT NULL,
+          summaries INTEGER NOT NULL,
+          first_ts INTEGER NOT NULL,
+          last_ts INTEGER NOT NULL,
+          updated_at INTEGER NOT NULL
+        ) WITHOUT ROWID;
+      `);
+    },
+  },
 ];
 
 export const OUTBOX_SCHEMA_VERSION = OUTBOX_MIGRATIONS[OUTBOX_MIGRATIONS.length - 1]?.version ?? 0;

@@ -1,12 +1,14 @@
 // The outbox: every reading the gateway has acknowledged to a device stays here until the
 // ingestor's end-to-end ack says the database has it. The Outbox seam and its SQLite implementation.
 import type Database from 'better-sqlite3';
-import { FerryError } from '@ferry/protocol';
+import { defaultLimits, FerryError } from '@ferry/protocol';
 import type { DeviceReading, Reading } from '@ferry/protocol';
 import { systemClock } from '@ferry/runtime';
 import type { Clock } from '@ferry/runtime';
-import { createDropLedger } from './drops.js';
-import type { DropReason, DroppedRow, GapRecord } from './drops.js';
+import { intervalStart, isSummary, SentRanges, SeriesSummary, summaryKey } from './compact.js';
+import type { SummaryLimits } from './compact.js';
+import { createCompactionLedger, createDropLedger } from './drops.js';
+import type { CompactedSpan, DropReason, DroppedRow, GapRecord } from './drops.js';
 import { openOutboxFile } from './outbox-file.js';
 import type { CorruptOutbox } from './outbox-file.js';
 import { migrateOutbox } from './outbox-schema.js';
@@ -28,6 +30,16 @@ export interface AppendResult {
    * passed (a group is stored whole or not at all). Their devices must not be acknowledged.
    */
   readonly refused?: number;
+  /** What compaction did in this append (`whenFull: 'compact'`); absent when it did nothing. */
+  readonly compacted?: CompactionResult;
+}
+
+/** One compaction: readings replaced by summaries, and the span of their own times. */
+export interface CompactionResult {
+  readonly readings: number;
+  readonly summaries: number;
+  readonly firstTs: number;
+  readonly lastTs: number;
 }
 
 export interface OutboxStats {
@@ -37,6 +49,8 @@ export interface OutboxStats {
   readonly oldestTs: number | null;
   /** Readings discarded by the outbox, by reason, since the outbox file was created. */
   readonly dropped: Readonly<Record<string, number>>;
+  /** Readings replaced by summaries, and summaries written, since the outbox file was created. */
+  readonly compacted?: { readonly readings: number; readonly summaries: number };
 }
 
 export interface PeekOptions {
@@ -76,7 +90,10 @@ export interface AppendWithStateOptions extends AppendOptions {
 export interface Outbox {
   /** Stores readings in one transaction, durable (per the synchronous level) on return. */
   append(readings: readonly DeviceReading[], options?: AppendWithStateOptions): AppendResult;
-  /** The oldest rows not excluded, in seq order. */
+  /**
+   * The oldest rows not excluded, in seq order. With `whenFull: 'compact'` the rows returned are
+   * remembered (in the file) as possibly sent, and never compacted.
+   */
   peek(options: PeekOptions): OutboxEntry[];
   /** Deletes rows by seq; unknown seqs are ignored. Returns how many rows went. */
   delete(seqs: readonly number[]): number;
@@ -93,6 +110,8 @@ export interface Outbox {
   droppedByDevice(): { reason: string; deviceId: string; count: number }[];
   /** Gap records naming what was dropped, most recently written first. */
   gaps(limit?: number): GapRecord[];
+  /** Per device, what compaction replaced by summaries; most recently updated first. */
+  compactedByDevice(limit?: number): CompactedSpan[];
   /**
    * A batch id never handed out before by this outbox file, even across restarts, so an ack
    * queued for a previous run can never match a batch of this one.
@@ -132,9 +151,15 @@ export interface SqliteOutboxOptions {
   /**
    * When a bound on rows or bytes is reached: `drop-oldest` discards the oldest rows (counted as
    * `outbox_full` / `outbox_bytes`); `refuse-new` stores nothing more, so devices are not
-   * acknowledged and publish again later.
+   * acknowledged and publish again later; `compact` folds the oldest rows never handed to the
+   * sender into one summary per series and interval (compact.ts), and drops the oldest only when
+   * that cannot free enough.
    */
-  readonly whenFull?: 'drop-oldest' | 'refuse-new';
+  readonly whenFull?: 'drop-oldest' | 'refuse-new' | 'compact';
+  /** Interval of a compaction summary, in ms (default one minute). */
+  readonly compactIntervalMs?: number;
+  /** Limits a summary must pass at the ingestor (default: the protocol's defaults). */
+  readonly summaryLimits?: SummaryLimits;
   readonly clock?: Clock;
 }
 
@@ -148,6 +173,26 @@ interface Victim extends DroppedRow {
   readonly bytes: number;
 }
 
+interface VictimRow {
+  seq: number;
+  device_id: string;
+  ts: number;
+  bytes: number;
+  device_seq: number | null;
+  readings: number;
+}
+
+/** A summary being gathered by a compaction, with what writing it would free. */
+interface CompactionGroup {
+  readonly summary: SeriesSummary;
+  /** Stored bytes of the rows folded in. */
+  rawBytes: number;
+  /** Bounded cost freed by writing it (rows' per-row cost included); counted only when positive. */
+  saved: number;
+  /** Rows freed by writing it; 0 while it would not pay. */
+  rows: number;
+}
+
 /** Batch ids are reserved in blocks so that handing one out rarely writes. */
 const BATCH_ID_BLOCK = 1024;
 /** Rows read at a time when looking for the oldest rows to drop. */
@@ -156,6 +201,18 @@ const NO_SEQ_LIMIT = Number.MAX_SAFE_INTEGER;
 const AGE_TRIM_PAGE = 20_000;
 const AGE_TRIM_MAX = 100_000;
 const nothingInFlight = { has: () => false };
+/**
+ * A compaction frees this share of the bound beyond what it must, so that compactions come in
+ * episodes rather than at every commit, and an interval is rarely split between two summaries.
+ */
+export const COMPACTION_HEADROOM = 0.1;
+/** Chunks read past the point where enough is freed, to finish the intervals already begun. */
+const COMPACT_FINISH_CHUNKS = 2;
+/** Readings folded in one transaction, at most, once the bound holds. */
+const COMPACT_EPISODE_MAX = 50_000;
+/** SQL for how many readings a row stands for: a compaction summary its count (compact.ts). */
+const SUMMARY_WEIGHT =
+  "CASE WHEN EXISTS (SELECT 1 FROM json_each(payload, '$.flags') WHERE value = 'compacted') THEN coalesce(json_extract(payload, '$.metrics.ferry_compacted'), 1) ELSE 1 END";
 
 export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   const clock = options.clock ?? systemClock;
@@ -163,6 +220,14 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
   const maxAgeMs = options.maxAgeMs;
   const refuseNew = options.whenFull === 'refuse-new';
+  const compact = options.whenFull === 'compact';
+  const compactIntervalMs = options.compactIntervalMs ?? 60_000;
+  const summaryLimits: SummaryLimits = options.summaryLimits ?? {
+    maxMetricsPerReading: defaultLimits.maxMetricsPerReading,
+    maxNameLength: defaultLimits.maxNameLength,
+  };
+  // Only a file that may hold summaries pays for weighing the rows it drops.
+  const weight = compact ? SUMMARY_WEIGHT : '1';
   const opened = openOutboxFile(options.path, options.synchronous ?? 'normal', clock.now());
   const db: Database.Database = opened.db;
   try {
@@ -178,12 +243,26 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   );
   const deleteOne = db.prepare<[number], { bytes: number; device_id: string }>('DELETE FROM outbox WHERE seq = ? RETURNING bytes, device_id');
   const deleteVictim = db.prepare<[number]>('DELETE FROM outbox WHERE seq = ?');
-  const oldestRows = db.prepare<[number, number], { seq: number; device_id: string; ts: number; bytes: number; device_seq: number | null }>(
-    "SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?",
+  const oldestRows = db.prepare<[number, number], VictimRow>(
+    `SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq, ${weight} AS readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`,
   );
-  const agedRows = db.prepare<[number, number], { seq: number; device_id: string; ts: number; bytes: number; device_seq: number | null }>(
-    "SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq FROM outbox WHERE ts < ? ORDER BY ts LIMIT ?",
+  const agedRows = db.prepare<[number, number], VictimRow>(
+    `SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq, ${weight} AS readings FROM outbox WHERE ts < ? ORDER BY ts LIMIT ?`,
   );
+  const compactRows = db.prepare<[number, number], { seq: number; bytes: number; payload: string }>(
+    'SELECT seq, bytes, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?',
+  );
+  const writeSummary = db.prepare<[number, number, number, string, number]>('UPDATE outbox SET ts = ?, received_at = ?, bytes = ?, payload = ? WHERE seq = ?');
+  const oldestSeq = db.prepare<[], { seq: number }>('SELECT seq FROM outbox ORDER BY seq LIMIT 1');
+  const markSent = db.prepare<[number, number]>(
+    'INSERT INTO outbox_sent (first_seq, last_seq) VALUES (?, ?) ON CONFLICT (first_seq) DO UPDATE SET last_seq = max(last_seq, excluded.last_seq)',
+  );
+  const readSent = db.prepare<[], { first_seq: number; last_seq: number }>('SELECT first_seq, last_seq FROM outbox_sent WHERE first_seq >= 0');
+  const forgetSent = db.prepare<[number]>('DELETE FROM outbox_sent WHERE last_seq < ? AND first_seq >= 0');
+  // A range no seq falls in, present while every hand-out to the sender has been recorded.
+  const hasSentinel = db.prepare<[], { n: number }>('SELECT count(*) AS n FROM outbox_sent WHERE first_seq = -1');
+  const writeSentinel = db.prepare('INSERT OR IGNORE INTO outbox_sent (first_seq, last_seq) VALUES (-1, -1)');
+  const dropSentinel = db.prepare('DELETE FROM outbox_sent WHERE first_seq = -1');
   const oldest = db.prepare<[], { received_at: number }>('SELECT received_at FROM outbox ORDER BY seq LIMIT 1');
   const scan = db.prepare<[number, number], { seq: number; bytes: number; payload: string }>(
     'SELECT seq, bytes, payload FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq',
@@ -200,6 +279,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     for (const s of states) saveSeriesState.run(s.deviceId, s.metric, s.state);
   }
   const ledger = createDropLedger(db);
+  const compactions = createCompactionLedger(db);
 
   // Depth and bytes live in outbox_state, updated in the same transactions as the rows, so
   // they are exact across restarts without a COUNT(*) over millions of rows; mirrored here.
@@ -215,6 +295,28 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   // Never reuse an id handed out by a previous run: start past everything reserved before.
   let batchIdNext = initial.batch_id_reserved;
   let batchIdReserved = initial.batch_id_reserved;
+  /** Rows handed to the sender, this run or an earlier one: never compacted. */
+  const sent = new SentRanges();
+  /** Rows at or below this seq can never be compacted (sent, or summaries): compaction scans start here. */
+  let compactScanFloor = -1;
+  /** After a compaction that could not free enough, the next waits for rows above this seq. */
+  let compactRetryAfterSeq = -1;
+  if (compact) {
+    db.transaction(() => {
+      // Ranges below the oldest row name nothing any more.
+      const low = oldestSeq.get()?.seq;
+      forgetSent.run(low ?? NO_SEQ_LIMIT);
+      // Under another policy hand-outs were not recorded: every row already here may have been sent.
+      if ((hasSentinel.get()?.n ?? 0) === 0) {
+        if (low !== undefined && newest !== null) markSent.run(low, newest);
+        writeSentinel.run();
+      }
+    })();
+    for (const r of readSent.all()) sent.add(r.first_seq, r.last_seq);
+  } else {
+    // From now on hand-outs are not recorded: a later run under 'compact' must not trust the ranges.
+    dropSentinel.run();
+  }
 
   if (opened.corrupt) {
     const lost = opened.corrupt;
@@ -236,8 +338,15 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     return payloadBytes + rows * OUTBOX_ROW_OVERHEAD_BYTES;
   }
 
-  function toVictim(row: { seq: number; device_id: string; ts: number; bytes: number; device_seq: number | null }): Victim {
-    return { seq: row.seq, deviceId: row.device_id, ts: row.ts, bytes: row.bytes, deviceSeq: typeof row.device_seq === 'number' ? row.device_seq : null };
+  function toVictim(row: VictimRow): Victim {
+    return {
+      seq: row.seq,
+      deviceId: row.device_id,
+      ts: row.ts,
+      bytes: row.bytes,
+      deviceSeq: typeof row.device_seq === 'number' ? row.device_seq : null,
+      ...(row.readings !== 1 && typeof row.readings === 'number' ? { readings: row.readings } : {}),
+    };
   }
 
   interface Totals {
@@ -303,12 +412,148 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     return seqs.sort((a, b) => a - b);
   }
 
+  function overBound(totals: Totals): boolean {
+    return totals.depth > maxRows || cost(totals.depth, totals.bytes) > maxBytes;
+  }
+
+  /**
+   * `whenFull: 'compact'`, inside the append transaction: while a bound is exceeded, folds the
+   * oldest rows that were never handed to the sender (not in flight, not in `sent`) and are not
+   * summaries already into one summary per series and interval, down to COMPACTION_HEADROOM below
+   * the bounds when there is that much to fold. trimOldest then drops what is still too much.
+   *
+   * The summary takes the seq of the oldest row it replaces, updated in place, and the other rows
+   * go. Reusing that seq is safe because the row was never handed to the sender, so the ingestor
+   * cannot have seen it (no dedupe conflict) and none of the rows can be in the database (nothing
+   * counted twice); and it keeps the summary where its readings were in seq order, so it goes
+   * upstream before every later reading of its device, as they would have. A fresh seq would put
+   * it after them.
+   */
+  function compactOldest(totals: Totals, inFlight: { has(seq: number): boolean }, newestSeq: number): CompactionResult | undefined {
+    if (!overBound(totals) || newestSeq <= compactRetryAfterSeq) return undefined;
+    const targetRows = maxRows - Math.floor(maxRows * COMPACTION_HEADROOM);
+    const targetCost = Number.isFinite(maxBytes) ? maxBytes - Math.floor(maxBytes * COMPACTION_HEADROOM) : maxBytes;
+    const groups = new Map<string, CompactionGroup>();
+    let freedRows = 0;
+    let freedCost = 0;
+    let enough = false;
+    /** Once enough is freed: the end of the newest interval begun; rows past it are not read. */
+    let horizon = -Infinity;
+    let finishing = 0;
+    let floorMoving = true;
+    let folded = 0;
+    let after = compactScanFloor;
+    for (;;) {
+      const chunk = compactRows.all(after, TRIM_CHUNK);
+      if (chunk.length === 0) {
+        // Read to the end without freeing enough: what is there does not fold usefully (one
+        // reading an interval, in flight...). Reading it all again at every commit would cost
+        // more than it frees: the next try waits until a share of the outbox is new rows.
+        if (!enough) compactRetryAfterSeq = after + Math.max(1, Math.floor(totals.depth * COMPACTION_HEADROOM));
+        break;
+      }
+      const touched = new Set<CompactionGroup>();
+      let stop = false;
+      for (const row of chunk) {
+        after = row.seq;
+        if (sent.has(row.seq)) {
+          if (floorMoving) compactScanFloor = row.seq;
+          continue;
+        }
+        if (inFlight.has(row.seq)) {
+          floorMoving = false;
+          continue;
+        }
+        const reading = JSON.parse(row.payload) as DeviceReading;
+        if (isSummary(reading)) {
+          if (floorMoving) compactScanFloor = row.seq;
+          continue;
+        }
+        floorMoving = false;
+        const key = summaryKey(reading, compactIntervalMs);
+        let group = groups.get(key);
+        if (!group) {
+          // Past the bound's needs only intervals already begun are finished, so that an
+          // interval is summarised whole rather than split between this episode and the next.
+          if (enough) {
+            if (reading.ts >= horizon) {
+              stop = true;
+              break;
+            }
+            continue;
+          }
+          group = { summary: new SeriesSummary(reading, compactIntervalMs, summaryLimits), rawBytes: 0, saved: 0, rows: 0 };
+          groups.set(key, group);
+          horizon = Math.max(horizon, intervalStart(reading.ts, compactIntervalMs) + compactIntervalMs);
+        }
+        if (!group.summary.add(row.seq, reading)) continue;
+        folded += 1;
+        group.rawBytes += row.bytes;
+        touched.add(group);
+      }
+      for (const group of touched) {
+        if (group.summary.count < 2) continue;
+        const size = Buffer.byteLength(JSON.stringify(group.summary.build()));
+        const rows = group.summary.count - 1;
+        const saved = group.rawBytes - size + rows * OUTBOX_ROW_OVERHEAD_BYTES;
+        // A summary of a few readings can be larger than they are: it is only written when it pays.
+        freedRows -= group.rows;
+        freedCost -= group.saved;
+        group.rows = saved > 0 ? rows : 0;
+        group.saved = saved > 0 ? saved : 0;
+        freedRows += group.rows;
+        freedCost += group.saved;
+      }
+      const depthAfter = totals.depth - freedRows;
+      const costAfter = cost(totals.depth, totals.bytes) - freedCost;
+      // Enough: the headroom is free, or the bound holds and one transaction has done its share
+      // (a long commit delays every device's PUBACK); the next episode continues.
+      if (!enough && depthAfter <= targetRows && costAfter <= targetCost) enough = true;
+      if (!enough && folded >= COMPACT_EPISODE_MAX && depthAfter <= maxRows && costAfter <= maxBytes) enough = true;
+      if (stop || (enough && ++finishing > COMPACT_FINISH_CHUNKS)) break;
+    }
+
+    let readings = 0;
+    let summaries = 0;
+    let firstTs = Infinity;
+    let lastTs = -Infinity;
+    const byDevice = new Map<string, { readings: number; summaries: number; firstTs: number; lastTs: number }>();
+    for (const group of groups.values()) {
+      if (group.rows === 0) continue;
+      const reading = group.summary.build();
+      const payload = JSON.stringify(reading);
+      const size = Buffer.byteLength(payload);
+      // Rows were added in seq order: the first is the oldest, whose seq the summary takes.
+      const [keep, ...rest] = group.summary.seqs;
+      if (keep === undefined) continue;
+      writeSummary.run(reading.ts, reading.receivedAt, size, payload, keep);
+      for (const seq of rest) deleteVictim.run(seq);
+      totals.depth -= rest.length;
+      totals.bytes += size - group.rawBytes;
+      const span = group.summary.span;
+      const device = byDevice.get(reading.deviceId) ?? { readings: 0, summaries: 0, firstTs: Infinity, lastTs: -Infinity };
+      byDevice.set(reading.deviceId, device);
+      device.readings += group.summary.count;
+      device.summaries += 1;
+      device.firstTs = Math.min(device.firstTs, span.firstTs);
+      device.lastTs = Math.max(device.lastTs, span.lastTs);
+      readings += group.summary.count;
+      summaries += 1;
+      firstTs = Math.min(firstTs, span.firstTs);
+      lastTs = Math.max(lastTs, span.lastTs);
+    }
+    if (summaries === 0) return undefined;
+    const now = Math.floor(clock.now());
+    for (const [deviceId, d] of byDevice) compactions.record(deviceId, d.readings, d.summaries, d.firstTs, d.lastTs, now);
+    return { readings, summaries, firstTs, lastTs };
+  }
+
   const appendTx = db.transaction(
     (
       readings: readonly DeviceReading[],
       inFlight: { has(seq: number): boolean },
       pipelineState: readonly SavedSeriesState[],
-    ): { seqs: number[]; droppedSeqs: number[]; refused: number; totals: Totals } => {
+    ): { seqs: number[]; droppedSeqs: number[]; refused: number; totals: Totals; compacted: CompactionResult | undefined } => {
       const totals: Totals = { depth, bytes };
       const drops = new Map<DropReason, Victim[]>();
       trimAged(totals, inFlight, drops);
@@ -331,12 +576,14 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
         totals.depth += 1;
         totals.bytes += size;
       }
+      const compacted = compact ? compactOldest(totals, inFlight, seqs[seqs.length - 1] ?? newest ?? -1) : undefined;
+      // Under 'compact' too: whatever compaction could not free is dropped, so the bound holds.
       if (!refuseNew) trimOldest(totals, inFlight, drops);
       const droppedSeqs = settleDrops(drops);
       writeState.run(totals.depth, totals.bytes);
       // A refused group was not processed as far as the devices know: they publish it again.
       if (seqs.length === readings.length) savePipelineState(pipelineState);
-      return { seqs, droppedSeqs, refused: readings.length - seqs.length, totals };
+      return { seqs, droppedSeqs, refused: readings.length - seqs.length, totals, compacted };
     },
   );
 
@@ -386,6 +633,32 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     }
   }
 
+  /**
+   * Rows handed out may have reached the database: remembered in the file so a restart knows too.
+   * Rows in between that were skipped are in flight, hence handed out before. When the mark
+   * cannot be written (a full disk), memory still guards this run; only a crash before the next
+   * successful mark could then let one of them be compacted.
+   */
+  function rememberSent(first: number, last: number): void {
+    sent.add(first, last);
+    try {
+      markSent.run(first, last);
+    } catch {
+      // Kept in memory for this run; sending must not stop because the disk is full.
+    }
+  }
+
+  /** Housekeeping after a compaction committed; a failure only leaves stale ranges for later. */
+  function forgetSentBelowOldest(): void {
+    try {
+      const low = oldestSeq.get()?.seq ?? NO_SEQ_LIMIT;
+      sent.forgetBelow(low);
+      forgetSent.run(low);
+    } catch {
+      // Stale ranges name no row; they go at the next compaction or start.
+    }
+  }
+
   function afterDrops(droppedSeqs: readonly number[], totals: Totals): void {
     depth = totals.depth;
     bytes = totals.bytes;
@@ -406,7 +679,16 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
         const last = result.seqs[result.seqs.length - 1];
         if (last !== undefined) newest = last;
         if (result.droppedSeqs.length === 0 && wasEmpty && result.seqs.length > 0) oldestTs = readings[0]?.receivedAt ?? null;
-        return { seqs: result.seqs, droppedSeqs: result.droppedSeqs, refused: result.refused };
+        if (result.compacted) {
+          oldestTs = depth === 0 ? null : (oldest.get()?.received_at ?? null);
+          forgetSentBelowOldest();
+        }
+        return {
+          seqs: result.seqs,
+          droppedSeqs: result.droppedSeqs,
+          refused: result.refused,
+          ...(result.compacted ? { compacted: result.compacted } : {}),
+        };
       });
     },
     peek({ limit, maxBytes: budget, exclude, rowOverhead = 0, afterSeq = -1, upToSeq = NO_SEQ_LIMIT }) {
@@ -425,6 +707,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
           total += size;
           if (out.length >= limit) break;
         }
+        if (compact && out.length > 0) rememberSent(out[0]!.seq, out[out.length - 1]!.seq);
         return out;
       });
     },
@@ -464,7 +747,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       });
     },
     stats() {
-      return { depth, bytes, oldestTs, dropped: ledger.totals() };
+      return { depth, bytes, oldestTs, dropped: ledger.totals(), ...(compact ? { compacted: compactions.totals() } : {}) };
     },
     newestSeq() {
       return newest;
@@ -474,6 +757,9 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     },
     gaps(limit = 1000) {
       return storage('gaps', () => ledger.gaps(limit));
+    },
+    compactedByDevice(limit = 1000) {
+      return storage('compactedByDevice', () => compactions.byDevice(limit));
     },
     nextBatchId() {
       return storage('nextBatchId', () => {

@@ -3,11 +3,14 @@
 import { ENVELOPE_VERSION } from '@ferry/protocol';
 import type { GapRecord, GatewayStatus } from '@ferry/protocol';
 import type { DrainProgress } from './drain.js';
+import type { CompactedSpan } from './drops.js';
 import type { OutboxStats } from './outbox.js';
 import type { EdgeProcessingStats } from './process.js';
 
 /** Gap records carried in each status: the most recently written; older ones stay in the outbox file. */
 export const GAPS_IN_STATUS = 100;
+/** Per-device compaction records carried in each status: the most recently updated. */
+export const COMPACTED_IN_STATUS = 100;
 
 export interface StatusInput {
   readonly gatewayId: string;
@@ -20,6 +23,8 @@ export interface StatusInput {
   readonly deadLetters?: number;
   /** The most recent gap records (at most GAPS_IN_STATUS are sent). */
   readonly gaps?: readonly GapRecord[];
+  /** With whenFull 'compact': per device, what was replaced by summaries (at most COMPACTED_IN_STATUS are sent). */
+  readonly compacted?: readonly CompactedSpan[];
   readonly drain?: DrainProgress;
   readonly diskWriteBytesPerReading?: number | null;
   readonly processing?: EdgeProcessingStats;
@@ -37,6 +42,23 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
       ? {
           outbox: { depth: input.outbox.depth, bytes: input.outbox.bytes, oldestTs: input.outbox.oldestTs },
           dropped: { ...input.outbox.dropped },
+        }
+      : {}),
+    // An extra field, like `processing`: readings summarised are not dropped, but the cloud must
+    // know which spans hold summaries rather than raw readings.
+    ...(input.outbox?.compacted
+      ? {
+          compacted: {
+            readings: input.outbox.compacted.readings,
+            summaries: input.outbox.compacted.summaries,
+            devices: (input.compacted ?? []).slice(0, COMPACTED_IN_STATUS).map((c) => ({
+              deviceId: c.deviceId,
+              readings: c.readings,
+              summaries: c.summaries,
+              firstTs: c.firstTs,
+              lastTs: c.lastTs,
+            })),
+          },
         }
       : {}),
     ...(input.deadLetters !== undefined ? { deadLetters: input.deadLetters } : {}),
