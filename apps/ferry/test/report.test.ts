@@ -82,7 +82,13 @@ describe('status report', () => {
         inFlight: 0,
         acksSent: 3,
         deadLettersHeld: 0,
-        gateways: { 'gw-1': { status: { state: 'online', outbox: { depth: 4, bytes: 800, oldestTs: now - 30_000 }, deadLetters: 2 }, receivedAt: now - 5_000 } },
+        gateways: {
+          'gw-1': { status: { state: 'online', outbox: { depth: 4, bytes: 800, oldestTs: now - 30_000 }, deadLetters: 2 }, receivedAt: now - 5_000 },
+          'gw-2': {
+            status: { state: 'online', outbox: { depth: 2000, bytes: 9000, oldestTs: now - 60_000 }, dropped: { outbox_full: 3 }, compacted: { readings: 540, summaries: 9 } },
+            receivedAt: now - 1_000,
+          },
+        },
       },
       now,
     );
@@ -92,8 +98,9 @@ describe('status report', () => {
       '  sink up sqlite /data/points.db',
       '  readings received 10, written 9, duplicates 1, rejected 0, in flight 0',
       '  acks sent 3, dead letters held 0',
-      'gateways (1):',
+      'gateways (2):',
       '  gw-1: online, outbox 4 readings (800 bytes, oldest 30s ago), dead letters 2, reported 5s ago',
+      '  gw-2: online, outbox 2000 readings (9000 bytes, oldest 60s ago), dead letters 0, DROPPED 3, compacted 540 readings into 9 summaries, reported 1s ago',
     ]);
   });
 });

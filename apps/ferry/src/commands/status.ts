@@ -24,6 +24,7 @@ interface GatewayView {
     outbox?: { depth?: number; bytes?: number; oldestTs?: number | null };
     deadLetters?: number;
     dropped?: Record<string, number>;
+    compacted?: { readings?: number; summaries?: number };
   };
   receivedAt?: number;
 }
@@ -66,6 +67,7 @@ export function formatStatus(health: Health, stats: Stats, now: number): string[
         `outbox ${outbox?.depth ?? '?'} readings (${outbox?.bytes ?? '?'} bytes, oldest ${outbox?.oldestTs ? ago(outbox.oldestTs, now) : '-'})`,
         `dead letters ${s.deadLetters ?? 0}`,
         ...(dropped > 0 ? [`DROPPED ${dropped}`] : []),
+        ...(s.compacted?.readings ? [`compacted ${s.compacted.readings} readings into ${s.compacted.summaries ?? '?'} summaries`] : []),
         `reported ${ago(view.receivedAt, now)}`,
       ].join(', '),
     );
