@@ -85,7 +85,7 @@ describe('the ops API fed by simulated devices', () => {
     expect((await api<{ total: number }>('/api/devices?q=field-')).total).toBe(3);
     const one = await api<{ device: DeviceRow; readings: { fields: Record<string, unknown> }[] }>('/api/devices/field-1');
     expect(one.device.deviceId).toBe('field-1');
-    // Its recent readings from the embedded database: telemetry, and its online status.
+    // Its recent readings (the ingestor keeps them in memory): telemetry, and its online status.
     expect(one.readings.some((r) => typeof r.fields['temperature'] === 'number')).toBe(true);
     const gateways = await waitFor(
       async () => {

@@ -144,7 +144,7 @@ async function renderDevicePage(id) {
   $('#device').innerHTML = `<div class="panel"><p><a href="#/">← fleet</a></p>
     <h2>${esc(d.deviceId)} <span class="state ${esc(d.liveness)}">${esc(d.liveness)}</span></h2>
     <p>gateway ${esc(d.gatewayId ?? '—')} · timeout ${duration(d.timeoutMs)} · interval ${duration(d.expectedIntervalMs)} · battery ${d.battery ?? '—'} · rssi ${d.rssi ?? '—'} · firmware ${esc(d.firmware ?? '—')}</p>
-    ${readings === null ? '<p>Recent readings are shown when the ingestor writes to its embedded SQLite sink.</p>' : [...new Set([...series.keys(), ...rolled.keys()])].map((k) => charts(k, series.get(k) ?? [])).join('')}
+    ${readings === null ? '<p>No recent readings for this device.</p>' : [...new Set([...series.keys(), ...rolled.keys()])].map((k) => charts(k, series.get(k) ?? [])).join('')}
     <h3>Health history</h3><table><tbody>${d.history.slice().reverse().map((e) => `<tr><td>${new Date(e.at).toLocaleString()}</td><td>${esc(e.from)} → ${esc(e.to)}</td><td>${esc(e.reason)}</td></tr>`).join('')}</tbody></table>
     <h3>Alerts</h3><table><tbody>${alerts.map((a) => `<tr><td>${esc(a.rule)}</td><td>${esc(a.state)}</td><td>${esc(a.summary)}</td></tr>`).join('')}</tbody></table></div>`;
 }

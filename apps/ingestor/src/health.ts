@@ -18,6 +18,9 @@ import {
   parseRules,
 } from '@ferry/health';
 import type { AlertRule, MqttNotifier, Notifier, NotifierHub, ObservedReading, SqliteHealthStore } from '@ferry/health';
+import type { Point } from '@ferry/sinks';
+import { RecentReadings } from './recent.js';
+import type { RecentReading, RecentReadingInput } from './recent.js';
 
 const DEFAULT_RULES = [
   { name: 'device-offline', kind: 'device-offline', for: '5m', keepFiringFor: '5m', severity: 'warning' },
@@ -40,6 +43,18 @@ export const healthConfigSchema = z
     flushIntervalMs: z.number().int().positive().default(5_000),
     /** How often deadlines are looked at. */
     tickMs: z.number().int().positive().default(1_000),
+    /** The device page's recent readings, kept in memory for every sink (docs/health.md, memory bound). */
+    recentReadings: z
+      .object({
+        perDevice: z.number().int().positive().max(100_000).default(100),
+        /** Numeric and boolean metrics kept per reading (string values never are); the rest counted as trimmed. */
+        maxMetrics: z.number().int().positive().max(1024).default(32),
+        /** Across devices; beyond it the least recently updated devices are dropped (counted). */
+        maxTotal: z.number().int().positive().default(100_000),
+      })
+      .strict()
+      .refine((r) => r.maxTotal >= r.perDevice, { message: 'maxTotal must be at least perDevice', path: ['maxTotal'] })
+      .prefault({}),
     notifiers: z
       .object({
         log: z.boolean().default(true),
@@ -71,7 +86,10 @@ export type HealthConfig = z.output<typeof healthConfigSchema>;
 export interface WrittenReading {
   readonly gatewayId: string;
   readonly origin: 'gateway' | 'direct';
+  /** The reading as received. */
   readonly reading: unknown;
+  /** What was written raw, after processing: null when processing left nothing raw; absent, as received. */
+  readonly point?: Point | null;
 }
 
 export interface IngestorHealthOptions {
@@ -92,6 +110,10 @@ export interface IngestorHealthOptions {
 export interface IngestorHealth {
   readonly monitor: HealthMonitor;
   readonly notifiers: NotifierHub;
+  /** The recent readings the database confirmed, per device (health.recentReadings). */
+  readonly recent: RecentReadings;
+  /** A device's recent readings with ts in the last sinceMs, at most limit (the newest), oldest first. */
+  recentReadings(deviceId: string, sinceMs: number, limit: number): RecentReading[];
   observeWritten(items: readonly WrittenReading[]): void;
   observeStatusMessage(topic: string, payload: Uint8Array): void;
   start(): Promise<void>;
@@ -123,6 +145,19 @@ function observed(item: WrittenReading): ObservedReading | undefined {
     deviceSeq: typeof r['deviceSeq'] === 'number' ? r['deviceSeq'] : undefined,
     metrics: r['metrics'] as ObservedReading['metrics'],
   };
+}
+
+/**
+ * What the device page shows of a reading: the values as the database has them (processed, when
+ * the ingestor processes), undefined when nothing was written raw. The buffer keeps numbers and
+ * booleans only (recent.ts keptMetrics); the rest of the raw reading is let go.
+ */
+function recentOf(item: WrittenReading, reading: ObservedReading): RecentReadingInput | undefined {
+  if (item.point === null) return undefined;
+  const flags = (item.reading as Partial<Record<string, unknown>>)['flags'];
+  const valid = Array.isArray(flags) && flags.length > 0 && flags.every((f) => typeof f === 'string');
+  const ts = item.point ? Number(item.point.timestampNs / 1_000_000n) : reading.ts;
+  return { ts, kind: reading.kind, metrics: item.point ? item.point.fields : reading.metrics, ...(valid ? { flags } : {}) };
 }
 
 export function createIngestorHealth(options: IngestorHealthOptions): IngestorHealth {
@@ -171,7 +206,10 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     notifiers.push(mqttNotifier);
   }
   const hub = createNotifierHub(notifiers, logger);
-  if (options.registry) registerHealthMetrics(options.registry, monitor, hub, () => mqttNotifier);
+  const recent = new RecentReadings(config.recentReadings);
+  /** The model's forgotten count at the last tick: the buffer is swept only when it moved. */
+  let forgottenSeen = monitor.fleet.retention().forgottenDevices;
+  if (options.registry) registerHealthMetrics(options.registry, monitor, hub, () => mqttNotifier, recent);
   let tickTimer: NodeJS.Timeout | undefined;
   let flushTimer: NodeJS.Timeout | undefined;
   /** A refusal episode (fleet at maxDevices or maxGateways) is logged once, not once per message. */
@@ -198,6 +236,13 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
       // The dead-letter store is closing; nothing to observe.
     }
     hub.send(monitor.tick());
+    // Devices the model forgot (forgetAfter) lose their recent readings too; a sweep of the buffer
+    // only on the ticks where something was forgotten, so the usual tick costs nothing here.
+    const forgotten = monitor.fleet.retention().forgottenDevices;
+    if (forgotten !== forgottenSeen) {
+      forgottenSeen = forgotten;
+      recent.retain((deviceId) => monitor.fleet.device(deviceId) !== undefined);
+    }
   }
 
   function flush(): void {
@@ -211,12 +256,23 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
   return {
     monitor,
     notifiers: hub,
+    recent,
+    recentReadings(deviceId, sinceMs, limit) {
+      return recent.readings(deviceId, { sinceTs: clock.now() - sinceMs, limit });
+    },
     observeWritten(items) {
       // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
       try {
         for (const item of items) {
           const reading = observed(item);
-          if (reading && !monitor.observeReading(reading)) refused(reading.deviceId);
+          if (!reading) continue;
+          // A device the model does not track has no page (the API answers 404): nothing kept for it.
+          if (!monitor.observeReading(reading)) {
+            refused(reading.deviceId);
+            continue;
+          }
+          const shown = recentOf(item, reading);
+          if (shown) recent.add(reading.deviceId, shown);
         }
       } catch (err) {
         logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');
@@ -252,7 +308,42 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
 }
 
 /** ferry_health_*: read from the monitor at scrape time, like the ingestor's own counters. */
-function registerHealthMetrics(registry: Registry, monitor: HealthMonitor, hub: NotifierHub, mqttNotifier: () => MqttNotifier | undefined): void {
+function registerHealthMetrics(registry: Registry, monitor: HealthMonitor, hub: NotifierHub, mqttNotifier: () => MqttNotifier | undefined, recent: RecentReadings): void {
+  new Gauge({
+    name: 'ferry_health_recent_readings',
+    help: 'Recent readings held in memory for the device pages (health.recentReadings)',
+    registers: [registry],
+    collect() {
+      this.set(recent.stats().readings);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_recent_readings_trimmed_total',
+    help: 'Recent readings that kept only health.recentReadings.maxMetrics of their numeric and boolean metrics',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(recent.stats().trimmedReadings);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_recent_devices_evicted_total',
+    help: 'Devices whose recent readings were dropped, least recently updated first, to stay under health.recentReadings.maxTotal',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(recent.stats().evictedDevices);
+    },
+  });
+  new Counter({
+    name: 'ferry_health_recent_readings_evicted_total',
+    help: 'Recent readings dropped with their device to stay under health.recentReadings.maxTotal',
+    registers: [registry],
+    collect() {
+      this.reset();
+      this.inc(recent.stats().evictedReadings);
+    },
+  });
   new Gauge({
     name: 'ferry_health_devices',
     help: 'Devices tracked by the health model, per liveness state',

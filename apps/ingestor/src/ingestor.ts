@@ -336,7 +336,13 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       });
       addApiAuth(ops.app, config.http.tokens);
       if (health) {
-        addHealthRoutes(ops.app, { monitor: health.monitor, tokens: config.http.tokens, readings: sinkReadings(sink, config.mapping.deviceTag, () => clock.now()) });
+        addHealthRoutes(ops.app, {
+          monitor: health.monitor,
+          tokens: config.http.tokens,
+          recent: (deviceId, sinceMs, limit) => health.recentReadings(deviceId, sinceMs, limit),
+          mapping: config.mapping,
+          readings: sinkReadings(sink, config.mapping.deviceTag, () => clock.now()),
+        });
         addDashboardRoutes(ops.app);
       }
       addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => statuses.snapshot(), replay: (id) => replay(id) });

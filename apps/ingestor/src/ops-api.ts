@@ -5,8 +5,10 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { isFerryError } from '@ferry/protocol';
 import type { OpsServer } from '@ferry/runtime';
-import type { Point, PointQuery } from '@ferry/sinks';
+import { defaultPointMapping } from '@ferry/sinks';
+import type { Point, PointMapping, PointQuery } from '@ferry/sinks';
 import type { DeviceView, HealthMonitor, Liveness } from '@ferry/health';
+import type { RecentReading } from './recent.js';
 
 export interface ApiToken {
   readonly token: string;
@@ -16,7 +18,17 @@ export interface ApiToken {
 export interface HealthRoutesDeps {
   readonly monitor: HealthMonitor;
   readonly tokens: readonly ApiToken[];
-  /** Recent points of one device, when the sink can be read (the embedded SQLite sink). */
+  /**
+   * A device's recent readings from memory (health.ts, recent.ts): what the device page shows,
+   * for every sink. Oldest first, at most limit (the newest), ts in the last sinceMs.
+   */
+  readonly recent?: ((deviceId: string, sinceMs: number, limit: number) => readonly RecentReading[]) | undefined;
+  /** Measurement names the readings are shown under, as the sink writes them. */
+  readonly mapping?: Pick<PointMapping, 'measurement' | 'statusMeasurement'> | undefined;
+  /**
+   * Recent points of one device from the database, when the sink can be read (the embedded SQLite
+   * sink): the fallback while memory holds nothing for the device, e.g. right after a restart.
+   */
   readonly readings?: ((deviceId: string, sinceMs: number, limit: number) => readonly Point[]) | undefined;
 }
 
@@ -72,6 +84,24 @@ function presentPoint(p: Point): Record<string, unknown> {
   return { ts: Number(p.timestampNs / 1_000_000n), measurement: p.measurement, fields: p.fields };
 }
 
+/** The same shape as a database point, so the dashboard reads both alike; kind and flags on top. */
+function presentRecent(r: RecentReading, mapping: Pick<PointMapping, 'measurement' | 'statusMeasurement'>): Record<string, unknown> {
+  return { ts: r.ts, measurement: r.kind === 'status' ? mapping.statusMeasurement : mapping.measurement, kind: r.kind, fields: r.metrics, ...(r.flags ? { flags: r.flags } : {}) };
+}
+
+type ReadingsSource = 'memory' | 'database';
+
+/** Memory first; the database (when the sink can be read) only when memory has nothing for the device. */
+function deviceReadings(deps: HealthRoutesDeps, deviceId: string, sinceMs: number, limit: number): { readings: Record<string, unknown>[] | null; source: ReadingsSource | null } {
+  const recent = deps.recent?.(deviceId, sinceMs, limit);
+  if (recent && recent.length > 0) {
+    const mapping = deps.mapping ?? defaultPointMapping;
+    return { readings: recent.map((r) => presentRecent(r, mapping)), source: 'memory' };
+  }
+  if (deps.readings) return { readings: deps.readings(deviceId, sinceMs, limit).map(presentPoint), source: 'database' };
+  return recent ? { readings: [], source: 'memory' } : { readings: null, source: null };
+}
+
 /** Token check for /api: a Bearer token (or ?token= for EventSource); with none configured, loopback callers only. */
 export function addApiAuth(app: OpsServer['app'], tokens: readonly ApiToken[]): void {
   const byToken = new Map(tokens.map((t) => [t.token, t.role]));
@@ -123,8 +153,8 @@ export function addHealthRoutes(app: OpsServer['app'], deps: HealthRoutesDeps): 
     if (!d) return reply.code(404).send({ error: 'unknown device' });
     const query = deviceQuerySchema.safeParse(req.query);
     if (!query.success) return reply.code(400).send({ error: 'FERRY_ERR_CONFIG_INVALID', issues: query.error.issues });
-    const readings = deps.readings ? deps.readings(d.deviceId, query.data.sinceMs, query.data.limit).map(presentPoint) : null;
-    return { device: monitor.deviceView(d), alerts: monitor.alerts.list({ subject: d.deviceId }).slice(0, 50), readings };
+    const { readings, source } = deviceReadings(deps, d.deviceId, query.data.sinceMs, query.data.limit);
+    return { device: monitor.deviceView(d), alerts: monitor.alerts.list({ subject: d.deviceId }).slice(0, 50), readings, readingsSource: source };
   });
 
   app.get('/api/gateways/health', async () => ({ gateways: [...monitor.fleet.gateways()].map((g) => monitor.gatewayView(g)).sort((a, b) => (a.gatewayId < b.gatewayId ? -1 : 1)) }));

@@ -103,8 +103,11 @@ export interface PipelineEvents extends WriterEvents {
   devicePruned?(count: number): void;
   /** Age of a batch when it arrived (envelope sentAt to receive), ms. */
   batchLag?(ms: number): void;
-  /** Readings the database confirmed, once recorded and settled: for the health model. */
-  readingsWritten?(items: readonly { readonly gatewayId: string; readonly origin: 'gateway' | 'direct'; readonly reading: unknown }[]): void;
+  /**
+   * Readings the database confirmed, once recorded and settled: for the health model. `point` is
+   * what was written raw (after processing; null when processing left nothing to write raw).
+   */
+  readingsWritten?(items: readonly { readonly gatewayId: string; readonly origin: 'gateway' | 'direct'; readonly reading: unknown; readonly point: Point | null }[]): void;
 }
 
 export interface DirectOptions {
@@ -272,7 +275,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       item.owner.settle(item.seq, outcome);
       for (const copy of item.copies) copy.settle(item.seq, outcome.kind === 'written' ? { kind: 'duplicate' } : outcome);
     });
-    events.readingsWritten?.(chunk.flatMap((item, index) => (refused.has(index) ? [] : [{ gatewayId: item.gatewayId, origin: item.origin, reading: item.raw }])));
+    events.readingsWritten?.(chunk.flatMap((item, index) => (refused.has(index) ? [] : [{ gatewayId: item.gatewayId, origin: item.origin, reading: item.raw, point: item.point }])));
   }
 
   function batchParty(tracker: BatchTracker): Party & { arm(): void } {
