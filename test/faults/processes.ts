@@ -128,17 +128,19 @@ export function startFerryProcess(options: FerryProcessOptions): FerryProcess {
       starts += 1;
       const c = spawnChild();
       child = c;
-      await waitFor(
+      const outcome = await waitFor(
         async () => {
-          if (child !== c) throw new Error(`${name} exited while starting; log tail:\n${tail()}`);
+          // A child that exited will not become ready: stop waiting at once.
+          if (child !== c) return 'exited' as const;
           const res = await fetch(`${httpUrl}/healthz`);
           await res.arrayBuffer();
-          return options.readyWhen === 'answers' || res.status === 200;
+          return options.readyWhen === 'answers' || res.status === 200 ? ('ready' as const) : undefined;
         },
         { timeoutMs: options.startTimeoutMs ?? 120_000, intervalMs: 50, what: `${name} /healthz` },
       ).catch((err: unknown) => {
         throw new Error(`${name} did not become ready: ${(err as Error).message}\nlog tail:\n${tail()}`);
       });
+      if (outcome === 'exited') throw new Error(`${name} exited while starting; log tail:\n${tail()}`);
     },
     async kill() {
       const c = child;

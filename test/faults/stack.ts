@@ -50,7 +50,22 @@ export interface ChildStack {
   close(): Promise<void>;
 }
 
+/**
+ * Starts the three children on freshly probed ports. Fixed ports are what let a child restart on
+ * the same address, but another test may take a probed port before a child binds it: that start
+ * is retried on new ports.
+ */
 export async function startChildStack(options: ChildStackOptions = {}): Promise<ChildStack> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await startChildStackOnce(options);
+    } catch (err) {
+      if (attempt >= 3 || !(err as Error).message.includes('EADDRINUSE')) throw err;
+    }
+  }
+}
+
+async function startChildStackOnce(options: ChildStackOptions): Promise<ChildStack> {
   const dir = await makeTempDir('faults');
   const [brokerPort, brokerHttp, ingestorHttp, devicePort, gatewayHttp] = [
     await freePort(),
