@@ -8,41 +8,37 @@ import { writeFile } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSparkplugPayload, SparkplugDataType as T } from '@ferry/decoders';
 import type { FormatConfigInput } from '@ferry/decoders';
 import { silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
 import type { Point } from '@ferry/sinks';
-import { findBinary, makeTempDir, startMosquitto, waitFor } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { findBinary, makeTempDir, waitFor } from '@ferry/testkit';
 import { createIngestor, DIRECT_SOURCE, parseIngestorConfig } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
+import { useMosquitto } from './mosquitto-env.js';
+
+const mosquitto = useMosquitto();
+const { cleanups } = mosquitto;
 
 const run = promisify(execFile);
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'ferry', 'dist', 'main.js');
 
-let broker: ServerHandle;
 let tmp: string;
-const cleanups: (() => Promise<void> | void)[] = [];
 let n = 0;
 // Device times a minute in the past, whole seconds so every unit can express them exactly.
 const t0 = Math.floor((Date.now() - 60_000) / 1000) * 1000;
 
 beforeAll(async () => {
-  broker = await startMosquitto();
   tmp = await makeTempDir('direct-formats');
 });
-afterAll(async () => {
-  await broker?.stop();
+afterAll(() => {
   if (tmp) rmSync(tmp, { recursive: true, force: true });
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
 async function pub(topic: string, payload: string | Uint8Array): Promise<void> {
-  const url = new URL(broker.url);
+  const url = new URL(mosquitto.url);
   const args = ['-h', url.hostname, '-p', url.port, '-q', '1', '-t', topic];
   if (typeof payload === 'string') args.push('-m', payload);
   else {
@@ -59,7 +55,7 @@ function config(dir: string, patterns: FormatConfigInput[], extra: Partial<Inges
     // One id per data dir: the broker session (and what it queued) belongs to it.
     ingestorId: `direct-formats-${process.pid}-${dir.slice(-6).replace(/[^a-zA-Z0-9]/g, '')}`,
     dataDir: dir,
-    broker: { url: broker.url },
+    broker: { url: mosquitto.url },
     direct: { patterns },
     write: { lingerMs: 5, closeTimeoutMs: 200, retry: { initialMs: 50, maxMs: 200 } },
     http: false,

@@ -2,30 +2,22 @@
 // PUBACKed once journaled, written from the journal, deduped by the device's own identity, and
 // what was journaled while the database was down survives a restart.
 import { rmSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
 import { silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
-import { freePort, makeTempDir, startMosquitto, waitFor } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
 import { createIngestor, DIRECT_SOURCE } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { T0 } from './fixtures.js';
+import { useMosquitto } from './mosquitto-env.js';
 
-let broker: ServerHandle;
-const cleanups: (() => Promise<void> | void)[] = [];
+const mosquitto = useMosquitto();
+const { cleanups } = mosquitto;
+
 let n = 0;
 
-beforeAll(async () => {
-  broker = await startMosquitto();
-});
-afterAll(async () => {
-  await broker?.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
 
 async function dataDir(): Promise<string> {
   const dir = await makeTempDir('ingestor-direct');
@@ -37,7 +29,7 @@ function config(dir: string, extra: Partial<IngestorConfigInput> = {}): Ingestor
   return {
     ingestorId: `direct-${process.pid}-${n}`,
     dataDir: dir,
-    broker: { url: broker.url },
+    broker: { url: mosquitto.url },
     direct: {},
     write: { lingerMs: 5, closeTimeoutMs: 200, retry: { initialMs: 50, maxMs: 200 } },
     http: false,
@@ -54,7 +46,7 @@ async function start(cfg: IngestorConfigInput): Promise<Ingestor> {
 }
 
 async function device(): Promise<MqttClient> {
-  const client = await mqtt.connectAsync(broker.url, { protocolVersion: 4, clientId: `dev-${process.pid}-${++n}`, clean: true });
+  const client = await mqtt.connectAsync(mosquitto.url, { protocolVersion: 4, clientId: `dev-${process.pid}-${++n}`, clean: true });
   cleanups.push(() => client.endAsync());
   return client;
 }

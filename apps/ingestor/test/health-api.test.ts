@@ -1,27 +1,19 @@
 // The health API against a running ingestor: a real Mosquitto, the SQLite sink, a gateway peer
 // publishing batches and its status, and the HTTP API over a socket.
 import { rmSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { uplinkTopics } from '@ferry/protocol';
 import type { Reading } from '@ferry/protocol';
 import { silentLogger } from '@ferry/runtime';
-import { makeTempDir, startMosquitto, waitFor } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { makeTempDir, waitFor } from '@ferry/testkit';
 import { createIngestor } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { GatewayPeer } from './peer.js';
+import { useMosquitto } from './mosquitto-env.js';
 
-let broker: ServerHandle;
-const cleanups: (() => Promise<void> | void)[] = [];
-beforeAll(async () => {
-  broker = await startMosquitto();
-});
-afterAll(async () => {
-  await broker?.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const mosquitto = useMosquitto();
+const { cleanups } = mosquitto;
+
 
 const ADMIN = 'admin-token-0123456789';
 const READER = 'read-token-0123456789';
@@ -30,7 +22,7 @@ function config(dir: string, id: string): IngestorConfigInput {
   return {
     ingestorId: id,
     dataDir: dir,
-    broker: { url: broker.url },
+    broker: { url: mosquitto.url },
     write: { lingerMs: 5 },
     logLevel: 'silent',
     http: { port: 0, tokens: [{ token: ADMIN, role: 'admin' }, { token: READER, role: 'read' }] },
@@ -63,7 +55,7 @@ async function setup(): Promise<{ dir: string; start: () => Promise<Ingestor>; g
   const dir = await makeTempDir('health-api');
   cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
   const id = `ing-health-${process.pid}-${Math.random().toString(16).slice(2, 8)}`;
-  const gw = await GatewayPeer.connect(broker.url, `gw-${id}`);
+  const gw = await GatewayPeer.connect(mosquitto.url, `gw-${id}`);
   cleanups.push(() => gw.close());
   const start = async (): Promise<Ingestor> => {
     const ingestor = createIngestor(config(dir, id), { logger: silentLogger() });

@@ -2,30 +2,22 @@
 // client as the gateway's side, the ops HTTP API over a socket.
 import { rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isFerryError, uplinkTopics } from '@ferry/protocol';
 import { silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
 import type { SqliteSink } from '@ferry/sinks';
-import { makeTempDir, startMosquitto, waitFor } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { makeTempDir, waitFor } from '@ferry/testkit';
 import { createIngestor } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { reading, readings } from './fixtures.js';
 import { GatewayPeer } from './peer.js';
+import { useMosquitto } from './mosquitto-env.js';
 
-let broker: ServerHandle;
-const cleanups: (() => Promise<void> | void)[] = [];
+const mosquitto = useMosquitto();
+const { cleanups } = mosquitto;
 
-beforeAll(async () => {
-  broker = await startMosquitto();
-});
-afterAll(async () => {
-  await broker?.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+
 
 let instance = 0;
 async function dataDir(): Promise<string> {
@@ -35,7 +27,7 @@ async function dataDir(): Promise<string> {
 }
 
 function config(dir: string, extra: Partial<IngestorConfigInput> = {}): IngestorConfigInput {
-  return { ingestorId: `ing-${process.pid}-${instance}`, dataDir: dir, broker: { url: broker.url }, write: { lingerMs: 5 }, logLevel: 'silent', ...extra };
+  return { ingestorId: `ing-${process.pid}-${instance}`, dataDir: dir, broker: { url: mosquitto.url }, write: { lingerMs: 5 }, logLevel: 'silent', ...extra };
 }
 
 async function start(cfg: IngestorConfigInput, sink?: SqliteSink): Promise<Ingestor> {
@@ -52,7 +44,7 @@ async function sqliteSink(dir: string): Promise<SqliteSink> {
 }
 
 async function peer(gatewayId: string): Promise<GatewayPeer> {
-  const p = await GatewayPeer.connect(broker.url, gatewayId);
+  const p = await GatewayPeer.connect(mosquitto.url, gatewayId);
   cleanups.push(() => p.close());
   return p;
 }
@@ -252,14 +244,14 @@ describe('ingestor', () => {
         return err;
       }
     };
-    const missing = attempt({ broker: { url: broker.url } });
+    const missing = attempt({ broker: { url: mosquitto.url } });
     expect(isFerryError(missing, 'FERRY_ERR_CONFIG_INVALID')).toBe(true);
     expect((missing as Error).message).toContain('dataDir');
-    const badPort = attempt({ dataDir: dir, broker: { url: broker.url }, http: { port: 70_000 } });
+    const badPort = attempt({ dataDir: dir, broker: { url: mosquitto.url }, http: { port: 70_000 } });
     expect((badPort as { details: { fields: string[] } }).details.fields).toEqual(['http.port']);
-    const badSink = attempt({ dataDir: dir, broker: { url: broker.url }, sink: { type: 'influxdb2', url: 'not a url', token: 't', org: 'o', bucket: 'b' } });
+    const badSink = attempt({ dataDir: dir, broker: { url: mosquitto.url }, sink: { type: 'influxdb2', url: 'not a url', token: 't', org: 'o', bucket: 'b' } });
     expect((badSink as Error).message).toContain('sink.url');
-    const typo = attempt({ dataDir: dir, broker: { url: broker.url }, write: { maxPonts: 5 } });
+    const typo = attempt({ dataDir: dir, broker: { url: mosquitto.url }, write: { maxPonts: 5 } });
     expect((typo as Error).message).toMatch(/write.*maxPonts/);
     const badUrl = attempt({ dataDir: dir, broker: { url: 'localhost:1883' } });
     expect((badUrl as Error).message).toContain('broker.url');

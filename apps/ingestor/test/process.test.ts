@@ -3,28 +3,20 @@
 // left with no metric is acked as written with nothing raw written. Config that cannot work is
 // refused at start, naming the field.
 import { rmSync } from 'node:fs';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { isFerryError } from '@ferry/protocol';
 import type { Reading } from '@ferry/protocol';
 import { silentLogger } from '@ferry/runtime';
-import { makeTempDir, startMosquitto } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { makeTempDir } from '@ferry/testkit';
 import { createIngestor, parseIngestorConfig } from '../src/index.js';
 import { MemorySink } from './memory-sink.js';
 import { GatewayPeer } from './peer.js';
 import { T0 } from './fixtures.js';
+import { useMosquitto } from './mosquitto-env.js';
 
-let broker: ServerHandle;
-const cleanups: (() => Promise<void> | void)[] = [];
-beforeAll(async () => {
-  broker = await startMosquitto();
-});
-afterAll(async () => {
-  await broker?.stop();
-});
-afterEach(async () => {
-  for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
-});
+const mosquitto = useMosquitto();
+const { cleanups } = mosquitto;
+
 
 function reading(seq: number, metrics: Reading['metrics']): Reading {
   return { seq, deviceId: 'boiler-1', kind: 'telemetry', ts: T0 + seq * 1000, tsSource: 'device', receivedAt: T0 + seq * 1000 + 5, metrics };
@@ -39,7 +31,7 @@ describe('processing before the raw write', () => {
       {
         ingestorId: `process-${process.pid}`,
         dataDir: dir,
-        broker: { url: broker.url },
+        broker: { url: mosquitto.url },
         write: { lingerMs: 5 },
         health: { enabled: false },
         logLevel: 'silent',
@@ -54,7 +46,7 @@ describe('processing before the raw write', () => {
     );
     cleanups.push(() => ingestor.close());
     await ingestor.ready();
-    const gw = await GatewayPeer.connect(broker.url, `gw-process-${process.pid}`);
+    const gw = await GatewayPeer.connect(mosquitto.url, `gw-process-${process.pid}`);
     cleanups.push(() => gw.close());
 
     await gw.send(1, [
