@@ -1,7 +1,7 @@
 // The broker's configuration. Sections are separate objects so that TLS, a credential file,
 // ACLs and durable persistence can each be added as one more key without reshaping the rest.
 import { z } from 'zod';
-import { logLevelSchema } from '@ferry/runtime';
+import { logLevelSchema, opsHttpSchema } from '@ferry/runtime';
 
 const portSchema = z.number().int().min(0).max(65535);
 
@@ -13,12 +13,7 @@ export const brokerListenSchema = z
   })
   .strict();
 
-export const brokerHttpSchema = z
-  .object({
-    host: z.string().min(1).default('127.0.0.1'),
-    port: portSchema.default(0),
-  })
-  .strict();
+export const brokerHttpSchema = opsHttpSchema;
 
 export const brokerUserSchema = z
   .object({

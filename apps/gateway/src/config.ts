@@ -1,6 +1,6 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
-import { logLevelSchema } from '@ferry/runtime';
+import { logLevelSchema, opsHttpSchema } from '@ferry/runtime';
 import { parseDuration, pipelineSchema } from '@ferry/processing';
 import { gatewayIdSchema, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
@@ -168,17 +168,7 @@ export const gatewayConfigSchema = z
       .prefault({}),
     limits: limitsSchema.prefault({}),
     processing: edgeProcessingSchema.optional(),
-    http: z
-      .union([
-        z.literal(false),
-        z
-          .object({
-            host: z.string().min(1).default('127.0.0.1'),
-            port: port.default(0),
-          })
-          .strict(),
-      ])
-      .prefault({}),
+    http: z.union([z.literal(false), opsHttpSchema]).prefault({}),
     statusIntervalMs: z.number().int().positive().default(10_000),
     logLevel: logLevelSchema.default('info'),
   })

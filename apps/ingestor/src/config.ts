@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ID_PATTERN, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
-import { logLevelSchema, parseConfig } from '@ferry/runtime';
+import { logLevelSchema, opsHttpSchema, parseConfig } from '@ferry/runtime';
 import { defaultPointMapping, sinkConfigSchema } from '@ferry/sinks';
 import { healthConfigSchema } from './health.js';
 import { ingestorProcessingSchema } from './process-config.js';
@@ -26,10 +26,8 @@ const mappingSchema = z
   })
   .strict();
 
-const httpSchema = z
-  .object({
-    host: z.string().min(1).default('127.0.0.1'),
-    port: z.number().int().min(0).max(65_535).default(0),
+const httpSchema = opsHttpSchema
+  .extend({
     /** API tokens; with none, /api answers loopback callers only (docs/health.md). */
     tokens: z.array(z.object({ token: z.string().min(16, 'an API token is at least 16 characters'), role: z.enum(['admin', 'read']) }).strict()).default([]),
   })

@@ -3,6 +3,15 @@
 import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
+import { z } from 'zod';
+
+/** The `http` block of every service's config: where its ops endpoint listens (port 0: any free port). */
+export const opsHttpSchema = z
+  .object({
+    host: z.string().min(1).default('127.0.0.1'),
+    port: z.number().int().min(0).max(65_535).default(0),
+  })
+  .strict();
 
 export interface HealthReport {
   readonly ok: boolean;
