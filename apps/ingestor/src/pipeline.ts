@@ -301,9 +301,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     };
   }
 
-  /** Validate (schema, limits), then the skew policy: a skew the policy refuses is a refusal like any other. */
+  /**
+   * Validate (schema, limits), then the skew policy: a skew the policy refuses is a refusal like any
+   * other. `ctx` is built once per batch with the limits minus the skew check (`looseLimits`).
+   */
   function check(raw: unknown, ctx: ValidationContext): ValidatedReading {
-    const validated = validateReading(raw, { ...ctx, limits: looseLimits });
+    const validated = validateReading(raw, ctx);
     if (!validated.ok) return validated;
     const verdict = applySkewPolicy(validated.reading, options.limits, skewPolicy, ctx.now);
     if (!verdict.ok) return { ok: false, rejection: verdict.rejection, seq: seqOf(raw), deviceId: deviceIdOf(raw) };
@@ -451,7 +454,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
     const now = clock.now();
     const sameGateway = decoded.header.gatewayId === gatewayId;
-    const ctx = { topicGatewayId: gatewayId, envelopeGatewayId: decoded.header.gatewayId, limits: options.limits, now };
+    const ctx: ValidationContext = { topicGatewayId: gatewayId, envelopeGatewayId: decoded.header.gatewayId, limits: looseLimits, now };
     events.batchLag?.(Math.max(0, now - decoded.header.sentAt));
     // The tracker and its party have no effect until readings are settled or it is armed.
     const tracker = new BatchTracker(gatewayId, decoded.header.batchId, decoded.readings.length);
