@@ -6,10 +6,10 @@ import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeAck, ENVELOPE_VERSION, uplinkTopics } from '@ferry/protocol';
 import { waitFor } from '@ferry/testkit';
-import { compareDelivery, expectedSet, mergeExpected, publishReadings, sqliteCopies, totalOf } from './devices.js';
+import { expectedSet, mergeExpected, publishReadings, totalOf } from './devices.js';
 import type { PublishResult } from './devices.js';
 import { gatewayOutbox, metricValue } from './processes.js';
-import { GATEWAY_ID, startChildStack } from './stack.js';
+import { drainedDelivery, GATEWAY_ID, startChildStack } from './stack.js';
 import type { ChildStack } from './stack.js';
 
 const DEVICES = 10;
@@ -30,13 +30,7 @@ describe('lost, duplicated and unknown acks', { timeout: 900_000 }, () => {
 
   /** Everything published so far is in the database exactly once and the outbox is empty. */
   async function expectExactlyOnce(): Promise<void> {
-    await waitFor(
-      async () => (await gatewayOutbox(stack.gateway)).depth === 0 && compareDelivery(expected, sqliteCopies(stack.pointsDb)).missing.length === 0,
-      { timeoutMs: 300_000, intervalMs: 200, what: 'an empty outbox and every reading in the database' },
-    ).catch((err: unknown) => {
-      throw new Error(`${(err as Error).message}\n${stack.logs()}`);
-    });
-    const delivery = compareDelivery(expected, sqliteCopies(stack.pointsDb));
+    const delivery = await drainedDelivery(stack, expected, 'an empty outbox and every reading in the database');
     expect(delivery.missing).toEqual([]);
     expect(delivery.duplicated).toEqual([]);
     expect(delivery.unexpected).toEqual([]);

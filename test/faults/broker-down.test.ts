@@ -6,7 +6,7 @@ import { waitFor } from '@ferry/testkit';
 import { compareDelivery, expectedSet, mergeExpected, publishReadings, readSqliteArrivals, sqliteCopies, totalOf } from './devices.js';
 import type { SqliteArrival } from './devices.js';
 import { gatewayOutbox, metricValue } from './processes.js';
-import { startChildStack } from './stack.js';
+import { drainedDelivery, startChildStack } from './stack.js';
 import type { ChildStack } from './stack.js';
 
 const BACKLOG_DEVICES = 5;
@@ -64,14 +64,7 @@ describe('broker down for a while', { timeout: 900_000 }, () => {
     depthWhenLivePublished = (await gatewayOutbox(stack.gateway)).depth;
 
     const expected = mergeExpected(expectedSet(warm), expectedSet(backlog), expectedSet(live));
-    await waitFor(
-      async () => (await gatewayOutbox(stack.gateway)).depth === 0 && compareDelivery(expected, sqliteCopies(stack.pointsDb)).missing.length === 0,
-      { timeoutMs: 300_000, intervalMs: 200, what: 'the backlog to drain' },
-    ).catch((err: unknown) => {
-      throw new Error(`${(err as Error).message}\n${stack.logs()}`);
-    });
-
-    const delivery = compareDelivery(expected, sqliteCopies(stack.pointsDb));
+    const delivery = await drainedDelivery(stack, expected, 'the backlog to drain');
     expect(delivery.missing).toEqual([]);
     expect(delivery.duplicated).toEqual([]);
     expect(delivery.unexpected).toEqual([]);

@@ -2,9 +2,9 @@
 // every PUBACKed reading must reach the database exactly once, device republishes included.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { waitFor } from '@ferry/testkit';
-import { compareDelivery, expectedSet, publishReadings, sqliteCopies, totalOf } from './devices.js';
-import { gatewayOutbox, metricValue } from './processes.js';
-import { startChildStack } from './stack.js';
+import { expectedSet, publishReadings, totalOf } from './devices.js';
+import { metricValue } from './processes.js';
+import { drainedDelivery, startChildStack } from './stack.js';
 import type { ChildStack } from './stack.js';
 
 const DEVICES = 10;
@@ -65,18 +65,7 @@ describe('gateway kill -9 while devices publish', { timeout: 900_000 }, () => {
     const expected = expectedSet(result);
     expect(totalOf(expected)).toBe(DEVICES * PER_DEVICE);
 
-    await waitFor(
-      async () => {
-        const outbox = await gatewayOutbox(stack.gateway);
-        if (outbox.depth !== 0) return false;
-        return compareDelivery(expected, sqliteCopies(stack.pointsDb)).missing.length === 0;
-      },
-      { timeoutMs: 300_000, intervalMs: 200, what: 'the outbox to drain and every PUBACKed reading to be in the database' },
-    ).catch((err: unknown) => {
-      throw new Error(`${(err as Error).message}\n${stack.logs()}`);
-    });
-
-    const delivery = compareDelivery(expected, sqliteCopies(stack.pointsDb));
+    const delivery = await drainedDelivery(stack, expected, 'the outbox to drain and every PUBACKed reading to be in the database');
     const ingestorStats = (await (await fetch(`${stack.ingestor.httpUrl}/api/stats`)).json()) as Record<string, unknown>;
     // Reported for the record: how much each fault cost.
     process.stderr.write(

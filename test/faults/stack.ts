@@ -2,8 +2,10 @@
 // children on fixed loopback ports with one temp dir, so each can be killed and restarted alone.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, makeTempDir } from '@ferry/testkit';
-import { startFerryProcess } from './processes.js';
+import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { compareDelivery, sqliteCopies } from './devices.js';
+import type { Delivery } from './devices.js';
+import { gatewayOutbox, startFerryProcess } from './processes.js';
 import type { FerryProcess } from './processes.js';
 
 export const GATEWAY_ID = 'gw-faults';
@@ -140,4 +142,18 @@ async function startChildStackOnce(options: ChildStackOptions): Promise<ChildSta
     throw err;
   }
   return stack;
+}
+
+/**
+ * Waits until the gateway's outbox is empty and every expected reading is in the ingestor's SQLite
+ * store (failing with all three logs), then returns how the readings arrived, for the test to judge.
+ */
+export async function drainedDelivery(stack: ChildStack, expected: ReadonlyMap<string, ReadonlySet<number>>, what: string): Promise<Delivery> {
+  await waitFor(
+    async () => (await gatewayOutbox(stack.gateway)).depth === 0 && compareDelivery(expected, sqliteCopies(stack.pointsDb)).missing.length === 0,
+    { timeoutMs: 300_000, intervalMs: 200, what },
+  ).catch((err: unknown) => {
+    throw new Error(`${(err as Error).message}\n${stack.logs()}`);
+  });
+  return compareDelivery(expected, sqliteCopies(stack.pointsDb));
 }
