@@ -6,7 +6,7 @@ import type { CoercionRule, TimestampUnit } from './config.js';
 import type { Leaf } from './names.js';
 import { CLOCK_SYNCED_AFTER_MS, readDeviceTime } from './time.js';
 import { coerceValue, ruleFor } from './values.js';
-import type { DecodeOutcome } from './decoder.js';
+import type { DecodeInput, DecodeOutcome } from './decoder.js';
 import type { FieldDefaults } from './values.js';
 
 export interface ReadingDraft {
@@ -27,6 +27,17 @@ export interface DraftContext {
   readonly defaults: FieldDefaults;
   readonly coerce: Readonly<Record<string, CoercionRule>>;
   readonly timestampUnit: TimestampUnit;
+}
+
+/** The usual context: the input's receive time, limits and coercion, the format's field defaults, and its timestamp unit unless configured. */
+export function draftContext(input: DecodeInput, defaults: FieldDefaults, defaultUnit: TimestampUnit): DraftContext {
+  return {
+    receivedAt: input.receivedAt,
+    limits: input.limits,
+    defaults,
+    coerce: input.options.coerce,
+    timestampUnit: input.options.timestampUnit ?? defaultUnit,
+  };
 }
 
 export type DraftResult =

@@ -3,7 +3,7 @@
 // online/offline (its birth and last will). Lights and some others publish a JSON state.
 import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
-import { availability, buildReading, outcomeOf } from '../draft.js';
+import { availability, buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf } from '../json.js';
 import { flatten } from '../names.js';
 import type { Leaf } from '../names.js';
@@ -58,13 +58,7 @@ export function createEsphomeDecoder(): Decoder {
     }
     const result = buildReading(
       { deviceId, kind: 'telemetry', leaves },
-      {
-        receivedAt: input.receivedAt,
-        limits: input.limits,
-        defaults,
-        coerce: input.options.coerce,
-        timestampUnit: input.options.timestampUnit ?? 'auto',
-      },
+      draftContext(input, defaults, 'auto'),
     );
     return outcomeOf([result], deviceId);
   });

@@ -3,7 +3,7 @@
 // not an object (a plain state such as `23.4` or `ON`) becomes the metric `state`.
 import { guarded, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
-import { buildReading, outcomeOf } from '../draft.js';
+import { buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf } from '../json.js';
 import { decodeAvailability } from './flat.js';
 import { deviceIdFrom, readObjectMessage } from './json-object.js';
@@ -35,13 +35,7 @@ export function createHomeAssistantDecoder(): Decoder {
     }
     const result = buildReading(
       { deviceId: input.match.deviceId, kind: 'telemetry', leaves: [{ name: 'state', value: raw }] },
-      {
-        receivedAt: input.receivedAt,
-        limits: input.limits,
-        defaults: { exact: { state: 'keep' } },
-        coerce: input.options.coerce,
-        timestampUnit: input.options.timestampUnit ?? 'auto',
-      },
+      draftContext(input, { exact: { state: 'keep' } }, 'auto'),
     );
     return outcomeOf([result], input.match.deviceId);
   });

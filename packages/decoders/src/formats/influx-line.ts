@@ -4,7 +4,7 @@
 // the line's tags become the reading's tags, timestamps are nanoseconds unless configured.
 import { guarded, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
-import { buildReading, outcomeOf } from '../draft.js';
+import { buildReading, draftContext, outcomeOf } from '../draft.js';
 import type { DraftResult } from '../draft.js';
 import { textOf } from '../json.js';
 import type { Leaf } from '../names.js';
@@ -143,13 +143,7 @@ export function createInfluxLineDecoder(): Decoder {
       results.push(
         buildReading(
           { deviceId, kind: 'telemetry', leaves, rawTs: timestamp, tags },
-          {
-            receivedAt: input.receivedAt,
-            limits: input.limits,
-            defaults: {},
-            coerce: input.options.coerce,
-            timestampUnit: input.options.timestampUnit ?? 'ns',
-          },
+          draftContext(input, {}, 'ns'),
         ),
       );
     }

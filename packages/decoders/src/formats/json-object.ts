@@ -2,7 +2,7 @@
 // parse, pick the timestamp and device id, flatten to stable names, apply the value rules.
 import type { DecodeInput, DecodeOutcome } from '../decoder.js';
 import { rejected } from '../decoder.js';
-import { buildReading, outcomeOf } from '../draft.js';
+import { buildReading, draftContext, outcomeOf } from '../draft.js';
 import type { TimestampUnit } from '../config.js';
 import { isPlainObject, parseDeviceJson, textOf, valueAt } from '../json.js';
 import { flatten } from '../names.js';
@@ -75,13 +75,7 @@ export function readObjectMessage(input: DecodeInput, deviceId: string, body: Re
       tags,
       ...(format.flags ? { flags: format.flags } : {}),
     },
-    {
-      receivedAt: input.receivedAt,
-      limits: input.limits,
-      defaults: format.defaults,
-      coerce: input.options.coerce,
-      timestampUnit: input.options.timestampUnit ?? format.defaultUnit,
-    },
+    draftContext(input, format.defaults, format.defaultUnit),
   );
   return outcomeOf([result], deviceId);
 }

@@ -2,7 +2,7 @@
 // "12.5" -> metric `relay_0_power` = 12.5; `shellies/<id>/online` true/false is availability.
 import { guarded, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
-import { availability, buildReading, outcomeOf } from '../draft.js';
+import { availability, buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf } from '../json.js';
 import { flatten, snakeCase } from '../names.js';
 import type { Leaf } from '../names.js';
@@ -65,13 +65,7 @@ export function createShellyGen1Decoder(): Decoder {
     }
     const result = buildReading(
       { deviceId, kind: 'telemetry', leaves },
-      {
-        receivedAt: input.receivedAt,
-        limits: input.limits,
-        defaults,
-        coerce: input.options.coerce,
-        timestampUnit: input.options.timestampUnit ?? 'auto',
-      },
+      draftContext(input, defaults, 'auto'),
     );
     return outcomeOf([result], deviceId);
   });

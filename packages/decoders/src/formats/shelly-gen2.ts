@@ -5,7 +5,7 @@
 // optional "generic status update" topics) feed the same state; `<prefix>/online` is availability.
 import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder, DecodeInput, DecodeOutcome } from '../decoder.js';
-import { availability, buildReading, outcomeOf } from '../draft.js';
+import { availability, buildReading, draftContext, outcomeOf } from '../draft.js';
 import { createDeviceStateStore } from '../device-state.js';
 import type { DeviceStateStore } from '../device-state.js';
 import { isPlainObject, parseDeviceJson, textOf } from '../json.js';
@@ -68,13 +68,7 @@ export function createShellyGen2Decoder(state: ShellyGen2State = { devices: crea
     }
     const result = buildReading(
       { deviceId, kind: 'telemetry', leaves, rawTs },
-      {
-        receivedAt: input.receivedAt,
-        limits: input.limits,
-        defaults: {},
-        coerce: input.options.coerce,
-        timestampUnit: input.options.timestampUnit ?? 's',
-      },
+      draftContext(input, {}, 's'),
     );
     return outcomeOf([result], deviceId);
   }

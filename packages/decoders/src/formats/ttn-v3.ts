@@ -4,7 +4,7 @@
 // reading time, and the frame counter and port are kept (`f_cnt` metric, `f_port` tag).
 import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
-import { buildReading, outcomeOf } from '../draft.js';
+import { buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf, valueAt } from '../json.js';
 import { flatten } from '../names.js';
 import type { Leaf } from '../names.js';
@@ -56,13 +56,7 @@ export function createTtnV3Decoder(): Decoder {
     const rawTs = value.received_at ?? uplink.received_at;
     const result = buildReading(
       { deviceId, kind: 'telemetry', leaves, rawTs, tags },
-      {
-        receivedAt: input.receivedAt,
-        limits: input.limits,
-        defaults: {},
-        coerce: input.options.coerce,
-        timestampUnit: input.options.timestampUnit ?? 'iso',
-      },
+      draftContext(input, {}, 'iso'),
     );
     return outcomeOf([result], deviceId);
   });
