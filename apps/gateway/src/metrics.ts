@@ -113,32 +113,24 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
   };
 
   // Edge processing: the pipeline keeps its own running totals; these counters mirror them when scraped.
-  new Counter({
-    name: 'ferry_gateway_processing_readings_total',
-    help: 'Readings into (direction="in") and out of (direction="out") the edge processing pipelines',
-    labelNames: ['direction'],
-    registers,
-    collect() {
-      const s = sources.processing?.();
-      if (!s) return;
-      this.reset();
-      this.inc({ direction: 'in' }, s.readingsIn);
-      this.inc({ direction: 'out' }, s.readingsOut);
-    },
-  });
-  new Counter({
-    name: 'ferry_gateway_processing_bytes_total',
-    help: 'Bytes (reading JSON) into and out of the edge processing pipelines',
-    labelNames: ['direction'],
-    registers,
-    collect() {
-      const s = sources.processing?.();
-      if (!s) return;
-      this.reset();
-      this.inc({ direction: 'in' }, s.bytesIn);
-      this.inc({ direction: 'out' }, s.bytesOut);
-    },
-  });
+  const inOut = (name: string, help: string, pick: (s: EdgeProcessingStats) => readonly [number, number]): void => {
+    new Counter({
+      name,
+      help,
+      labelNames: ['direction'],
+      registers,
+      collect() {
+        const s = sources.processing?.();
+        if (!s) return;
+        const [into, out] = pick(s);
+        this.reset();
+        this.inc({ direction: 'in' }, into);
+        this.inc({ direction: 'out' }, out);
+      },
+    });
+  };
+  inOut('ferry_gateway_processing_readings_total', 'Readings into (direction="in") and out of (direction="out") the edge processing pipelines', (s) => [s.readingsIn, s.readingsOut]);
+  inOut('ferry_gateway_processing_bytes_total', 'Bytes (reading JSON) into and out of the edge processing pipelines', (s) => [s.bytesIn, s.bytesOut]);
   new Counter({
     name: 'ferry_gateway_processing_values_total',
     help: 'Values each edge operator saw (reason="in") and removed or changed, by operator and reason (e.g. deadband/suppressed)',
