@@ -16,10 +16,10 @@
 // Durability: WAL with synchronous=NORMAL. A power cut can lose the last few committed records;
 // the only cost is that a resend of those seqs is written again (an overwrite) and acked as
 // accepted instead of duplicate.
-import { createHash } from 'node:crypto';
 import type Database from 'better-sqlite3';
 import type { ErrorCode } from '@ferry/protocol';
 import { openSqlite } from '@ferry/runtime';
+import { sameContent } from './content-hash.js';
 
 /** What a settled seq ended as. */
 export type SeenRecord =
@@ -37,47 +37,23 @@ export type DedupeVerdict =
   /** Refused for good before, same content: report the same refusal, do not dead-letter again. */
   | { readonly kind: 'rejected-before'; readonly code: ErrorCode; readonly reason: string };
 
-/** Pure: what a reading with content `hash` is, given what its seq was recorded as. */
-export function judge(seen: SeenRecord | undefined, hash: string): DedupeVerdict {
+/**
+ * Pure: what a reading with content `hash` is, given what its seq was recorded as. `content` (the
+ * reading as received) lets a record stored by an earlier release, in its hash form, still match.
+ */
+export function judge(seen: SeenRecord | undefined, hash: string, content?: unknown): DedupeVerdict {
   if (!seen) return { kind: 'new' };
+  const same = content === undefined ? seen.hash === hash : sameContent(seen.hash, hash, content);
   if (seen.outcome === 'written') {
-    return seen.hash === hash
-      ? { kind: 'duplicate' }
-      : { kind: 'conflict', reason: `seq already written with different content (hash ${seen.hash}, now ${hash})` };
+    return same ? { kind: 'duplicate' } : { kind: 'conflict', reason: `seq already written with different content (hash ${seen.hash}, now ${hash})` };
   }
   // A refused reading resent with other content is new content: let it be judged on its own.
-  return seen.hash === hash ? { kind: 'rejected-before', code: seen.code, reason: seen.reason } : { kind: 'new' };
+  return same ? { kind: 'rejected-before', code: seen.code, reason: seen.reason } : { kind: 'new' };
 }
 
 /** Pure: the highest seq that falls out of a gateway's window; seqs at or below it are forgotten. */
 export function windowFloor(maxSeq: number, windowPerGateway: number): number {
   return maxSeq - windowPerGateway;
-}
-
-/** JSON with object keys sorted, so equal content always hashes equally whatever the key order. */
-export function canonicalJson(value: unknown): string {
-  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
-  if (Array.isArray(value)) {
-    let out = '[';
-    for (let i = 0; i < value.length; i++) out += (i > 0 ? ',' : '') + canonicalJson(value[i] === undefined ? null : value[i]);
-    return `${out}]`;
-  }
-  // Hot (twice per reading): plain loops, no intermediate arrays of entries. The default sort
-  // compares UTF-16 code units, the same order as `<` on strings.
-  const record = value as Record<string, unknown>;
-  const keys = Object.keys(record).sort();
-  let out = '{';
-  for (const key of keys) {
-    const v = record[key];
-    if (v === undefined) continue;
-    out += `${out.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonicalJson(v)}`;
-  }
-  return `${out}}`;
-}
-
-/** 64 bits of SHA-256 over the canonical JSON: a collision only hides a conflict, never loses data. */
-export function contentHash(raw: unknown): string {
-  return createHash('sha256').update(canonicalJson(raw)).digest('hex').slice(0, 16);
 }
 
 export interface DedupeCounts {

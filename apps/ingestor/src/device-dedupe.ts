@@ -28,7 +28,7 @@
 // the last records, which only reopens the window for them.
 import type Database from 'better-sqlite3';
 import type { DeviceReading } from '@ferry/protocol';
-import { contentHash } from './dedupe.js';
+import { contentHash, legacyContentHash, sameContent } from './content-hash.js';
 import { openSqlite } from '@ferry/runtime';
 
 export interface DeviceIdentity {
@@ -42,27 +42,39 @@ export interface DeviceIdentity {
   readonly strict: boolean;
   /** The device time in the key, when it has one: lets a lookup above a device's newest stored time skip the query. */
   readonly ts?: number;
+  /** What `hash` is the hash of: lets a record stored by an earlier release (its hash form) still be matched. */
+  readonly content: unknown;
 }
 
 /** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
 export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'direct', scope: string): DeviceIdentity | undefined {
   const deviceTime = reading.tsSource === 'device' ? reading.ts : undefined;
-  const hash = contentHash({
-    kind: reading.kind,
-    metrics: reading.metrics,
-    tags: reading.tags,
-    deviceSeq: reading.deviceSeq,
-    ts: deviceTime,
-  });
+  const content = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq: reading.deviceSeq, ts: deviceTime };
+  const hash = contentHash(content);
   const { deviceId } = reading;
   if (reading.deviceSeq !== undefined) {
     return deviceTime !== undefined
-      ? { scope, deviceId, key: `s${reading.deviceSeq}@${deviceTime}`, hash, strict: true, ts: deviceTime }
-      : { scope, deviceId, key: `s${reading.deviceSeq}#${hash}`, hash, strict: false };
+      ? { scope, deviceId, key: `s${reading.deviceSeq}@${deviceTime}`, hash, strict: true, ts: deviceTime, content }
+      : { scope, deviceId, key: `s${reading.deviceSeq}#${hash}`, hash, strict: false, content };
   }
-  if (deviceTime !== undefined) return { scope, deviceId, key: `t${deviceTime}#${hash}`, hash, strict: false, ts: deviceTime };
-  if (origin === 'direct') return { scope, deviceId, key: `r${reading.receivedAt}#${hash}`, hash, strict: false };
+  if (deviceTime !== undefined) return { scope, deviceId, key: `t${deviceTime}#${hash}`, hash, strict: false, ts: deviceTime, content };
+  if (origin === 'direct') return { scope, deviceId, key: `r${reading.receivedAt}#${hash}`, hash, strict: false, content };
   return undefined;
+}
+
+/** The key an earlier release stored for a loose identity (its hash form inside the key); a strict key has no hash in it. */
+export function legacyKeyOf(identity: DeviceIdentity): string | undefined {
+  if (identity.strict) return undefined;
+  return identity.key.slice(0, identity.key.length - identity.hash.length) + legacyContentHash(identity.content);
+}
+
+/**
+ * The sub-millisecond part of a direct reading's point when the device sent no deviceSeq: taken
+ * from the content, so a republish maps to the very same point. It stays the first release's
+ * (SHA-256) form, so points are the same points across an upgrade.
+ */
+export function contentPointSeq(identity: DeviceIdentity): number {
+  return Number.parseInt(legacyContentHash(identity.content).slice(0, 8), 16);
 }
 
 export type DeviceVerdict = { readonly kind: 'new' } | { readonly kind: 'duplicate' } | { readonly kind: 'conflict'; readonly reason: string };
@@ -70,7 +82,7 @@ export type DeviceVerdict = { readonly kind: 'new' } | { readonly kind: 'duplica
 /** Pure: what a reading is, given the hash its identity was recorded with. */
 export function judgeDevice(seenHash: string | undefined, identity: DeviceIdentity): DeviceVerdict {
   if (seenHash === undefined) return { kind: 'new' };
-  if (seenHash === identity.hash) return { kind: 'duplicate' };
+  if (sameContent(seenHash, identity.hash, identity.content)) return { kind: 'duplicate' };
   return identity.strict
     ? { kind: 'conflict', reason: `device ${identity.deviceId} sent ${identity.key} before with different content (hash ${seenHash}, now ${identity.hash})` }
     : { kind: 'new' };
@@ -132,6 +144,10 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM device_seen');
   let held = count.get()?.n ?? 0;
   let lastPrune = 0;
+  // Rows an earlier release stored (its hash form): while any are left in the window, a loose
+  // identity not found under its key is looked up under the key that release would have used.
+  const anyLegacy = db.prepare<[], { one: number }>('SELECT 1 AS one FROM device_seen WHERE length(hash) = 16 LIMIT 1');
+  let legacyRows = anyLegacy.get() !== undefined;
 
   const recordAll = db.transaction((identities: readonly DeviceIdentity[], now: number): number => {
     for (const i of identities) {
@@ -143,6 +159,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     if (now - lastPrune >= PRUNE_EVERY_MS) {
       lastPrune = now;
       held -= deleteOlder.run(now - options.windowMs).changes;
+      if (legacyRows) legacyRows = anyLegacy.get() !== undefined;
     }
     if (held > options.maxEntries) {
       discarded = deleteOldestByKey.run(held - options.maxEntries).changes;
@@ -170,7 +187,10 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     lookup(identity) {
       const device = storedDevice(identity);
       if (identity.ts !== undefined && identity.ts > newestOf(device)) return undefined;
-      return select.get(device, identity.key)?.hash;
+      const found = select.get(device, identity.key)?.hash;
+      if (found !== undefined || !legacyRows) return found;
+      const legacyKey = legacyKeyOf(identity);
+      return legacyKey === undefined ? undefined : select.get(device, legacyKey)?.hash;
     },
     record(identities, now) {
       if (identities.length === 0) return 0;

@@ -18,11 +18,12 @@ import { deviceIdOf, seqOf, validateReading } from './validate.js';
 import type { ValidatedReading, ValidationContext } from './validate.js';
 import { applySkewPolicy, limitsWithoutSkew } from './skew.js';
 import type { SkewPolicy } from './skew.js';
-import { deviceIdentity, judgeDevice } from './device-dedupe.js';
+import { contentPointSeq, deviceIdentity, judgeDevice } from './device-dedupe.js';
 import type { DeviceDedupeStore, DeviceIdentity } from './device-dedupe.js';
 import { decodeDirect } from './direct.js';
 import type { DeviceTopics, DirectEntry } from './direct.js';
-import { contentHash, judge } from './dedupe.js';
+import { judge } from './dedupe.js';
+import { contentHash, sameContent } from './content-hash.js';
 import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
 import type { ReadingProcessor } from './process.js';
@@ -342,7 +343,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       const hash = contentHash(raw);
       if (seq !== null && sameGateway) {
         const seen = dedupe.lookup(gatewayId, seq);
-        if (seen?.outcome === 'rejected' && seen.hash === hash) {
+        if (seen?.outcome === 'rejected' && sameContent(seen.hash, hash, raw)) {
           return { kind: 'refused', seq, rejection: { code: seen.code, reason: seen.reason } };
         }
       }
@@ -378,7 +379,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (writing) {
       return writing.hash === hash ? { kind: 'copy', of: writing } : conflict(`seq is being written with different content (hash ${writing.hash}, now ${hash})`);
     }
-    const verdict = judge(dedupe.lookup(gatewayId, reading.seq), hash);
+    const verdict = judge(dedupe.lookup(gatewayId, reading.seq), hash, raw);
     switch (verdict.kind) {
       case 'duplicate':
         return { kind: 'duplicate', seq: reading.seq };
@@ -633,7 +634,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           const hash = device?.hash ?? contentHash(reading);
           // The point's sub-millisecond part: the deviceSeq when sent, else from the content, so a
           // republish maps to the very same point (an overwrite, never a second point).
-          const pointSeq = reading.deviceSeq ?? Number.parseInt(hash.slice(0, 8), 16);
+          const pointSeq = reading.deviceSeq ?? (device ? contentPointSeq(device) : Number.parseInt(hash.slice(1, 9), 16));
           const item: PendingWrite = {
             origin: 'direct',
             gatewayId: direct.gatewayTag,
@@ -769,7 +770,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       }
       writing.copies.push(party);
     } else {
-      const verdict = judge(dedupe.lookup(gatewayId, reading.seq), hash);
+      const verdict = judge(dedupe.lookup(gatewayId, reading.seq), hash, raw);
       if (verdict.kind === 'conflict') return Promise.resolve({ outcome: 'rejected', id, code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: verdict.reason });
       if (verdict.kind === 'duplicate') settle({ kind: 'duplicate' });
       else {

@@ -3,7 +3,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { canonicalJson, contentHash, judge, openDedupeStore, windowFloor } from '../src/dedupe.js';
+import { judge, openDedupeStore, windowFloor } from '../src/dedupe.js';
+import { canonicalJson, contentHash, legacyContentHash } from '../src/content-hash.js';
 
 const dirs: string[] = [];
 function tempDb(): string {
@@ -37,10 +38,33 @@ describe('content hash', () => {
     expect(canonicalJson({ b: 1, a: { d: [1, { y: 2, x: 1 }], c: 'x' } })).toBe('{"a":{"c":"x","d":[1,{"x":1,"y":2}]},"b":1}');
     expect(contentHash({ seq: 1, metrics: { t: 1, h: 2 } })).toBe(contentHash({ metrics: { h: 2, t: 1 }, seq: 1 }));
   });
-  it('stays what earlier versions stored, so a dedupe file survives an upgrade', () => {
-    // Computed by the first release's implementation (Object.entries, filter, sort, map).
+  it('stays fixed, so a dedupe file written by this release matches after a restart or an upgrade', () => {
     const reading = { seq: 7, deviceId: 'dev-é 1', kind: 'telemetry', ts: 1700000000123, tsSource: 'device', receivedAt: 1700000000200, metrics: { temperature: 21.5, ok: true, label: 'a"b', n: -3 }, tags: { room: 'lab' }, deviceSeq: undefined };
-    expect(contentHash(reading)).toBe('44764983be721f66');
+    expect(contentHash(reading)).toBe('x4bcd411360f76d12');
+    // The first releases' form (SHA-256 over the canonical JSON), still recognised in old records.
+    expect(legacyContentHash(reading)).toBe('44764983be721f66');
+  });
+  it('hashes equal JSON content equally and different content differently', () => {
+    // Equal canonical JSON (key order, -0, undefined members aside) must give the same hash; any
+    // other difference a different one (64 bits: a collision in these runs would be a bug).
+    fc.assert(
+      fc.property(fc.jsonValue(), fc.jsonValue(), (a, b) => {
+        expect(contentHash(a) === contentHash(b)).toBe(canonicalJson(a) === canonicalJson(b));
+        expect(contentHash(a)).toBe(contentHash(JSON.parse(canonicalJson(a))));
+      }),
+      { numRuns: 1000 },
+    );
+    expect(contentHash({ a: 'bc' })).not.toBe(contentHash({ ab: 'c' }));
+    expect(contentHash(['ab', 'c'])).not.toBe(contentHash(['a', 'bc']));
+    expect(contentHash({ n: 1 })).not.toBe(contentHash({ n: '1' }));
+    expect(contentHash({ n: 0 })).toBe(contentHash({ n: -0 }));
+    expect(contentHash({ n: 2 ** 31 })).not.toBe(contentHash({ n: -(2 ** 31) }));
+  });
+  it('recognises a record stored with the earlier releases\' hash', () => {
+    const raw = { seq: 3, metrics: { t: 1.5 } };
+    const stored = { hash: legacyContentHash(raw), outcome: 'written' as const };
+    expect(judge(stored, contentHash(raw), raw)).toEqual({ kind: 'duplicate' });
+    expect(judge(stored, contentHash({ seq: 3, metrics: { t: 2 } }), { seq: 3, metrics: { t: 2 } }).kind).toBe('conflict');
   });
   it('serialises any JSON value exactly as the first release did', () => {
     // The first release's implementation, kept as the reference: stored hashes depend on it.

@@ -10,7 +10,8 @@ import { defaultLimits, uplinkTopics } from '@ferry/protocol';
 import type { DeadLetterStore } from '@ferry/deadletter';
 import { waitFor } from '@ferry/testkit';
 import { Accounting, imbalances } from '../src/accounting.js';
-import { deviceIdentity, judgeDevice, openDeviceDedupeStore } from '../src/device-dedupe.js';
+import { deviceIdentity, judgeDevice, legacyKeyOf, openDeviceDedupeStore } from '../src/device-dedupe.js';
+import { legacyContentHash } from '../src/content-hash.js';
 import type { DeviceIdentity } from '../src/device-dedupe.js';
 import { compileDeviceTopics } from '../src/direct.js';
 import { openDeviceJournal } from '../src/journal.js';
@@ -150,6 +151,29 @@ describe('device dedupe store', () => {
     closers.push(() => store.close());
     for (const i of [strict, loose, noTime]) expect(store.lookup(i)).toBe(i.hash);
     expect(store.lookup(identity(T0 + 30))).toBeUndefined();
+  });
+  it('recognises identities an earlier release stored with its hash form, in the hash and inside loose keys', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const strict = identity(T0 + 10, 4);
+    const loose = identity(T0 + 20);
+    const noTime = deviceIdentity(deviceReading({ tsSource: 'gateway', deviceSeq: 9 }), 'gateway', 'gw')!;
+    const first = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    first.close();
+    // Rows as that release wrote them: SHA-256 form hashes, and loose keys that embed them.
+    const old = new Database(path);
+    const insert = old.prepare('INSERT INTO device_seen (device, key, hash, seen_at, ts) VALUES (?, ?, ?, ?, ?)');
+    for (const i of [strict, loose, noTime]) insert.run(`${i.scope}/${i.deviceId}`, legacyKeyOf(i) ?? i.key, legacyContentHash(i.content), NOW, i.ts ?? null);
+    old.close();
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    closers.push(() => store.close());
+    for (const i of [strict, loose, noTime]) {
+      const stored = store.lookup(i);
+      expect(stored).toBe(legacyContentHash(i.content));
+      expect(judgeDevice(stored, i)).toEqual({ kind: 'duplicate' });
+    }
+    // The strict key with other content is still a conflict against the old record.
+    const other = deviceIdentity(deviceReading({ ts: T0 + 10, deviceSeq: 4, metrics: { t: 99 } }), 'gateway', 'gw')!;
+    expect(judgeDevice(store.lookup(other), other)).toMatchObject({ kind: 'conflict' });
   });
 });
 

@@ -1,0 +1,160 @@
+// What a reading said, as 64 bits: the dedupe stores keep it per gateway seq and per device
+// identity, so a resend with the same content is a duplicate and with other content a conflict.
+//
+// The hash walks the parsed JSON value directly (no string is built): a type tag, then the value
+// (strings as their UTF-16 code units with their length, numbers as int32 or as the bits of their
+// float64, objects as their keys in sorted order with their values, arrays with their length).
+// Equal JSON content therefore hashes equally whatever the key order, as the canonical JSON did.
+// Two lanes of a MurmurHash3-style mix give 64 bits; a collision could only hide a conflict (two
+// different readings taken for the same), never lose a reading. It is not a cryptographic hash:
+// the content comes from authenticated gateways and devices.
+//
+// Format: 'x' followed by 16 hex digits (17 characters). Releases before this one stored the first
+// 16 hex digits of SHA-256 over the canonical JSON (16 characters, `legacyContentHash`): records
+// of that form are still recognised, so a dedupe file survives the upgrade (`sameContent`).
+import { createHash } from 'node:crypto';
+
+const TAG_NULL = 1;
+const TAG_FALSE = 2;
+const TAG_TRUE = 3;
+const TAG_INT = 4;
+const TAG_FLOAT = 5;
+const TAG_STRING = 6;
+const TAG_ARRAY = 7;
+const TAG_OBJECT = 8;
+const TAG_END = 9;
+
+const float = new Float64Array(1);
+const floatWords = new Uint32Array(float.buffer);
+
+// The lanes' state: contentHash is synchronous and the walk never yields, so one pair serves all.
+let h1 = 0;
+let h2 = 0;
+
+function feed(x: number): void {
+  let k = Math.imul(x, 0xcc9e2d51);
+  k = (k << 15) | (k >>> 17);
+  h1 ^= Math.imul(k, 0x1b873593);
+  h1 = (h1 << 13) | (h1 >>> 19);
+  h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+  let j = Math.imul(x, 0x85ebca6b);
+  j = (j << 16) | (j >>> 16);
+  h2 ^= Math.imul(j, 0xc2b2ae35);
+  h2 = (h2 << 17) | (h2 >>> 15);
+  h2 = (Math.imul(h2, 9) + 0x38b34ae5) | 0;
+}
+
+function fmix(h: number): number {
+  h ^= h >>> 16;
+  h = Math.imul(h, 0x85ebca6b);
+  h ^= h >>> 13;
+  h = Math.imul(h, 0xc2b2ae35);
+  return h ^ (h >>> 16);
+}
+
+function feedString(s: string): void {
+  feed(TAG_STRING);
+  const n = s.length;
+  feed(n);
+  let i = 0;
+  // Two code units a round: the length fed first keeps "ab" + "c" apart from "a" + "bc".
+  for (; i + 1 < n; i += 2) feed(s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16));
+  if (i < n) feed(s.charCodeAt(i));
+}
+
+function feedValue(value: unknown): void {
+  switch (typeof value) {
+    case 'string':
+      feedString(value);
+      return;
+    case 'number':
+      // -0 is 0 here as in JSON; an int32 is its own word, anything else its float64 bits.
+      if ((value | 0) === value) {
+        feed(TAG_INT);
+        feed(value);
+      } else {
+        float[0] = value;
+        feed(TAG_FLOAT);
+        feed(floatWords[0] ?? 0);
+        feed(floatWords[1] ?? 0);
+      }
+      return;
+    case 'boolean':
+      feed(value ? TAG_TRUE : TAG_FALSE);
+      return;
+    case 'object':
+      if (value === null) break;
+      if (Array.isArray(value)) {
+        feed(TAG_ARRAY);
+        feed(value.length);
+        for (let i = 0; i < value.length; i++) feedValue(value[i] === undefined ? null : value[i]);
+        return;
+      } else {
+        const record = value as Record<string, unknown>;
+        const keys = Object.keys(record);
+        // The default sort compares UTF-16 code units, as the canonical JSON did.
+        if (keys.length > 1) keys.sort();
+        feed(TAG_OBJECT);
+        for (const key of keys) {
+          const v = record[key];
+          if (v === undefined) continue;
+          feedString(key);
+          feedValue(v);
+        }
+        feed(TAG_END);
+        return;
+      }
+    default:
+      break;
+  }
+  // null, and what JSON cannot hold (undefined at the top, functions): null, as JSON.stringify would say.
+  feed(TAG_NULL);
+}
+
+function hex8(h: number): string {
+  return (h >>> 0).toString(16).padStart(8, '0');
+}
+
+/** 64 bits of the content of a parsed JSON value, independent of key order: 'x' and 16 hex digits. */
+export function contentHash(raw: unknown): string {
+  h1 = 0x2545f491;
+  h2 = 0x9e3779b9 | 0;
+  feedValue(raw);
+  const a = fmix(h1 ^ h2);
+  const b = fmix(h2 ^ Math.imul(a, 0x27d4eb2f));
+  return `x${hex8(a)}${hex8(b)}`;
+}
+
+/** JSON with object keys sorted, so equal content always serialises equally whatever the key order. */
+export function canonicalJson(value: unknown): string {
+  if (value === null || typeof value !== 'object') return JSON.stringify(value) ?? 'null';
+  if (Array.isArray(value)) {
+    let out = '[';
+    for (let i = 0; i < value.length; i++) out += (i > 0 ? ',' : '') + canonicalJson(value[i] === undefined ? null : value[i]);
+    return `${out}]`;
+  }
+  const record = value as Record<string, unknown>;
+  const keys = Object.keys(record).sort();
+  let out = '{';
+  for (const key of keys) {
+    const v = record[key];
+    if (v === undefined) continue;
+    out += `${out.length > 1 ? ',' : ''}${JSON.stringify(key)}:${canonicalJson(v)}`;
+  }
+  return `${out}}`;
+}
+
+/** The hash releases before this one stored: the first 16 hex digits of SHA-256 over the canonical JSON. */
+export function legacyContentHash(raw: unknown): string {
+  return createHash('sha256').update(canonicalJson(raw)).digest('hex').slice(0, 16);
+}
+
+/** A stored hash in the earlier releases' form. */
+export function isLegacyHash(stored: string): boolean {
+  return stored.length === 16;
+}
+
+/** Whether a stored hash (of either form) is the hash of `content`, whose current hash is `hash`. */
+export function sameContent(stored: string, hash: string, content: unknown): boolean {
+  return stored === hash || (isLegacyHash(stored) && stored === legacyContentHash(content));
+}
