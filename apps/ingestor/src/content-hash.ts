@@ -104,7 +104,10 @@ function feedValue(value: unknown): void {
         feed(TAG_END);
         return;
       }
-    default:
+    case 'bigint':
+    case 'function':
+    case 'symbol':
+    case 'undefined':
       break;
   }
   // null, and what JSON cannot hold (undefined at the top, functions): null, as JSON.stringify would say.
