@@ -44,6 +44,10 @@ export interface DeviceIdentity {
   readonly ts?: number;
   /** What `hash` is the hash of: lets a record stored by an earlier release (its hash form) still be matched. */
   readonly content: unknown;
+  /** The stored device column: scope and id; a gateway id never contains '/', so this is unambiguous. */
+  readonly device: string;
+  /** Device column and key together: the identity's key in memory. */
+  readonly slot: string;
 }
 
 /** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
@@ -52,13 +56,16 @@ export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'dire
   const content = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq: reading.deviceSeq, ts: deviceTime };
   const hash = contentHash(content);
   const { deviceId } = reading;
+  const device = `${scope}/${deviceId}`;
+  const make = (key: string, strict: boolean, ts: number | undefined): DeviceIdentity =>
+    ts === undefined
+      ? { scope, deviceId, key, hash, strict, content, device, slot: `${device}\u0000${key}` }
+      : { scope, deviceId, key, hash, strict, ts, content, device, slot: `${device}\u0000${key}` };
   if (reading.deviceSeq !== undefined) {
-    return deviceTime !== undefined
-      ? { scope, deviceId, key: `s${reading.deviceSeq}@${deviceTime}`, hash, strict: true, ts: deviceTime, content }
-      : { scope, deviceId, key: `s${reading.deviceSeq}#${hash}`, hash, strict: false, content };
+    return deviceTime !== undefined ? make(`s${reading.deviceSeq}@${deviceTime}`, true, deviceTime) : make(`s${reading.deviceSeq}#${hash}`, false, undefined);
   }
-  if (deviceTime !== undefined) return { scope, deviceId, key: `t${deviceTime}#${hash}`, hash, strict: false, ts: deviceTime, content };
-  if (origin === 'direct') return { scope, deviceId, key: `r${reading.receivedAt}#${hash}`, hash, strict: false, content };
+  if (deviceTime !== undefined) return make(`t${deviceTime}#${hash}`, false, deviceTime);
+  if (origin === 'direct') return make(`r${reading.receivedAt}#${hash}`, false, undefined);
   return undefined;
 }
 
@@ -100,11 +107,6 @@ export interface DeviceDedupeOptions {
   readonly path: string;
   readonly windowMs: number;
   readonly maxEntries: number;
-}
-
-/** The stored device column: scope and id; a gateway id never contains '/', so this is unambiguous. */
-function storedDevice(identity: DeviceIdentity): string {
-  return `${identity.scope}/${identity.deviceId}`;
 }
 
 /** Pruning by age runs at most this often: it is a range delete, cheap but not free. */
@@ -151,7 +153,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
 
   const recordAll = db.transaction((identities: readonly DeviceIdentity[], now: number): number => {
     for (const i of identities) {
-      const device = storedDevice(i);
+      const device = i.device;
       if (insert.run(device, i.key, i.hash, now, i.ts ?? null).changes > 0) held++;
       else update.run(i.hash, now, device, i.key);
     }
@@ -185,7 +187,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   let open = true;
   return {
     lookup(identity) {
-      const device = storedDevice(identity);
+      const device = identity.device;
       if (identity.ts !== undefined && identity.ts > newestOf(device)) return undefined;
       const found = select.get(device, identity.key)?.hash;
       if (found !== undefined || !legacyRows) return found;
@@ -198,7 +200,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       // After the commit only; a device not cached is read from the table when next needed.
       for (const i of identities) {
         if (i.ts === undefined) continue;
-        const device = storedDevice(i);
+        const device = i.device;
         const ts = newest.get(device);
         if (ts !== undefined && i.ts > ts) newest.set(device, i.ts);
       }

@@ -181,6 +181,9 @@ export interface Pipeline {
   stop(timeoutMs: number): Promise<boolean>;
 }
 
+const WRITTEN: ReadingOutcome = { kind: 'written' };
+const DUPLICATE: ReadingOutcome = { kind: 'duplicate' };
+
 function rawJson(raw: unknown): Buffer {
   return Buffer.from(JSON.stringify(raw) ?? 'null');
 }
@@ -193,7 +196,6 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const inMemory = new Map<string, Map<number, PendingWrite>>();
   /** Readings being written, by device identity, so a device's republish meanwhile waits instead of writing twice. */
   const inMemoryDevice = new Map<string, PendingWrite>();
-  const deviceKey = (d: DeviceIdentity): string => `${d.scope}/${d.deviceId}\u0000${d.key}`;
   const looseLimits = limitsWithoutSkew(options.limits);
   /** Receive times of batches not acked yet, in arrival order. */
   const pendingSince = new Map<BatchTracker, number>();
@@ -268,15 +270,27 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     if (letters.length > 0) events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
     if (pruned > 0) events.pruned?.(pruned);
     if (devicePruned > 0) events.devicePruned?.(devicePruned);
-    chunk.forEach((item, index) => {
-      if (item.origin === 'gateway') inMemory.get(item.gatewayId)?.delete(item.seq);
-      if (item.device) inMemoryDevice.delete(deviceKey(item.device));
+    const written: { gatewayId: string; origin: 'gateway' | 'direct'; reading: unknown; point: Point | null }[] = [];
+    // A chunk holds runs of one gateway's readings: its map is looked up again only when the gateway changes.
+    let perGatewayOf: string | undefined;
+    let perGateway: Map<number, PendingWrite> | undefined;
+    for (let index = 0; index < chunk.length; index++) {
+      const item = chunk[index]!;
+      if (item.origin === 'gateway') {
+        if (item.gatewayId !== perGatewayOf) {
+          perGatewayOf = item.gatewayId;
+          perGateway = inMemory.get(item.gatewayId);
+        }
+        perGateway?.delete(item.seq);
+      }
+      if (item.device) inMemoryDevice.delete(item.device.slot);
       const reason = refused.get(index);
-      const outcome: ReadingOutcome = reason === undefined ? { kind: 'written' } : { kind: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason };
+      const outcome: ReadingOutcome = reason === undefined ? WRITTEN : { kind: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason };
       item.owner.settle(item.seq, outcome);
-      for (const copy of item.copies) copy.settle(item.seq, outcome.kind === 'written' ? { kind: 'duplicate' } : outcome);
-    });
-    events.readingsWritten?.(chunk.flatMap((item, index) => (refused.has(index) ? [] : [{ gatewayId: item.gatewayId, origin: item.origin, reading: item.raw, point: item.point }])));
+      for (const copy of item.copies) copy.settle(item.seq, reason === undefined ? DUPLICATE : outcome);
+      if (reason === undefined) written.push({ gatewayId: item.gatewayId, origin: item.origin, reading: item.raw, point: item.point });
+    }
+    events.readingsWritten?.(written);
   }
 
   function batchParty(tracker: BatchTracker): Party & { arm(): void } {
@@ -318,7 +332,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   /** Device dedupe for a reading whose gateway seq (if any) is new: a device's republish, or a new reading. */
   function classifyDevice(device: DeviceIdentity | undefined, batchDevices: ReadonlyMap<string, PendingWrite>): { kind: 'new' } | { kind: 'duplicate' } | { kind: 'conflict'; reason: string } | { kind: 'copy'; of: PendingWrite } {
     if (!device) return { kind: 'new' };
-    const key = deviceKey(device);
+    const key = device.slot;
     const writing = batchDevices.get(key) ?? inMemoryDevice.get(key);
     if (writing) {
       const verdict = judgeDevice(writing.device?.hash, device);
@@ -420,7 +434,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   }
 
   function register(item: PendingWrite): void {
-    if (item.device) inMemoryDevice.set(deviceKey(item.device), item);
+    if (item.device) inMemoryDevice.set(item.device.slot, item);
     if (item.origin === 'direct') return;
     let perGateway = inMemory.get(item.gatewayId);
     if (!perGateway) inMemory.set(item.gatewayId, (perGateway = new Map<number, PendingWrite>()));
@@ -466,7 +480,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       const c = classify(raw, check(raw, ctx), gatewayId, sameGateway, party, batchWrites, batchDevices);
       if (c.kind === 'write') {
         batchWrites.set(c.item.seq, c.item);
-        if (c.item.device) batchDevices.set(deviceKey(c.item.device), c.item);
+        if (c.item.device) batchDevices.set(c.item.device.slot, c.item);
       }
       return c;
     });
@@ -649,7 +663,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
             copies: [],
             message: entry,
           };
-          if (device) messageDevices.set(deviceKey(device), item);
+          if (device) messageDevices.set(device.slot, item);
           return { kind: 'write', item };
         }
       }
