@@ -114,8 +114,11 @@ function feedValue(value: unknown): void {
   feed(TAG_NULL);
 }
 
+/** Two hex digits per byte value: the hash's text is eight table lookups a lane, not a number formatted. */
+const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+
 function hex8(h: number): string {
-  return (h >>> 0).toString(16).padStart(8, '0');
+  return HEX_BYTE[h >>> 24]! + HEX_BYTE[(h >>> 16) & 255]! + HEX_BYTE[(h >>> 8) & 255]! + HEX_BYTE[h & 255]!;
 }
 
 /** 64 bits of the content of a parsed JSON value, independent of key order: 'x' and 16 hex digits. */

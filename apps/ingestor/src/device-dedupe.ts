@@ -115,7 +115,29 @@ const PRUNE_EVERY_MS = 10_000;
 /** Devices whose newest stored device time is cached; past this the cache starts over (it is only a shortcut). */
 const MAX_CACHED_DEVICES = 100_000;
 
+/**
+ * A run (one row of device_runs) covers at most this much device time, so a lookup reads only the
+ * runs that start in [ts - RUN_SPAN_MS, ts]. Never lower it: runs stored with a wider span would no
+ * longer be found.
+ */
+const RUN_SPAN_MS = 60_000;
+
+/** Identities a run holds at most. */
+const RUN_MAX_ENTRIES = 2_000;
+
+/** Runs whose entries are kept parsed for lookups (a drain of older readings looks into the same runs again and again). */
+const PARSED_RUNS = 64;
+
+interface RunRow {
+  id: number;
+  entries: string;
+}
+
 export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedupeStore {
+  // Two tables. device_runs: the identities with a device time, one row per device per recorded
+  // chunk and minute of device time (a JSON object key -> hash), so recording a chunk costs a row
+  // per device, not per reading. device_seen: one row per identity without a device time (their
+  // keys carry no time to find a run by), and the rows of releases before the runs.
   const db = openSqlite({
     path: options.path,
     what: 'device dedupe store',
@@ -131,64 +153,168 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
         PRIMARY KEY (device, key)
       ) WITHOUT ROWID;
       CREATE INDEX IF NOT EXISTS device_seen_at ON device_seen (seen_at);
+      CREATE TABLE IF NOT EXISTS device_runs (
+        id INTEGER PRIMARY KEY,
+        device TEXT NOT NULL,
+        first_ts INTEGER NOT NULL,
+        last_ts INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        entries TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS device_runs_by_time ON device_runs (device, first_ts);
+      CREATE INDEX IF NOT EXISTS device_runs_at ON device_runs (seen_at);
     `);
       addDeviceTimeColumn(d);
     },
   });
   const select = db.prepare<[string, string], { hash: string }>('SELECT hash FROM device_seen WHERE device = ? AND key = ?');
   const selectNewest = db.prepare<[string], { ts: number | null }>('SELECT MAX(ts) AS ts FROM device_seen WHERE device = ?');
+  const selectNewestRun = db.prepare<[string], { ts: number | null }>('SELECT MAX(last_ts) AS ts FROM device_runs WHERE device = ?');
   const insert = db.prepare<[string, string, string, number, number | null]>('INSERT OR IGNORE INTO device_seen (device, key, hash, seen_at, ts) VALUES (?, ?, ?, ?, ?)');
   const update = db.prepare<[string, number, string, string]>('UPDATE device_seen SET hash = ?, seen_at = ? WHERE device = ? AND key = ?');
+  const insertRun = db.prepare<[string, number, number, number, number, string]>(
+    'INSERT INTO device_runs (device, first_ts, last_ts, seen_at, n, entries) VALUES (?, ?, ?, ?, ?, ?)',
+  );
+  const selectRuns = db.prepare<[string, number, number, number], RunRow>(
+    'SELECT id, entries FROM device_runs WHERE device = ? AND first_ts BETWEEN ? AND ? AND last_ts >= ?',
+  );
   const deleteOlder = db.prepare<[number]>('DELETE FROM device_seen WHERE seen_at < ?');
+  const runsOlder = db.prepare<[number], { n: number | null }>('SELECT SUM(n) AS n FROM device_runs WHERE seen_at < ?');
+  const deleteRunsOlder = db.prepare<[number]>('DELETE FROM device_runs WHERE seen_at < ?');
+  const oldestRuns = db.prepare<[], { id: number; n: number }>('SELECT id, n FROM device_runs ORDER BY seen_at, id');
+  const deleteRunsUpTo = db.prepare<[number]>('DELETE FROM device_runs WHERE id IN (SELECT id FROM device_runs ORDER BY seen_at, id LIMIT ?)');
   const deleteOldestByKey = db.prepare<[number]>(
     'DELETE FROM device_seen WHERE (device, key) IN (SELECT device, key FROM device_seen ORDER BY seen_at LIMIT ?)',
   );
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM device_seen');
-  let held = count.get()?.n ?? 0;
+  const countRuns = db.prepare<[], { n: number | null }>('SELECT SUM(n) AS n FROM device_runs');
+  let heldRows = count.get()?.n ?? 0;
+  let heldInRuns = countRuns.get()?.n ?? 0;
   let lastPrune = 0;
   // Rows an earlier release stored (its hash form): while any are left in the window, a loose
   // identity not found under its key is looked up under the key that release would have used.
   const anyLegacy = db.prepare<[], { one: number }>('SELECT 1 AS one FROM device_seen WHERE length(hash) = 16 LIMIT 1');
   let legacyRows = anyLegacy.get() !== undefined;
 
+  /** Pure: a chunk's identities with a device time, as runs per device (sorted by time, each within RUN_SPAN_MS). */
+  function runsOf(identities: readonly DeviceIdentity[]): { device: string; first: number; last: number; entries: DeviceIdentity[] }[] {
+    const byDevice = new Map<string, DeviceIdentity[]>();
+    for (const i of identities) {
+      if (i.ts === undefined) continue;
+      let list = byDevice.get(i.device);
+      if (!list) byDevice.set(i.device, (list = []));
+      list.push(i);
+    }
+    const runs: { device: string; first: number; last: number; entries: DeviceIdentity[] }[] = [];
+    for (const [device, list] of byDevice) {
+      list.sort((a, b) => a.ts! - b.ts!);
+      let run: { device: string; first: number; last: number; entries: DeviceIdentity[] } | undefined;
+      for (const i of list) {
+        const ts = i.ts!;
+        if (!run || ts - run.first > RUN_SPAN_MS || run.entries.length >= RUN_MAX_ENTRIES) runs.push((run = { device, first: ts, last: ts, entries: [] }));
+        run.last = ts;
+        run.entries.push(i);
+      }
+    }
+    return runs;
+  }
+
+  function entriesJson(entries: readonly DeviceIdentity[]): string {
+    // Keys start with 's' or 't' and hashes are hex: nothing in them needs escaping but quotes, which they never hold.
+    let out = '{';
+    for (let k = 0; k < entries.length; k++) out += `${k > 0 ? ',' : ''}${JSON.stringify(entries[k]!.key)}:"${entries[k]!.hash}"`;
+    return `${out}}`;
+  }
+
   const recordAll = db.transaction((identities: readonly DeviceIdentity[], now: number): number => {
     for (const i of identities) {
-      const device = i.device;
-      if (insert.run(device, i.key, i.hash, now, i.ts ?? null).changes > 0) held++;
-      else update.run(i.hash, now, device, i.key);
+      if (i.ts !== undefined) continue;
+      if (insert.run(i.device, i.key, i.hash, now, null).changes > 0) heldRows++;
+      else update.run(i.hash, now, i.device, i.key);
+    }
+    for (const run of runsOf(identities)) {
+      insertRun.run(run.device, run.first, run.last, now, run.entries.length, entriesJson(run.entries));
+      heldInRuns += run.entries.length;
     }
     let discarded = 0;
     if (now - lastPrune >= PRUNE_EVERY_MS) {
       lastPrune = now;
-      held -= deleteOlder.run(now - options.windowMs).changes;
+      const cutoff = now - options.windowMs;
+      heldRows -= deleteOlder.run(cutoff).changes;
+      const aged = runsOlder.get(cutoff)?.n ?? 0;
+      if (aged > 0) {
+        deleteRunsOlder.run(cutoff);
+        heldInRuns -= aged;
+      }
       if (legacyRows) legacyRows = anyLegacy.get() !== undefined;
     }
-    if (held > options.maxEntries) {
-      discarded = deleteOldestByKey.run(held - options.maxEntries).changes;
-      held -= discarded;
+    // Over the bound: the oldest runs go first (whole runs), then the oldest rows.
+    let excess = heldRows + heldInRuns - options.maxEntries;
+    if (excess > 0 && heldInRuns > 0) {
+      let runs = 0;
+      let removed = 0;
+      for (const r of oldestRuns.iterate()) {
+        if (removed >= excess) break;
+        runs++;
+        removed += r.n;
+      }
+      deleteRunsUpTo.run(runs);
+      heldInRuns -= removed;
+      discarded += removed;
+      excess -= removed;
+    }
+    if (excess > 0) {
+      const gone = deleteOldestByKey.run(excess).changes;
+      heldRows -= gone;
+      discarded += gone;
     }
     return discarded;
   });
 
   // The newest device time stored per device (-Infinity: none). A key with a device time can only
-  // match a row stored with that same time, so a reading newer than the device's newest stored time
-  // is new without a query: the common case of a device reporting forward in time.
+  // match an identity stored with that same time, so a reading newer than the device's newest stored
+  // time is new without a query: the common case of a device reporting forward in time.
   const newest = new Map<string, number>();
   const newestOf = (device: string): number => {
     let ts = newest.get(device);
     if (ts === undefined) {
       if (newest.size >= MAX_CACHED_DEVICES) newest.clear();
-      ts = selectNewest.get(device)?.ts ?? -Infinity;
+      ts = Math.max(selectNewest.get(device)?.ts ?? -Infinity, selectNewestRun.get(device)?.ts ?? -Infinity);
       newest.set(device, ts);
     }
     return ts;
   };
 
+  const parsed = new Map<number, Record<string, string>>();
+  function runEntries(row: RunRow): Record<string, string> {
+    let entries = parsed.get(row.id);
+    if (!entries) {
+      entries = JSON.parse(row.entries) as Record<string, string>;
+      if (parsed.size >= PARSED_RUNS) parsed.delete(parsed.keys().next().value!);
+      parsed.set(row.id, entries);
+    }
+    return entries;
+  }
+
+  function inRuns(identity: DeviceIdentity, ts: number): string | undefined {
+    for (const row of selectRuns.all(identity.device, ts - RUN_SPAN_MS, ts, ts)) {
+      const entries = runEntries(row);
+      // Runs are this release's: their keys and hashes are in its form, never an earlier one's.
+      if (Object.hasOwn(entries, identity.key)) return entries[identity.key];
+    }
+    return undefined;
+  }
+
   let open = true;
   return {
     lookup(identity) {
       const device = identity.device;
-      if (identity.ts !== undefined && identity.ts > newestOf(device)) return undefined;
+      if (identity.ts !== undefined) {
+        if (identity.ts > newestOf(device)) return undefined;
+        const found = inRuns(identity, identity.ts);
+        if (found !== undefined) return found;
+      }
       const found = select.get(device, identity.key)?.hash;
       if (found !== undefined || !legacyRows) return found;
       const legacyKey = legacyKeyOf(identity);
@@ -197,7 +323,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     record(identities, now) {
       if (identities.length === 0) return 0;
       const discarded = recordAll(identities, now);
-      // After the commit only; a device not cached is read from the table when next needed.
+      // After the commit only; a device not cached is read from the tables when next needed.
       for (const i of identities) {
         if (i.ts === undefined) continue;
         const device = i.device;
@@ -207,7 +333,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       return discarded;
     },
     get held() {
-      return held;
+      return heldRows + heldInRuns;
     },
     close() {
       if (!open) return;

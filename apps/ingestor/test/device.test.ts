@@ -136,6 +136,56 @@ describe('device dedupe store', () => {
     for (const i of [older, newer, newest]) expect(again.lookup(i)).toBe(i.hash);
   });
 
+  it('finds identities recorded in runs across many minutes, devices and out-of-order chunks, after a reopen', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const at = (deviceId: string, ts: number, deviceSeq?: number): DeviceIdentity =>
+      deviceIdentity(deviceReading({ deviceId, ts, metrics: { t: ts % 97 }, ...(deviceSeq !== undefined ? { deviceSeq } : {}) }), 'gateway', 'gw')!;
+    // Two devices, a reading every 7 s over 20 minutes (runs are cut at a minute of device time),
+    // half strict (deviceSeq + time) and half loose (time only); recorded newest chunk first.
+    const all: DeviceIdentity[] = [];
+    for (let k = 0; k < 170; k++) for (const d of ['a', 'b']) all.push(at(d, T0 + k * 7_000, k % 2 === 0 ? k : undefined));
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 100_000 });
+    store.record(all.slice(170), NOW);
+    store.record(all.slice(0, 170), NOW + 1);
+    expect(store.held).toBe(340);
+    for (const i of all) expect(store.lookup(i)).toBe(i.hash);
+    store.close();
+    const again = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 100_000 });
+    closers.push(() => again.close());
+    expect(again.held).toBe(340);
+    for (const i of all) expect(again.lookup(i)).toBe(i.hash);
+    // Between two recorded times, another device, other content at a strict key: none is found as the same.
+    expect(again.lookup(at('a', T0 + 3_500))).toBeUndefined();
+    expect(again.lookup(at('c', T0 + 7_000))).toBeUndefined();
+    const changed = deviceIdentity(deviceReading({ deviceId: 'a', ts: T0 + 14_000, deviceSeq: 2, metrics: { t: -1 } }), 'gateway', 'gw')!;
+    expect(judgeDevice(again.lookup(changed), changed)).toMatchObject({ kind: 'conflict' });
+  });
+
+  it('forgets identities past the window and past the bound, counting what the bound discarded', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const at = (ts: number): DeviceIdentity => identity(ts);
+    const store = openDeviceDedupeStore({ path, windowMs: 600_000, maxEntries: 50 });
+    closers.push(() => store.close());
+    const first = Array.from({ length: 30 }, (_, k) => at(T0 + k * 1000));
+    const noTime = deviceIdentity(deviceReading({ tsSource: 'gateway', deviceSeq: 1 }), 'gateway', 'gw')!;
+    expect(store.record([...first, noTime], NOW)).toBe(0);
+    expect(store.held).toBe(31);
+    // 30 more: 61 held is over the bound of 50; the oldest run (the first 30) goes whole.
+    const second = Array.from({ length: 30 }, (_, k) => at(T0 + 100_000 + k * 1000));
+    expect(store.record(second, NOW + 1)).toBe(30);
+    expect(store.held).toBe(31);
+    expect(store.lookup(first[0]!)).toBeUndefined();
+    expect(store.lookup(second[0]!)).toBe(second[0]!.hash);
+    expect(store.lookup(noTime)).toBe(noTime.hash);
+    // Past the window (and the prune interval), runs and rows alike are forgotten.
+    const later = at(T0 + 500_000);
+    store.record([later], NOW + 700_000);
+    expect(store.held).toBe(1);
+    expect(store.lookup(second[0]!)).toBeUndefined();
+    expect(store.lookup(noTime)).toBeUndefined();
+    expect(store.lookup(later)).toBe(later.hash);
+  });
+
   it('upgrades a file written before device times were stored, keeping every identity findable', () => {
     const path = join(tempDir(), 'device-dedupe.db');
     const strict = identity(T0 + 10, 4);
