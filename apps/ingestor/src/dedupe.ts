@@ -95,7 +95,26 @@ interface SeenRow {
 const WRITTEN = 1;
 const REJECTED = 2;
 
+/**
+ * A run holds at most this many seqs, so a lookup reads only runs that start in
+ * [seq - MAX_RUN + 1, seq]. Never lower it: longer runs stored before would no longer be found.
+ */
+const MAX_RUN = 10_000;
+
+/** Every hash this release computes has this length (content-hash.ts); a run stores them end to end. */
+const HASH_LENGTH = 17;
+
+interface RunRow {
+  first_seq: number;
+  last_seq: number;
+  hashes: string;
+}
+
 export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
+  // Two tables. seen_runs: written seqs, one row per run of consecutive seqs recorded together
+  // (their hashes end to end), so recording a chunk costs a row per gateway run, not per reading.
+  // seen: one row per refused seq, per written seq that cannot join a run, and the rows of
+  // releases before the runs. A written record (in either) wins over a refusal.
   const db = openSqlite({
     path: options.path,
     what: 'dedupe store',
@@ -110,6 +129,13 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
         code TEXT,
         reason TEXT,
         PRIMARY KEY (gateway, seq)
+      ) WITHOUT ROWID;
+      CREATE TABLE IF NOT EXISTS seen_runs (
+        gateway TEXT NOT NULL,
+        first_seq INTEGER NOT NULL,
+        last_seq INTEGER NOT NULL,
+        hashes TEXT NOT NULL,
+        PRIMARY KEY (gateway, first_seq)
       ) WITHOUT ROWID;
       CREATE TABLE IF NOT EXISTS windows (
         gateway TEXT PRIMARY KEY,
@@ -127,13 +153,27 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
     `INSERT INTO seen (gateway, seq, hash, outcome, code, reason) VALUES (?, ?, ?, ${REJECTED}, ?, ?)
      ON CONFLICT (gateway, seq) DO NOTHING`,
   );
+  const insertRun = db.prepare<[string, number, number, string]>(
+    'INSERT INTO seen_runs (gateway, first_seq, last_seq, hashes) VALUES (?, ?, ?, ?) ON CONFLICT (gateway, first_seq) DO NOTHING',
+  );
+  // A run's seqs are written now: earlier rows for them (a refusal, a replay) are superseded.
+  const deleteRowsIn = db.prepare<[string, number, number]>('DELETE FROM seen WHERE gateway = ? AND seq BETWEEN ? AND ?');
+  const selectRun = db.prepare<[string, number, number, number], RunRow>(
+    'SELECT first_seq, last_seq, hashes FROM seen_runs WHERE gateway = ? AND first_seq BETWEEN ? AND ? AND last_seq >= ? ORDER BY first_seq DESC LIMIT 1',
+  );
   const selectWindow = db.prepare<[string], { max_seq: number }>('SELECT max_seq FROM windows WHERE gateway = ?');
   const upsertWindow = db.prepare<[string, number, number]>(
     `INSERT INTO windows (gateway, max_seq, pruned) VALUES (?, ?, ?)
      ON CONFLICT (gateway) DO UPDATE SET max_seq = excluded.max_seq, pruned = pruned + excluded.pruned`,
   );
   const deleteBelow = db.prepare<[string, number]>('DELETE FROM seen WHERE gateway = ? AND seq <= ?');
+  // Whole runs below the floor (first_seq <= last_seq, so the first bound only narrows the scan of the key).
+  const runsBelow = db.prepare<[string, number, number], { n: number | null }>(
+    'SELECT SUM(last_seq - first_seq + 1) AS n FROM seen_runs WHERE gateway = ? AND first_seq <= ? AND last_seq <= ?',
+  );
+  const deleteRunsBelow = db.prepare<[string, number, number]>('DELETE FROM seen_runs WHERE gateway = ? AND first_seq <= ? AND last_seq <= ?');
   const countHeld = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM seen');
+  const countInRuns = db.prepare<[], { n: number | null }>('SELECT SUM(last_seq - first_seq + 1) AS n FROM seen_runs');
   const sumPruned = db.prepare<[], { n: number | null }>('SELECT SUM(pruned) AS n FROM windows');
 
   // The highest seq per gateway, cached: every lookup needs it to know the window. A gateway with
@@ -148,23 +188,76 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
     return maxSeq < 0 ? undefined : maxSeq;
   };
 
+  /** Pure: written entries as runs of consecutive seqs per gateway; entries that cannot join one come back alone. */
+  function runsOf(written: readonly DedupeEntry[]): { gatewayId: string; first: number; last: number; hashes: string }[] {
+    const sorted = written.every((e, i) => i === 0 || e.gatewayId !== written[i - 1]!.gatewayId || e.seq > written[i - 1]!.seq)
+      ? written
+      : [...written].sort((a, b) => (a.gatewayId < b.gatewayId ? -1 : a.gatewayId > b.gatewayId ? 1 : a.seq - b.seq));
+    const runs: { gatewayId: string; first: number; last: number; hashes: string }[] = [];
+    let run: { gatewayId: string; first: number; last: number; hashes: string } | undefined;
+    for (const e of sorted) {
+      if (run && run.gatewayId === e.gatewayId && e.seq === run.last + 1 && e.seq - run.first < MAX_RUN) {
+        run.last = e.seq;
+        run.hashes += e.hash;
+      } else {
+        runs.push((run = { gatewayId: e.gatewayId, first: e.seq, last: e.seq, hashes: e.hash }));
+      }
+    }
+    return runs;
+  }
+
   const recordAll = db.transaction((entries: readonly DedupeEntry[]): number => {
     const touched = new Map<string, number>();
+    const written: DedupeEntry[] = [];
     for (const e of entries) {
-      if (e.outcome === 'written') upsertWritten.run(e.gatewayId, e.seq, e.hash);
-      else insertRejected.run(e.gatewayId, e.seq, e.hash, e.code, e.reason);
+      if (e.outcome === 'written') {
+        // A hash of another form (a test's, or a future one's) cannot sit in a run: its own row.
+        if (e.hash.length === HASH_LENGTH) written.push(e);
+        else upsertWritten.run(e.gatewayId, e.seq, e.hash);
+      } else insertRejected.run(e.gatewayId, e.seq, e.hash, e.code, e.reason);
       touched.set(e.gatewayId, Math.max(touched.get(e.gatewayId) ?? -1, e.seq));
+    }
+    for (const run of runsOf(written)) {
+      deleteRowsIn.run(run.gatewayId, run.first, run.last);
+      if (insertRun.run(run.gatewayId, run.first, run.last, run.hashes).changes === 0) {
+        // A run already starts at this seq (seqs written again after the window let them go): rows.
+        for (let seq = run.first; seq <= run.last; seq++) {
+          const at = (seq - run.first) * HASH_LENGTH;
+          upsertWritten.run(run.gatewayId, seq, run.hashes.slice(at, at + HASH_LENGTH));
+        }
+      }
     }
     let pruned = 0;
     for (const [gatewayId, batchMax] of touched) {
       const maxSeq = Math.max(maxSeqOf(gatewayId) ?? -1, batchMax);
       const floor = windowFloor(maxSeq, options.windowPerGateway);
-      const removed = floor >= 0 ? deleteBelow.run(gatewayId, floor).changes : 0;
+      let removed = 0;
+      if (floor >= 0) {
+        removed += deleteBelow.run(gatewayId, floor).changes;
+        const inRuns = runsBelow.get(gatewayId, floor, floor)?.n ?? 0;
+        if (inRuns > 0) {
+          deleteRunsBelow.run(gatewayId, floor, floor);
+          removed += inRuns;
+        }
+      }
       upsertWindow.run(gatewayId, maxSeq, removed);
       pruned += removed;
     }
     return pruned;
   });
+
+  // The run the last lookup found, per gateway: a resent batch looks up its seqs one after another.
+  const lastRun = new Map<string, RunRow>();
+  function hashInRuns(gatewayId: string, seq: number): string | undefined {
+    let run = lastRun.get(gatewayId);
+    if (!run || seq < run.first_seq || seq > run.last_seq) {
+      run = selectRun.get(gatewayId, seq - MAX_RUN + 1, seq, seq);
+      if (!run) return undefined;
+      lastRun.set(gatewayId, run);
+    }
+    const at = (seq - run.first_seq) * HASH_LENGTH;
+    return run.hashes.slice(at, at + HASH_LENGTH);
+  }
 
   let open = true;
   return {
@@ -175,19 +268,22 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
       if (maxSeq === undefined || seq > maxSeq) return undefined;
       if (seq <= windowFloor(maxSeq, options.windowPerGateway)) return undefined;
       const row = selectSeen.get(gatewayId, seq);
+      if (row?.outcome === WRITTEN) return { hash: row.hash, outcome: 'written' };
+      const inRun = hashInRuns(gatewayId, seq);
+      if (inRun !== undefined) return { hash: inRun, outcome: 'written' };
       if (!row) return undefined;
-      if (row.outcome === WRITTEN) return { hash: row.hash, outcome: 'written' };
       return { hash: row.hash, outcome: 'rejected', code: (row.code ?? 'FERRY_ERR_SINK_REJECTED') as ErrorCode, reason: row.reason ?? '' };
     },
     record(entries) {
       if (entries.length === 0) return 0;
-      // Update the cache only after the commit: a failed transaction must not move the window.
+      // Update the caches only after the commit: a failed transaction must not move the window.
       const pruned = recordAll(entries);
+      lastRun.clear();
       for (const e of entries) maxSeqs.set(e.gatewayId, Math.max(maxSeqs.get(e.gatewayId) ?? -1, e.seq));
       return pruned;
     },
     counts() {
-      return { held: countHeld.get()?.n ?? 0, pruned: sumPruned.get()?.n ?? 0 };
+      return { held: (countHeld.get()?.n ?? 0) + (countInRuns.get()?.n ?? 0), pruned: sumPruned.get()?.n ?? 0 };
     },
     close() {
       if (!open) return;

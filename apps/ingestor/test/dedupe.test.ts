@@ -150,6 +150,52 @@ describe('dedupe store', () => {
     again.close();
   });
 
+  it('records written seqs as runs: every seq keeps its own hash, gaps stay unseen, across a reopen', () => {
+    const path = tempDb();
+    const store = openDedupeStore({ path, windowPerGateway: 1000 });
+    const h = (seq: number): string => contentHash({ seq });
+    const written = (gatewayId: string, seq: number) => ({ gatewayId, seq, hash: h(seq), outcome: 'written' as const });
+    // Out of order, two gateways, a gap at 13..14, and a refusal inside the range.
+    store.record([written('gw', 12), written('gw', 10), written('gw', 11), written('gw', 15), written('other', 11), written('gw', 16)]);
+    store.record([{ gatewayId: 'gw', seq: 13, hash: h(13), outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason: 'bad' }]);
+    const check = (s: ReturnType<typeof openDedupeStore>): void => {
+      for (const seq of [10, 11, 12, 15, 16]) expect(s.lookup('gw', seq)).toEqual({ hash: h(seq), outcome: 'written' });
+      expect(s.lookup('gw', 13)).toMatchObject({ outcome: 'rejected', reason: 'bad' });
+      expect(s.lookup('gw', 14)).toBeUndefined();
+      expect(s.lookup('gw', 9)).toBeUndefined();
+      expect(s.lookup('other', 11)).toEqual({ hash: h(11), outcome: 'written' });
+      expect(s.lookup('other', 10)).toBeUndefined();
+      expect(s.counts().held).toBe(7);
+    };
+    check(store);
+    store.close();
+    const again = openDedupeStore({ path, windowPerGateway: 1000 });
+    check(again);
+    // A replay that writes the refused seq: written wins over the refusal; a later refusal never replaces a write.
+    again.record([written('gw', 13)]);
+    again.record([{ gatewayId: 'gw', seq: 11, hash: h(11), outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason: 'late' }]);
+    expect(again.lookup('gw', 13)).toEqual({ hash: h(13), outcome: 'written' });
+    expect(again.lookup('gw', 11)).toEqual({ hash: h(11), outcome: 'written' });
+    // The same seqs written again with other content (after a window let them go): the newest is what counts.
+    again.record([{ gatewayId: 'gw', seq: 10, hash: contentHash('again'), outcome: 'written' }]);
+    expect(again.lookup('gw', 10)).toEqual({ hash: contentHash('again'), outcome: 'written' });
+    expect(again.lookup('gw', 12)).toEqual({ hash: h(12), outcome: 'written' });
+    again.close();
+  });
+
+  it('prunes whole runs once the window has passed them, counting their seqs', () => {
+    const store = openDedupeStore({ path: tempDb(), windowPerGateway: 10 });
+    const entries = Array.from({ length: 25 }, (_, seq) => ({ gatewayId: 'gw', seq, hash: contentHash(seq), outcome: 'written' as const }));
+    store.record(entries.slice(0, 10));
+    expect(store.counts()).toEqual({ held: 10, pruned: 0 });
+    // Highest seq 24, window 10: the run 0..9 goes; the run 10..24 reaches into the window and stays whole.
+    expect(store.record(entries.slice(10))).toBe(10);
+    expect(store.counts()).toEqual({ held: 15, pruned: 10 });
+    expect(store.lookup('gw', 14)).toBeUndefined();
+    expect(store.lookup('gw', 15)).toEqual({ hash: contentHash(15), outcome: 'written' });
+    store.close();
+  });
+
   it('treats a seq below the window as unseen even before it is pruned from the file', () => {
     const path = tempDb();
     const store = openDedupeStore({ path, windowPerGateway: 1000 });
