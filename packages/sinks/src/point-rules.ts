@@ -83,9 +83,25 @@ export function checkPoint(point: Point): string | undefined {
   return undefined;
 }
 
+function isSurrogate(unit: number): boolean {
+  return unit >= 0xd800 && unit <= 0xdfff;
+}
+
 /** Orders strings by their UTF-8 bytes, as Go's bytes.Compare does (UTF-16 order differs above U+FFFF). */
 export function compareUtf8(a: string, b: string): number {
-  return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+  // Called for every tag of every point written: compare UTF-16 units without encoding. Away
+  // from surrogates, UTF-16 and UTF-8 order agree (code point order), and a string that is a
+  // prefix of the other sorts first either way (even when it ends in half a pair: a lone
+  // surrogate encodes as EF BF BD, below any 4-byte sequence); where a surrogate decides, encode.
+  const length = Math.min(a.length, b.length);
+  for (let i = 0; i < length; i++) {
+    const x = a.charCodeAt(i);
+    const y = b.charCodeAt(i);
+    if (x === y) continue;
+    if (isSurrogate(x) || isSurrogate(y)) return Buffer.compare(Buffer.from(a, 'utf8'), Buffer.from(b, 'utf8'));
+    return x < y ? -1 : 1;
+  }
+  return a.length === b.length ? 0 : a.length < b.length ? -1 : 1;
 }
 
 /** The tags that identify the point's series: empty values dropped, sorted by key (InfluxDB's recommended order). */
