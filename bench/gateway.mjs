@@ -61,6 +61,17 @@ async function freePort() {
   });
 }
 
+/** CPU time (user + system, ms) of each process, from /proc/<pid>/stat. */
+function cpuOf(pids) {
+  const out = {};
+  for (const [name, pid] of Object.entries(pids)) {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1].split(' ');
+    // utime and stime are fields 14 and 15 of stat, 12 and 13 after "pid (comm) "; clock ticks of 10 ms.
+    out[name] = (Number(fields[11]) + Number(fields[12])) * 10;
+  }
+  return out;
+}
+
 async function waitUntil(probe, what, timeoutMs = 120_000) {
   const deadline = Date.now() + timeoutMs;
   for (;;) {
@@ -118,7 +129,9 @@ async function startFerry(kind, config, dir, name, httpPort, { requireOk = true 
   writeFileSync(file, JSON.stringify(config));
   // The gateway runs with the V8 flags the Pi install gives it (deploy/pi), unless BENCH_GATEWAY_NODE_FLAGS says otherwise.
   const nodeFlags = kind === 'gateway' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? GATEWAY_NODE_FLAGS).split(' ').filter(Boolean) : [];
-  const proc = spawnChild([...nodeFlags, FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`));
+  // BENCH_CPU_PROF=<dir> writes a CPU profile of every Ferry child into <dir>/<name>.
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(process.env.BENCH_CPU_PROF, name)}`] : [];
+  const proc = spawnChild([...nodeFlags, ...profile, FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`));
   await waitUntil(async () => {
     if (proc.child.exitCode !== null) throw new Error(`${name} exited; see ${join(dir, `${name}.log`)}`);
     const res = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
@@ -436,6 +449,8 @@ async function drainPhase(opts, dir) {
       }
     }, 100);
     const startDepth = metric(await metrics(gatewayHttp), 'ferry_gateway_outbox_depth');
+    const procs = { gateway: gw.pid, broker: broker.pid, ingestor: ingestor.pid };
+    let cpuAtFirst;
     log(`drain: ${startDepth} readings into a real ingestor (embedded SQLite sink), for at most ${opts.drainSeconds} s`);
     let first;
     let last;
@@ -451,6 +466,7 @@ async function drainPhase(opts, dir) {
       if (first === undefined && a > 0) {
         first = now;
         ackedAtFirst = a;
+        cpuAtFirst = cpuOf(procs);
       }
       if (first !== undefined) {
         last = now;
@@ -462,6 +478,10 @@ async function drainPhase(opts, dir) {
       await pause(100);
     }
     const seconds = (last - first) / 1000;
+    const cpuEnd = cpuOf(procs);
+    // Share of one core each process used during the drain: which of them binds it.
+    const cpuShare = Object.fromEntries(Object.keys(procs).map((k) => [k, round((cpuEnd[k] - cpuAtFirst[k]) / 1000 / seconds)]));
+    log(`drain: CPU (share of one core) ${JSON.stringify(cpuShare)}`);
     const gm = await metrics(gatewayHttp);
     const im = await metrics(ingestorHttp);
     log(
@@ -471,7 +491,7 @@ async function drainPhase(opts, dir) {
     );
     const drainPerSec = seconds > 0 ? (acked - ackedAtFirst) / seconds : 0;
     log(`drain: ${acked} acked in ${seconds.toFixed(1)} s after the first ack: ${drainPerSec.toFixed(0)}/s; depth left ${depth}; peak RSS ${peak.toFixed(1)} MB`);
-    return { drainPerSec, drainedReadings: acked, drainSeconds: seconds, rssDrainMB: peak, rssDrainAnonMB: peakAnon };
+    return { drainPerSec, drainedReadings: acked, drainSeconds: seconds, rssDrainMB: peak, rssDrainAnonMB: peakAnon, drainCpuShare: cpuShare };
   } finally {
     clearInterval(sampler);
     await gw?.stop();
@@ -508,6 +528,7 @@ async function main() {
       drainPerSec: Math.round(drain.drainPerSec),
       drainVsSqliteReadDelete: round(drain.drainPerSec / raw.sqliteReadDeletePerSec),
       drainedReadings: drain.drainedReadings,
+      drainCpuShare: drain.drainCpuShare,
       ingestWithBacklogPerSec: Math.round(held.ingestWithBacklogPerSec),
       rssMB: round(rssMB),
       rssHeldMB: round(held.rssHeldMB),
