@@ -12,7 +12,7 @@
 // (`1i`) are never written: JSON cannot tell 21 from 21.0, and a field must keep one type.
 import { FerryError } from '@ferry/protocol';
 import type { FieldValue, Point, PointRejection } from './sink.js';
-import { checkPoint, seriesTags, sortedFields } from './point-rules.js';
+import { checkPoint, compareUtf8 } from './point-rules.js';
 
 export function escapeMeasurement(measurement: string): string {
   return measurement.replace(/[, ]/g, '\\$&');
@@ -38,14 +38,34 @@ export function formatFieldValue(value: FieldValue): string {
   return quoteString(value);
 }
 
-/** Encodes a point already known to pass checkPoint. */
+const NEEDS_KEY_ESCAPE = /[,= ]/;
+
+/** escapeKey, without running the replacement for the usual name that needs none. */
+function escapedKey(key: string): string {
+  return NEEDS_KEY_ESCAPE.test(key) ? escapeKey(key) : key;
+}
+
+/** The names of a record in UTF-8 byte order (seriesTags' order), without building entries. */
+function sortedNames(record: Readonly<Record<string, unknown>>): string[] {
+  const names = Object.keys(record);
+  if (names.length > 1) names.sort(compareUtf8);
+  return names;
+}
+
+/** Encodes a point already known to pass checkPoint. Runs for every point written: plain loops. */
 function lineOf(point: Point): string {
   let line = escapeMeasurement(point.measurement);
-  for (const [key, value] of seriesTags(point)) line += `,${escapeKey(key)}=${escapeKey(value)}`;
-  line += ' ';
-  line += sortedFields(point)
-    .map(([key, value]) => `${escapeKey(key)}=${formatFieldValue(value)}`)
-    .join(',');
+  const { tags, fields } = point;
+  for (const key of sortedNames(tags)) {
+    const value = tags[key]!;
+    // Empty values are dropped, as seriesTags does.
+    if (value.length > 0) line += `,${escapedKey(key)}=${escapedKey(value)}`;
+  }
+  let separator = ' ';
+  for (const key of sortedNames(fields)) {
+    line += `${separator}${escapedKey(key)}=${formatFieldValue(fields[key]!)}`;
+    separator = ',';
+  }
   return `${line} ${point.timestampNs}`;
 }
 

@@ -25,8 +25,17 @@ function textProblem(what: string, text: string): string | undefined {
   return undefined;
 }
 
-function nameProblem(what: string, name: string): string | undefined {
-  if (name.length === 0) return `${what} is empty`;
+/** Every character textProblem looks at. */
+const SUSPECT_TEXT = /[\n\r\uD800-\uDFFF]/;
+
+/** Every character any rule below looks at: a name without one of them passes them all. */
+const SUSPECT = /[\u0000-\u001f\u007f\\\uD800-\uDFFF]/;
+
+/** `what` names the name in a refusal; it is built only for a refusal (this runs for every name of every point). */
+function nameProblem(describe: () => string, name: string): string | undefined {
+  if (name.length === 0) return `${describe()} is empty`;
+  if (!SUSPECT.test(name)) return undefined;
+  const what = describe();
   const problem = textProblem(what, name);
   if (problem) return problem;
   const control = CONTROL_CHARACTER.exec(name);
@@ -46,23 +55,25 @@ function quoted(name: string): string {
 
 /** Returns why the point cannot be written, or undefined when it can. */
 export function checkPoint(point: Point): string | undefined {
-  const measurementProblem = nameProblem('measurement', point.measurement);
+  const measurementProblem = nameProblem(() => 'measurement', point.measurement);
   if (measurementProblem) return measurementProblem;
   // A line starting with `#` is a comment: InfluxDB would answer 204 and silently drop the point.
   if (point.measurement.startsWith('#')) return `measurement ${quoted(point.measurement)} starts with "#", which line protocol reads as a comment`;
-  for (const [key, value] of Object.entries(point.tags)) {
-    const keyProblem = nameProblem(`tag key ${quoted(key)}`, key);
+  for (const key in point.tags) {
+    if (!Object.hasOwn(point.tags, key)) continue;
+    const value = point.tags[key]!;
+    const keyProblem = nameProblem(() => `tag key ${quoted(key)}`, key);
     if (keyProblem) return keyProblem;
     // An empty tag value means "no such tag" (line protocol cannot express it): it is dropped, not refused.
     if (value.length > 0) {
-      const valueProblem = nameProblem(`value of tag ${quoted(key)}`, value);
+      const valueProblem = nameProblem(() => `value of tag ${quoted(key)}`, value);
       if (valueProblem) return valueProblem;
     }
   }
   const fields = Object.entries(point.fields);
   if (fields.length === 0) return 'point has no fields';
   for (const [key, value] of fields) {
-    const keyProblem = nameProblem(`field key ${quoted(key)}`, key);
+    const keyProblem = nameProblem(() => `field key ${quoted(key)}`, key);
     if (keyProblem) return keyProblem;
     // InfluxDB reads `\"` in a field key as `"`; VictoriaMetrics loses or misreads a line whose
     // field key holds a lone double quote. No spelling works for both.
@@ -70,7 +81,7 @@ export function checkPoint(point: Point): string | undefined {
     if (typeof value === 'number') {
       if (!Number.isFinite(value)) return `field ${quoted(key)} is ${String(value)}, which databases cannot store`;
     } else if (typeof value === 'string') {
-      const problem = textProblem(`string value of field ${quoted(key)}`, value);
+      const problem = SUSPECT_TEXT.test(value) ? textProblem(`string value of field ${quoted(key)}`, value) : undefined;
       if (problem) return problem;
     } else if (typeof value !== 'boolean') {
       return `field ${quoted(key)} has unsupported type ${typeof value}`;
@@ -109,9 +120,4 @@ export function seriesTags(point: Point): Array<[string, string]> {
   return Object.entries(point.tags)
     .filter(([, value]) => value.length > 0)
     .sort(([a], [b]) => compareUtf8(a, b));
-}
-
-/** The fields in a stable order, so the same point always yields the same line. */
-export function sortedFields(point: Point): Array<[string, Point['fields'][string]]> {
-  return Object.entries(point.fields).sort(([a], [b]) => compareUtf8(a, b));
 }
