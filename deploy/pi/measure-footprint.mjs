@@ -25,6 +25,11 @@ const SYNCHRONOUS = args.get('synchronous') ?? 'normal';
 // The gateway runs with the node flags the systemd unit gives it.
 const unitFlags = /^ExecStart=\S+\s+(.*?)\s*\S*ferry\.mjs /m.exec(readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'ferry-gateway.service'), 'utf8'))?.[1] ?? '';
 const GATEWAY_NODE_FLAGS = (args.get('node-flags') ?? unitFlags).split(' ').filter(Boolean);
+// ... and its Environment= settings (MALLOC_ARENA_MAX), unless other flags were asked for.
+const unitEnv = Object.fromEntries(
+  [...readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'ferry-gateway.service'), 'utf8').matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2].trim()]),
+);
+const GATEWAY_ENV = args.has('node-flags') ? process.env : { ...process.env, ...unitEnv };
 // /proc/<pid>/io write_bytes is 0 on tmpfs: measure on a real disk.
 const base = args.get('data-dir') ?? mkdtempSync(join('/var/tmp', 'ferry-footprint-'));
 mkdirSync(base, { recursive: true });
@@ -46,6 +51,7 @@ function start(name, config, extra = []) {
   const nodeFlags = name === 'gateway' ? GATEWAY_NODE_FLAGS : [];
   const child = spawn(process.execPath, [...nodeFlags, FERRY, name === 'simulate' ? 'simulate' : name, ...(name === 'simulate' ? [] : ['-c', file]), ...extra], {
     stdio: ['ignore', 'ignore', 'inherit'],
+    env: name === 'gateway' ? GATEWAY_ENV : process.env,
   });
   children.push(child);
   return child;

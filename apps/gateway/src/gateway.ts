@@ -8,6 +8,7 @@ import type { GapRecord, Rejection } from '@ferry/protocol';
 import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
+import { GATEWAY_SQLITE_CACHE_KIB } from './outbox-file.js';
 import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
 import { gatewayConfigSchema } from './config.js';
 import type { GatewayConfig, GatewayConfigInput } from './config.js';
@@ -319,6 +320,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         path: join(config.dataDir, 'deadletters.db'),
         maxEntries: config.deadLetters.maxEntries,
         clock,
+        cacheKiB: GATEWAY_SQLITE_CACHE_KIB,
       });
       return { outbox, deadLetters };
     } catch (err) {

@@ -24,3 +24,4 @@ export type { CompactedSpan, DropReason, GapRecord } from './drops.js';
 export { COMPACTED_COUNT_METRIC, COMPACTED_FLAG } from './compact.js';
 export type { CompactionResult } from './outbox.js';
 export type { DrainProgress } from './drain.js';
+export { applyGatewayFootprint } from './footprint.js';

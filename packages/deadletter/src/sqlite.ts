@@ -23,6 +23,8 @@ export interface SqliteDeadLetterStoreOptions {
    * since the WAL was last synced (at checkpoints); the file stays consistent either way.
    */
   readonly synchronous?: 'normal' | 'full';
+  /** SQLite page cache, KiB (openSqlite's cacheKiB); default the build's 16 MiB. */
+  readonly cacheKiB?: number;
 }
 
 const SCHEMA_VERSION = 1;
@@ -127,6 +129,7 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
     path: options.path,
     what: 'dead-letter store',
     synchronous: options.synchronous === 'normal' ? 'normal' : 'full',
+    ...(options.cacheKiB !== undefined ? { cacheKiB: options.cacheKiB } : {}),
     setup: migrate,
   });
 

@@ -21,6 +21,11 @@ export interface SqliteOpenOptions {
   readonly synchronous: SqliteSynchronous;
   /** How long a write waits for another connection's lock, ms. Default 5000. */
   readonly busyTimeoutMs?: number;
+  /**
+   * Page cache of this connection, KiB. Default: better-sqlite3's build default (16 MiB), right for
+   * the cloud services; a gateway on a Pi passes a small one (every connection can fill its own).
+   */
+  readonly cacheKiB?: number;
   /** Schema and migrations, run under the same error handling; the file is closed if it throws. */
   readonly setup?: (db: Database.Database) => void;
 }
@@ -33,6 +38,7 @@ export function openSqlite(options: SqliteOpenOptions): Database.Database {
     db = new Database(options.path, { timeout: options.busyTimeoutMs ?? 5000 });
     db.pragma('journal_mode = WAL');
     db.pragma(`synchronous = ${options.synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
+    if (options.cacheKiB !== undefined) db.pragma(`cache_size = -${Math.max(1, Math.floor(options.cacheKiB))}`);
     options.setup?.(db);
     return db;
   } catch (err) {

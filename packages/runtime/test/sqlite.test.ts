@@ -53,4 +53,16 @@ describe('openSqlite', () => {
       }),
     ).toThrow(/test store .* cannot be opened: newer schema/);
   });
+
+  it('sets the page cache a store asks for, and leaves the build default otherwise', () => {
+    const small = openSqlite({ path: join(tempDir(), 'small.db'), what: 'test store', synchronous: 'normal', cacheKiB: 2048 });
+    const plain = openSqlite({ path: join(tempDir(), 'plain.db'), what: 'test store', synchronous: 'normal' });
+    try {
+      expect(small.pragma('cache_size', { simple: true })).toBe(-2048);
+      expect(plain.pragma('cache_size', { simple: true })).toBe(-16000);
+    } finally {
+      small.close();
+      plain.close();
+    }
+  });
 });

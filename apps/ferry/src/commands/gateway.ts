@@ -19,7 +19,8 @@ interface GatewayFlags {
 }
 
 export async function runGateway(flags: GatewayFlags): Promise<number> {
-  const { createGateway, gatewayConfigSchema } = await import('@ferry/gateway');
+  const { applyGatewayFootprint, createGateway, gatewayConfigSchema } = await import('@ferry/gateway');
+  applyGatewayFootprint();
   let resolved;
   try {
     resolved = resolveConfig((input) => parseConfig(gatewayConfigSchema, input, 'gateway config'), {

@@ -1,0 +1,41 @@
+// The gateway's memory settings for a small device: a 2 MiB SQLite page cache on the outbox (not the
+// 16 MiB better-sqlite3 is built with, which a quick_check of a large backlog fills; the dead-letter
+// store gets the same through openSqlite's cacheKiB, tested in packages/runtime), and no
+// mqtt-packet number cache (65,536 Buffers) in the process that runs the gateway.
+import { join } from 'node:path';
+import Database from 'better-sqlite3';
+import { afterEach, describe, expect, it } from 'vitest';
+import { writeToStream } from 'mqtt-packet';
+import { applyGatewayFootprint } from '../src/index.js';
+import { GATEWAY_SQLITE_CACHE_KIB, openOutboxFile } from '../src/outbox-file.js';
+import { tempDir } from './harness.js';
+
+const cleanups: (() => void)[] = [];
+afterEach(() => {
+  while (cleanups.length > 0) cleanups.pop()?.();
+});
+
+describe('gateway footprint', () => {
+  it('gives the outbox connection a 2 MiB page cache', () => {
+    const d = tempDir();
+    cleanups.push(() => d.remove());
+    const { db } = openOutboxFile(join(d.path, 'outbox.db'), 'normal', 0);
+    cleanups.push(() => db.close());
+    expect(GATEWAY_SQLITE_CACHE_KIB).toBe(2048);
+    expect(db.pragma('cache_size', { simple: true })).toBe(-2048);
+    // What better-sqlite3 gives a connection otherwise: the setting is what makes the difference.
+    const plain = new Database(':memory:');
+    cleanups.push(() => plain.close());
+    expect(plain.pragma('cache_size', { simple: true })).toBe(-16000);
+  });
+
+  it('turns off the mqtt-packet number cache for the process', () => {
+    const before = writeToStream.cacheNumbers;
+    cleanups.push(() => {
+      writeToStream.cacheNumbers = before;
+    });
+    writeToStream.cacheNumbers = true;
+    applyGatewayFootprint();
+    expect(writeToStream.cacheNumbers).toBe(false);
+  });
+});
