@@ -92,10 +92,10 @@ process.on('exit', () => {
   for (const c of children) c.kill('SIGKILL');
 });
 
-function spawnChild(args, logFile) {
+function spawnChild(args, logFile, env = process.env) {
   const fd = openSync(logFile, 'a');
   try {
-    const child = spawn(process.execPath, args, { stdio: ['ignore', fd, fd] });
+    const child = spawn(process.execPath, args, { stdio: ['ignore', fd, fd], env });
     children.add(child);
     const exited = new Promise((resolve) => child.once('exit', resolve));
     exited.then(() => children.delete(child));
@@ -123,15 +123,23 @@ const GATEWAY_NODE_FLAGS = (() => {
   return execStart[1];
 })();
 
+/** The unit's Environment= settings (NAME=value), which the gateway runs with on a Pi. */
+const GATEWAY_ENV = (() => {
+  const unit = readFileSync(new URL('../deploy/pi/ferry-gateway.service', import.meta.url), 'utf8');
+  return Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2].trim()]));
+})();
+
 async function startFerry(kind, config, dir, name, httpPort, { requireOk = true } = {}) {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
-  // The gateway runs with the V8 flags the Pi install gives it (deploy/pi), unless BENCH_GATEWAY_NODE_FLAGS says otherwise.
+  // The gateway runs with the V8 flags and environment the Pi install gives it (deploy/pi), unless
+  // BENCH_GATEWAY_NODE_FLAGS says otherwise (then with neither the unit's flags nor its environment).
   const nodeFlags = kind === 'gateway' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? GATEWAY_NODE_FLAGS).split(' ').filter(Boolean) : [];
   // BENCH_CPU_PROF=<dir> writes a CPU profile of every Ferry child into <dir>/<name>.
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(process.env.BENCH_CPU_PROF, name)}`] : [];
-  const proc = spawnChild([...nodeFlags, ...profile, FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`));
+  const env = kind === 'gateway' && process.env.BENCH_GATEWAY_NODE_FLAGS === undefined ? { ...process.env, ...GATEWAY_ENV } : process.env;
+  const proc = spawnChild([...nodeFlags, ...profile, FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`), env);
   await waitUntil(async () => {
     if (proc.child.exitCode !== null) throw new Error(`${name} exited; see ${join(dir, `${name}.log`)}`);
     const res = await fetch(`http://127.0.0.1:${httpPort}/healthz`);
@@ -155,6 +163,32 @@ function rssOf(pid) {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (key) => Number(new RegExp(`^${key}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? 0);
   return { rssMB: kb('VmRSS') / 1024, hwmMB: kb('VmHWM') / 1024, anonMB: kb('RssAnon') / 1024, fileMB: kb('RssFile') / 1024 };
+}
+
+/**
+ * Peak memory of a Ferry process while it runs: VmRSS and its anonymous part from /proc every
+ * 100 ms, and the V8 heap (total, from its /metrics) every 500 ms.
+ */
+function sampleMemory(pid, httpPort) {
+  const peak = { rssMB: 0, anonMB: 0, heapMB: 0 };
+  const sample = () => {
+    try {
+      const r = rssOf(pid);
+      peak.rssMB = Math.max(peak.rssMB, r.rssMB);
+      peak.anonMB = Math.max(peak.anonMB, r.anonMB);
+    } catch {
+      // exited
+    }
+  };
+  const sampleHeap = () =>
+    metrics(httpPort).then(
+      (m) => (peak.heapMB = Math.max(peak.heapMB, metric(m, 'nodejs_heap_size_total_bytes') / 1048576)),
+      () => undefined,
+    );
+  sample();
+  void sampleHeap();
+  const timers = [setInterval(sample, 100), setInterval(() => void sampleHeap(), 500)];
+  return { peak, stop: () => timers.forEach(clearInterval) };
 }
 
 function metric(text, name) {
@@ -378,21 +412,9 @@ async function prefill(opts, dir) {
 async function heldPhase(opts, dir) {
   const [devicePort, httpPort, deadPort] = [await freePort(), await freePort(), await freePort()];
   const gw = await startFerry('gateway', gatewayConfig(dir, devicePort, httpPort, `mqtt://127.0.0.1:${deadPort}`), dir, 'gateway-held', httpPort);
-  let peak = 0;
-  let peakAnon = 0;
-  const sample = () => {
-    try {
-      const r = rssOf(gw.pid);
-      peak = Math.max(peak, r.rssMB);
-      peakAnon = Math.max(peakAnon, r.anonMB);
-    } catch {
-      // exited
-    }
-  };
-  const sampler = setInterval(sample, 100);
+  const memory = sampleMemory(gw.pid, httpPort);
   try {
-    sample();
-    log(`held: gateway up on the backlog, RSS ${peak.toFixed(1)} MB; publishing ${opts.heldPublish} more with the uplink down`);
+    log(`held: gateway up on the backlog, RSS ${memory.peak.rssMB.toFixed(1)} MB; publishing ${opts.heldPublish} more with the uplink down`);
     const r = await publishLoad({
       url: `mqtt://127.0.0.1:${devicePort}`,
       clients: opts.clients,
@@ -402,10 +424,11 @@ async function heldPhase(opts, dir) {
     });
     const depth = metric(await metrics(httpPort), 'ferry_gateway_outbox_depth');
     const { hwmMB } = rssOf(gw.pid);
-    log(`held: depth ${depth}, ingest onto the backlog ${r.perSec.toFixed(0)}/s, peak RSS ${peak.toFixed(1)} MB (anonymous ${peakAnon.toFixed(1)}, VmHWM ${hwmMB.toFixed(1)})`);
-    return { rssHeldMB: peak, rssHeldAnonMB: peakAnon, heldDepth: depth, ingestWithBacklogPerSec: r.perSec };
+    const { peak } = memory;
+    log(`held: depth ${depth}, ingest onto the backlog ${r.perSec.toFixed(0)}/s, peak RSS ${peak.rssMB.toFixed(1)} MB (anonymous ${peak.anonMB.toFixed(1)}, V8 heap ${peak.heapMB.toFixed(1)}, VmHWM ${hwmMB.toFixed(1)})`);
+    return { rssHeldMB: peak.rssMB, rssHeldAnonMB: peak.anonMB, heapHeldMB: peak.heapMB, heldDepth: depth, ingestWithBacklogPerSec: r.perSec };
   } finally {
-    clearInterval(sampler);
+    memory.stop();
     await gw.stop();
   }
 }
@@ -434,20 +457,10 @@ async function drainPhase(opts, dir) {
     ingestorHttp,
   );
   let gw;
-  let peak = 0;
-  let peakAnon = 0;
-  let sampler;
+  let memory;
   try {
     gw = await startFerry('gateway', gatewayConfig(dir, devicePort, gatewayHttp, brokerUrl), dir, 'gateway-drain', gatewayHttp);
-    sampler = setInterval(() => {
-      try {
-        const r = rssOf(gw.pid);
-        peak = Math.max(peak, r.rssMB);
-        peakAnon = Math.max(peakAnon, r.anonMB);
-      } catch {
-        // exited
-      }
-    }, 100);
+    memory = sampleMemory(gw.pid, gatewayHttp);
     const startDepth = metric(await metrics(gatewayHttp), 'ferry_gateway_outbox_depth');
     const procs = { gateway: gw.pid, broker: broker.pid, ingestor: ingestor.pid };
     let cpuAtFirst;
@@ -490,10 +503,11 @@ async function drainPhase(opts, dir) {
         `taking ${metric(im, 'ferry_ingestor_write_duration_seconds_sum').toFixed(1)} s in all`,
     );
     const drainPerSec = seconds > 0 ? (acked - ackedAtFirst) / seconds : 0;
-    log(`drain: ${acked} acked in ${seconds.toFixed(1)} s after the first ack: ${drainPerSec.toFixed(0)}/s; depth left ${depth}; peak RSS ${peak.toFixed(1)} MB`);
-    return { drainPerSec, drainedReadings: acked, drainSeconds: seconds, rssDrainMB: peak, rssDrainAnonMB: peakAnon, drainCpuShare: cpuShare };
+    const { peak } = memory;
+    log(`drain: ${acked} acked in ${seconds.toFixed(1)} s after the first ack: ${drainPerSec.toFixed(0)}/s; depth left ${depth}; peak RSS ${peak.rssMB.toFixed(1)} MB (anonymous ${peak.anonMB.toFixed(1)}, V8 heap ${peak.heapMB.toFixed(1)})`);
+    return { drainPerSec, drainedReadings: acked, drainSeconds: seconds, rssDrainMB: peak.rssMB, rssDrainAnonMB: peak.anonMB, heapDrainMB: peak.heapMB, drainCpuShare: cpuShare };
   } finally {
-    clearInterval(sampler);
+    memory?.stop();
     await gw?.stop();
     await ingestor.stop();
     await broker.stop();
@@ -534,6 +548,7 @@ async function main() {
       rssHeldMB: round(held.rssHeldMB),
       rssDrainMB: round(drain.rssDrainMB),
       rssAnonMB: round(Math.max(held.rssHeldAnonMB, drain.rssDrainAnonMB)),
+      heapTotalMB: round(Math.max(held.heapHeldMB, drain.heapDrainMB)),
       rssIngestMB: round(ingest.ingestRssMB),
       loadAverage: loadavg().map(round),
       targets: {
