@@ -174,8 +174,9 @@ export class TumblingWindows {
     const v = sample.value;
     w.count++;
     w.sum += v;
-    if (v < w.min) w.min = v;
-    if (v > w.max) w.max = v;
+    // Math.min/max, not `<`/`>`: -0 is below 0 for them, so the result does not depend on which came first.
+    w.min = Math.min(w.min, v);
+    w.max = Math.max(w.max, v);
     if (sample.ts < w.firstTs) {
       w.firstTs = sample.ts;
       w.first = v;

@@ -183,6 +183,16 @@ describe('rollups match a batch GROUP BY over the samples they accepted', () => 
         .map((x) => x.p),
     );
 
+  it('takes -0 as below 0 for min and max, whichever came first (a counterexample fast-check found)', () => {
+    for (const values of [[0, -0], [-0, 0]]) {
+      const windows = new TumblingWindows({ windowMs: 10_000, allowedLatenessMs: 0, aggregates: ['min', 'max'], maxValuesPerWindow: 10 }, new ReasonCounts());
+      values.forEach((value, i) => windows.push({ ts: 1_700_000_000_001 + i, value }));
+      const [w] = windows.advance(Infinity);
+      expect(Object.is(w?.values.min, -0)).toBe(true);
+      expect(Object.is(w?.values.max, 0)).toBe(true);
+    }
+  });
+
   it('the last emission of every window equals the reference; late samples beyond the lateness are counted', () => {
     fc.assert(
       fc.property(
