@@ -192,6 +192,9 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   let heldRows = count.get()?.n ?? 0;
   let heldInRuns = countRuns.get()?.n ?? 0;
   let lastPrune = 0;
+  // Set when a record deleted runs: an emptied table hands their ids out again, so parsed entries
+  // kept under those ids must go.
+  let runsDeleted = false;
   // Rows an earlier release stored (its hash form): while any are left in the window, a loose
   // identity not found under its key is looked up under the key that release would have used.
   const anyLegacy = db.prepare<[], { one: number }>('SELECT 1 AS one FROM device_seen WHERE length(hash) = 16 LIMIT 1');
@@ -246,6 +249,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       if (aged > 0) {
         deleteRunsOlder.run(cutoff);
         heldInRuns -= aged;
+        runsDeleted = true;
       }
       if (legacyRows) legacyRows = anyLegacy.get() !== undefined;
     }
@@ -260,6 +264,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
         removed += r.n;
       }
       deleteRunsUpTo.run(runs);
+      runsDeleted = true;
       heldInRuns -= removed;
       discarded += removed;
       excess -= removed;
@@ -322,7 +327,9 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     },
     record(identities, now) {
       if (identities.length === 0) return 0;
+      runsDeleted = false;
       const discarded = recordAll(identities, now);
+      if (runsDeleted) parsed.clear();
       // After the commit only; a device not cached is read from the tables when next needed.
       for (const i of identities) {
         if (i.ts === undefined) continue;

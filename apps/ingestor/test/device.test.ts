@@ -186,6 +186,24 @@ describe('device dedupe store', () => {
     expect(store.lookup(later)).toBe(later.hash);
   });
 
+  it('never answers from a run that was pruned, even when a new run takes its id', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const store = openDeviceDedupeStore({ path, windowMs: 600_000, maxEntries: 1000 });
+    closers.push(() => store.close());
+    const first = deviceIdentity(deviceReading({ ts: T0 + 10, deviceSeq: 7, metrics: { t: 1 } }), 'gateway', 'gw')!;
+    store.record([first], NOW);
+    expect(store.lookup(first)).toBe(first.hash);
+    // Past the window, a record with no device time prunes every run: the table is empty.
+    const noTime = deviceIdentity(deviceReading({ tsSource: 'gateway', deviceSeq: 1 }), 'gateway', 'gw')!;
+    store.record([noTime], NOW + 700_000);
+    expect(store.lookup(first)).toBeUndefined();
+    // The same strict key with other content, recorded into a run that gets the pruned run's id.
+    const second = deviceIdentity(deviceReading({ ts: T0 + 10, deviceSeq: 7, metrics: { t: 2 } }), 'gateway', 'gw')!;
+    store.record([second], NOW + 700_001);
+    expect(store.lookup(first)).toBe(second.hash);
+    expect(judgeDevice(store.lookup(first), first)).toMatchObject({ kind: 'conflict' });
+  });
+
   it('upgrades a file written before device times were stored, keeping every identity findable', () => {
     const path = join(tempDir(), 'device-dedupe.db');
     const strict = identity(T0 + 10, 4);
