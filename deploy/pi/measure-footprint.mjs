@@ -6,7 +6,7 @@
 // A local broker and ingestor (SQLite sink) take the batches so acks flow as in production.
 //
 //   node deploy/pi/measure-footprint.mjs [--ferry PATH/bin/ferry.mjs] [--rate 1000] [--seconds 30]
-//        [--synchronous normal|full] [--data-dir DIR (on the SD card, not tmpfs)]
+//        [--synchronous normal|full] [--commit-linger-ms N (default: the gateway's)] [--data-dir DIR (on the SD card, not tmpfs)]
 //        [--node-flags "..."  (default: the flags of ExecStart in ferry-gateway.service, next to this file)]
 import { spawn } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -22,6 +22,7 @@ const RATE = Number(args.get('rate') ?? 1000);
 const SECONDS = Number(args.get('seconds') ?? 30);
 const WARMUP_S = 10;
 const SYNCHRONOUS = args.get('synchronous') ?? 'normal';
+const COMMIT_LINGER_MS = args.has('commit-linger-ms') ? Number(args.get('commit-linger-ms')) : undefined;
 // The gateway runs with the node flags the systemd unit gives it.
 const unitFlags = /^ExecStart=\S+\s+(.*?)\s*\S*ferry\.mjs /m.exec(readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'ferry-gateway.service'), 'utf8'))?.[1] ?? '';
 const GATEWAY_NODE_FLAGS = (args.get('node-flags') ?? unitFlags).split(' ').filter(Boolean);
@@ -98,7 +99,7 @@ try {
     dataDir: join(base, 'gateway'),
     devices: { listen: { host: '127.0.0.1', port: devicePort } },
     uplink: { url: `mqtt://127.0.0.1:${brokerPort}` },
-    outbox: { synchronous: SYNCHRONOUS },
+    outbox: { synchronous: SYNCHRONOUS, ...(COMMIT_LINGER_MS !== undefined ? { commitLingerMs: COMMIT_LINGER_MS } : {}) },
     http: { host: '127.0.0.1', port: gatewayHttp },
     logLevel: 'warn',
   });
@@ -121,6 +122,7 @@ try {
     JSON.stringify(
       {
         synchronous: SYNCHRONOUS,
+        commitLingerMs: COMMIT_LINGER_MS ?? 'default',
         targetRate: RATE,
         devices,
         windowSeconds: Number(wall.toFixed(1)),
