@@ -11,16 +11,14 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { encodeSparkplugPayload, SparkplugDataType as T } from '@ferry/decoders';
 import type { FormatConfigInput } from '@ferry/decoders';
-import { silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
 import type { Point } from '@ferry/sinks';
 import { findBinary, makeTempDir, waitFor } from '@ferry/testkit';
-import { createIngestor, DIRECT_SOURCE, parseIngestorConfig } from '../src/index.js';
+import { DIRECT_SOURCE, parseIngestorConfig } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { useMosquitto } from './mosquitto-env.js';
 
 const mosquitto = useMosquitto();
-const { cleanups } = mosquitto;
 
 const run = promisify(execFile);
 const CLI = join(dirname(fileURLToPath(import.meta.url)), '..', '..', 'ferry', 'dist', 'main.js');
@@ -64,18 +62,9 @@ function config(dir: string, patterns: FormatConfigInput[], extra: Partial<Inges
   };
 }
 
-async function start(cfg: IngestorConfigInput): Promise<Ingestor> {
-  const ingestor = createIngestor(cfg, { logger: silentLogger() });
-  cleanups.push(() => ingestor.close());
-  await ingestor.ready();
-  return ingestor;
-}
+const start = (cfg: IngestorConfigInput): Promise<Ingestor> => mosquitto.startIngestor(cfg);
 
-async function dataDir(): Promise<string> {
-  const dir = await makeTempDir('ingestor-direct-formats');
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const dataDir = (): Promise<string> => mosquitto.dataDir('ingestor-direct-formats');
 
 function settled(ingestor: Ingestor, received: number): Promise<unknown> {
   return waitFor(

@@ -1,14 +1,12 @@
 // Devices that publish straight to the cloud broker (real Mosquitto): their QoS 1 publishes are
 // PUBACKed once journaled, written from the journal, deduped by the device's own identity, and
 // what was journaled while the database was down survives a restart.
-import { rmSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
-import { silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
-import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
-import { createIngestor, DIRECT_SOURCE } from '../src/index.js';
+import { freePort, waitFor } from '@ferry/testkit';
+import { DIRECT_SOURCE } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { T0 } from './fixtures.js';
 import { useMosquitto } from './mosquitto-env.js';
@@ -19,11 +17,7 @@ const { cleanups } = mosquitto;
 let n = 0;
 
 
-async function dataDir(): Promise<string> {
-  const dir = await makeTempDir('ingestor-direct');
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const dataDir = (): Promise<string> => mosquitto.dataDir('ingestor-direct');
 
 function config(dir: string, extra: Partial<IngestorConfigInput> = {}): IngestorConfigInput {
   return {
@@ -38,12 +32,7 @@ function config(dir: string, extra: Partial<IngestorConfigInput> = {}): Ingestor
   };
 }
 
-async function start(cfg: IngestorConfigInput): Promise<Ingestor> {
-  const ingestor = createIngestor(cfg, { logger: silentLogger() });
-  cleanups.push(() => ingestor.close());
-  await ingestor.ready();
-  return ingestor;
-}
+const start = (cfg: IngestorConfigInput): Promise<Ingestor> => mosquitto.startIngestor(cfg);
 
 async function device(): Promise<MqttClient> {
   const client = await mqtt.connectAsync(mosquitto.url, { protocolVersion: 4, clientId: `dev-${process.pid}-${++n}`, clean: true });

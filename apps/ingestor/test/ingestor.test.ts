@@ -1,13 +1,12 @@
 // The ingestor as deployed: a real Mosquitto broker, the real SQLite sink and stores, a real MQTT
 // client as the gateway's side, the ops HTTP API over a socket.
-import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { isFerryError, uplinkTopics } from '@ferry/protocol';
 import { silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
 import type { SqliteSink } from '@ferry/sinks';
-import { makeTempDir, waitFor } from '@ferry/testkit';
+import { waitFor } from '@ferry/testkit';
 import { createIngestor } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { reading, readings } from './fixtures.js';
@@ -20,22 +19,13 @@ const { cleanups } = mosquitto;
 
 
 let instance = 0;
-async function dataDir(): Promise<string> {
-  const dir = await makeTempDir('ingestor');
-  cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-  return dir;
-}
+const dataDir = (): Promise<string> => mosquitto.dataDir('ingestor');
 
 function config(dir: string, extra: Partial<IngestorConfigInput> = {}): IngestorConfigInput {
   return { ingestorId: `ing-${process.pid}-${instance}`, dataDir: dir, broker: { url: mosquitto.url }, write: { lingerMs: 5 }, logLevel: 'silent', ...extra };
 }
 
-async function start(cfg: IngestorConfigInput, sink?: SqliteSink): Promise<Ingestor> {
-  const ingestor = createIngestor(cfg, { logger: silentLogger(), ...(sink ? { sink } : {}) });
-  cleanups.push(() => ingestor.close());
-  await ingestor.ready();
-  return ingestor;
-}
+const start = (cfg: IngestorConfigInput, sink?: SqliteSink): Promise<Ingestor> => mosquitto.startIngestor(cfg, sink);
 
 async function sqliteSink(dir: string): Promise<SqliteSink> {
   const sink = createSqliteSink({ path: join(dir, 'points.db') });

@@ -1,8 +1,14 @@
 // One real Mosquitto per test file, and per-test cleanups run last-added-first after each test:
-// the lifecycle the ingestor's MQTT-level tests share.
+// the lifecycle the ingestor's MQTT-level tests share, with the temp data dirs and started
+// ingestors those tests make (both undone by the cleanups).
+import { rmSync } from 'node:fs';
 import { afterAll, afterEach, beforeAll } from 'vitest';
-import { startMosquitto } from '@ferry/testkit';
+import { silentLogger } from '@ferry/runtime';
+import type { Sink } from '@ferry/sinks';
+import { makeTempDir, startMosquitto } from '@ferry/testkit';
 import type { ServerHandle } from '@ferry/testkit';
+import { createIngestor } from '../src/index.js';
+import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 
 export type Cleanup = () => unknown;
 
@@ -12,6 +18,10 @@ export interface MosquittoEnv {
   readonly server: ServerHandle;
   /** Run after each test, the last added first. */
   readonly cleanups: Cleanup[];
+  /** A fresh temp dir, removed after the test. */
+  dataDir(prefix: string): Promise<string>;
+  /** An ingestor created (with `sink` when given, else its configured one) and ready; closed after the test. */
+  startIngestor(config: IngestorConfigInput, sink?: Sink): Promise<Ingestor>;
 }
 
 /** Registers the hooks; call once at the top of a test file. */
@@ -39,5 +49,16 @@ export function useMosquitto(): MosquittoEnv {
       return started();
     },
     cleanups,
+    async dataDir(prefix) {
+      const dir = await makeTempDir(prefix);
+      cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
+      return dir;
+    },
+    async startIngestor(config, sink) {
+      const ingestor = createIngestor(config, { logger: silentLogger(), ...(sink ? { sink } : {}) });
+      cleanups.push(() => ingestor.close());
+      await ingestor.ready();
+      return ingestor;
+    },
   };
 }
