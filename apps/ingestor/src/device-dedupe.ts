@@ -53,20 +53,22 @@ export interface DeviceIdentity {
 /** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
 export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'direct', scope: string): DeviceIdentity | undefined {
   const deviceTime = reading.tsSource === 'device' ? reading.ts : undefined;
-  const content = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq: reading.deviceSeq, ts: deviceTime };
+  const { deviceId, deviceSeq } = reading;
+  // Nothing to recognise the reading by: no hash to compute either.
+  if (deviceSeq === undefined && deviceTime === undefined && origin === 'gateway') return undefined;
+  const content = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq, ts: deviceTime };
   const hash = contentHash(content);
-  const { deviceId } = reading;
+  const strict = deviceSeq !== undefined && deviceTime !== undefined;
+  const key =
+    deviceSeq !== undefined
+      ? strict
+        ? `s${deviceSeq}@${deviceTime}`
+        : `s${deviceSeq}#${hash}`
+      : deviceTime !== undefined
+        ? `t${deviceTime}#${hash}`
+        : `r${reading.receivedAt}#${hash}`;
   const device = `${scope}/${deviceId}`;
-  const make = (key: string, strict: boolean, ts: number | undefined): DeviceIdentity =>
-    ts === undefined
-      ? { scope, deviceId, key, hash, strict, content, device, slot: `${device}\u0000${key}` }
-      : { scope, deviceId, key, hash, strict, ts, content, device, slot: `${device}\u0000${key}` };
-  if (reading.deviceSeq !== undefined) {
-    return deviceTime !== undefined ? make(`s${reading.deviceSeq}@${deviceTime}`, true, deviceTime) : make(`s${reading.deviceSeq}#${hash}`, false, undefined);
-  }
-  if (deviceTime !== undefined) return make(`t${deviceTime}#${hash}`, false, deviceTime);
-  if (origin === 'direct') return make(`r${reading.receivedAt}#${hash}`, false, undefined);
-  return undefined;
+  return { scope, deviceId, key, hash, strict, ...(deviceTime !== undefined ? { ts: deviceTime } : {}), content, device, slot: `${device}\u0000${key}` };
 }
 
 /** The key an earlier release stored for a loose identity (its hash form inside the key); a strict key has no hash in it. */
