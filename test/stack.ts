@@ -84,7 +84,13 @@ export function expectedTemperature(d: number, i: number): number {
   return Math.round((15 + d + i / 100) * 100) / 100;
 }
 
-export const BASE_TS = Date.UTC(2026, 10, 1, 0, 0, 0);
+const DAY_MS = 86_400_000;
+/**
+ * Device time of reading 0: the start of yesterday (UTC) by the clock at run time, so windows of
+ * a minute, an hour or a day line up with it, and every reading is recent by any bound the
+ * product applies. Never a calendar date: one pinned here expired the suite once.
+ */
+export const BASE_TS = Math.floor(Date.now() / DAY_MS) * DAY_MS - DAY_MS;
 
 export function deviceId(d: number): string {
   return `dev-${String(d).padStart(2, '0')}`;

@@ -126,7 +126,7 @@ export const gatewayConfigSchema = z
         /** Bounds: rows, bytes (payloads plus a fixed cost a row) and age by the reading's own timestamp. */
         maxRows: z.number().int().positive().default(5_000_000),
         maxBytes: z.number().int().positive().default(2 * 1024 * 1024 * 1024),
-        /** Default 30 days; readings older than this by their own ts are dropped as `outbox_age`. */
+        /** Default 30 days; readings held longer than this (from their receive time) are dropped as `outbox_age`. */
         maxAgeMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
         /**
          * `drop-oldest` keeps the newest readings; `refuse-new` withholds PUBACKs so devices keep

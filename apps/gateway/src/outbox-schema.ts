@@ -55,7 +55,7 @@ export const OUTBOX_MIGRATIONS: readonly OutboxMigration[] = [
     what: 'gap records, age index, byte totals recomputed',
     up(db) {
       db.exec(`
-        -- The age bound is judged by the reading's own time, so it needs rows by ts.
+        -- Version 2 judged the age bound by the reading's own time (rows by ts); version 5 by receive time.
         CREATE INDEX IF NOT EXISTS outbox_ts ON outbox (ts);
         CREATE TABLE IF NOT EXISTS outbox_gaps (
           id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -112,6 +112,19 @@ export const OUTBOX_MIGRATIONS: readonly OutboxMigration[] = [
           last_ts INTEGER NOT NULL,
           updated_at INTEGER NOT NULL
         ) WITHOUT ROWID;
+      `);
+    },
+  },
+  {
+    version: 5,
+    what: 'age bound by receive time',
+    up(db) {
+      // The age bound measures how long the gateway has held a reading, from its receive time,
+      // not how old the device says it is (a backfill or a wrong device clock must not be dropped
+      // on arrival). Rows by received_at replace rows by ts, which nothing else reads.
+      db.exec(`
+        CREATE INDEX IF NOT EXISTS outbox_received_at ON outbox (received_at);
+        DROP INDEX IF EXISTS outbox_ts;
       `);
     },
   },

@@ -146,7 +146,11 @@ export interface SqliteOutboxOptions {
   readonly maxRows?: number;
   /** Stored bytes held at most: payloads plus OUTBOX_ROW_OVERHEAD_BYTES a row. */
   readonly maxBytes?: number;
-  /** Readings whose own timestamp is older than this are dropped (`outbox_age`); unset: no age bound. */
+  /**
+   * Readings the gateway has held longer than this (from their receive time) are dropped
+   * (`outbox_age`); unset: no age bound. A device's own time is not judged here: a backfill or a
+   * wrong device clock is the validation limits' business (`maxPastAgeMs`, `maxFutureSkewMs`).
+   */
   readonly maxAgeMs?: number;
   /**
    * When a bound on rows or bytes is reached: `drop-oldest` discards the oldest rows (counted as
@@ -247,7 +251,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     `SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq, ${weight} AS readings FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?`,
   );
   const agedRows = db.prepare<[number, number], VictimRow>(
-    `SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq, ${weight} AS readings FROM outbox WHERE ts < ? ORDER BY ts LIMIT ?`,
+    `SELECT seq, device_id, ts, bytes, json_extract(payload, '$.deviceSeq') AS device_seq, ${weight} AS readings FROM outbox WHERE received_at < ? ORDER BY received_at LIMIT ?`,
   );
   const compactRows = db.prepare<[number, number], { seq: number; bytes: number; payload: string }>(
     'SELECT seq, bytes, payload FROM outbox WHERE seq > ? ORDER BY seq LIMIT ?',
@@ -354,7 +358,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     bytes: number;
   }
 
-  /** Drops every row older than the age bound, in flight excepted; inside a transaction. */
+  /** Drops every row held longer than the age bound (by receive time), in flight excepted; inside a transaction. */
   function trimAged(totals: Totals, inFlight: { has(seq: number): boolean }, drops: Map<DropReason, Victim[]>): void {
     if (maxAgeMs === undefined) return;
     const cutoff = Math.floor(clock.now()) - maxAgeMs;

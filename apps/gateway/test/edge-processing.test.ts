@@ -12,7 +12,8 @@ import { createEdgeProcessing, UplinkSettlement } from '../src/process.js';
 import { connectDevice, startCloud, startTestBroker, tempDir, waitFor } from './harness.js';
 import type { Cloud, TestBroker } from './harness.js';
 
-const BASE_TS = Date.UTC(2026, 10, 1);
+// Start of yesterday (UTC) by the clock at run time: aligned to every window, recent by every bound.
+const BASE_TS = Math.floor(Date.now() / 86_400_000) * 86_400_000 - 86_400_000;
 const deadband = { before: 'outbox' as const, pipelines: [{ match: { metric: 'level' }, steps: [{ op: 'deadband' as const, abs: 1 }] }] };
 
 function reading(i: number, level: number): DeviceReading {

@@ -1,4 +1,4 @@
-// The outbox bounds on a real SQLite file: rows, bytes and age (by the reading's own time), the
+// The outbox bounds on a real SQLite file: rows, bytes and age (how long the gateway held a reading), the
 // two full policies, and the drop ledger (counts per device and reason, gap records).
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -10,6 +10,7 @@ import { tempDir } from './harness.js';
 
 const T0 = 1_700_000_000_000;
 const none = new Set<number>();
+const DAY_MS = 86_400_000;
 
 function reading(n: number, deviceId = 'dev-1', ts = T0 + n, deviceSeq?: number): DeviceReading {
   return {
@@ -84,19 +85,36 @@ describe('outbox bounds', () => {
     expect(second.stats().dropped).toEqual({ outbox_bytes: 1 });
   });
 
-  it("judges age by the reading's own timestamp, not by when it was stored", () => {
+  it('judges age by how long the gateway has held a reading, not by the time the device gave it', () => {
     const { open, clock } = place();
     const outbox = open({ maxAgeMs: 60_000 });
-    // Stored now, but measured an hour ago (a device that buffered): old on arrival.
-    outbox.append([reading(1, 'a', clock.now() - 3_600_000), reading(2, 'a', clock.now())]);
-    expect(outbox.expire()).toHaveLength(1);
-    expect(ns(outbox)).toEqual([2]);
-    clock.advance(61_000);
-    // An append applies the bound too.
-    const result = outbox.append([reading(3, 'a', clock.now())]);
-    expect(result.droppedSeqs).toHaveLength(1);
+    const now = clock.now();
+    // A backfill (or a device whose clock is 40 days behind): old by its own time, received now.
+    const backfill = (n: number): DeviceReading => ({ ...reading(n, 'a', now - 40 * DAY_MS, n), receivedAt: now });
+    outbox.append([backfill(1), backfill(2)]);
+    expect(outbox.expire()).toEqual([]);
+    expect(ns(outbox)).toEqual([1, 2]);
+    clock.advance(30_000);
+    outbox.append([{ ...reading(3, 'b', clock.now() - 40 * DAY_MS), receivedAt: clock.now() }]);
+    expect(outbox.expire()).toEqual([]);
+    // Held 61 s: the first two go, the one received 30 s later stays.
+    clock.advance(31_000);
+    expect(outbox.expire()).toHaveLength(2);
     expect(ns(outbox)).toEqual([3]);
-    expect(outbox.stats().dropped).toEqual({ outbox_age: 2 });
+    // An append applies the bound too.
+    clock.advance(30_000);
+    const result = outbox.append([{ ...reading(4, 'b'), receivedAt: clock.now() }]);
+    expect(result.droppedSeqs).toHaveLength(1);
+    expect(ns(outbox)).toEqual([4]);
+    expect(outbox.stats().dropped).toEqual({ outbox_age: 3 });
+    expect(outbox.droppedByDevice()).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ reason: 'outbox_age', deviceId: 'a', count: 2 }),
+        expect.objectContaining({ reason: 'outbox_age', deviceId: 'b', count: 1 }),
+      ]),
+    );
+    const gap = outbox.gaps().find((g) => g.deviceId === 'a');
+    expect(gap).toMatchObject({ reason: 'outbox_age', count: 2, firstDeviceSeq: 1, lastDeviceSeq: 2, firstTs: now - 40 * DAY_MS });
   });
 
   it('refuses a group that does not fit under refuse-new, whole, and drops nothing', () => {

@@ -65,6 +65,42 @@ describe('outbox schema versions', () => {
     check.close();
   });
 
+  it('migrates a version 4 outbox to the age bound by receive time: a backfill it holds is kept, a row held too long goes', () => {
+    const path = join(dir(), 'outbox.db');
+    const clock = new ManualClock(Date.now());
+    const now = clock.now();
+    const v4 = new Database(path);
+    v4.pragma('journal_mode = WAL');
+    migrateOutbox(v4, clock, path, 4);
+    expect(v4.prepare("SELECT name FROM sqlite_master WHERE type = 'index' AND name = 'outbox_ts'").get()).toBeDefined();
+    const insert = v4.prepare('INSERT INTO outbox (device_id, ts, received_at, bytes, payload) VALUES (?, ?, ?, ?, ?)');
+    let total = 0;
+    // Row 1: device time 40 days ago, received a minute ago. Row 2: received two hours ago.
+    const rows = [
+      { ...reading(1, 'a'), ts: now - 40 * 86_400_000, receivedAt: now - 60_000 },
+      { ...reading(2, 'b'), ts: now - 7_200_000, receivedAt: now - 7_200_000 },
+    ];
+    for (const r of rows) {
+      const payload = JSON.stringify(r);
+      total += Buffer.byteLength(payload);
+      insert.run(r.deviceId, r.ts, r.receivedAt, Buffer.byteLength(payload), payload);
+    }
+    v4.prepare('UPDATE outbox_state SET depth = 2, bytes = ? WHERE id = 1').run(total);
+    v4.close();
+
+    const outbox = createSqliteOutbox({ path, clock, maxAgeMs: 3_600_000 });
+    expect(outbox.expire()).toHaveLength(1);
+    expect(outbox.peek({ limit: 10, maxBytes: 1 << 20, exclude: none }).map((e) => e.reading.deviceId)).toEqual(['a']);
+    expect(outbox.droppedByDevice()).toEqual([{ reason: 'outbox_age', deviceId: 'b', count: 1 }]);
+    outbox.close();
+    const check = new Database(path, { readonly: true });
+    const indexes = check.prepare<[], { name: string }>("SELECT name FROM sqlite_master WHERE type = 'index' AND tbl_name = 'outbox'").all().map((r) => r.name);
+    expect(indexes).toContain('outbox_received_at');
+    expect(indexes).not.toContain('outbox_ts');
+    expect(check.pragma('user_version', { simple: true })).toBe(5);
+    check.close();
+  });
+
   it('refuses an outbox from a newer Ferry with FERRY_ERR_STORAGE and leaves the file untouched', () => {
     const path = join(dir(), 'outbox.db');
     filledOutbox(path, 3);
