@@ -28,6 +28,8 @@ const SERVER_BINARIES = [
   // test/deploy: the Pi install scripts are linted and the systemd unit verified.
   ['shellcheck', 'shellcheck'],
   ['systemd-analyze', 'systemd'],
+  // scripts/any-date.mjs: the suite again with the clock shifted a year ahead (libfaketime).
+  ['faketime', 'faketime'],
 ];
 // better-sqlite3 compiles from source (its prebuilt download is not reachable): the npm install needs these.
 const BUILD_TOOLS = [

@@ -216,10 +216,10 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     const db = new Database(join(destdir, 'var/lib/ferry/outbox.db'));
     const backlog = (db.prepare('SELECT count(*) AS n FROM outbox').get() as { n: number }).n;
     expect(backlog).toBe(5);
-    // The backlog as a release with outbox schema 1 left it: without what migrations 2 to 4 add,
-    // so the upgrade has to migrate it. A migration 5 must be undone here too.
-    expect(OUTBOX_SCHEMA_VERSION).toBe(4);
-    db.exec('DROP TABLE outbox_sent; DROP TABLE outbox_compacted; DROP TABLE pipeline_state; DROP TABLE outbox_gaps; DROP INDEX outbox_ts;');
+    // The backlog as a release with outbox schema 1 left it: without what migrations 2 to 5 add,
+    // so the upgrade has to migrate it. A migration 6 must be undone here too.
+    expect(OUTBOX_SCHEMA_VERSION).toBe(5);
+    db.exec('DROP TABLE outbox_sent; DROP TABLE outbox_compacted; DROP TABLE pipeline_state; DROP TABLE outbox_gaps; DROP INDEX outbox_received_at;');
     db.pragma('user_version = 1');
     db.close();
     // Written as root here: whatever SQLite left beside the file stays the service user's.
@@ -242,7 +242,7 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     }
     const migrated = new Database(join(destdir, 'var/lib/ferry/outbox.db'), { readonly: true });
     expect(migrated.pragma('user_version', { simple: true })).toBe(OUTBOX_SCHEMA_VERSION);
-    const added = ['outbox_gaps', 'outbox_ts', 'pipeline_state', 'outbox_sent', 'outbox_compacted'];
+    const added = ['outbox_gaps', 'outbox_received_at', 'pipeline_state', 'outbox_sent', 'outbox_compacted'];
     const names = (migrated.prepare('SELECT name FROM sqlite_master').all() as { name: string }[]).map((r) => r.name);
     expect(names).toEqual(expect.arrayContaining(added));
     migrated.close();

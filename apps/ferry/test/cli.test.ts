@@ -5,7 +5,8 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
-import { startInfluxd } from '@ferry/testkit';
+import { createSqliteSink } from '@ferry/sinks';
+import { startInfluxd, waitFor } from '@ferry/testkit';
 import type { InfluxdHandle } from '@ferry/testkit';
 import { REPO_ROOT, runCli, startCli } from './cli-process.js';
 import type { Running } from './cli-process.js';
@@ -147,6 +148,46 @@ describe('ferry CLI', () => {
       service.child.kill('SIGTERM');
       const result = await service.exited;
       expect(result.code, result.stderr).toBe(0);
+    }
+  });
+
+  it('writes a reading whose device time is 40 days old, published to a running gateway (the outbox bounds how long it holds a reading, not its age)', async () => {
+    const dir = tempDir();
+    const broker = startCli(['broker', '--port', '0', '--log-level', 'warn']);
+    running.push(broker);
+    const brokerUrl = (JSON.parse(await broker.waitForLine(/"state":"ready"/)) as { url: string }).url;
+    const ingestor = startCli(['ingestor', '--broker', brokerUrl, '--data-dir', join(dir, 'ingestor'), '--http-port', '0', '--log-level', 'warn']);
+    running.push(ingestor);
+    const gateway = startCli(['gateway', '--gateway-id', 'gw-backfill', '--uplink', brokerUrl, '--data-dir', join(dir, 'gateway'), '--listen-port', '0', '--log-level', 'warn']);
+    running.push(gateway);
+    const opsUrl = (JSON.parse(await ingestor.waitForLine(/"state":"ready"/)) as { httpUrl: string }).httpUrl;
+    const deviceUrl = (JSON.parse(await gateway.waitForLine(/"state":"ready"/)) as { deviceUrl: string }).deviceUrl;
+
+    // Inside the ingestor's one-year skew window, beyond the outbox's 30-day age bound.
+    const ts = Date.now() - 40 * 86_400_000;
+    const device = await mqtt.connectAsync(deviceUrl, { protocolVersion: 4, reconnectPeriod: 0 });
+    await device.publishAsync('devices/backfill-1/telemetry', JSON.stringify({ ts, seq: 1, metrics: { level: 4.25 } }), { qos: 1 });
+    await device.endAsync();
+
+    // The ops API's device view covers the last 30 days at most: the written count says it arrived.
+    await waitFor(
+      async () => {
+        const status = await runCli(['status', '--ingestor', opsUrl, '--json']);
+        return (JSON.parse(status.stdout) as { stats: { written: number } }).stats.written >= 1;
+      },
+      { timeoutMs: 30_000, what: 'the backfilled reading written' },
+    );
+    for (const service of [gateway, ingestor]) {
+      service.child.kill('SIGTERM');
+      expect((await service.exited).code).toBe(0);
+    }
+    // And in the database itself.
+    const sink = createSqliteSink({ path: join(dir, 'ingestor', 'points.db') });
+    try {
+      const points = sink.query({ measurement: 'telemetry' }).filter((p) => p.tags.device === 'backfill-1');
+      expect(points.map((p) => ({ ts: Number(p.timestampNs / 1_000_000n), fields: p.fields }))).toEqual([{ ts, fields: { level: 4.25 } }]);
+    } finally {
+      await sink.close();
     }
   });
 
