@@ -120,8 +120,9 @@ export class SeriesSummary {
       if (typeof value === 'number') {
         stats.count += 1;
         stats.sum += value;
-        if (value < stats.min) stats.min = value;
-        if (value > stats.max) stats.max = value;
+        // Math.min/max, not <: -0 and 0 must give the same summary whatever their order.
+        stats.min = Math.min(stats.min, value);
+        stats.max = Math.max(stats.max, value);
       } else {
         stats.numeric = false;
       }

@@ -122,6 +122,15 @@ describe('compaction summaries', () => {
     expect(intervalStart(-MINUTE, MINUTE)).toBe(-MINUTE);
   });
 
+  it('gives -0 and 0 the same min and max whatever their order (a property-test counterexample)', () => {
+    for (const order of [[0, -0], [-0, 0]]) {
+      const rows = order.map((h, i) => ({ seq: 100 + i, reading: reading('a', T0 + i, { h }) }));
+      const [summary] = summarise(rows, MINUTE, limits).summaries;
+      expect(Object.is(summary?.reading.metrics.h_min, Math.min(...order))).toBe(true);
+      expect(Object.is(summary?.reading.metrics.h_max, Math.max(...order))).toBe(true);
+    }
+  });
+
   it('matches a plain reference for any readings: counts add up, min <= mean <= max', () => {
     const arbRow = fc.record({
       device: fc.constantFrom('a', 'b', 'c'),
