@@ -19,6 +19,8 @@ export interface PublishOptions {
   readonly baseTs: number;
   /** Give up (reject) after this long. */
   readonly deadlineMs?: number;
+  /** The payload of reading n (default devicePayload); it must carry metrics n and seq n. */
+  readonly payload?: (deviceId: string, n: number, baseTs: number) => string;
 }
 
 export interface PublishResult {
@@ -52,6 +54,7 @@ function pause(ms: number): Promise<void> {
 /** Publishes until every reading of every device is PUBACKed, whatever happens to the gateway meanwhile. */
 export async function publishReadings(options: PublishOptions): Promise<PublishResult> {
   const window = options.window ?? 10;
+  const payloadOf = options.payload ?? devicePayload;
   const deadline = Date.now() + (options.deadlineMs ?? 600_000);
   const acked = new Map<string, Set<number>>();
   let republished = 0;
@@ -99,7 +102,7 @@ export async function publishReadings(options: PublishOptions): Promise<PublishR
             if (sentOnce.has(n)) republished += 1;
             else sentOnce.add(n);
             inFlight += 1;
-            client.publish(topic, devicePayload(deviceId, n, options.baseTs), { qos: 1 }, (err) => {
+            client.publish(topic, payloadOf(deviceId, n, options.baseTs), { qos: 1 }, (err) => {
               inFlight -= 1;
               // A PUBACK is a PUBACK, even if the connection failed for another publish meanwhile.
               if (!err) done.add(n);

@@ -12,7 +12,10 @@ describe('ferry status fleet report', () => {
           { deviceId: 'valve-1', liveness: 'unreachable', gatewayId: 'gw2', completeness: null },
           { deviceId: 'pump-1', liveness: 'online', gatewayId: 'gw1', completeness: 1 },
         ],
-        gateways: [{ gatewayId: 'gw2', state: 'offline', devices: 1, outboxDepth: 40, oldestUnsentAgeMs: 90_000, dropped: 0 }],
+        gateways: [
+          { gatewayId: 'gw2', state: 'offline', devices: 1, outboxDepth: 40, oldestUnsentAgeMs: 90_000, dropped: 0 },
+          { gatewayId: 'gw3', state: 'online', devices: 0, outboxDepth: 0, oldestUnsentAgeMs: null, dropped: 0, disk: { totalBytes: 1000, freeBytes: 80, full: false } },
+        ],
         alerts: [{ id: 7, rule: 'device-offline', severity: 'warning', summary: 'device pump-2 is offline', firingAt: now - 60_000 }],
       },
       now,
@@ -21,7 +24,8 @@ describe('ferry status fleet report', () => {
     expect(lines).toContain('devices not online:');
     expect(lines.find((l) => l.includes('pump-2'))).toMatch(/pump-2\s+offline\s+gw1\s+5m ago\s+12\s+-\s+50%/);
     expect(lines.some((l) => l.includes('pump-1'))).toBe(false);
-    expect(lines.find((l) => l.includes('gw2') && l.includes('40'))).toMatch(/gw2\s+offline\s+1\s+40\s+90s/);
+    expect(lines.find((l) => l.includes('gw2') && l.includes('40'))).toMatch(/gw2\s+offline\s+1\s+40\s+90s\s+0\s+-/);
+    expect(lines.find((l) => l.includes('gw3'))).toMatch(/gw3\s+online\s+0\s+0\s+-\s+0\s+8\.0%/);
     expect(lines.at(-1)).toMatch(/7\s+device-offline\s+warning\s+60s ago\s+-\s+device pump-2 is offline/);
   });
 });

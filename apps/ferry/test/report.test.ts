@@ -83,7 +83,15 @@ describe('status report', () => {
         acksSent: 3,
         deadLettersHeld: 0,
         gateways: {
-          'gw-1': { status: { state: 'online', outbox: { depth: 4, bytes: 800, oldestTs: now - 30_000 }, deadLetters: 2 }, receivedAt: now - 5_000 },
+          'gw-1': {
+            status: {
+              state: 'online',
+              outbox: { depth: 4, bytes: 800, oldestTs: now - 30_000 },
+              deadLetters: 2,
+              disk: { totalBytes: 4 * 1_048_576, freeBytes: 1_048_576 / 2, outboxBytes: 2 * 1_048_576, full: true },
+            },
+            receivedAt: now - 5_000,
+          },
           'gw-2': {
             status: { state: 'online', outbox: { depth: 2000, bytes: 9000, oldestTs: now - 60_000 }, dropped: { outbox_full: 3 }, compacted: { readings: 540, summaries: 9 } },
             receivedAt: now - 1_000,
@@ -99,7 +107,7 @@ describe('status report', () => {
       '  readings received 10, written 9, duplicates 1, rejected 0, in flight 0',
       '  acks sent 3, dead letters held 0',
       'gateways (2):',
-      '  gw-1: online, outbox 4 readings (800 bytes, oldest 30s ago), dead letters 2, reported 5s ago',
+      '  gw-1: online, outbox 4 readings (800 bytes, oldest 30s ago), dead letters 2, disk 12.5% free (0.5 MiB of 4.0 MiB), outbox 2.0 MiB (50.0%), FULL: readings refused, reported 5s ago',
       '  gw-2: online, outbox 2000 readings (9000 bytes, oldest 60s ago), dead letters 0, DROPPED 3, compacted 540 readings into 9 summaries, reported 1s ago',
     ]);
   });

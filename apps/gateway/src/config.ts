@@ -123,9 +123,22 @@ export const gatewayConfigSchema = z
       .object({
         /** What a power cut can lose at each level: see SqliteOutboxOptions.synchronous in outbox.ts. */
         synchronous: z.enum(['normal', 'full']).default('normal'),
-        /** Bounds: rows, bytes (payloads plus a fixed cost a row) and age by the reading's own timestamp. */
+        /** Bounds: rows, bytes (payloads plus a fixed cost a row) and how long a reading is held. */
         maxRows: z.number().int().positive().default(5_000_000),
-        maxBytes: z.number().int().positive().default(2 * 1024 * 1024 * 1024),
+        /**
+         * A number, or `auto` (the default): the outbox may keep the pages it has and grow into
+         * `diskShare` of the filesystem's free space, re-checked as it changes, so `whenFull`
+         * acts before the disk fills instead of commits failing (docs/durability.md, "A full disk").
+         */
+        maxBytes: z.union([z.number().int().positive(), z.literal('auto')]).default('auto'),
+        /** With `maxBytes: auto`: the share of the free space the outbox may grow into. */
+        diskShare: z.number().gt(0).max(0.95).default(0.5),
+        /**
+         * A file of this many bytes kept beside the outbox and given up when the disk is full, so
+         * acked rows can still be deleted and the backlog drains; 0 turns it off. At most 5% of a
+         * small filesystem.
+         */
+        reserveBytes: z.number().int().nonnegative().default(8 * 1024 * 1024),
         /** Default 30 days; readings held longer than this (from their receive time) are dropped as `outbox_age`. */
         maxAgeMs: z.number().int().positive().default(30 * 24 * 3600 * 1000),
         /**

@@ -4,7 +4,7 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
 import { parseDuration } from '@ferry/processing';
-import type { GapRecord, Rejection } from '@ferry/protocol';
+import type { GapRecord, GatewayDisk, Rejection } from '@ferry/protocol';
 import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
@@ -31,6 +31,9 @@ import type { CompactedSpan } from './drops.js';
 import type { DrainProgress } from './drain.js';
 import { DiskWearMeter } from './disk-wear.js';
 import { isDiskFull, StorageAlarm } from './storage-alarm.js';
+import { createDiskGuard, sizeForDisk } from './disk-guard.js';
+import type { DiskGuard } from './disk-guard.js';
+import type { DiskReserve } from './disk-space.js';
 import { createGatewayMetrics } from './metrics.js';
 import { createEdgeProcessing, UplinkSettlement } from './process.js';
 import type { EdgeProcessing, EdgeProcessingStats } from './process.js';
@@ -79,6 +82,8 @@ export interface GatewayStats {
   outboxSetAside: string | null;
   /** Edge processing: readings and bytes in and out, values removed or changed by reason; null without pipelines. */
   processing: EdgeProcessingStats | null;
+  /** The disk under the outbox at the last check (every few seconds); null before the first. */
+  disk: GatewayDisk | null;
 }
 
 export interface Gateway {
@@ -108,6 +113,7 @@ function packageVersion(): string {
 /** Open resources, in the order they were opened, so a failed start or a close undoes them all. */
 interface Running {
   readonly outbox: Outbox;
+  readonly disk: DiskGuard;
   readonly deadLetters: DeadLetterStore;
   readonly committer: GroupCommitter;
   readonly inFlight: InFlightBatches;
@@ -140,6 +146,9 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   const drainMeter = new DrainMeter({ clock, aboveReadings: config.drain.aboveReadings, logIntervalMs: config.drain.logIntervalMs });
   const diskWear = new DiskWearMeter();
   const storageAlarm = new StorageAlarm(clock, 10_000);
+  // A full outbox under drop-oldest drops at every group commit: one line per 10 s says how many.
+  const dropLog = new StorageAlarm(clock, 10_000);
+  let droppedSinceLog = 0;
 
   function drainProgress(): DrainProgress {
     return drainMeter.progress(running?.outbox.stats().depth ?? 0);
@@ -156,6 +165,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     diskWriteBytesPerReading: () => diskWear.bytesPerReading(counts.committed),
     drain: () => drainProgress(),
     processing: () => edge?.stats(),
+    disk: () => running?.disk.status() ?? null,
     now: () => clock.now(),
   });
 
@@ -254,6 +264,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
             }
           : {}),
         diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
+        disk: running?.disk.status() ?? undefined,
         ...(edge ? { processing: edge.stats() } : {}),
       }),
     );
@@ -288,17 +299,30 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     });
   }
 
-  function openFiles(): { outbox: Outbox; deadLetters: DeadLetterStore } {
+  /** On a full disk the reserve goes, so acked rows can be deleted and the backlog drains. */
+  function releaseReserve(reserve: DiskReserve): boolean {
+    if (!reserve.release()) return false;
+    metrics.reserveReleased.inc();
+    logger.warn({ reserveBytes: reserve.bytes }, 'the disk is full: reserve released so acked readings can be deleted and the backlog drains');
+    return true;
+  }
+
+  function openFiles(): { outbox: Outbox; deadLetters: DeadLetterStore; disk: DiskGuard } {
     try {
       mkdirSync(config.dataDir, { recursive: true });
     } catch (err) {
       throw new FerryError('FERRY_ERR_STORAGE', `data directory ${config.dataDir} cannot be created: ${(err as Error).message}`, { dataDir: config.dataDir });
     }
+    const { reserve, walPages } = sizeForDisk(config.dataDir, config.outbox.reserveBytes);
+    const outboxPath = join(config.dataDir, 'outbox.db');
     const outbox = createSqliteOutbox({
-      path: join(config.dataDir, 'outbox.db'),
+      path: outboxPath,
       synchronous: config.outbox.synchronous,
       maxRows: config.outbox.maxRows,
-      maxBytes: config.outbox.maxBytes,
+      // auto: set from the free space by the first disk check, before any reading is accepted.
+      ...(config.outbox.maxBytes === 'auto' ? {} : { maxBytes: config.outbox.maxBytes }),
+      onDiskFull: () => releaseReserve(reserve),
+      walAutocheckpointPages: walPages,
       maxAgeMs: config.outbox.maxAgeMs,
       whenFull: config.outbox.whenFull,
       // Validated by the config schema.
@@ -322,7 +346,17 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         clock,
         cacheKiB: GATEWAY_SQLITE_CACHE_KIB,
       });
-      return { outbox, deadLetters };
+      const disk = createDiskGuard({
+        dataDir: config.dataDir,
+        outboxPath,
+        outbox,
+        reserve,
+        maxBytes: config.outbox.maxBytes,
+        diskShare: config.outbox.diskShare,
+        logger,
+      });
+      disk.check();
+      return { outbox, deadLetters, disk };
     } catch (err) {
       outbox.close();
       throw err;
@@ -331,14 +365,14 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
 
   async function start(): Promise<void> {
     state = 'starting';
-    let files: { outbox: Outbox; deadLetters: DeadLetterStore };
+    let files: { outbox: Outbox; deadLetters: DeadLetterStore; disk: DiskGuard };
     try {
       files = openFiles();
     } catch (err) {
       state = 'closed';
       throw err;
     }
-    const { outbox, deadLetters } = files;
+    const { outbox, deadLetters, disk } = files;
     if (edge) {
       rollbackProcessing(outbox);
       const { restoredSeries, discardedSeries } = edge.stats();
@@ -426,6 +460,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       onCommitted: (result) => {
         counts.committed += result.seqs.length;
         metrics.committed.inc(result.seqs.length);
+        disk.commitSucceeded();
         if (storageAlarm.succeeded()) logger.warn({ failures: storageAlarm.failures }, 'outbox commits succeed again');
         if (result.compacted) {
           const { readings, summaries, firstTs, lastTs } = result.compacted;
@@ -438,10 +473,15 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           );
         }
         if (result.droppedSeqs.length > 0) {
-          logger.warn(
-            { dropped: result.droppedSeqs.length, maxRows: config.outbox.maxRows, maxBytes: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeMs },
-            'outbox bound reached: readings dropped (counted, and named in gap records)',
-          );
+          droppedSinceLog += result.droppedSeqs.length;
+          if (dropLog.failed().log) {
+            const maxBytes = disk.status()?.maxBytes ?? config.outbox.maxBytes;
+            logger.warn(
+              { dropped: droppedSinceLog, maxRows: config.outbox.maxRows, maxBytes, maxBytesSetting: config.outbox.maxBytes, maxAgeMs: config.outbox.maxAgeMs },
+              'outbox bound reached: readings dropped (counted, and named in gap records)',
+            );
+            droppedSinceLog = 0;
+          }
         }
         sender.committed(result);
       },
@@ -457,7 +497,10 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         counts.commitFailures += 1;
         metrics.commitErrors.inc();
         const diskFull = isDiskFull(err);
-        if (diskFull) metrics.storageFull.inc();
+        if (diskFull) {
+          metrics.storageFull.inc();
+          disk.commitFailed();
+        }
         const verdict = storageAlarm.failed();
         if (verdict.log) {
           logger.error(
@@ -469,7 +512,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         }
       },
     });
-    const run: Running = { outbox, deadLetters, committer, inFlight, sender };
+    const run: Running = { outbox, disk, deadLetters, committer, inFlight, sender };
     running = run;
 
     try {
@@ -495,6 +538,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
             outbox: outbox.stats(),
             inFlightBatches: inFlight.size,
             drain: drainProgress(),
+            disk: disk.status(),
             ...(edge ? { processing: edge.stats() } : {}),
           }),
         });
@@ -574,6 +618,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         sender.pump();
       }, config.statusIntervalMs);
       run.drainTimer = setInterval(() => {
+        run.disk.check();
         expireAged(run);
         logDrain(run);
       }, Math.min(config.drain.logIntervalMs, config.statusIntervalMs));
@@ -694,6 +739,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         diskWriteBytesPerReading: diskWear.bytesPerReading(counts.committed),
         outboxSetAside: running?.outbox.corrupt?.asidePath ?? null,
         processing: edge?.stats() ?? null,
+        disk: running?.disk.status() ?? null,
       };
     },
     get deadLetters(): DeadLetterStore {

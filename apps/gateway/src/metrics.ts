@@ -2,6 +2,7 @@
 // never per log line; gauges read the live state when scraped.
 import { Counter, Gauge } from '@ferry/runtime';
 import type { Registry } from '@ferry/runtime';
+import type { GatewayDisk } from '@ferry/protocol';
 import type { EdgeProcessingStats } from './process.js';
 
 export interface GaugeSources {
@@ -17,6 +18,8 @@ export interface GaugeSources {
   drain(): { backlog: number; ratePerSec: number; etaSec: number | null };
   /** Edge processing figures; undefined when no pipeline is configured. */
   processing?(): EdgeProcessingStats | undefined;
+  /** The disk under the outbox at the last check; null before it. */
+  disk?(): GatewayDisk | null;
   now(): number;
 }
 
@@ -37,6 +40,7 @@ export interface GatewayMetrics {
   readonly retainedSkipped: Counter;
   readonly refusedReadings: Counter;
   readonly storageFull: Counter;
+  readonly reserveReleased: Counter;
   readonly compactedReadings: Counter;
   readonly compactionSummaries: Counter;
 }
@@ -98,6 +102,11 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
     storageFull: new Counter({
       name: 'ferry_gateway_storage_full_total',
       help: 'Outbox writes that failed on a full disk (SQLITE_FULL / ENOSPC); nothing was acknowledged or deleted',
+      registers,
+    }),
+    reserveReleased: new Counter({
+      name: 'ferry_gateway_disk_reserve_released_total',
+      help: 'Times the disk reserve was given up so acked readings could be deleted on a full disk',
       registers,
     }),
     compactedReadings: new Counter({
@@ -203,6 +212,25 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
       for (const [reason, count] of Object.entries(sources.outboxDropped())) this.set({ reason }, count);
     },
   });
+  const diskGauge = (name: string, help: string, pick: (d: GatewayDisk) => number): void => {
+    new Gauge({
+      name,
+      help,
+      registers,
+      collect() {
+        const d = sources.disk?.();
+        if (d) this.set(pick(d));
+      },
+    });
+  };
+  diskGauge('ferry_gateway_disk_total_bytes', 'Size of the filesystem holding the outbox', (d) => d.totalBytes);
+  diskGauge('ferry_gateway_disk_free_bytes', 'Bytes still free on the filesystem holding the outbox', (d) => d.freeBytes);
+  diskGauge('ferry_gateway_disk_outbox_bytes', 'Bytes the outbox file and its WAL take on disk', (d) => d.outboxBytes);
+  diskGauge('ferry_gateway_outbox_max_bytes', 'The outbox byte bound in force (maxBytes, or what auto derived from the free space)', (d) =>
+    Number.isFinite(d.maxBytes) ? d.maxBytes : -1,
+  );
+  diskGauge('ferry_gateway_disk_reserve_held', '1 while the disk reserve (kept for deleting acked readings on a full disk) is in place', (d) => (d.reserveHeld ? 1 : 0));
+  diskGauge('ferry_gateway_disk_full', '1 while outbox commits fail on a full disk (devices are not acknowledged)', (d) => (d.full ? 1 : 0));
   new Gauge({
     name: 'ferry_gateway_in_flight_batches',
     help: 'Batches sent and awaiting an ack',

@@ -39,9 +39,13 @@ function isCorruption(err: unknown): boolean {
  */
 export const GATEWAY_SQLITE_CACHE_KIB = 2048;
 
-function configure(db: Database.Database, synchronous: 'normal' | 'full'): void {
+/** SQLite's default: the WAL is checkpointed once it holds this many pages (4 MiB at 4 KiB pages). */
+export const DEFAULT_WAL_AUTOCHECKPOINT_PAGES = 1000;
+
+function configure(db: Database.Database, synchronous: 'normal' | 'full', walPages: number): void {
   db.pragma(`cache_size = -${GATEWAY_SQLITE_CACHE_KIB}`);
   db.pragma('journal_mode = WAL');
+  db.pragma(`wal_autocheckpoint = ${walPages}`);
   db.pragma(`synchronous = ${synchronous === 'full' ? 'FULL' : 'NORMAL'}`);
   db.pragma('busy_timeout = 5000');
 }
@@ -100,13 +104,13 @@ function moveAside(path: string, now: number): string {
  * A file that is not a database or fails quick_check is moved to `<path>.corrupt-<epoch ms>`
  * and a fresh file opened; other failures (no permission, disk full) throw FERRY_ERR_STORAGE.
  */
-export function openOutboxFile(path: string, synchronous: 'normal' | 'full', now: number): OpenedOutboxFile {
+export function openOutboxFile(path: string, synchronous: 'normal' | 'full', now: number, walPages = DEFAULT_WAL_AUTOCHECKPOINT_PAGES): OpenedOutboxFile {
   const inMemory = path === ':memory:';
   if (!inMemory) mkdirSync(dirname(path), { recursive: true });
   let db: Database.Database | undefined;
   try {
     db = new Database(path);
-    configure(db, synchronous);
+    configure(db, synchronous, walPages);
     if (!inMemory) quickCheck(db);
     return { db };
   } catch (err) {
@@ -130,7 +134,7 @@ export function openOutboxFile(path: string, synchronous: 'normal' | 'full', now
     }
     try {
       const fresh = new Database(path);
-      configure(fresh, synchronous);
+      configure(fresh, synchronous, walPages);
       return { db: fresh, corrupt: { asidePath, reason: (err as Error).message, ...salvaged } };
     } catch (freshErr) {
       throw new FerryError('FERRY_ERR_STORAGE', `a fresh outbox ${path} cannot be opened: ${(freshErr as Error).message}`, { path }, { cause: freshErr });

@@ -1,5 +1,6 @@
 // The outbox: every reading the gateway has acknowledged to a device stays here until the
 // ingestor's end-to-end ack says the database has it. The Outbox seam and its SQLite implementation.
+import { statSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { defaultLimits, FerryError } from '@ferry/protocol';
 import type { DeviceReading, Reading } from '@ferry/protocol';
@@ -9,9 +10,10 @@ import { intervalStart, isSummary, SentRanges, SeriesSummary, summaryKey } from 
 import type { SummaryLimits } from './compact.js';
 import { createCompactionLedger, createDropLedger } from './drops.js';
 import type { CompactedSpan, DropReason, DroppedRow, GapRecord } from './drops.js';
-import { openOutboxFile } from './outbox-file.js';
+import { DEFAULT_WAL_AUTOCHECKPOINT_PAGES, openOutboxFile } from './outbox-file.js';
 import type { CorruptOutbox } from './outbox-file.js';
 import { migrateOutbox } from './outbox-schema.js';
+import { isDiskFull } from './storage-alarm.js';
 
 export interface OutboxEntry {
   readonly seq: number;
@@ -119,7 +121,22 @@ export interface Outbox {
   nextBatchId(): number;
   /** Set when the file found at start was corrupt: where it went and what it held. */
   readonly corrupt: CorruptOutbox | undefined;
+  /** The byte bound from now on (`maxBytes: auto` follows the disk); applied at the next append. */
+  setMaxBytes(maxBytes: number): void;
+  /** How big the file is, and how much of it holds rows (the rest SQLite reuses). */
+  fileUsage(): OutboxFileUsage;
   close(): void;
+}
+
+export interface OutboxFileUsage {
+  /** The database's pages, bytes. */
+  readonly fileBytes: number;
+  /** Of those, the pages not on the free list. */
+  readonly usedFileBytes: number;
+  /** The WAL file as it is now (it keeps the largest size it reached). */
+  readonly walBytes: number;
+  /** What the WAL grows to between checkpoints: the autocheckpoint pages with their frame headers. */
+  readonly walLimitBytes: number;
 }
 
 export const OUTBOX_FULL = 'outbox_full';
@@ -144,8 +161,20 @@ export interface SqliteOutboxOptions {
   readonly synchronous?: 'normal' | 'full';
   /** Rows held at most. */
   readonly maxRows?: number;
-  /** Stored bytes held at most: payloads plus OUTBOX_ROW_OVERHEAD_BYTES a row. */
+  /** Stored bytes held at most: payloads plus OUTBOX_ROW_OVERHEAD_BYTES a row (setMaxBytes changes it). */
   readonly maxBytes?: number;
+  /**
+   * Called when a write the drain needs (deleting acked rows, settling, expiring, reserving batch
+   * ids) fails because the disk is full; returns true when it freed space (disk-space.ts releases
+   * its reserve), and the write is tried once more. Appends never use it: new readings are refused
+   * on a full disk, the drain is not.
+   */
+  readonly onDiskFull?: () => boolean;
+  /**
+   * The WAL is checkpointed once it holds this many pages (SQLite's default 1000, 4 MiB). The WAL
+   * keeps the size it reached, so on a small disk the gateway asks for less (disk-space.ts).
+   */
+  readonly walAutocheckpointPages?: number;
   /**
    * Readings the gateway has held longer than this (from their receive time) are dropped
    * (`outbox_age`); unset: no age bound. A device's own time is not judged here: a backfill or a
@@ -202,6 +231,7 @@ const BATCH_ID_BLOCK = 1024;
 /** Rows read at a time when looking for the oldest rows to drop. */
 const TRIM_CHUNK = 512;
 const NO_SEQ_LIMIT = Number.MAX_SAFE_INTEGER;
+const WAL_FRAME_HEADER_BYTES = 24;
 const AGE_TRIM_PAGE = 20_000;
 const AGE_TRIM_MAX = 100_000;
 const nothingInFlight = { has: () => false };
@@ -221,7 +251,7 @@ const SUMMARY_WEIGHT =
 export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   const clock = options.clock ?? systemClock;
   const maxRows = options.maxRows ?? 5_000_000;
-  const maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
+  let maxBytes = options.maxBytes ?? Number.POSITIVE_INFINITY;
   const maxAgeMs = options.maxAgeMs;
   const refuseNew = options.whenFull === 'refuse-new';
   const compact = options.whenFull === 'compact';
@@ -232,7 +262,8 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   };
   // Only a file that may hold summaries pays for weighing the rows it drops.
   const weight = compact ? SUMMARY_WEIGHT : '1';
-  const opened = openOutboxFile(options.path, options.synchronous ?? 'normal', clock.now());
+  const walPages = options.walAutocheckpointPages ?? DEFAULT_WAL_AUTOCHECKPOINT_PAGES;
+  const opened = openOutboxFile(options.path, options.synchronous ?? 'normal', clock.now(), walPages);
   const db: Database.Database = opened.db;
   try {
     migrateOutbox(db, clock, options.path);
@@ -274,6 +305,9 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   const readState = db.prepare<[], StateRow>('SELECT depth, bytes, batch_id_reserved FROM outbox_state WHERE id = 1');
   const writeState = db.prepare<[number, number]>('UPDATE outbox_state SET depth = ?, bytes = ? WHERE id = 1');
   const reserveBatchIds = db.prepare<[number]>('UPDATE outbox_state SET batch_id_reserved = ? WHERE id = 1');
+  const readPageSize = db.prepare<[], { page_size: number }>('PRAGMA page_size');
+  const readPageCount = db.prepare<[], { page_count: number }>('PRAGMA page_count');
+  const readFreelist = db.prepare<[], { freelist_count: number }>('PRAGMA freelist_count');
   const readNewestSeq = db.prepare<[], { seq: number }>("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'");
   const saveSeriesState = db.prepare<[string, string, string]>(
     'INSERT INTO pipeline_state (device_id, metric, state) VALUES (?, ?, ?) ON CONFLICT (device_id, metric) DO UPDATE SET state = excluded.state',
@@ -638,6 +672,29 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   }
 
   /**
+   * A write the drain depends on. On a full disk it gets one more try once `onDiskFull` freed
+   * space, or else once a checkpoint let the WAL start over in the room it already has.
+   */
+  function drainStorage<T>(what: string, fn: () => T): T {
+    try {
+      return storage(what, fn);
+    } catch (err) {
+      if (!isDiskFull(err) || !makeRoom()) throw err;
+      return storage(what, fn);
+    }
+  }
+
+  function makeRoom(): boolean {
+    if (options.onDiskFull?.() === true) return true;
+    try {
+      const [result] = db.pragma('wal_checkpoint(RESTART)') as { busy: number }[];
+      return result?.busy === 0;
+    } catch {
+      return false;
+    }
+  }
+
+  /**
    * Rows handed out may have reached the database: remembered in the file so a restart knows too.
    * Rows in between that were skipped are in flight, hence handed out before. When the mark
    * cannot be written (a full disk), memory still guards this run; only a crash before the next
@@ -717,7 +774,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     },
     delete(seqs) {
       if (seqs.length === 0) return 0;
-      return storage('delete', () => {
+      return drainStorage('delete', () => {
         const { rows, freed } = deleteTx(seqs);
         if (rows > 0) {
           depth -= rows;
@@ -729,7 +786,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     },
     settle(seqs, pipelineState) {
       if (seqs.length === 0 && pipelineState.length === 0) return 0;
-      return storage('settle', () => {
+      return drainStorage('settle', () => {
         const { rows, freed } = settleTx(seqs, pipelineState);
         if (rows > 0) {
           depth -= rows;
@@ -744,7 +801,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     },
     expire(expireOptions = {}) {
       if (maxAgeMs === undefined) return [];
-      return storage('expire', () => {
+      return drainStorage('expire', () => {
         const result = expireTx(expireOptions.inFlight ?? nothingInFlight);
         afterDrops(result.droppedSeqs, result.totals);
         return result.droppedSeqs;
@@ -766,7 +823,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       return storage('compactedByDevice', () => compactions.byDevice(limit));
     },
     nextBatchId() {
-      return storage('nextBatchId', () => {
+      return drainStorage('nextBatchId', () => {
         if (batchIdNext >= batchIdReserved) {
           reserveBatchIds.run(batchIdNext + BATCH_ID_BLOCK);
           batchIdReserved = batchIdNext + BATCH_ID_BLOCK;
@@ -775,6 +832,23 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       });
     },
     corrupt: opened.corrupt,
+    setMaxBytes(next) {
+      maxBytes = next;
+    },
+    fileUsage() {
+      return storage('fileUsage', () => {
+        const pageSize = readPageSize.get()?.page_size ?? 4096;
+        const pages = readPageCount.get()?.page_count ?? 0;
+        const free = readFreelist.get()?.freelist_count ?? 0;
+        let walBytes = 0;
+        try {
+          walBytes = options.path === ':memory:' ? 0 : statSync(`${options.path}-wal`).size;
+        } catch {
+          // No WAL yet.
+        }
+        return { fileBytes: pages * pageSize, usedFileBytes: (pages - free) * pageSize, walBytes, walLimitBytes: walPages * (pageSize + WAL_FRAME_HEADER_BYTES) };
+      });
+    },
     close() {
       if (db.open) db.close();
     },

@@ -1,7 +1,7 @@
 // The gateway's retained status on the uplink: what `ferry status` and the ingestor's health
 // view read. The Last Will carries the offline form.
 import { ENVELOPE_VERSION } from '@ferry/protocol';
-import type { GapRecord, GatewayStatus } from '@ferry/protocol';
+import type { GapRecord, GatewayDisk, GatewayStatus } from '@ferry/protocol';
 import type { DrainProgress } from './drain.js';
 import type { CompactedSpan } from './drops.js';
 import type { OutboxStats } from './outbox.js';
@@ -27,6 +27,7 @@ export interface StatusInput {
   readonly compacted?: readonly CompactedSpan[];
   readonly drain?: DrainProgress;
   readonly diskWriteBytesPerReading?: number | null;
+  readonly disk?: GatewayDisk | undefined;
   readonly processing?: EdgeProcessingStats;
 }
 
@@ -65,6 +66,7 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
     ...(input.gaps !== undefined ? { gaps: input.gaps.slice(0, GAPS_IN_STATUS) } : {}),
     ...(input.drain !== undefined ? { drain: { ...input.drain } } : {}),
     ...(input.diskWriteBytesPerReading !== undefined ? { diskWriteBytesPerReading: input.diskWriteBytesPerReading } : {}),
+    ...(input.disk !== undefined ? { disk: { ...input.disk } } : {}),
     // An extra field (the status schema passes unknown ones through): what edge processing saved.
     ...(input.processing !== undefined
       ? {

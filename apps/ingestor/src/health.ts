@@ -27,6 +27,7 @@ const DEFAULT_RULES = [
   { name: 'gateway-offline', kind: 'gateway-offline', for: '2m', severity: 'critical' },
   { name: 'gateway-backlog', kind: 'gateway-backlog', olderThan: '30m', severity: 'warning' },
   { name: 'gateway-dropped', kind: 'gateway-dropped', within: '10m', severity: 'warning' },
+  { name: 'gateway-disk', kind: 'gateway-disk', freeBelow: 0.1, clear: 0.15, severity: 'warning' },
   { name: 'deadletters-rising', kind: 'deadletters-rising', increase: 100, within: '10m', severity: 'warning' },
 ] as const;
 

@@ -100,6 +100,7 @@ const SUBJECT_OF: Record<AlertRule['kind'], SubjectKind> = {
   'gateway-offline': 'gateway',
   'gateway-backlog': 'gateway',
   'gateway-dropped': 'gateway',
+  'gateway-disk': 'gateway',
   'deadletters-rising': 'ingestor',
 };
 
@@ -418,6 +419,21 @@ export class AlertEngine {
         const age = now - oldest;
         const active = age >= rule.olderThan;
         return { active, value: age, summary: `gateway ${id} holds ${g.outboxDepth ?? 0} unsent readings, oldest ${Math.round(age / 1000)} s old`, ...(active ? {} : { recheckAt: oldest + rule.olderThan }) };
+      }
+      case 'gateway-disk': {
+        const disk = g?.disk;
+        if (!g || !disk || disk.totalBytes === 0) return inactive;
+        const free = disk.freeBytes / disk.totalBytes;
+        // Hysteresis, as for metric thresholds: once firing it holds until more than `clear` is free.
+        const bound = alert && rule.clear !== undefined ? rule.clear : rule.freeBelow;
+        const mib = (bytes: number): string => `${(bytes / 1_048_576).toFixed(1)} MiB`;
+        return {
+          active: disk.full || free < bound,
+          value: Math.round(free * 1000) / 1000,
+          summary: disk.full
+            ? `gateway ${id}'s disk is full: new readings are refused (${mib(disk.freeBytes)} free, the outbox takes ${mib(disk.outboxBytes)})`
+            : `gateway ${id} has ${(free * 100).toFixed(1)}% of its disk free (${mib(disk.freeBytes)} of ${mib(disk.totalBytes)}; the outbox takes ${mib(disk.outboxBytes)})`,
+        };
       }
       case 'gateway-dropped': {
         if (!g || g.droppedAt === undefined) return inactive;

@@ -3,7 +3,7 @@
 // a tick costs what is due, and every change is recorded so the alert engine and the store only
 // look at what changed.
 import type { Clock } from '@ferry/runtime';
-import type { GatewayStatus, MetricValue } from '@ferry/protocol';
+import type { GatewayDisk, GatewayStatus, MetricValue } from '@ferry/protocol';
 import { DeadlineQueue } from './deadlines.js';
 import type { HealthDefaults } from './rules.js';
 
@@ -68,6 +68,8 @@ export interface GatewayHealth {
   uplink?: string;
   outboxDepth?: number;
   oldestUnsentTs?: number | null;
+  /** The disk under the gateway's outbox, as its last status gave it. */
+  disk?: GatewayDisk;
   dropped: number;
   /** When `dropped` last grew. */
   droppedAt?: number;
@@ -323,6 +325,7 @@ export class FleetHealth {
       g.oldestUnsentTs = status.outbox.oldestTs;
     }
     if (status.deadLetters !== undefined) g.deadLetters = status.deadLetters;
+    if (status.disk) g.disk = status.disk;
     if (status.dropped) {
       const total = Object.values(status.dropped).reduce((a, b) => a + b, 0);
       if (total > g.dropped) g.droppedAt = now;

@@ -73,6 +73,13 @@ export const alertRuleSchema = z.discriminatedUnion('kind', [
   z.object({ ...base, kind: z.literal('gateway-offline') }).strict(),
   /** The oldest unsent reading in a gateway's outbox is older than `olderThan`. */
   z.object({ ...base, kind: z.literal('gateway-backlog'), olderThan: durationSchema }).strict(),
+  /**
+   * A gateway's disk is nearly full: less than `freeBelow` of its filesystem free (it clears above
+   * `clear`), or outbox commits failing on a full disk (devices are not being acknowledged).
+   */
+  z
+    .object({ ...base, kind: z.literal('gateway-disk'), freeBelow: z.number().gt(0).lt(1).default(0.1), clear: z.number().gt(0).lt(1).optional() })
+    .strict(),
   /** A gateway reported newly dropped readings within `within`. */
   z.object({ ...base, kind: z.literal('gateway-dropped'), within: durationSchema.default(600_000) }).strict(),
   /** The ingestor's dead letters grew by at least `increase` within `within`. */

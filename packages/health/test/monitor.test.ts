@@ -207,6 +207,32 @@ describe('gateways', () => {
     step(6 * MIN);
     expect(sent.map((n) => `${n.alert.rule}:${n.status}`)).toContain('dropped:resolved');
   });
+
+  it("alerts when a gateway's disk is nearly full or refusing readings, and resolves above the clear bound", () => {
+    const { clock, monitor, sent, step } = setup([{ name: 'disk', kind: 'gateway-disk', freeBelow: 0.1, clear: 0.15 }]);
+    const MiB = 1_048_576;
+    const status = (freeMiB: number, full = false): GatewayStatus =>
+      gatewayStatus('gw1', 'online', clock.now(), { disk: { totalBytes: 100 * MiB, freeBytes: freeMiB * MiB, outboxBytes: 40 * MiB, maxBytes: 50 * MiB, reserveHeld: !full, full } });
+    monitor.observeGatewayStatus(status(30));
+    step(1000);
+    expect(sent).toHaveLength(0);
+    monitor.observeGatewayStatus(status(8));
+    step(1000);
+    expect(sent.map((n) => `${n.alert.rule}:${n.status}`)).toEqual(['disk:firing']);
+    expect(sent[0]?.alert.summary).toContain('8.0% of its disk free');
+    // Above the bound but under clear: still firing (no flapping around 10%).
+    monitor.observeGatewayStatus(status(12));
+    step(1000);
+    expect(sent).toHaveLength(1);
+    monitor.observeGatewayStatus(status(20));
+    step(1000);
+    expect(sent.map((n) => `${n.alert.rule}:${n.status}`)).toEqual(['disk:firing', 'disk:resolved']);
+    // Commits failing on a full disk fire whatever the free share says.
+    monitor.observeGatewayStatus(status(20, true));
+    step(1000);
+    expect(sent.at(-1)).toMatchObject({ status: 'firing' });
+    expect(sent.at(-1)?.alert.summary).toContain('disk is full');
+  });
 });
 
 describe('rules', () => {

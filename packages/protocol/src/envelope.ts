@@ -135,6 +135,23 @@ export const gapRecordSchema = z.object({
 
 export type GapRecord = z.infer<typeof gapRecordSchema>;
 
+/** The filesystem holding a gateway's outbox: how full it is and what the outbox takes of it. */
+export const gatewayDiskSchema = z.object({
+  totalBytes: z.number().int().nonnegative(),
+  /** What the gateway may still write (statfs f_bavail). */
+  freeBytes: z.number().int().nonnegative(),
+  /** The outbox file and its WAL, bytes. */
+  outboxBytes: z.number().int().nonnegative(),
+  /** The byte bound in force (`maxBytes`, or what `auto` derived from the free space). */
+  maxBytes: z.number().nonnegative(),
+  /** The reserve that keeps the drain working on a full disk is in place. */
+  reserveHeld: z.boolean(),
+  /** Commits are failing because the disk is full (devices are not acknowledged). */
+  full: z.boolean(),
+});
+
+export type GatewayDisk = z.infer<typeof gatewayDiskSchema>;
+
 export const gatewayStatusSchema = z
   .object({
     v: z.literal(ENVELOPE_VERSION),
@@ -168,6 +185,7 @@ export const gatewayStatusSchema = z
       .optional(),
     /** Bytes written to the gateway's storage per reading committed (SD-card wear); null before any. */
     diskWriteBytesPerReading: z.number().nonnegative().nullable().optional(),
+    disk: gatewayDiskSchema.optional(),
   })
   .passthrough();
 

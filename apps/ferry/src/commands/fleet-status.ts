@@ -4,7 +4,16 @@
 export interface FleetReport {
   summary: { devices: Record<string, number>; gateways: Record<string, number>; alerts: { firing: number; pending: number; acknowledged: number }; held: boolean };
   devices: { deviceId: string; liveness: string; gatewayId?: string; lastDataAt?: number; lastStatusAt?: number; battery?: number; rssi?: number; completeness: number | null }[];
-  gateways: { gatewayId: string; state: string; devices: number; outboxDepth?: number; oldestUnsentAgeMs: number | null; dropped: number; version?: string }[];
+  gateways: {
+    gatewayId: string;
+    state: string;
+    devices: number;
+    outboxDepth?: number;
+    oldestUnsentAgeMs: number | null;
+    dropped: number;
+    version?: string;
+    disk?: { totalBytes: number; freeBytes: number; full: boolean };
+  }[];
   alerts: { id: number; rule: string; severity: string; summary: string; firingAt?: number; acknowledged?: { by: string } }[];
 }
 
@@ -42,8 +51,17 @@ export function formatFleet(report: FleetReport, now: number): string[] {
     lines.push('gateway health:');
     lines.push(
       ...table(
-        ['GATEWAY', 'STATE', 'DEVICES', 'BACKLOG', 'OLDEST UNSENT', 'DROPPED', 'VERSION'],
-        report.gateways.map((g) => [g.gatewayId, g.state, String(g.devices), String(g.outboxDepth ?? '-'), g.oldestUnsentAgeMs === null ? '-' : `${Math.round(g.oldestUnsentAgeMs / 1000)}s`, String(g.dropped), g.version ?? '-']),
+        ['GATEWAY', 'STATE', 'DEVICES', 'BACKLOG', 'OLDEST UNSENT', 'DROPPED', 'DISK FREE', 'VERSION'],
+        report.gateways.map((g) => [
+          g.gatewayId,
+          g.state,
+          String(g.devices),
+          String(g.outboxDepth ?? '-'),
+          g.oldestUnsentAgeMs === null ? '-' : `${Math.round(g.oldestUnsentAgeMs / 1000)}s`,
+          String(g.dropped),
+          diskFree(g.disk),
+          g.version ?? '-',
+        ]),
       ).map((l) => `  ${l}`),
     );
   }
@@ -57,4 +75,11 @@ export function formatFleet(report: FleetReport, now: number): string[] {
     );
   }
   return lines;
+}
+
+/** `8.0%`, `FULL` when commits fail on it, `-` when the gateway does not report its disk. Pure. */
+function diskFree(disk: { totalBytes: number; freeBytes: number; full: boolean } | undefined): string {
+  if (!disk) return '-';
+  if (disk.full) return 'FULL';
+  return disk.totalBytes > 0 ? `${((disk.freeBytes / disk.totalBytes) * 100).toFixed(1)}%` : '-';
 }

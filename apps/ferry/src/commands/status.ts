@@ -25,8 +25,27 @@ interface GatewayView {
     deadLetters?: number;
     dropped?: Record<string, number>;
     compacted?: { readings?: number; summaries?: number };
+    disk?: DiskView;
   };
   receivedAt?: number;
+}
+
+/** A gateway's disk as its status gives it (GatewayDisk in @ferry/protocol). */
+export interface DiskView {
+  totalBytes: number;
+  freeBytes: number;
+  outboxBytes: number;
+  full: boolean;
+}
+
+function mib(bytes: number): string {
+  return `${(bytes / 1_048_576).toFixed(1)} MiB`;
+}
+
+/** `12.5% free (0.5 MiB of 4.0 MiB), outbox 1.9 MiB (47%)`, FULL when commits fail on it. Pure. */
+export function formatDisk(disk: DiskView): string {
+  const share = (part: number): string => (disk.totalBytes > 0 ? `${((part / disk.totalBytes) * 100).toFixed(1)}%` : '?');
+  return `disk ${share(disk.freeBytes)} free (${mib(disk.freeBytes)} of ${mib(disk.totalBytes)}), outbox ${mib(disk.outboxBytes)} (${share(disk.outboxBytes)})${disk.full ? ', FULL: readings refused' : ''}`;
 }
 
 interface Stats {
@@ -66,6 +85,7 @@ export function formatStatus(health: Health, stats: Stats, now: number): string[
         `  ${id}: ${s.state ?? 'unknown'}`,
         `outbox ${outbox?.depth ?? '?'} readings (${outbox?.bytes ?? '?'} bytes, oldest ${outbox?.oldestTs ? ago(outbox.oldestTs, now) : '-'})`,
         `dead letters ${s.deadLetters ?? 0}`,
+        ...(s.disk ? [formatDisk(s.disk)] : []),
         ...(dropped > 0 ? [`DROPPED ${dropped}`] : []),
         ...(s.compacted?.readings ? [`compacted ${s.compacted.readings} readings into ${s.compacted.summaries ?? '?'} summaries`] : []),
         `reported ${ago(view.receivedAt, now)}`,
