@@ -5,10 +5,11 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { TLSSocket } from 'node:tls';
 import type { Socket } from 'node:net';
+import type { EventEmitter } from 'node:events';
 import { Aedes } from 'aedes';
 import type { AedesOptions, AuthenticateError, Client } from 'aedes';
 import { FerryError } from '@ferry/protocol';
-import { createLogger, createOpsServer, createRegistry, parseConfig, systemClock } from '@ferry/runtime';
+import { createLogger, createOpsServer, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createAcl, parseAcl } from './acl.js';
 import type { Acl } from './acl.js';
@@ -28,7 +29,9 @@ import { brokerConfigSchema } from './config.js';
 import type { BrokerConfig, BrokerConfigInput } from './config.js';
 import { createBrokerMetrics } from './metrics.js';
 import { createSqlitePersistence } from './persistence-sqlite.js';
-import type { SqlitePersistence } from './persistence-sqlite.js';
+import type { PersistedPacket, SqlitePersistence, SqlitePersistenceOptions } from './persistence-sqlite.js';
+import { createRedelivery } from './redelivery.js';
+import type { JournaledPublish, Redelivery } from './redelivery.js';
 import type { BrokerMetrics } from './metrics.js';
 
 export interface BrokerDeps {
@@ -169,7 +172,10 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
         ctx.persistence.journalInbound(packet, (err, seq) => {
           if (err) {
             ctx.metrics.refused.inc({ reason: 'storage' });
-            ctx.logger.error({ event: 'journal_failed', clientId: client.id, topic: packet.topic, err: err.message }, 'QoS 1 publish could not be journaled; closing the connection so it is resent');
+            // A full disk is logged once per episode (where the broker counts it), not once per publish.
+            if (!isDiskFull(err)) {
+              ctx.logger.error({ event: 'journal_failed', clientId: client.id, topic: packet.topic, err: err.message }, 'QoS 1 publish could not be journaled; closing the connection so it is resent');
+            }
             done(err);
             return;
           }
@@ -206,24 +212,43 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
   };
 }
 
-/** QoS 1 publishes acked before a crash but not stored: published again, at least once. */
-async function replayJournal(broker: Aedes, persistence: SqlitePersistence, logger: Logger): Promise<void> {
+/** Publishes a journaled QoS 1 message through aedes' whole pipeline (no client: no ACL, no journal again). */
+function publishJournaled(broker: Aedes, packet: JournaledPublish): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    broker.publish({ cmd: 'publish', topic: packet.topic, payload: packet.payload, qos: 1, retain: packet.retain, dup: false }, (err) => {
+      if (err) reject(err);
+      else resolve();
+    });
+  });
+}
+
+function journaledPublish(packet: PersistedPacket): JournaledPublish {
+  const payload = packet.payload ?? Buffer.alloc(0);
+  return { topic: packet.topic ?? '', payload: typeof payload === 'string' ? Buffer.from(payload) : payload, retain: packet.retain ?? false };
+}
+
+/**
+ * QoS 1 publishes acked before a crash but not stored: published again, at least once. One that
+ * cannot be stored now (a full disk) is left to `redelivery`, so the broker still starts.
+ */
+async function replayJournal(broker: Aedes, persistence: SqlitePersistence, redelivery: Redelivery, logger: Logger): Promise<void> {
   const pending = persistence.journalPending();
   if (pending.length === 0) return;
   logger.warn({ event: 'journal_replay', count: pending.length }, 'republishing QoS 1 messages acknowledged before a crash');
   for (const { seq, packet } of pending) {
-    await new Promise<void>((resolve, reject) => {
-      broker.publish({ cmd: 'publish', topic: packet.topic ?? '', payload: packet.payload ?? Buffer.alloc(0), qos: 1, retain: packet.retain ?? false, dup: false }, (err) => {
-        if (err) reject(err);
-        else resolve();
-      });
-    });
+    const publish = journaledPublish(packet);
+    try {
+      await publishJournaled(broker, publish);
+    } catch {
+      redelivery.add(seq, publish);
+      continue;
+    }
     persistence.journalDone(seq);
   }
 }
 
 /** Where sessions and retained messages live: SQLite when asked for or when a dataDir is set. */
-function openPersistence(config: BrokerConfig): SqlitePersistence | undefined {
+function openPersistence(config: BrokerConfig, hooks: Pick<SqlitePersistenceOptions, 'onWrite' | 'onPublishNotStored'>): SqlitePersistence | undefined {
   const chosen = config.persistence ?? (config.dataDir !== undefined ? { type: 'sqlite' as const, synchronous: 'normal' as const } : { type: 'memory' as const });
   if (chosen.type === 'memory') return undefined;
   const path = chosen.path ?? (config.dataDir !== undefined ? join(config.dataDir, 'broker.db') : undefined);
@@ -234,7 +259,7 @@ function openPersistence(config: BrokerConfig): SqlitePersistence | undefined {
   }
   if (config.dataDir !== undefined) mkdirSync(config.dataDir, { recursive: true });
   try {
-    return createSqlitePersistence({ path, synchronous: chosen.synchronous });
+    return createSqlitePersistence({ path, synchronous: chosen.synchronous, ...hooks });
   } catch (err) {
     throw new FerryError('FERRY_ERR_STORAGE', `broker persistence: cannot open ${path}: ${(err as Error).message}`, { path }, { cause: err });
   }
@@ -283,7 +308,38 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
   let closing: Promise<void> | undefined;
 
   const connections = (): number => aedes?.connectedClients ?? 0;
-  const metrics = createBrokerMetrics(registry, connections, () => (persistence && !closing ? persistence.counts() : undefined));
+  // A full disk under the SQLite persistence: QoS 1 publishes are not PUBACKed meanwhile, and it is
+  // reported in /healthz and metrics until writes go through again. One store: broker.db.
+  const diskFull = new DiskFullState(deps.clock ?? systemClock);
+  let redelivery: Redelivery | undefined;
+  const metrics = createBrokerMetrics(registry, connections, () => (persistence && !closing ? persistence.counts() : undefined), () => diskFull.full);
+
+  function storageWrite(op: string, err?: unknown): void {
+    if (err === undefined) {
+      if (diskFull.succeeded('broker.db')) logger.info({ event: 'storage_ok', op }, 'persistence writes go through again; QoS 1 publishes are PUBACKed again');
+      return;
+    }
+    const verdict = diskFull.failed('broker.db', err);
+    if (verdict === 'other') return;
+    metrics.storageFull.inc();
+    // Once per episode: a full disk fails every commit, and a line per commit would only add to it.
+    if (verdict === 'began') {
+      logger.error(
+        { event: 'storage_full', op, err: diskFull.report().lastError },
+        'disk full under the persistence: QoS 1 publishes are not PUBACKed until writes go through again (their clients resend them)',
+      );
+    }
+  }
+
+  /** A client's QoS 1 publish PUBACKed and then not stored: published again from the journal. */
+  function publishNotStored(packet: PersistedPacket): void {
+    const payload = packet.payload;
+    if (payload === undefined || typeof payload === 'string') return;
+    const seq = journaled.get(payload);
+    if (seq === undefined) return;
+    journaled.delete(payload);
+    redelivery?.add(seq, journaledPublish(packet));
+  }
   const urls = (): Partial<Record<ListenerKind, string>> => Object.fromEntries(listeners.map((l) => [l.kind, l.url]));
 
   async function start(): Promise<void> {
@@ -303,7 +359,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
         logger.warn({ event: 'cluster_redis_error', err: err.message }, 'Redis connection error; reconnecting');
       });
     } else {
-      persistence = openPersistence(config);
+      persistence = openPersistence(config, { onWrite: storageWrite, onPublishNotStored: publishNotStored });
     }
     const hooks = brokerHooks({ config, authenticator, logger, metrics, accepted, persistence, acl, publishRate });
     const options: AedesOptions = {
@@ -317,7 +373,23 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     }
     if (config.limits.maxKeepaliveSeconds !== undefined) options.keepaliveLimit = config.limits.maxKeepaliveSeconds;
     const broker = await Aedes.createBroker(options);
-    if (persistence) await replayJournal(broker, persistence, logger);
+    // aedes emits 'error' for failures it cannot pin on a client (publishing the wills of a broker
+    // that died, a session lookup): logged, never the end of the process.
+    // (The typings list only aedes' own events; 'error' is EventEmitter's.)
+    (broker as EventEmitter).on('error', (err: Error) => {
+      storageWrite('aedes', err);
+      if (!isDiskFull(err)) logger.error({ event: 'broker_error', err: err.message }, 'broker error');
+    });
+    if (persistence) {
+      const journal = persistence;
+      redelivery = createRedelivery({
+        publish: (packet) => publishJournaled(broker, packet),
+        delivered: (seq) => journal.journalDone(seq),
+        retry: { initialMs: 200, maxMs: 5_000, factor: 2 },
+        logger,
+      });
+      await replayJournal(broker, persistence, redelivery, logger);
+    }
     aedes = broker;
     broker.on('clientReady', (client) => {
       metrics.connects.inc();
@@ -366,7 +438,28 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
         host: config.http.host,
         port: config.http.port,
         registry,
-        health: () => ({ ok: aedes !== undefined && !aedes.closed, component: 'broker', urls: urls(), connections: connections(), published }),
+        health: () => {
+          const disk = diskFull.report();
+          return {
+            ok: aedes !== undefined && !aedes.closed && !disk.full,
+            component: 'broker',
+            urls: urls(),
+            connections: connections(),
+            published,
+            ...(persistence
+              ? {
+                  storage: {
+                    full: disk.full,
+                    since: disk.since,
+                    lastError: disk.lastError,
+                    lastErrorAt: disk.lastErrorAt,
+                    failures: disk.failures,
+                    redeliveries: redelivery?.pending ?? 0,
+                  },
+                }
+              : {}),
+          };
+        },
       });
       await ops.listen();
     }
@@ -386,6 +479,8 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     // Connections that never sent CONNECT are not aedes clients yet; they go too.
     for (const socket of sockets) socket.destroy();
     await listenersClosed;
+    // Publishes still waiting for storage stay in the journal: the next start replays them.
+    redelivery?.stop();
     // After aedes is closed nothing writes to it any more.
     await persistence?.destroy();
     await cluster?.persistence.destroy();

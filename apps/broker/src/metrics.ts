@@ -15,12 +15,27 @@ export interface BrokerMetrics {
   readonly messagesOut: Counter<'qos'>;
   readonly bytesOut: Counter;
   readonly dropped: Counter<'reason'>;
+  /** Persistence writes that failed because the disk was full. */
+  readonly storageFull: Counter;
 }
 
 /** Rows held by the SQLite persistence; undefined with memory persistence (the gauges stay absent). */
 export type StoredCounts = () => { retained: number; outgoing: number; incoming: number } | undefined;
 
-export function createBrokerMetrics(registry: Registry, connections: () => number, stored: StoredCounts = () => undefined): BrokerMetrics {
+export function createBrokerMetrics(
+  registry: Registry,
+  connections: () => number,
+  stored: StoredCounts = () => undefined,
+  storageFull: () => boolean = () => false,
+): BrokerMetrics {
+  new Gauge({
+    name: 'ferry_broker_storage_full',
+    help: '1 while SQLite persistence writes fail for lack of space (and for a few seconds after the last failure); QoS 1 publishes are not PUBACKed meanwhile',
+    registers: [registry],
+    collect() {
+      this.set(storageFull() ? 1 : 0);
+    },
+  });
   new Gauge({
     name: 'ferry_broker_retained_messages',
     help: 'Retained messages stored (SQLite persistence)',
@@ -98,6 +113,11 @@ export function createBrokerMetrics(registry: Registry, connections: () => numbe
     connectionErrors: new Counter({
       name: 'ferry_broker_connection_errors_total',
       help: 'Connections closed for a protocol error before or during CONNECT (garbage bytes, bad packets)',
+      registers: [registry],
+    }),
+    storageFull: new Counter({
+      name: 'ferry_broker_storage_full_total',
+      help: 'SQLite persistence writes that failed because the disk was full',
       registers: [registry],
     }),
     clusterErrors: new Counter({

@@ -1,6 +1,14 @@
 // An aedes persistence in SQLite: retained messages, persistent-session subscriptions, queued and
 // in-flight outgoing QoS 1/2 messages, incoming QoS 2 messages and wills survive a kill -9.
 // It follows aedes-persistence's async interface (the one aedes 1.x calls) and passes its abstract suite.
+//
+// A write that fails (a full disk: SQLITE_FULL) rejects, and aedes refuses what needed it: the
+// QoS 1 publish is not PUBACKed, the CONNECT or SUBSCRIBE fails and the client comes back later.
+// Every write's outcome goes to `onWrite`, so the broker can tell a full disk and when it ends.
+// Two failures need more than a rejection. A will's deletion never rejects: aedes chains it with
+// .finally(), and the unhandled rejection would end the process; it is kept and done with the next
+// commit. A publish that could not be stored after its PUBACK also goes to `onPublishNotStored`:
+// its client will not send it again, so the broker publishes it again from the journal.
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
 import { deserialize, serialize } from 'node:v8';
@@ -77,6 +85,13 @@ export interface SqlitePersistenceOptions {
    * survives a process crash (kill -9) but a power cut may lose the last commits.
    */
   readonly synchronous?: 'full' | 'normal';
+  /** Each write: went through (no `err`) or failed; `op` names the persistence call. */
+  readonly onWrite?: (op: string, err?: unknown) => void;
+  /**
+   * A packet aedes could not store (retained, or queued for its subscribers) in its publish
+   * pipeline: for a client's QoS 1 publish that is after the PUBACK, so the client will not send it again.
+   */
+  readonly onPublishNotStored?: (packet: PersistedPacket) => void;
 }
 
 const SCHEMA = `
@@ -151,9 +166,16 @@ export class SqlitePersistence {
   /** Journal seqs to clear at the next group commit. */
   #journalCleared: number[] = [];
   #journalFlush: NodeJS.Immediate | undefined;
-  readonly #journalCommit: (packed: readonly Buffer[], cleared: readonly number[]) => number[];
+  readonly #journalCommit: (packed: readonly Buffer[], cleared: readonly number[], wills: readonly string[]) => number[];
+  /**
+   * Clients whose will could not be deleted (a full disk): deleted with the next commit of the
+   * journal (QoS 1 traffic, or the broker's close), never read or published meanwhile.
+   */
+  readonly #willsToDelete = new Set<string>();
+  readonly #options: SqlitePersistenceOptions;
 
   constructor(options: SqlitePersistenceOptions) {
+    this.#options = options;
     const db = openSqlite({
       path: options.path,
       what: 'broker persistence',
@@ -198,7 +220,7 @@ export class SqlitePersistence {
       willPut: db.prepare('INSERT INTO wills (client_id, broker_id, packet) VALUES (?, ?, ?) ON CONFLICT DO UPDATE SET broker_id = excluded.broker_id, packet = excluded.packet'),
       willGet: db.prepare<[string], { packet: Buffer }>('SELECT packet FROM wills WHERE client_id = ?'),
       willDel: db.prepare('DELETE FROM wills WHERE client_id = ?'),
-      willAll: db.prepare<[], { broker_id: string | null; packet: Buffer }>('SELECT broker_id, packet FROM wills ORDER BY rowid'),
+      willAll: db.prepare<[], { client_id: string; broker_id: string | null; packet: Buffer }>('SELECT client_id, broker_id, packet FROM wills ORDER BY rowid'),
       journalPut: db.prepare('INSERT INTO inbound_journal (packet) VALUES (?)'),
       journalDel: db.prepare('DELETE FROM inbound_journal WHERE seq = ?'),
       journalAll: db.prepare<[], { seq: number; packet: Buffer }>('SELECT seq, packet FROM inbound_journal ORDER BY seq'),
@@ -207,11 +229,35 @@ export class SqlitePersistence {
       ),
     };
     for (const row of this.#stmt.subAll.iterate()) this.#remember(row.client_id, subscriptionOf(row));
-    const { journalPut, journalDel } = this.#stmt;
-    this.#journalCommit = db.transaction((packed: readonly Buffer[], cleared: readonly number[]): number[] => {
+    const { journalPut, journalDel, willDel } = this.#stmt;
+    this.#journalCommit = db.transaction((packed: readonly Buffer[], cleared: readonly number[], wills: readonly string[]): number[] => {
+      for (const clientId of wills) willDel.run(clientId);
       for (const seq of cleared) journalDel.run(seq);
       return packed.map((p) => Number(journalPut.run(p).lastInsertRowid));
     });
+  }
+
+  /** Runs one write and reports its outcome; a failure is thrown on. */
+  #write<T>(op: string, write: () => T): T {
+    let result: T;
+    try {
+      result = write();
+    } catch (err) {
+      this.#options.onWrite?.(op, err);
+      throw err;
+    }
+    this.#options.onWrite?.(op);
+    return result;
+  }
+
+  /** A store in aedes' publish pipeline failed: the broker may have to publish the packet again. */
+  #publishWrite(op: string, packet: PersistedPacket, write: () => void): void {
+    try {
+      this.#write(op, write);
+    } catch (err) {
+      this.#options.onPublishNotStored?.(packet);
+      throw err;
+    }
   }
 
   get broker(): BrokerRef | undefined {
@@ -265,14 +311,18 @@ export class SqlitePersistence {
     this.#journalFlush = undefined;
     const queue = this.#journalQueue;
     const cleared = this.#journalCleared;
-    if (queue.length === 0 && cleared.length === 0) return;
+    if (queue.length === 0 && cleared.length === 0 && this.#willsToDelete.size === 0) return;
     this.#journalQueue = [];
     this.#journalCleared = [];
+    const wills = [...this.#willsToDelete];
     let seqs: number[];
     try {
-      seqs = this.#journalCommit(
-        queue.map((q) => q.packed),
-        cleared,
+      seqs = this.#write('journal', () =>
+        this.#journalCommit(
+          queue.map((q) => q.packed),
+          cleared,
+          wills,
+        ),
       );
     } catch (err) {
       // Nothing committed: the publishes are refused (their clients resend), the clears wait for the
@@ -281,6 +331,7 @@ export class SqlitePersistence {
       for (const q of queue) q.done(err as Error);
       return;
     }
+    for (const clientId of wills) this.#willsToDelete.delete(clientId);
     queue.forEach((q, i) => q.done(null, seqs[i]));
   }
 
@@ -292,8 +343,10 @@ export class SqlitePersistence {
   async storeRetained(packet: PersistedPacket): Promise<void> {
     const payload = packet.payload ?? Buffer.alloc(0);
     const topic = packet.topic ?? '';
-    if (payload.length === 0) this.#stmt.retainedDel.run(topic);
-    else this.#stmt.retainedPut.run(topic, pack({ ...packet }));
+    this.#publishWrite('storeRetained', packet, () => {
+      if (payload.length === 0) this.#stmt.retainedDel.run(topic);
+      else this.#stmt.retainedPut.run(topic, pack({ ...packet }));
+    });
     await Promise.resolve();
   }
 
@@ -342,7 +395,7 @@ export class SqlitePersistence {
         this.#stmt.subPut.run(client.id, sub.topic, sub.qos, sub.rh ?? null, flag(sub.rap), flag(sub.nl), sub.subscriptionIdentifier ?? null);
       }
     });
-    write();
+    this.#write('addSubscriptions', write);
     for (const sub of subs) {
       const record = { topic: sub.topic, qos: sub.qos, rh: sub.rh, rap: sub.rap, nl: sub.nl } as PersistedSubscription;
       if (sub.subscriptionIdentifier !== undefined) record.subscriptionIdentifier = sub.subscriptionIdentifier;
@@ -355,7 +408,7 @@ export class SqlitePersistence {
     const write = this.#db.transaction(() => {
       for (const topic of topics) this.#stmt.subDel.run(client.id, topic);
     });
-    write();
+    this.#write('removeSubscriptions', write);
     for (const topic of topics) this.#forget(client.id, topic);
     await Promise.resolve();
   }
@@ -376,7 +429,7 @@ export class SqlitePersistence {
   }
 
   async cleanSubscriptions(client: ClientRef): Promise<void> {
-    this.#stmt.subDelClient.run(client.id);
+    this.#write('cleanSubscriptions', () => this.#stmt.subDelClient.run(client.id));
     for (const topic of [...(this.#subscriptions.get(client.id)?.keys() ?? [])]) this.#forget(client.id, topic);
     await Promise.resolve();
   }
@@ -387,7 +440,7 @@ export class SqlitePersistence {
   }
 
   async outgoingEnqueue(sub: { clientId: string }, packet: PersistedPacket): Promise<void> {
-    this.#enqueue(sub.clientId, packet);
+    this.#write('outgoingEnqueue', () => this.#enqueue(sub.clientId, packet));
     await Promise.resolve();
   }
 
@@ -395,7 +448,8 @@ export class SqlitePersistence {
     const write = this.#db.transaction(() => {
       for (const sub of subs) this.#enqueue(sub.clientId, packet);
     });
-    write();
+    // Nothing to write for a topic nobody holds a session for: no write, so nothing to fail.
+    if (subs.length > 0) this.#publishWrite('outgoingEnqueueCombi', packet, write);
     await Promise.resolve();
   }
 
@@ -409,10 +463,10 @@ export class SqlitePersistence {
       // The message got its packet id for delivery: keep the queued packet, record the id.
       const queued = unpack(row.packet);
       queued.messageId = packet.messageId;
-      this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(queued), row.seq);
+      this.#write('outgoingUpdate', () => this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(queued), row.seq));
     } else {
       // A PUBREL (or another broker's packet) takes the place of the packet with its message id.
-      this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(packet), row.seq);
+      this.#write('outgoingUpdate', () => this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(packet), row.seq));
     }
     await Promise.resolve();
   }
@@ -422,7 +476,7 @@ export class SqlitePersistence {
     if (typeof packet !== 'object' || typeof packet.messageId !== 'number') return undefined;
     const row = this.#stmt.outByMessageId.get(client.id, packet.messageId);
     if (!row) return undefined;
-    this.#stmt.outDel.run(row.seq);
+    this.#write('outgoingClearMessageId', () => this.#stmt.outDel.run(row.seq));
     return unpack(row.packet);
   }
 
@@ -433,7 +487,7 @@ export class SqlitePersistence {
   async incomingStorePacket(client: ClientRef, packet: PersistedPacket): Promise<void> {
     const stored = new Packet(packet);
     stored.messageId = packet.messageId;
-    this.#stmt.inPut.run(client.id, packet.messageId ?? 0, pack(stored));
+    this.#write('incomingStorePacket', () => this.#stmt.inPut.run(client.id, packet.messageId ?? 0, pack(stored)));
     await Promise.resolve();
   }
 
@@ -446,12 +500,12 @@ export class SqlitePersistence {
 
   async incomingDelPacket(client: ClientRef, packet: { messageId?: number }): Promise<void> {
     await Promise.resolve();
-    const result = this.#stmt.inDel.run(client.id, packet.messageId ?? 0);
+    const result = this.#write('incomingDelPacket', () => this.#stmt.inDel.run(client.id, packet.messageId ?? 0));
     if (result.changes === 0) throw new Error('no such packet');
   }
 
   async cleanIncoming(client: ClientRef): Promise<void> {
-    this.#stmt.inDelClient.run(client.id);
+    this.#write('cleanIncoming', () => this.#stmt.inDelClient.run(client.id));
     await Promise.resolve();
   }
 
@@ -459,26 +513,39 @@ export class SqlitePersistence {
     // Recorded on the packet itself, as aedes reads brokerId and clientId back from a streamed will.
     packet.brokerId = this.#broker?.id;
     packet.clientId = client.id;
-    this.#stmt.willPut.run(client.id, packet.brokerId ?? null, pack(packet));
+    // Before the write: a deletion still pending from a full disk must not remove this new will.
+    this.#willsToDelete.delete(client.id);
+    this.#write('putWill', () => this.#stmt.willPut.run(client.id, packet.brokerId ?? null, pack(packet)));
     await Promise.resolve();
   }
 
   async getWill(client: ClientRef): Promise<PersistedPacket | undefined> {
     await Promise.resolve();
+    if (this.#willsToDelete.has(client.id)) return undefined;
     const row = this.#stmt.willGet.get(client.id);
     return row ? unpack(row.packet) : undefined;
   }
 
+  /** Never rejects (see the top of the file): a deletion that fails is done with the next commit. */
   async delWill(client: ClientRef): Promise<PersistedPacket | undefined> {
     await Promise.resolve();
+    if (this.#willsToDelete.has(client.id)) return undefined;
     const row = this.#stmt.willGet.get(client.id);
-    this.#stmt.willDel.run(client.id);
-    return row ? unpack(row.packet) : undefined;
+    // No will stored, nothing to write: a client without one connects even on a full disk.
+    if (!row) return undefined;
+    try {
+      this.#write('delWill', () => this.#stmt.willDel.run(client.id));
+    } catch {
+      this.#willsToDelete.add(client.id);
+    }
+    return unpack(row.packet);
   }
 
   /** Wills of clients whose broker is not among `brokers` (alive): those brokers died holding them. */
   streamWill(brokers: Record<string, unknown> = {}): Readable {
-    const rows = this.#stmt.willAll.all().filter((row) => row.broker_id === null || !brokers[row.broker_id]);
+    const rows = this.#stmt.willAll
+      .all()
+      .filter((row) => (row.broker_id === null || !brokers[row.broker_id]) && !this.#willsToDelete.has(row.client_id));
     return fromRows(rows.map((row) => unpack(row.packet)));
   }
 

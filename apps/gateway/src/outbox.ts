@@ -4,7 +4,7 @@ import { statSync } from 'node:fs';
 import type Database from 'better-sqlite3';
 import { defaultLimits, FerryError } from '@ferry/protocol';
 import type { DeviceReading, Reading } from '@ferry/protocol';
-import { systemClock } from '@ferry/runtime';
+import { isDiskFull, systemClock } from '@ferry/runtime';
 import type { Clock } from '@ferry/runtime';
 import { intervalStart, isSummary, SentRanges, SeriesSummary, summaryKey } from './compact.js';
 import type { SummaryLimits } from './compact.js';
@@ -13,7 +13,6 @@ import type { CompactedSpan, DropReason, DroppedRow, GapRecord } from './drops.j
 import { DEFAULT_WAL_AUTOCHECKPOINT_PAGES, openOutboxFile } from './outbox-file.js';
 import type { CorruptOutbox } from './outbox-file.js';
 import { migrateOutbox } from './outbox-schema.js';
-import { isDiskFull } from './storage-alarm.js';
 
 export interface OutboxEntry {
   readonly seq: number;

@@ -43,15 +43,3 @@ export class StorageAlarm {
     return true;
   }
 }
-
-/** True for the errors a full disk produces, in SQLite's words or the OS's. */
-export function isDiskFull(err: unknown): boolean {
-  for (let e: unknown = err; e instanceof Error; e = e.cause) {
-    const code = (e as { code?: unknown }).code;
-    if (code === 'SQLITE_FULL' || code === 'ENOSPC') return true;
-    if (/database or disk is full|ENOSPC|no space left/i.test(e.message)) return true;
-    const details = (e as { details?: { sqlite?: unknown } }).details;
-    if (details?.sqlite === 'SQLITE_FULL') return true;
-  }
-  return false;
-}

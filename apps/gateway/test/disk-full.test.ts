@@ -11,11 +11,10 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { MqttClient } from 'mqtt';
 import { isFerryError } from '@ferry/protocol';
 import type { DeviceReading } from '@ferry/protocol';
-import { createRegistry, silentLogger } from '@ferry/runtime';
+import { createRegistry, isDiskFull, silentLogger } from '@ferry/runtime';
 import { createGateway } from '../src/index.js';
 import { createDiskReserve, readDiskUsage } from '../src/disk-space.js';
 import { createSqliteOutbox } from '../src/outbox.js';
-import { isDiskFull } from '../src/storage-alarm.js';
 import { connectDevice, metricValue, startTestBroker } from './harness.js';
 import type { TestBroker } from './harness.js';
 

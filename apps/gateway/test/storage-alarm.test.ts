@@ -2,7 +2,8 @@
 import { describe, expect, it } from 'vitest';
 import { FerryError } from '@ferry/protocol';
 import { ManualClock } from '@ferry/runtime';
-import { isDiskFull, StorageAlarm } from '../src/storage-alarm.js';
+import { isDiskFull } from '@ferry/runtime';
+import { StorageAlarm } from '../src/storage-alarm.js';
 
 describe('StorageAlarm', () => {
   it('logs the first failure, then at most one line an interval with the count left out, and once on recovery', () => {

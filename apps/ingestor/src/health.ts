@@ -106,6 +106,8 @@ export interface IngestorHealthOptions {
   readonly deadLetters: () => number;
   /** Where the ferry_health_* metrics go (retention, alerts, notifiers). */
   readonly registry?: Registry;
+  /** Each save to health.db: went through (no `err`) or failed (a full disk is reported from here). */
+  readonly onSaved?: (err?: unknown) => void;
 }
 
 export interface IngestorHealth {
@@ -250,8 +252,11 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     try {
       flushHealth(monitor, store);
     } catch (err) {
+      options.onSaved?.(err);
       logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health state not saved; kept in memory, retried on the next flush');
+      return;
     }
+    options.onSaved?.();
   }
 
   return {

@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ErrorCode } from '@ferry/protocol';
 import { FerryError, parseUplinkTopic } from '@ferry/protocol';
-import { createLogger, createOpsServer, createRegistry, systemClock } from '@ferry/runtime';
+import { createLogger, createOpsServer, createRegistry, DiskFullState, isDiskFull, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import type { DeadLetterStore } from '@ferry/deadletter';
@@ -130,6 +130,29 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   } catch (err) {
     throw new FerryError('FERRY_ERR_STORAGE', `data dir ${config.dataDir} cannot be created: ${(err as Error).message}`, { dataDir: config.dataDir });
   }
+  // A full disk under the data dir: which stores' writes fail for lack of space (reported in
+  // /healthz and metrics). Nothing is acked meanwhile: every write that failed is tried again (the
+  // writer retries, gateways resend, the broker redelivers), and the first that goes through ends it.
+  const diskFull = new DiskFullState(clock);
+  const storage = (store: string, err?: unknown): void => {
+    if (err === undefined) {
+      if (diskFull.succeeded(store)) logger.info({ store, dataDir: config.dataDir }, 'writes to the data dir go through again; acks resume');
+      return;
+    }
+    const verdict = diskFull.failed(store, err);
+    if (verdict === 'other') return;
+    metrics.storageFull(store);
+    // Once per episode: a full disk fails every commit, and a line per commit would only add to it.
+    if (verdict === 'began') {
+      logger.error(
+        { store, dataDir: config.dataDir, err: diskFull.report().lastError },
+        'disk full: nothing is acked until writes go through again; gateways keep the readings and resend them',
+      );
+    }
+  };
+  /** The embedded sink writes to the data dir's disk; a remote database's errors are its own. */
+  const localSink = deps.sink === undefined && config.sink.type === 'sqlite';
+
   const dedupe: DedupeStore = openDedupeStore({ path: join(config.dataDir, 'dedupe.db'), windowPerGateway: config.dedupe.windowPerGateway });
   let deadLetters: DeadLetterStore;
   let sink: Sink;
@@ -144,7 +167,12 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     });
     if (config.direct) {
       deviceTopics = compileDeviceTopics(config.direct.patterns);
-      journal = openDeviceJournal({ path: join(config.dataDir, 'journal.db'), maxRows: config.direct.maxJournalRows, synchronous: config.direct.synchronous });
+      journal = openDeviceJournal({
+        path: join(config.dataDir, 'journal.db'),
+        maxRows: config.direct.maxJournalRows,
+        synchronous: config.direct.synchronous,
+        onCommit: (err) => storage('journal', err),
+      });
     }
     deadLetters = createSqliteDeadLetterStore({ path: join(config.dataDir, 'deadletters.db'), maxEntries: config.deadLetters.maxEntries, clock });
     sink = deps.sink ?? createSink(config.sink, { logger });
@@ -186,6 +214,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         links: () => ({ broker: uplink?.connected ?? false, sink: sinkUp }),
         deadLetters: () => (storesClosed ? 0 : deadLetters.counts().held),
         registry,
+        onSaved: (err) => storage('health', err),
       })
     : undefined;
   const counters = { acksSent: 0, deadLetters: 0, shed: 0, envelopesRejected: 0, batches: 0, replays: 0, deviceDuplicates: 0, notOwned: 0 };
@@ -211,6 +240,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       return oldest === undefined ? 0 : Math.max(0, clock.now() - oldest) / 1000;
     },
     journalRows: () => (storesClosed ? 0 : (journal?.rows ?? 0)),
+    storageFull: () => diskFull.full,
   });
   createProcessingMetrics(registry, { processor, rollups: () => (storesClosed ? undefined : rollups) });
 
@@ -258,15 +288,22 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       pruned: (count) => metrics.pruned(count),
       devicePruned: (count) => metrics.devicePruned(count),
       batchLag: (ms) => metrics.batchLag(ms),
+      storage: (store, err) => storage(store, err),
       skewed: (how) => metrics.skewed(how),
       deviceDuplicate(origin) {
         counters.deviceDuplicates++;
         metrics.deviceDuplicate(origin);
       },
-      written: (points, seconds) => metrics.written(points, seconds),
+      written(points, seconds) {
+        metrics.written(points, seconds);
+        if (localSink) storage('sink');
+      },
       readingsWritten: (items) => health?.observeWritten(items),
       retry(err, attempt, delayMs, stage) {
         metrics.retry(stage);
+        if (stage === 'sink' && localSink) storage('sink', err);
+        // A full disk is logged once per episode (storage above), not once per retry.
+        if ((stage === 'confirm' || localSink) && isDiskFull(err)) return;
         const message = err instanceof Error ? err.message : String(err);
         if (stage === 'sink') logger.warn({ err: message, attempt, delayMs, sink: sink.description }, 'database write failed; retrying, nothing acked meanwhile');
         else logger.error({ err: message, attempt, delayMs }, 'local storage failed after a write; writing the chunk again');
@@ -324,11 +361,13 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
           sinkUp = await sink.ping();
           const mqttConnected = uplink?.connected ?? false;
           const s = pipeline.state();
+          const disk = diskFull.report();
           return {
-            ok: sinkUp && mqttConnected,
+            ok: sinkUp && mqttConnected && !disk.full,
             ingestorId: config.ingestorId,
             mqtt: { connected: mqttConnected, url: redactUrl(config.broker.url) },
             sink: { up: sinkUp, description: sink.description },
+            storage: { full: disk.full, since: disk.since, lastError: disk.lastError, lastErrorAt: disk.lastErrorAt, stores: disk.stores, failures: disk.failures },
             pendingBatches: s.pendingBatches,
             inFlight: accounting.totals().inFlight,
           };
@@ -388,7 +427,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
               }
               directJournal.append(topic, payload, clock.now(), (err) => {
                 metrics.directMessage(err ? 'failed' : 'journaled');
-                if (err) logger.error({ err: err.message, topic }, 'device message not journaled; not PUBACKed, the broker will deliver it again');
+                // A full disk is logged once per episode (storage above), not once per message.
+                if (err && !isDiskFull(err)) logger.error({ err: err.message, topic }, 'device message not journaled; not PUBACKed, the broker will deliver it again');
                 done(err);
               });
             },

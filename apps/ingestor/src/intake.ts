@@ -1,7 +1,9 @@
 // Direct-device intake: moves journaled device messages into the pipeline, at most `maxInMemory`
 // at a time, and deletes each journal row once its reading is settled (written, duplicate or
-// dead-lettered). On start it takes whatever a previous run left in the journal.
-import type { Logger } from '@ferry/runtime';
+// dead-lettered). On start it takes whatever a previous run left in the journal. A row that cannot
+// be taken (its dead letter cannot be filed: a full disk) is taken again after a backoff, in order.
+import { backoffDelay } from '@ferry/runtime';
+import type { BackoffPolicy, Logger } from '@ferry/runtime';
 import type { DeviceJournal } from './journal.js';
 import type { Pipeline } from './pipeline.js';
 
@@ -19,10 +21,14 @@ export interface DirectIntakeOptions {
   readonly pipeline: Pipeline;
   readonly maxInMemory: number;
   readonly logger: Logger;
+  /** Between tries of a row that could not be taken. */
+  readonly retry?: BackoffPolicy;
 }
 
 /** Rows read from the journal per query. */
 const READ_CHUNK = 1000;
+
+const DEFAULT_RETRY: BackoffPolicy = { initialMs: 200, maxMs: 5_000, factor: 2 };
 
 export function createDirectIntake(options: DirectIntakeOptions): DirectIntake {
   const { journal, pipeline, logger } = options;
@@ -30,6 +36,9 @@ export function createDirectIntake(options: DirectIntakeOptions): DirectIntake {
   let inMemory = 0;
   let running = false;
   let scheduled = false;
+  /** Set while waiting to take a row again; consecutive failures set the delay. */
+  let retryTimer: NodeJS.Timeout | undefined;
+  let failures = 0;
 
   function schedule(): void {
     if (scheduled || !running) return;
@@ -42,6 +51,8 @@ export function createDirectIntake(options: DirectIntakeOptions): DirectIntake {
   }
 
   function feed(): void {
+    // Waiting to take a failed row again: nothing after it goes first.
+    if (retryTimer) return;
     while (running && inMemory < options.maxInMemory) {
       const rows = journal.read(cursor, Math.min(READ_CHUNK, options.maxInMemory - inMemory));
       if (rows.length === 0) return;
@@ -55,10 +66,20 @@ export function createDirectIntake(options: DirectIntakeOptions): DirectIntake {
             schedule();
           });
         } catch (err) {
-          // Local storage failed (dead-letter store): the row stays in the journal and is taken again after a restart.
+          // Local storage failed (dead-letter store): the row stays in the journal, and it and the
+          // rows after it are taken again after a backoff.
           inMemory--;
-          logger.error({ err, journalId: row.id, topic: row.topic }, 'device message could not be taken; it stays in the journal');
+          cursor = row.id - 1;
+          const delayMs = backoffDelay(failures++, options.retry ?? DEFAULT_RETRY);
+          if (failures === 1) logger.error({ err, journalId: row.id, topic: row.topic, delayMs }, 'device message could not be taken; it stays in the journal and is taken again');
+          retryTimer = setTimeout(() => {
+            retryTimer = undefined;
+            feed();
+          }, delayMs);
+          retryTimer.unref();
+          return;
         }
+        failures = 0;
       }
     }
   }
@@ -72,6 +93,8 @@ export function createDirectIntake(options: DirectIntakeOptions): DirectIntake {
     },
     stop() {
       running = false;
+      if (retryTimer) clearTimeout(retryTimer);
+      retryTimer = undefined;
     },
     get inMemory() {
       return inMemory;

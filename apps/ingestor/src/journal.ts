@@ -12,6 +12,10 @@
 //
 // Bound: at `maxRows` rows appends wait (no PUBACK), so the broker holds the device messages, until
 // deletes make room.
+//
+// A full disk: an append that cannot commit is not PUBACKed (the broker delivers it again); a
+// delete that cannot commit is kept and tried again with the next commit, so its row neither
+// stays for good nor keeps counting against the bound.
 import { FerryError } from '@ferry/protocol';
 import type { DirectEntry } from './direct.js';
 import { openSqlite } from '@ferry/runtime';
@@ -33,6 +37,8 @@ export interface DeviceJournalOptions {
   readonly path: string;
   readonly maxRows: number;
   readonly synchronous: 'normal' | 'full';
+  /** Each commit: went through (no `err`) or failed; what tells a full disk. */
+  readonly onCommit?: (err?: unknown) => void;
 }
 
 interface Appending {
@@ -100,8 +106,12 @@ export function openDeviceJournal(options: DeviceJournalOptions): DeviceJournal 
       removing = [];
       try {
         rows -= deleteAll(ids);
-      } catch {
-        // A failed delete only means those rows are read again after a restart: duplicates, caught by dedupe.
+        options.onCommit?.();
+      } catch (err) {
+        // Tried again with the next commit (the next append or delete schedules one). Should the
+        // process stop first, the rows are read again after the restart: duplicates, caught by dedupe.
+        removing = ids.concat(removing);
+        options.onCommit?.(err);
       }
     }
     while (waiting.length > 0 && rows + appending.length < options.maxRows) appending.push(waiting.shift()!);
@@ -111,11 +121,13 @@ export function openDeviceJournal(options: DeviceJournalOptions): DeviceJournal 
     try {
       insertAll(items);
     } catch (err) {
+      options.onCommit?.(err);
       const failure = new FerryError('FERRY_ERR_STORAGE', `device journal append failed: ${(err as Error).message}`, {}, { cause: err });
       for (const item of items) item.done(failure);
       return;
     }
     rows += items.length;
+    options.onCommit?.();
     for (const item of items) item.done();
     for (const listener of listeners) listener();
   }

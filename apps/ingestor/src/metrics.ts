@@ -18,6 +18,8 @@ export interface IngestorMetrics {
   skewed(how: 'clamped' | 'flagged'): void;
   devicePruned(count: number): void;
   directMessage(outcome: 'journaled' | 'not-owned' | 'failed'): void;
+  /** A write to one of the ingestor's own SQLite files failed because the disk is full. */
+  storageFull(store: string): void;
 }
 
 export interface MetricSources {
@@ -29,6 +31,8 @@ export interface MetricSources {
   readonly consumerLagSeconds?: () => number;
   /** Direct-device journal rows (received, not yet settled). */
   readonly journalRows?: () => number;
+  /** Whether the disk under the data dir is full now (DiskFullState in @ferry/runtime). */
+  readonly storageFull?: () => boolean;
 }
 
 export function createIngestorMetrics(registry: Registry, sources: MetricSources): IngestorMetrics {
@@ -182,6 +186,20 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     labelNames: ['outcome'],
     registers: [registry],
   });
+  new Gauge({
+    name: 'ferry_ingestor_storage_full',
+    help: '1 while writes to the data dir fail for lack of space (and for a few seconds after the last failure); batches are not acked meanwhile',
+    registers: [registry],
+    collect() {
+      this.set(sources.storageFull?.() ? 1 : 0);
+    },
+  });
+  const storageFull = new Counter({
+    name: 'ferry_ingestor_storage_full_total',
+    help: 'Writes to the ingestor\'s own SQLite files that failed because the disk was full, by store (sink: the embedded points.db)',
+    labelNames: ['store'],
+    registers: [registry],
+  });
   return {
     batch(result, readings) {
       batches.inc({ outcome: result });
@@ -217,6 +235,9 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     },
     directMessage(outcome) {
       directMessages.inc({ outcome });
+    },
+    storageFull(store) {
+      storageFull.inc({ store });
     },
   };
 }

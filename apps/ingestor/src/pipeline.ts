@@ -10,6 +10,7 @@
 // Gateway readings also pass skew.ts and device-dedupe.ts after the gateway-seq dedupe.
 import type { Ack, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
 import { FerryError, parseUplinkTopic } from '@ferry/protocol';
+import { isDiskFull } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { DeadLetter, DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
 import type { Point, PointMapping, Sink, SinkWriteResult } from '@ferry/sinks';
@@ -85,6 +86,9 @@ type DirectUnit =
 
 export type AcceptResult = 'accepted' | 'shed' | 'envelope-invalid' | 'ignored' | 'failed';
 
+/** The ingestor's own SQLite files a reading's path writes to, besides the sink. */
+export type LocalStore = 'dedupe' | 'device-dedupe' | 'deadletters';
+
 export interface QueueBounds {
   /** Batches held in memory (received, not acked yet). */
   readonly maxBatches: number;
@@ -104,6 +108,8 @@ export interface PipelineEvents extends WriterEvents {
   devicePruned?(count: number): void;
   /** Age of a batch when it arrived (envelope sentAt to receive), ms. */
   batchLag?(ms: number): void;
+  /** A write to a local store went through (no `err`) or failed: what tells a full disk (DiskFullState, in ingestor.ts). */
+  storage?(store: LocalStore, err?: unknown): void;
   /**
    * Readings the database confirmed, once recorded and settled: for the health model. `point` is
    * what was written raw (after processing; null when processing left nothing to write raw).
@@ -225,6 +231,22 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     events,
   });
 
+  /** Readings whose refusal is filed as a dead letter already: a confirmation run again does not file it twice. */
+  const filed = new WeakSet<PendingWrite>();
+
+  /** One write to a local store, reported to `events.storage` either way; a failure is thrown on. */
+  function recordIn<T>(store: LocalStore, write: () => T): T {
+    let result: T;
+    try {
+      result = write();
+    } catch (err) {
+      events.storage?.(store, err);
+      throw err;
+    }
+    events.storage?.(store);
+    return result;
+  }
+
   /** Runs when the sink confirmed a chunk: file refusals, record every seq, then settle. */
   function confirm(chunk: readonly PendingWrite[], result: SinkWriteResult): void {
     const refused = new Map<number, string>();
@@ -235,6 +257,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
     const rolled: ConfirmedReading[] = [];
     const letters: NewDeadLetter[] = [];
+    const letterItems: PendingWrite[] = [];
     const entries: DedupeEntry[] = [];
     const identities: DeviceIdentity[] = [];
     chunk.forEach((item, index) => {
@@ -249,7 +272,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         return;
       }
       if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason });
-      if (item.deadLetterOnRefusal) {
+      if (item.deadLetterOnRefusal && !filed.has(item)) {
+        letterItems.push(item);
         const refusal = { code: 'FERRY_ERR_SINK_REJECTED' as const, reason, issues: [{ database: options.sink.description, message: reason }] };
         letters.push(
           item.message
@@ -262,12 +286,18 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         );
       }
     });
-    // Both may throw; nothing is settled yet then, and the writer writes the chunk again.
-    if (letters.length > 0) deadLetters.addMany(letters);
+    // Each may throw (a full disk); nothing is settled yet then, and the writer writes the chunk
+    // again and comes back here. So every step is one a second pass may repeat: dead letters are
+    // filed once per reading (`filed`), device identities are recorded idempotently, and the seqs
+    // with the rollup windows go last, in one transaction, so a reading is never counted twice.
+    if (letters.length > 0) {
+      recordIn('deadletters', () => deadLetters.addMany(letters));
+      for (const item of letterItems) filed.add(item);
+      events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
+    }
+    const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(identities, clock.now()));
     // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted once.
-    const pruned = rollups && rolled.length > 0 ? rollups.commit(rolled, () => dedupe.record(entries)) : dedupe.record(entries);
-    const devicePruned = deviceDedupe.record(identities, clock.now());
-    if (letters.length > 0) events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
+    const pruned = recordIn('dedupe', () => (rollups && rolled.length > 0 ? rollups.commit(rolled, () => dedupe.record(entries)) : dedupe.record(entries)));
     if (pruned > 0) events.pruned?.(pruned);
     if (devicePruned > 0) events.devicePruned?.(devicePruned);
     const written: { gatewayId: string; origin: 'gateway' | 'direct'; reading: unknown; point: Point | null }[] = [];
@@ -442,13 +472,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   }
 
   function rejectEnvelope(gatewayId: string, topic: string, payload: Uint8Array, rejection: Rejection, batchId: number | undefined): AcceptResult {
-    deadLetters.add({
-      source: { gatewayId, topic },
-      code: rejection.code,
-      reason: rejection.reason,
-      ...(rejection.issues ? { issues: rejection.issues } : {}),
-      payload: Buffer.from(payload),
-    });
+    recordIn('deadletters', () =>
+      deadLetters.add({
+        source: { gatewayId, topic },
+        code: rejection.code,
+        reason: rejection.reason,
+        ...(rejection.issues ? { issues: rejection.issues } : {}),
+        payload: Buffer.from(payload),
+      }),
+    );
     events.deadLettered?.(rejection.code, 1);
     logger.warn({ gatewayId, batchId, code: rejection.code, reason: rejection.reason }, 'batch envelope refused and dead-lettered');
     // Without a batch id there is nothing to ack; the gateway will resend and be refused again.
@@ -489,7 +521,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // nothing else has changed and the batch is simply not acked.
     const letters = classified.flatMap((c) => (c.kind === 'refused' && c.letter ? [c.letter] : []));
     if (letters.length > 0) {
-      deadLetters.addMany(letters);
+      recordIn('deadletters', () => deadLetters.addMany(letters));
       const byCode = new Map<ErrorCode, number>();
       for (const l of letters) byCode.set(l.code, (byCode.get(l.code) ?? 0) + 1);
       for (const [code, n] of byCode) events.deadLettered?.(code, n);
@@ -497,7 +529,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const records = classified.flatMap((c) => (c.kind === 'refused' && c.record ? [c.record] : []));
     if (records.length > 0) {
       try {
-        const pruned = dedupe.record(records);
+        const pruned = recordIn('dedupe', () => dedupe.record(records));
         if (pruned > 0) events.pruned?.(pruned);
       } catch (err) {
         // Costs only a second dead letter should this batch be resent.
@@ -547,8 +579,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       try {
         result = acceptBatch(topic, payload, counted);
       } catch (err) {
-        // Local storage failed (dead-letter store): not acked, so the gateway resends it later.
-        logger.error({ err, topic }, 'batch could not be taken; it will be resent');
+        // Local storage failed (dead-letter store): not acked, so the gateway resends it later. A
+        // full disk was reported through events.storage, logged once per episode there.
+        if (!isDiskFull(err)) logger.error({ err, topic }, 'batch could not be taken; it will be resent');
         result = 'failed';
       }
       events.batch?.(result, counted.readings);
@@ -696,7 +729,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       ...units.flatMap((u) => (u.kind === 'refused' ? [directLetter(entry, u.rejection, u.deviceId)] : [])),
     ];
     if (letters.length > 0) {
-      deadLetters.addMany(letters);
+      recordIn('deadletters', () => deadLetters.addMany(letters));
       const byCode = new Map<ErrorCode, number>();
       for (const l of letters) byCode.set(l.code, (byCode.get(l.code) ?? 0) + 1);
       for (const [code, n] of byCode) events.deadLettered?.(code, n);

@@ -5,3 +5,4 @@ export * from './metrics.js';
 export * from './config.js';
 export * from './http.js';
 export * from './sqlite.js';
+export * from './disk-full.js';
