@@ -6,7 +6,7 @@
 //   node scripts/setup.mjs [--servers] [--skip-build]
 
 import { spawnSync } from 'node:child_process';
-import { accessSync, constants, readdirSync, readFileSync } from 'node:fs';
+import { accessSync, constants, existsSync, readdirSync, readFileSync } from 'node:fs';
 import { delimiter, dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
@@ -30,6 +30,9 @@ const SERVER_BINARIES = [
   ['systemd-analyze', 'systemd'],
   // scripts/any-date.mjs: the suite again with the clock shifted a year ahead (libfaketime).
   ['faketime', 'faketime'],
+  // Power-cut tests: @ferry/testkit's powercut-fs.py, a FUSE filesystem that loses unsynced writes.
+  ['fusermount3', 'fuse3'],
+  ['/usr/lib/python3/dist-packages/fusepy.py', 'python3-fusepy'],
 ];
 // better-sqlite3 compiles from source (its prebuilt download is not reachable): the npm install needs these.
 const BUILD_TOOLS = [
@@ -73,6 +76,8 @@ function run(command, args, env = {}) {
 
 // Same search as @ferry/testkit's findBinary: PATH plus the system dirs a non-root PATH lacks.
 function findBinary(name) {
+  // A file a package ships (a Python module), not a command.
+  if (name.startsWith('/')) return existsSync(name) ? name : undefined;
   const dirs = [...(process.env.PATH ?? '').split(delimiter), '/usr/sbin', '/usr/bin', '/usr/local/sbin', '/usr/local/bin', '/sbin', '/bin'];
   for (const dir of dirs) {
     if (dir === '') continue;

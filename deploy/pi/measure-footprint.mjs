@@ -21,7 +21,7 @@ const FERRY = args.get('ferry') ?? join(dirname(fileURLToPath(import.meta.url)),
 const RATE = Number(args.get('rate') ?? 1000);
 const SECONDS = Number(args.get('seconds') ?? 30);
 const WARMUP_S = 10;
-const SYNCHRONOUS = args.get('synchronous') ?? 'normal';
+const SYNCHRONOUS = args.get('synchronous') ?? 'full';
 const COMMIT_LINGER_MS = args.has('commit-linger-ms') ? Number(args.get('commit-linger-ms')) : undefined;
 // The gateway runs with the node flags the systemd unit gives it.
 const unitFlags = /^ExecStart=\S+\s+(.*?)\s*\S*ferry\.mjs /m.exec(readFileSync(join(dirname(fileURLToPath(import.meta.url)), 'ferry-gateway.service'), 'utf8'))?.[1] ?? '';

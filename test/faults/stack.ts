@@ -28,6 +28,8 @@ export function deepMerge(base: Plain, over: Plain | undefined): Plain {
 }
 
 export interface ChildStackOptions {
+  /** Overrides for the broker config (e.g. a dataDir for its SQLite persistence). */
+  readonly broker?: Plain;
   /** Overrides for the gateway config. */
   readonly gateway?: Plain;
   /** Overrides for the ingestor config (e.g. a sink). */
@@ -81,7 +83,7 @@ async function startChildStackOnce(options: ChildStackOptions): Promise<ChildSta
     kind: 'broker',
     dir,
     httpPort: brokerHttp,
-    config: { listen: { host: '127.0.0.1', port: brokerPort }, http: { host: '127.0.0.1', port: brokerHttp }, logLevel: 'info' },
+    config: deepMerge({ listen: { host: '127.0.0.1', port: brokerPort }, http: { host: '127.0.0.1', port: brokerHttp }, logLevel: 'info' }, options.broker),
   });
   const ingestor = startFerryProcess({
     kind: 'ingestor',
@@ -123,7 +125,7 @@ async function startChildStackOnce(options: ChildStackOptions): Promise<ChildSta
     gateway,
     brokerUrl,
     deviceUrl: `mqtt://127.0.0.1:${devicePort}`,
-    pointsDb: join(dir, 'ingestor', 'points.db'),
+    pointsDb: join(typeof options.ingestor?.dataDir === 'string' ? options.ingestor.dataDir : join(dir, 'ingestor'), 'points.db'),
     logs() {
       return [broker, ingestor, gateway].map((p) => `--- ${p.name} (${p.logFile})\n${p.logTail(3000)}`).join('\n');
     },

@@ -249,7 +249,7 @@ async function replayJournal(broker: Aedes, persistence: SqlitePersistence, rede
 
 /** Where sessions and retained messages live: SQLite when asked for or when a dataDir is set. */
 function openPersistence(config: BrokerConfig, hooks: Pick<SqlitePersistenceOptions, 'onWrite' | 'onPublishNotStored'>): SqlitePersistence | undefined {
-  const chosen = config.persistence ?? (config.dataDir !== undefined ? { type: 'sqlite' as const, synchronous: 'normal' as const } : { type: 'memory' as const });
+  const chosen = config.persistence ?? (config.dataDir !== undefined ? { type: 'sqlite' as const, synchronous: 'full' as const } : { type: 'memory' as const });
   if (chosen.type === 'memory') return undefined;
   const path = chosen.path ?? (config.dataDir !== undefined ? join(config.dataDir, 'broker.db') : undefined);
   if (path === undefined) {

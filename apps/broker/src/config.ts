@@ -84,8 +84,11 @@ export const brokerPersistenceSchema = z.discriminatedUnion('type', [
       type: z.literal('sqlite'),
       /** Database file; defaults to <dataDir>/broker.db. */
       path: z.string().min(1).optional(),
-      /** normal (default): WAL commits survive kill -9, a power cut may lose the last ones; full: fsync each commit (about 10x slower QoS 1). */
-      synchronous: z.enum(['full', 'normal']).default('normal'),
+      /**
+       * full (default): every commit a PUBACK waits for is fsynced, so a power cut loses nothing the
+       * broker acknowledged; normal: commits survive kill -9, a power cut may lose the last ones.
+       */
+      synchronous: z.enum(['full', 'normal']).default('full'),
     })
     .strict(),
 ]);

@@ -122,7 +122,7 @@ export const gatewayConfigSchema = z
     outbox: z
       .object({
         /** What a power cut can lose at each level: see SqliteOutboxOptions.synchronous in outbox.ts. */
-        synchronous: z.enum(['normal', 'full']).default('normal'),
+        synchronous: z.enum(['normal', 'full']).default('full'),
         /** Bounds: rows, bytes (payloads plus a fixed cost a row) and how long a reading is held. */
         maxRows: z.number().int().positive().default(5_000_000),
         /**

@@ -262,7 +262,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   // Only a file that may hold summaries pays for weighing the rows it drops.
   const weight = compact ? SUMMARY_WEIGHT : '1';
   const walPages = options.walAutocheckpointPages ?? DEFAULT_WAL_AUTOCHECKPOINT_PAGES;
-  const opened = openOutboxFile(options.path, options.synchronous ?? 'normal', clock.now(), walPages);
+  const opened = openOutboxFile(options.path, options.synchronous ?? 'full', clock.now(), walPages);
   const db: Database.Database = opened.db;
   try {
     migrateOutbox(db, clock, options.path);

@@ -83,8 +83,8 @@ export const ingestorConfigSchema = z
         maxJournalRows: z.number().int().positive().default(1_000_000),
         /** Readings taken from the journal into memory at once. */
         maxInMemory: z.number().int().positive().default(20_000),
-        /** `normal`: a commit survives a process crash (kill -9); `full`: also a power cut, at one fsync per commit. */
-        synchronous: z.enum(['normal', 'full']).default('normal'),
+        /** `full` (default): a commit the PUBACK waits for survives a power cut, at one fsync per commit; `normal`: a process crash (kill -9) only. */
+        synchronous: z.enum(['normal', 'full']).default('full'),
       })
       .strict()
       .optional(),

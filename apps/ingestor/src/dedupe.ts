@@ -13,9 +13,9 @@
 // primary key. A reading below the window is treated as new and written again (an overwrite, see
 // above); what the bound discarded is counted in `pruned`.
 //
-// Durability: WAL with synchronous=NORMAL. A power cut can lose the last few committed records;
-// the only cost is that a resend of those seqs is written again (an overwrite) and acked as
-// accepted instead of duplicate.
+// Durability: WAL with synchronous=FULL, since the ack that deletes a batch at the gateway follows
+// the commit, and the rollup windows are saved in the same transaction: a record lost to a power
+// cut would let a resend be counted twice in a rollup (test/faults/power-cut.test.ts).
 import type Database from 'better-sqlite3';
 import type { ErrorCode } from '@ferry/protocol';
 import { openSqlite } from '@ferry/runtime';
@@ -118,7 +118,9 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
   const db = openSqlite({
     path: options.path,
     what: 'dedupe store',
-    synchronous: 'normal',
+    // full: the gateway deletes a batch on the ack that follows this commit, and the rollup windows
+    // are saved in the same transaction; a record lost to a power cut would let a resend count twice.
+    synchronous: 'full',
     setup: (d) =>
       d.exec(`
       CREATE TABLE IF NOT EXISTS seen (

@@ -24,8 +24,8 @@
 // point; otherwise a second point). Identical readings a device really meant to send twice with the
 // same deviceSeq or device millisecond are taken for one.
 //
-// Persisted (SQLite, WAL, synchronous=NORMAL) so the window survives restarts; a power cut can lose
-// the last records, which only reopens the window for them.
+// Persisted (SQLite, WAL, synchronous=FULL) so the window survives restarts and power cuts: what it
+// records is acknowledged right after.
 import type Database from 'better-sqlite3';
 import type { DeviceReading } from '@ferry/protocol';
 import { contentHash, legacyContentHash, sameContent } from './content-hash.js';
@@ -143,7 +143,8 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   const db = openSqlite({
     path: options.path,
     what: 'device dedupe store',
-    synchronous: 'normal',
+    // full, as the gateway-seq store: what it records is acknowledged right after.
+    synchronous: 'full',
     setup: (d) => {
       d.exec(`
       CREATE TABLE IF NOT EXISTS device_seen (

@@ -5,10 +5,10 @@
 // Throughput: MQTT.js hands over one message at a time and sends the PUBACK when its handler calls
 // back, so the handler's cost is the ceiling. Appends are group-committed: everything appended in
 // one turn of the event loop goes into one transaction, then every caller is called back. With one
-// connection that is usually one row per commit, which is why the default is WAL with
-// synchronous=NORMAL: a commit is a write() into the WAL, no fsync, and survives a process crash
-// (kill -9) but a power cut can lose the last commits since the last checkpoint. `full` fsyncs each
-// commit and survives a power cut too, at the disk's fsync rate.
+// connection that is usually one row per commit. The default is WAL with synchronous=FULL: the
+// PUBACK follows the commit, so each commit is fsynced and survives a power cut, at the disk's
+// fsync rate. `normal` makes a commit a write() into the WAL, no fsync: it survives a process crash
+// (kill -9), but a power cut can lose the commits since the last checkpoint.
 //
 // Bound: at `maxRows` rows appends wait (no PUBACK), so the broker holds the device messages, until
 // deletes make room.

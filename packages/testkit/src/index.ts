@@ -11,3 +11,4 @@ export { startVictoriaMetrics, type VictoriaHandle, type VmSeries } from './vict
 export { startInfluxd, type InfluxdHandle, type InfluxSeries, type InfluxQueryOptions } from './influxd.js';
 export { startRedis } from './redis.js';
 export { startReadyChild, killReadyChildren, type ReadyChild, type ReadyChildOptions } from './child.js';
+export { startPowercutDisk, type PowercutDisk } from './powercut.js';
