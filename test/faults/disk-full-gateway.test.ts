@@ -4,13 +4,11 @@
 // full, and accept readings again as space returns; with the default `maxBytes: auto` the bound
 // acts before the filesystem fills. Every acknowledged reading is in the database once, or
 // counted as dropped by the policy.
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdtempSync, openSync, rmdirSync, rmSync, writeSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
-import { waitFor } from '@ferry/testkit';
+import { fillDisk, mountSmallDisk, waitFor } from '@ferry/testkit';
 import { compareDelivery, publishReadings, sqliteCopies, telemetryTopic, totalOf } from './devices.js';
 import { gatewayOutbox, metricValue } from './processes.js';
 import { drainedDelivery, GATEWAY_ID, startChildStack } from './stack.js';
@@ -22,28 +20,10 @@ afterEach(async () => {
 });
 
 /** A fresh tmpfs of `size` (e.g. '4m'), unmounted after the test. */
-function smallDisk(size: string): string {
-  const mountPoint = mkdtempSync(join(tmpdir(), 'ferry-sd-'));
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${size}`, 'tmpfs', mountPoint]);
-  cleanups.push(() => {
-    execFileSync('umount', ['-l', mountPoint]);
-    rmdirSync(mountPoint);
-  });
-  return mountPoint;
-}
-
-/** Writes a file until the disk refuses more. */
-function fillDisk(path: string): void {
-  for (const size of [64 * 1024, 512]) {
-    const fd = openSync(path, 'a');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(size, 1));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    } finally {
-      closeSync(fd);
-    }
-  }
+async function smallDisk(size: string): Promise<string> {
+  const disk = await mountSmallDisk(size, 'sd');
+  cleanups.push(() => disk.close());
+  return disk.path;
 }
 
 const PAD = 'x'.repeat(1000);
@@ -119,7 +99,7 @@ function sum(record: Record<string, number>): number {
 
 describe('a full disk under the gateway', { timeout: 300_000 }, () => {
   it('drains the backlog that filled its disk once the uplink returns, and takes readings again', async () => {
-    const disk = smallDisk('4m');
+    const disk = await smallDisk('4m');
     // A byte bound above the disk's size, as before `auto`: the outbox fills the disk itself.
     const stack = await startOnDisk(disk, { maxBytes: 1 << 30 });
     const baseTs = Date.now() - 600_000;
@@ -145,7 +125,7 @@ describe('a full disk under the gateway', { timeout: 300_000 }, () => {
   });
 
   it('drains while another file keeps the disk full, and takes its reserve back when that file goes', async () => {
-    const disk = smallDisk('4m');
+    const disk = await smallDisk('4m');
     const stack = await startOnDisk(disk, {});
     const baseTs = Date.now() - 600_000;
     const before = await publishReadings({ url: stack.deviceUrl, deviceIds: ['sd-3'], from: 0, count: 800, baseTs, deadlineMs: 60_000, payload: paddedPayload });
@@ -189,7 +169,7 @@ describe('a full disk under the gateway', { timeout: 300_000 }, () => {
   });
 
   it('with maxBytes auto, bounds the outbox before the filesystem fills: drop-oldest counts what goes, no commit fails', async () => {
-    const disk = smallDisk('4m');
+    const disk = await smallDisk('4m');
     const stack = await startOnDisk(disk, {});
     const baseTs = Date.now() - 600_000;
     // About 6 MB of readings for a 4 MiB disk.

@@ -3,13 +3,13 @@
 // every process run through the built CLI. While full, the service acknowledges nothing it could
 // not record, says so in /healthz and /metrics, and stays up; once the filler is removed it
 // resumes by itself and every reading a device got a PUBACK for is in the database exactly once.
-import { execFile, execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmdirSync, rmSync, writeSync } from 'node:fs';
+import { execFile } from 'node:child_process';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { fillDisk, freePort, makeTempDir, mountSmallDisk, waitFor } from '@ferry/testkit';
 import { compareDelivery, expectedSet, mergeExpected, publishReadings, sqliteCopies, totalOf } from './devices.js';
 import type { PublishResult } from './devices.js';
 import { FERRY_MAIN, gatewayOutbox, metricValue, startFerryProcess } from './processes.js';
@@ -36,30 +36,11 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-/** A tmpfs of TMPFS_SIZE mounted under `dir`, unmounted after the test. Needs root, as the CI runner has. */
-function mountTmpfs(dir: string): string {
-  const mountPoint = join(dir, 'small-disk');
-  mkdirSync(mountPoint);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', `size=${TMPFS_SIZE}`, 'tmpfs', mountPoint]);
-  cleanups.push(() => {
-    execFileSync('umount', [mountPoint]);
-    rmdirSync(mountPoint);
-  });
-  return mountPoint;
-}
-
-/** Writes a file until the disk refuses more, down to the last partial block. */
-function fillDisk(path: string): void {
-  for (const size of [64 * 1024, 512]) {
-    const fd = openSync(path, 'a');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(size, 1));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    } finally {
-      closeSync(fd);
-    }
-  }
+/** A tmpfs of TMPFS_SIZE, unmounted after the test. Needs root, as the CI runner has. */
+async function mountTmpfs(): Promise<string> {
+  const disk = await mountSmallDisk(TMPFS_SIZE, 'services-disk');
+  cleanups.push(() => disk.close());
+  return disk.path;
 }
 
 interface Stack {
@@ -222,7 +203,7 @@ describe('a full disk under the cloud services', { timeout: 180_000 }, () => {
   it('the ingestor acks nothing while its disk is full, reports it, and writes every reading exactly once when space returns', async () => {
     const dir = await makeTempDir('disk-full-ingestor');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const disk = mountTmpfs(dir);
+    const disk = await mountTmpfs();
     const stack = await startStack(dir, { ingestorDataDir: join(disk, 'ingestor') });
     const deviceIds = Array.from({ length: DEVICES }, (_, d) => `full-ing-${d}`);
     const baseTs = Date.now() - 60_000;
@@ -261,7 +242,7 @@ describe('a full disk under the cloud services', { timeout: 180_000 }, () => {
   it('the broker withholds PUBACKs while its disk is full, stays up, reports it, and delivers every reading exactly once when space returns', async () => {
     const dir = await makeTempDir('disk-full-broker');
     cleanups.push(() => rmSync(dir, { recursive: true, force: true }));
-    const disk = mountTmpfs(dir);
+    const disk = await mountTmpfs();
     const stack = await startStack(dir, { ingestorDataDir: join(dir, 'ingestor'), brokerDataDir: join(disk, 'broker') });
     const deviceIds = Array.from({ length: DEVICES }, (_, d) => `full-brk-${d}`);
     const baseTs = Date.now() - 60_000;

@@ -1,26 +1,24 @@
 // The broker's SQLite persistence on a full disk, for real (a 4 MiB tmpfs filled to the last block):
 // the broker stays up whatever aedes asks of the persistence, says so in /healthz and /metrics, and
 // delivers what it PUBACKed once space returns, without a restart.
-import { execFileSync } from 'node:child_process';
-import { closeSync, ftruncateSync, fstatSync, mkdirSync, openSync, rmdirSync, rmSync, writeSync } from 'node:fs';
+import { rmSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { createRegistry, silentLogger } from '@ferry/runtime';
-import { makeTempDir, waitFor } from '@ferry/testkit';
+import { fillDisk, mountSmallDisk, waitFor } from '@ferry/testkit';
+import type { SmallDisk } from '@ferry/testkit';
 import { createBroker } from '../src/index.js';
 import type { Broker } from '../src/index.js';
 
-let tmp: string;
+let small: SmallDisk | undefined;
 let disk: string;
 const cleanups: (() => unknown)[] = [];
 
 beforeAll(async () => {
-  tmp = await makeTempDir('broker-disk-full');
-  disk = join(tmp, 'small-disk');
-  mkdirSync(disk);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', disk]);
+  small = await mountSmallDisk('4m', 'broker-disk-full');
+  disk = small.path;
 });
 
 afterEach(async () => {
@@ -28,33 +26,13 @@ afterEach(async () => {
 });
 
 afterAll(() => {
-  if (!disk) return;
-  execFileSync('umount', [disk]);
-  rmdirSync(disk);
-  rmSync(tmp, { recursive: true, force: true });
+  small?.close();
 });
 
-/** Writes a file on the small disk until it refuses more, then gives `leaveBytes` back; removed after the test. */
-function fillDisk(leaveBytes = 0): string {
+/** Fills the small disk with a file, leaving `leaveBytes` free; removed after the test. */
+function fillSmallDisk(leaveBytes = 0): string {
   const path = join(disk, 'filler');
-  for (const size of [64 * 1024, 512]) {
-    const fd = openSync(path, 'a');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(size, 1));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    } finally {
-      closeSync(fd);
-    }
-  }
-  if (leaveBytes > 0) {
-    const fd = openSync(path, 'r+');
-    try {
-      ftruncateSync(fd, fstatSync(fd).size - leaveBytes);
-    } finally {
-      closeSync(fd);
-    }
-  }
+  fillDisk(path, leaveBytes);
   cleanups.push(() => rmSync(path, { force: true }));
   return path;
 }
@@ -99,7 +77,7 @@ describe('the broker on a full disk', () => {
     const will = { topic: 'status/gw-1', payload: Buffer.from('offline'), qos: 0 as const, retain: false };
     await connect(broker.url!, { clientId: 'gw-1', clean: false, will });
 
-    fillDisk();
+    fillSmallDisk();
     // The same client id again, as after a half-open connection: aedes deletes the stored will
     // first, and a failure there used to be an unhandled rejection, the end of the process.
     await connect(broker.url!, { clientId: 'gw-1', clean: false, will }).catch(() => undefined);
@@ -126,7 +104,7 @@ describe('the broker on a full disk', () => {
       await sub.endAsync();
     }
     // Room for the journal's copy of a 200 KB message, not for five queued copies of it.
-    fillDisk(600 * 1024);
+    fillSmallDisk(600 * 1024);
     const payload = Buffer.alloc(200 * 1024, 7);
     const publisher = await connect(broker.url!, { clientId: 'big-publisher', clean: true });
     await publisher.publishAsync('big/one', payload, { qos: 1 });

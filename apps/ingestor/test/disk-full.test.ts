@@ -2,13 +2,13 @@
 // block), with a real Mosquitto: nothing is acked or let go that could not be recorded, the state
 // is in /healthz and /metrics, and everything resumes by itself once space returns, each reading
 // written and recorded once.
-import { execFileSync } from 'node:child_process';
-import { closeSync, mkdirSync, openSync, rmdirSync, rmSync, symlinkSync, writeSync } from 'node:fs';
+import { mkdirSync, rmSync, symlinkSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import { createSqliteSink } from '@ferry/sinks';
-import { makeTempDir, waitFor } from '@ferry/testkit';
+import { fillDisk, mountSmallDisk, waitFor } from '@ferry/testkit';
+import type { SmallDisk } from '@ferry/testkit';
 import { DIRECT_SOURCE } from '../src/index.js';
 import type { Ingestor, IngestorConfigInput } from '../src/index.js';
 import { openDeviceJournal } from '../src/journal.js';
@@ -19,36 +19,22 @@ import { GatewayPeer } from './peer.js';
 
 const mosquitto = useMosquitto();
 const { cleanups } = mosquitto;
-let tmp: string;
+let small: SmallDisk | undefined;
 let disk: string;
 
 beforeAll(async () => {
-  tmp = await makeTempDir('ingestor-disk-full');
-  disk = join(tmp, 'small-disk');
-  mkdirSync(disk);
-  execFileSync('mount', ['-t', 'tmpfs', '-o', 'size=4m', 'tmpfs', disk]);
+  small = await mountSmallDisk('4m', 'ingestor-disk-full');
+  disk = small.path;
 });
 
 afterAll(() => {
-  if (!disk) return;
-  execFileSync('umount', [disk]);
-  rmdirSync(disk);
-  rmSync(tmp, { recursive: true, force: true });
+  small?.close();
 });
 
-/** Writes a file on the small disk until it refuses more, down to the last partial block; removed after the test. */
-function fillDisk(): string {
+/** Fills the small disk with a file, down to the last partial block; removed after the test. */
+function fillSmallDisk(): string {
   const path = join(disk, 'filler');
-  for (const size of [64 * 1024, 512]) {
-    const fd = openSync(path, 'a');
-    try {
-      for (;;) writeSync(fd, Buffer.alloc(size, 1));
-    } catch (err) {
-      if ((err as NodeJS.ErrnoException).code !== 'ENOSPC') throw err;
-    } finally {
-      closeSync(fd);
-    }
-  }
+  fillDisk(path);
   cleanups.push(() => rmSync(path, { force: true }));
   return path;
 }
@@ -105,7 +91,7 @@ describe('a full disk under the ingestor', () => {
     await gw.send(1, readings(0, 20));
     expect(await gw.waitAck(1)).toMatchObject({ accepted: 20 });
 
-    const filler = fillDisk();
+    const filler = fillSmallDisk();
     await gw.send(2, readings(20, 20));
     await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="confirm"\}/)) >= 2, { timeoutMs: 20_000, what: 'confirmations failing' });
     // The gateway's ack timeout fires and it resends the same readings in a new batch.
@@ -147,7 +133,7 @@ describe('a full disk under the ingestor', () => {
     const gw = await GatewayPeer.connect(mosquitto.url, `gw-disk-full-letters-${process.pid}`);
     cleanups.push(() => gw.close());
 
-    const filler = fillDisk();
+    const filler = fillSmallDisk();
     await gw.send(1, [reading(0), reading(1, { metrics: { bad: 'text' } }), reading(2)]);
     await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="confirm"\}/)) >= 3, { timeoutMs: 20_000, what: 'the confirmation failing three times' });
     expect(gw.acks).toEqual([]);
@@ -170,7 +156,7 @@ describe('a full disk under the ingestor', () => {
     const gw = await GatewayPeer.connect(mosquitto.url, `gw-disk-full-rollups-${process.pid}`);
     cleanups.push(() => gw.close());
 
-    const filler = fillDisk();
+    const filler = fillSmallDisk();
     await gw.send(1, readings(0, 6));
     await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="confirm"\}/)) >= 3, { timeoutMs: 20_000, what: 'the confirmation failing three times' });
     rmSync(filler);
@@ -195,7 +181,7 @@ describe('a full disk under the ingestor', () => {
     await device.publishAsync('devices/sensor-1/telemetry', JSON.stringify({ ts: T0, seq: 1, metrics: { t: 20 } }), { qos: 1 });
     await waitFor(() => ingestor.stats().byGateway[DIRECT_SOURCE]?.written === 1, { timeoutMs: 10_000, what: 'the first reading written' });
 
-    const filler = fillDisk();
+    const filler = fillSmallDisk();
     await device.publishAsync('devices/sensor-1/telemetry', 'not a reading', { qos: 1 });
     await waitFor(async () => (await healthOf(ingestor)).storage.stores.includes('deadletters'), { timeoutMs: 10_000, what: 'the dead-letter store reported full' });
     expect(ingestor.stats().journalRows).toBe(1);
@@ -217,7 +203,7 @@ describe('a full disk under the ingestor', () => {
     const ids = journal.read(0, 10).map((e) => e.id);
     expect(ids).toHaveLength(3);
 
-    const filler = fillDisk();
+    const filler = fillSmallDisk();
     for (const id of ids) journal.remove(id);
     // The deletes' commit fails; an append then fails too (no PUBACK for it), and the rows stay counted.
     await append('while full').catch((err: unknown) => failures.push(err));

@@ -12,3 +12,4 @@ export { startInfluxd, type InfluxdHandle, type InfluxSeries, type InfluxQueryOp
 export { startRedis } from './redis.js';
 export { startReadyChild, killReadyChildren, type ReadyChild, type ReadyChildOptions } from './child.js';
 export { startPowercutDisk, type PowercutDisk } from './powercut.js';
+export { fillDisk, mountSmallDisk, type SmallDisk } from './small-disk.js';
