@@ -25,6 +25,7 @@ import {
   dotenvText,
   healthcheck,
   healthcheckPort,
+  hostAclFile,
   hostArgs,
   inherited,
   interpolate,
@@ -150,6 +151,7 @@ async function startClusterBroker(name: string): Promise<RunningBroker> {
       FERRY_BROKER__HTTP__HOST: '127.0.0.1',
       FERRY_BROKER__HTTP__PORT: String(httpPort),
       FERRY_BROKER__CLUSTER__REDIS_URL: hereRedisUrl(composeUrl),
+      FERRY_BROKER__ACL_FILE: hostAclFile(name, clusterEnv),
     },
     logFile: join(work, `${name}.log`),
   });

@@ -154,3 +154,16 @@ export function runHealthcheck(command: string[], containerPort: number, port: n
   const args = rest.map((a) => a.replace(`127.0.0.1:${containerPort}`, `127.0.0.1:${port}`));
   return runCommand(process.execPath, args).code;
 }
+
+/**
+ * The host file a broker service's `aclFile` names: the broker config it mounts at
+ * /etc/ferry/broker.yaml points at a path in the container that compose must mount too.
+ */
+export function hostAclFile(name: string, env: Record<string, string> = dotenv): string {
+  const mounts = mountedFiles(name, env);
+  const config = readConfigFile(mounts.get('/etc/ferry/broker.yaml') ?? '');
+  const aclFile = config['aclFile'];
+  const host = typeof aclFile === 'string' ? mounts.get(aclFile) : undefined;
+  if (host === undefined) throw new Error(`compose service ${name}: aclFile ${String(aclFile)} is not a file it mounts`);
+  return host;
+}

@@ -35,15 +35,20 @@ export interface AclClient {
 
 const WILDCARD_OR_SEPARATOR = /[+#/]/;
 
-/** The roles of a Ferry deployment, as pattern lines. A gateway's client id is its gateway id. */
+/**
+ * The roles of a Ferry deployment, as pattern lines. A gateway's or device's username is its id:
+ * the broker checked the username (password or client certificate), whereas a client id is
+ * whatever the client sends, so a role bound to %c would let site-1 act as site-2 by choosing
+ * the client id site-2.
+ */
 export const ACL_ROLES: Record<string, readonly Grant[]> = {
   gateway: [
-    { access: 'write', filter: uplinkTopics.batch('%c'), pattern: true },
-    { access: 'write', filter: uplinkTopics.status('%c'), pattern: true },
-    { access: 'read', filter: uplinkTopics.ack('%c'), pattern: true },
+    { access: 'write', filter: uplinkTopics.batch('%u'), pattern: true },
+    { access: 'write', filter: uplinkTopics.status('%u'), pattern: true },
+    { access: 'read', filter: uplinkTopics.ack('%u'), pattern: true },
   ],
-  // A device publishes and subscribes under its own id only (client id = device id).
-  device: [{ access: 'readwrite', filter: 'devices/%c/#', pattern: true }],
+  // A device publishes and subscribes under its own id only (username = device id).
+  device: [{ access: 'readwrite', filter: 'devices/%u/#', pattern: true }],
   ingestor: [
     { access: 'read', filter: uplinkTopics.allBatches, pattern: false },
     { access: 'read', filter: uplinkTopics.allStatuses, pattern: false },

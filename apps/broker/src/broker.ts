@@ -212,6 +212,23 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
   };
 }
 
+/**
+ * The ACL again at delivery, as Mosquitto checks it: a persistent session's subscriptions and
+ * queued messages are restored to whoever connects with its client id, so a client taking over
+ * another's session (or one the ACL no longer allows) must not get what it cannot read.
+ */
+function aclForward(acl: Acl | undefined, forward: NonNullable<AedesOptions['authorizeForward']>, metrics: BrokerMetrics, logger: Logger): NonNullable<AedesOptions['authorizeForward']> {
+  if (!acl) return forward;
+  return (client, packet) => {
+    if (!acl.canSubscribe({ clientId: client.id, username: identities.get(client) }, packet.topic)) {
+      metrics.denied.inc({ action: 'deliver' });
+      logger.warn({ event: 'acl_denied', action: 'deliver', clientId: client.id, username: identities.get(client) ?? null, topic: packet.topic }, 'delivery denied by the ACL; message dropped for this client');
+      return null;
+    }
+    return forward(client, packet);
+  };
+}
+
 /** Publishes a journaled QoS 1 message through aedes' whole pipeline (no client: no ACL, no journal again). */
 function publishJournaled(broker: Aedes, packet: JournaledPublish): Promise<void> {
   return new Promise<void>((resolve, reject) => {
@@ -345,6 +362,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
   async function start(): Promise<void> {
     const authenticator = authenticatorFor(config);
     const acl = aclFor(config);
+    if (config.acl === 'off') logger.warn({ event: 'acl_off' }, 'acl: off: every client may publish and subscribe to every topic');
     const rate = config.limits.publishRate;
     const publishRate = rate ? createPublishRate(rate, deps.clock ?? systemClock) : undefined;
     const accepted = (qos: number, bytes: number): void => {
@@ -364,7 +382,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     const hooks = brokerHooks({ config, authenticator, logger, metrics, accepted, persistence, acl, publishRate });
     const options: AedesOptions = {
       ...hooks,
-      authorizeForward: forwardHook(config.limits.maxQueuedBytes, metrics, logger),
+      authorizeForward: aclForward(acl, forwardHook(config.limits.maxQueuedBytes, metrics, logger), metrics, logger),
       drainTimeout: config.limits.drainTimeoutMs,
     };
     if (persistence) options.persistence = persistence;
@@ -464,7 +482,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
       await ops.listen();
     }
     logger.info(
-      { event: 'listening', url: listeners[0]?.url, urls: urls(), httpUrl: ops?.url, auth: config.auth ? 'users' : 'anonymous', acl: acl ? config.aclFile : null, persistence: cluster ? 'redis' : persistence ? 'sqlite' : 'memory' },
+      { event: 'listening', url: listeners[0]?.url, urls: urls(), httpUrl: ops?.url, auth: config.auth ? 'users' : 'anonymous', acl: acl ? config.aclFile : (config.acl ?? null), persistence: cluster ? 'redis' : persistence ? 'sqlite' : 'memory' },
       'broker ready',
     );
   }

@@ -102,8 +102,12 @@ export const brokerConfigSchema = z
     tls: brokerTlsSchema.optional(),
     /** The MQTT-over-WebSocket listener, off unless configured. */
     websocket: brokerWebSocketSchema.optional(),
-    /** A Mosquitto-style ACL file (see docs/broker.md); without it every client may use every topic. */
+    /**
+     * A Mosquitto-style ACL file (see docs/broker.md). A broker with users needs one, or `acl: off`
+     * to let every client use every topic on purpose.
+     */
     aclFile: z.string().min(1).optional(),
+    acl: z.literal('off').optional(),
     limits: brokerLimitsSchema.prefault({}),
     /**
      * Cluster mode: brokers sharing this Redis relay each other's publishes and share sessions
@@ -127,6 +131,20 @@ export const brokerConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    // Several users without an ACL could each read and wipe the others' data (one site
+    // subscribing to every site's batches, publishing another's acks): refused unless said on purpose.
+    const hasUsers = config.auth !== undefined && (config.auth.users !== undefined || config.auth.passwordFile !== undefined);
+    if (hasUsers && config.aclFile === undefined && config.acl !== 'off') {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['aclFile'],
+        message:
+          'auth has users but no ACL, so every user could read and publish every topic (one site the batches and acks of another): set aclFile to an ACL file (docs/broker.md "ACL file"; docker/config/acl.conf gives each gateway its own topics), or acl: off to run without ACLs on purpose',
+      });
+    }
+    if (config.aclFile !== undefined && config.acl === 'off') {
+      ctx.addIssue({ code: 'custom', path: ['acl'], message: 'acl: off contradicts aclFile: set one of them' });
+    }
     // Secure by default, as Mosquitto 2 is: without `auth` the broker serves loopback only. A
     // listener others can reach needs credentials, a client-certificate TLS listener, or an
     // explicit `auth: { allowAnonymous: true }`.

@@ -87,7 +87,7 @@ export function createBrokerMetrics(
     }),
     denied: new Counter({
       name: 'ferry_broker_acl_denied_total',
-      help: 'PUBLISH or SUBSCRIBE requests denied by the ACL, never relayed',
+      help: 'PUBLISH or SUBSCRIBE requests, and deliveries to a subscriber, denied by the ACL, never relayed',
       labelNames: ['action'],
       registers: [registry],
     }),

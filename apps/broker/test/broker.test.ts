@@ -159,7 +159,7 @@ describe('broker', () => {
     logFds.push(fd);
     const logger = createLogger({ level: 'info', fd });
     const broker = createBroker(
-      { listen: { port: 0 }, http: false, auth: { users: [{ username: 'gw1', password: 's3cret' }] } },
+      { listen: { port: 0 }, http: false, auth: { users: [{ username: 'gw1', password: 's3cret' }] }, acl: 'off' },
       { logger },
     );
     try {
@@ -293,7 +293,7 @@ describe('broker', () => {
     expect(refusal({ listen: { host: '0.0.0.0', port: 0 } })).toMatch(/auth: listen\.host 0\.0\.0\.0 is reachable beyond this host/);
     expect(refusal({ listen: false, websocket: { host: '::', port: 0 } })).toMatch(/websocket\.host ::/);
     expect(refusal({ listen: { host: '127.0.0.1', port: 0 } })).toBe('accepted');
-    expect(refusal({ listen: { host: '0.0.0.0', port: 0 }, auth: { users: [{ username: 'gw', password: 'pw' }] } })).toBe('accepted');
+    expect(refusal({ listen: { host: '0.0.0.0', port: 0 }, auth: { users: [{ username: 'gw', password: 'pw' }] }, acl: 'off' })).toBe('accepted');
     expect(refusal({ auth: {} })).toMatch(/auth needs users or passwordFile/);
 
     // Open on purpose: anyone may connect, with or without a username.

@@ -1,7 +1,7 @@
 // Listeners (TLS, client certificates, WebSocket), the credential file, ACLs and limits, against
 // the broker in process and real MQTT.js clients.
 import { randomBytes } from 'node:crypto';
-import { readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { connect as netConnect } from 'node:net';
 import type { Socket } from 'node:net';
 import { fileURLToPath } from 'node:url';
@@ -9,8 +9,8 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { uplinkTopics } from '@ferry/protocol';
-import { createRegistry, ManualClock, silentLogger } from '@ferry/runtime';
+import { isFerryError, uplinkTopics } from '@ferry/protocol';
+import { createLogger, createRegistry, ManualClock, silentLogger } from '@ferry/runtime';
 import type { Registry } from '@ferry/runtime';
 import { makeTempDir, waitFor } from '@ferry/testkit';
 import { addCredential, createAcl, createBroker, createPublishRate, credentialFileAuthenticator, filterCovers, hashPassword, listCredentials, parseAcl, removeCredential } from '../src/index.js';
@@ -84,7 +84,7 @@ describe('credential file', () => {
   it('admits users of the credential file and refuses wrong passwords and anonymous clients', async () => {
     const file = join(dir, 'auth.passwd');
     addCredential(file, 'gw-1', 'right');
-    const broker = await startBroker({ auth: { passwordFile: file } });
+    const broker = await startBroker({ auth: { passwordFile: file }, acl: 'off' });
     expect((await connect(broker.url!, { username: 'gw-1', password: 'right' })).connected).toBe(true);
     await expect(mqtt.connectAsync(broker.url!, { protocolVersion: 4, reconnectPeriod: 0, username: 'gw-1', password: 'wrong' }, false)).rejects.toThrow(
       /Bad username or password/i,
@@ -134,13 +134,57 @@ describe('ACL', () => {
     expect(acl.canSubscribe(ingestor, '#')).toBe(false);
   });
 
+  it('binds gateway and device rights to the checked username, not to the client id a client chooses', () => {
+    const acl = createAcl(parseAcl('role gateway\nuser dev-1\nrole device\n'));
+    const site1AsSite2 = { clientId: 'site-2', username: 'site-1' };
+    expect(acl.canPublish(site1AsSite2, uplinkTopics.batch('site-2'))).toBe(false);
+    expect(acl.canSubscribe(site1AsSite2, uplinkTopics.ack('site-2'))).toBe(false);
+    expect(acl.canPublish(site1AsSite2, uplinkTopics.batch('site-1'))).toBe(true);
+    // The gateway's default client id (ferry-gw-<id>) is not its id: the username is.
+    expect(acl.canSubscribe({ clientId: 'ferry-gw-site-1', username: 'site-1' }, uplinkTopics.ack('site-1'))).toBe(true);
+    expect(acl.canPublish({ clientId: 'site-1', username: undefined }, uplinkTopics.batch('site-1'))).toBe(false);
+    expect(acl.canPublish({ clientId: 'dev-2', username: 'dev-1' }, 'devices/dev-1/telemetry')).toBe(true);
+    expect(acl.canPublish({ clientId: 'dev-2', username: 'dev-1' }, 'devices/dev-2/telemetry')).toBe(false);
+  });
+
+  it('refuses to start with users and no ACL unless acl: off says so, and then warns', async () => {
+    const users = { users: [{ username: 'site-1', password: 'pw' }] };
+    let caught: unknown;
+    try {
+      createBroker({ listen: { port: 0 }, http: false, auth: users });
+    } catch (err) {
+      caught = err;
+    }
+    expect(isFerryError(caught, 'FERRY_ERR_CONFIG_INVALID')).toBe(true);
+    expect((caught as Error).message).toMatch(/aclFile: auth has users but no ACL.*set aclFile.*or acl: off/);
+    expect(() => createBroker({ http: false, auth: { passwordFile: join(dir, 'none.passwd') } })).toThrow(/aclFile: auth has users but no ACL/);
+    expect(() => createBroker({ http: false, auth: users, acl: 'off', aclFile: join(dir, 'x.acl') })).toThrow(/acl: off contradicts aclFile/);
+    // Anonymous on purpose, or no auth (loopback only), needs no ACL.
+    expect(() => createBroker({ http: false, auth: { allowAnonymous: true } })).not.toThrow();
+
+    const logFile = join(dir, 'acl-off.log');
+    const fd = openSync(logFile, 'a');
+    try {
+      const broker = createBroker({ listen: { port: 0 }, http: false, auth: users, acl: 'off' }, { logger: createLogger({ level: 'warn', fd }) });
+      brokers.push(broker);
+      await broker.ready();
+      await waitFor(() => readFileSync(logFile, 'utf8').includes('"event":"acl_off"'), { what: 'the acl_off warning' });
+      expect(readFileSync(logFile, 'utf8')).toMatch(/"level":40.*"event":"acl_off"/);
+      const site = await connect(broker.url!, { username: 'site-1', password: 'pw' });
+      expect((await site.subscribeAsync(uplinkTopics.allBatches, { qos: 1 }))[0]?.qos).toBe(1);
+    } finally {
+      await Promise.all(brokers.splice(0).map((b) => b.close()));
+      closeSync(fd);
+    }
+  });
+
   it('refuses an ACL file line it does not understand, naming the line', () => {
     expect(() => parseAcl('user a\ntopic read x\nallow everything\n', 'acl.conf')).toThrow(/acl.conf line 3/);
   });
 
   it('never relays a denied publish, refuses a denied subscribe, and counts both', async () => {
     const aclFile = join(dir, 'roles.acl');
-    writeFileSync(aclFile, '# gateways by client id\nrole gateway\nuser ingestor\nrole ingestor\n');
+    writeFileSync(aclFile, '# gateways by username\nrole gateway\nuser ingestor\nrole ingestor\n');
     const registry = createRegistry();
     const broker = await startBroker({ aclFile }, registry);
     const ingestor = await connect(broker.url!, { clientId: 'ing-1', username: 'ingestor' });
