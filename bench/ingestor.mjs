@@ -22,7 +22,7 @@ import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
-import { checkReadingLimits, decodeAck, decodeBatch, defaultLimits, encodeBatch, readingSchema, uplinkTopics } from '@ferry/protocol';
+import { BATCH_VERSION, checkReadingLimits, decodeAck, decodeBatch, defaultLimits, encodeBatch, newBatchNonce, readingSchema, uplinkTopics } from '@ferry/protocol';
 import { encodePoints, readingToPoint } from '@ferry/sinks';
 import { startMosquitto, startVictoriaMetrics } from '@ferry/testkit';
 
@@ -72,7 +72,7 @@ function cpuMsOf(pid) {
 /** decode + validate of one 5,000-reading batch, median of 7 runs, ms. */
 function measureDecodeValidate() {
   const items = Array.from({ length: 5000 }, (_, i) => ({ ...makeReading('m', i), metrics: { temperature: 21.5, humidity: 40 + (i % 20), ok: true }, tags: { room: 'lab' } }));
-  const payload = encodeBatch({ v: 1, gatewayId: 'm', batchId: 1, sentAt: T0 }, items);
+  const payload = encodeBatch({ v: BATCH_VERSION, gatewayId: 'm', batchId: 1, sentAt: T0, nonce: newBatchNonce() }, items);
   const runs = [];
   for (let r = 0; r < 7; r++) {
     const started = performance.now();
@@ -176,7 +176,7 @@ async function main() {
     for (let b = 0; b < perGateway / opts.batch; b++) {
       for (const g of gateways) {
         const items = Array.from({ length: opts.batch }, (_, i) => makeReading(g, b * opts.batch + i));
-        envelopes.push({ topic: uplinkTopics.batch(g), payload: encodeBatch({ v: 1, gatewayId: g, batchId: b + 1, sentAt: Date.now() }, items) });
+        envelopes.push({ topic: uplinkTopics.batch(g), payload: encodeBatch({ v: BATCH_VERSION, gatewayId: g, batchId: b + 1, sentAt: Date.now(), nonce: newBatchNonce() }, items) });
       }
     }
 

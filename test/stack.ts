@@ -25,7 +25,8 @@ export interface StackOptions {
   readonly sink?: IngestorConfigInput['sink'];
   /** Use this broker URL (e.g. a real Mosquitto) instead of starting Ferry's broker. */
   readonly brokerUrl?: string;
-  readonly gateway?: Partial<GatewayConfigInput>;
+  /** Gateway settings over the stack's; `uplink` ones go over the stack's broker URL. */
+  readonly gateway?: Partial<Omit<GatewayConfigInput, 'uplink'>> & { readonly uplink?: Partial<GatewayConfigInput['uplink']> };
   readonly gatewayId?: string;
   /** Extra ingestor settings (e.g. `health`), merged over the stack's own. */
   readonly ingestor?: Partial<IngestorConfigInput>;
@@ -58,9 +59,10 @@ export async function startStack(options: StackOptions = {}): Promise<Stack> {
       gatewayId: options.gatewayId ?? 'gw-e2e',
       dataDir: join(dataDir, 'gateway'),
       devices: { listen: { host: '127.0.0.1', port: 0 } },
-      uplink: { url: brokerUrl },
       http: { host: '127.0.0.1', port: 0 },
       ...options.gateway,
+      // Uplink settings given (e.g. ackTimeoutMs) go over the stack's broker URL rather than replace it.
+      uplink: { url: brokerUrl, ...options.gateway?.uplink },
     },
     { logger },
   );

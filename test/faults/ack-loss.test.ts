@@ -4,7 +4,7 @@
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { encodeAck, ENVELOPE_VERSION, uplinkTopics } from '@ferry/protocol';
+import { BATCH_VERSION, encodeAck, newBatchNonce, uplinkTopics } from '@ferry/protocol';
 import { waitFor } from '@ferry/testkit';
 import { expectedSet, mergeExpected, publishReadings, totalOf } from './devices.js';
 import type { PublishResult } from './devices.js';
@@ -123,7 +123,7 @@ describe('lost, duplicated and unknown acks', { timeout: 900_000 }, () => {
       const ignoredBefore = metricValue(await stack.gateway.metrics(), 'ferry_gateway_acks_ignored_total');
       const bogus = [0, 1, 42, 123_456_789, Number.MAX_SAFE_INTEGER];
       for (const batchId of bogus) {
-        const ack = encodeAck({ v: ENVELOPE_VERSION, gatewayId: GATEWAY_ID, batchId, accepted: 100, duplicates: 0, rejected: [], ackedAt: Date.now() });
+        const ack = encodeAck({ v: BATCH_VERSION, gatewayId: GATEWAY_ID, batchId, nonce: newBatchNonce(), accepted: 100, duplicates: 0, rejected: [], ackedAt: Date.now() });
         await client.publishAsync(uplinkTopics.ack(GATEWAY_ID), ack, { qos: 1 });
       }
       await waitFor(async () => metricValue(await stack.gateway.metrics(), 'ferry_gateway_acks_ignored_total') >= ignoredBefore + bogus.length, {

@@ -1,12 +1,14 @@
 // Stages 6 and 7, await ack and delete: which batches are waiting for the ingestor's ack, and
 // what an ack does. A reading leaves the outbox only here, once the ingestor's database has it.
-import { decodeAck } from '@ferry/protocol';
+import { decodeAck, sameBatchNonce } from '@ferry/protocol';
 import type { Ack } from '@ferry/protocol';
 import type { Logger } from '@ferry/runtime';
 import type { Outbox } from './outbox.js';
 
 export interface InFlightBatch {
   readonly batchId: number;
+  /** Random per batch id; only an ack that echoes it may delete (batch ids are guessable). */
+  readonly nonce: string;
   readonly seqs: readonly number[];
   readonly bytes: number;
   readonly sentAt: number;
@@ -17,7 +19,8 @@ export interface InFlightBatch {
 /**
  * Batches sent and not yet acked. Pure bookkeeping. A batch that timed out (or was in flight when
  * the uplink dropped) is remembered for a while: if its ack still comes, its readings are in the
- * database and can be deleted even though they were queued to go out again.
+ * database and can be deleted even though they were queued to go out again. Each batch id keeps
+ * its own nonce for as long as its ack is accepted, so a late ack for a resent batch still counts.
  */
 export class InFlightBatches {
   private readonly waiting = new Map<number, InFlightBatch>();
@@ -114,11 +117,17 @@ export class InFlightBatches {
   }
 }
 
+/**
+ * Why an ack changed nothing. `unknown` also covers a replayed ack (its batch is settled);
+ * `no_nonce` is a v1 ack (an ingestor before v2); `forged` names a batch in flight with the wrong nonce.
+ */
+export type AckIgnoredReason = 'invalid' | 'foreign' | 'no_nonce' | 'unknown' | 'forged' | 'mismatch';
+
 export interface AckCounters {
   /** An in-flight batch was acked. */
   onAcked(batch: InFlightBatch, ack: Ack, deleted: number, late: boolean): void;
   /** Not an ack, or one naming another gateway or a batch this gateway does not know (any more). */
-  onIgnored(reason: 'invalid' | 'foreign' | 'unknown' | 'mismatch'): void;
+  onIgnored(reason: AckIgnoredReason): void;
 }
 
 export interface AckHandlerOptions {
@@ -150,14 +159,27 @@ export function createAckHandler(options: AckHandlerOptions): (payload: Uint8Arr
       logger.debug({ ackGatewayId: ack.gatewayId, batchId: ack.batchId }, 'ignored an ack for another gateway');
       return;
     }
+    if (ack.nonce === undefined) {
+      // A v1 ack: anyone who can publish here could have written it. The batch times out and goes
+      // out again; an ingestor that reads v2 answers it with the nonce.
+      counters.onIgnored('no_nonce');
+      logger.warn({ batchId: ack.batchId }, 'ignored an ack without a nonce (an ingestor older than protocol v2?)');
+      return;
+    }
     const found = inFlight.lookup(ack.batchId);
     if (!found) {
-      // Duplicated acks, and acks queued by the broker for a previous run, land here.
+      // Duplicated and replayed acks, and acks queued by the broker for a previous run, land here.
       counters.onIgnored('unknown');
       logger.debug({ batchId: ack.batchId }, 'ignored an ack for an unknown batch');
       return;
     }
     const { batch, late } = found;
+    if (!sameBatchNonce(ack.nonce, batch.nonce)) {
+      // Only the ingestor that read the batch knows its nonce: this ack was written blind.
+      counters.onIgnored('forged');
+      logger.warn({ batchId: ack.batchId }, 'ignored an ack whose nonce is not that of the batch it names (forged?)');
+      return;
+    }
     const answered = ack.accepted + ack.duplicates + ack.rejected.length;
     // An ack that refuses the whole envelope (seq null) covers every reading of it. Any other ack
     // that does not account for every reading is not trusted to delete: the batch stays in flight,

@@ -3,7 +3,7 @@
 // seqs whose rows stay in the outbox until acked, so any batch can be rebuilt and sent again.
 // Live first: while a large backlog drains, readings committed after the drain began form a
 // second stream whose batches go out ahead of the backlog's (docs/durability.md, "Live first").
-import { encodeBatch, ENVELOPE_VERSION, uplinkTopics } from '@ferry/protocol';
+import { BATCH_VERSION, encodeBatch, newBatchNonce, uplinkTopics } from '@ferry/protocol';
 import type { Compression, Reading } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import { decideBatch, READING_OVERHEAD_BYTES, readingsBudget } from './batch.js';
@@ -152,10 +152,13 @@ export function createSender(options: SenderOptions): Sender {
         return true;
       }
     }
-    const payload = encodeBatch({ v: ENVELOPE_VERSION, gatewayId: options.gatewayId, batchId, sentAt }, readings, options.compression);
+    // A resend gets a new batch id and so a new nonce; the old id keeps its own (InFlightBatches).
+    const nonce = newBatchNonce();
+    const payload = encodeBatch({ v: BATCH_VERSION, gatewayId: options.gatewayId, batchId, sentAt, nonce }, readings, options.compression);
     inFlight.add(
       {
         batchId,
+        nonce,
         seqs,
         bytes: entries.reduce((n, e) => n + e.bytes, 0),
         sentAt,

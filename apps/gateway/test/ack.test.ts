@@ -2,14 +2,14 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
-import { encodeAck } from '@ferry/protocol';
+import { BATCH_VERSION, encodeAck, LEGACY_BATCH_VERSION, newBatchNonce } from '@ferry/protocol';
 import type { Ack } from '@ferry/protocol';
 import { silentLogger } from '@ferry/runtime';
 import { createAckHandler, InFlightBatches } from '../src/ack.js';
 import { createSqliteOutbox } from '../src/outbox.js';
 
 function batch(batchId: number, seqs: number[]) {
-  return { batchId, seqs, bytes: seqs.length * 10, sentAt: 0 };
+  return { batchId, nonce: `nonce-of-batch-${batchId}-000000000`, seqs, bytes: seqs.length * 10, sentAt: 0 };
 }
 
 describe('InFlightBatches', () => {
@@ -75,26 +75,109 @@ describe('InFlightBatches', () => {
 });
 
 describe('createAckHandler', () => {
+  const NONCE = newBatchNonce();
   function setup() {
     const dir = mkdtempSync(join(tmpdir(), 'ferry-ack-'));
     const outbox = createSqliteOutbox({ path: join(dir, 'outbox.db') });
+    const now = Date.now();
     const { seqs } = outbox.append(
-      [1, 2, 3].map((i) => ({ deviceId: 'd', kind: 'telemetry' as const, ts: 1_764_000_000_000 + i, tsSource: 'device' as const, receivedAt: 1_764_000_000_000, metrics: { v: i } })),
+      [1, 2, 3].map((i) => ({ deviceId: 'd', kind: 'telemetry' as const, ts: now + i, tsSource: 'device' as const, receivedAt: now, metrics: { v: i } })),
     );
     const inFlight = new InFlightBatches();
-    inFlight.add({ batchId: 7, seqs: [...seqs], bytes: 30, sentAt: 0 }, [10, 10, 10]);
+    inFlight.add({ batchId: 7, nonce: NONCE, seqs: [...seqs], bytes: 30, sentAt: 0 }, [10, 10, 10]);
     const ignored: string[] = [];
+    const acked: number[] = [];
     const handle = createAckHandler({
       gatewayId: 'gw',
       inFlight,
       outbox,
       logger: silentLogger(),
-      counters: { onAcked: () => undefined, onIgnored: (reason) => ignored.push(reason) },
+      counters: { onAcked: (b) => acked.push(b.batchId), onIgnored: (reason) => ignored.push(reason) },
       onSettled: () => undefined,
     });
-    return { outbox, handle, ignored, seqs, close: () => { outbox.close(); rmSync(dir, { recursive: true, force: true }); } };
+    return { outbox, inFlight, handle, ignored, acked, seqs, close: () => { outbox.close(); rmSync(dir, { recursive: true, force: true }); } };
   }
-  const ack = (over: Partial<Ack>): Buffer => encodeAck({ v: 1, gatewayId: 'gw', batchId: 7, accepted: 3, duplicates: 0, rejected: [], ackedAt: 1, ...over });
+  const ack = (over: Partial<Ack>): Buffer =>
+    encodeAck({ v: BATCH_VERSION, gatewayId: 'gw', batchId: 7, nonce: NONCE, accepted: 3, duplicates: 0, rejected: [], ackedAt: 1, ...over });
+
+  it('deletes the readings of a batch whose ack echoes its nonce', () => {
+    const t = setup();
+    try {
+      t.handle(ack({}));
+      expect(t.ignored).toEqual([]);
+      expect(t.acked).toEqual([7]);
+      expect(t.outbox.stats().depth).toBe(0);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('deletes nothing for a blind forgery (right batch id, a nonce of its own) and counts it forged', () => {
+    const t = setup();
+    try {
+      t.handle(ack({ nonce: newBatchNonce() }));
+      t.handle(ack({ nonce: `${NONCE.slice(0, -1)}${NONCE.endsWith('A') ? 'B' : 'A'}` }));
+      t.handle(ack({ nonce: `${NONCE}x` }));
+      expect(t.ignored).toEqual(['forged', 'forged', 'forged']);
+      expect(t.acked).toEqual([]);
+      expect(t.outbox.stats().depth).toBe(3);
+      // The batch still waits for its genuine ack, which then deletes.
+      t.handle(ack({}));
+      expect(t.outbox.stats().depth).toBe(0);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('deletes nothing for an ack naming a learned batch id without a nonce (v1) and counts it no_nonce', () => {
+    const t = setup();
+    try {
+      t.handle(encodeAck({ v: LEGACY_BATCH_VERSION, gatewayId: 'gw', batchId: 7, accepted: 3, duplicates: 0, rejected: [], ackedAt: 1 }));
+      // A v2 ack without its nonce does not even decode.
+      t.handle(Buffer.from(JSON.stringify({ v: BATCH_VERSION, gatewayId: 'gw', batchId: 7, accepted: 3, duplicates: 0, rejected: [], ackedAt: 1 })));
+      // Nor does refusing the whole envelope work without the nonce.
+      t.handle(ack({ nonce: newBatchNonce(), accepted: 0, rejected: [{ seq: null, code: 'FERRY_ERR_ENVELOPE_INVALID', reason: 'x' }] }));
+      expect(t.ignored).toEqual(['no_nonce', 'invalid', 'forged']);
+      expect(t.outbox.stats().depth).toBe(3);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('changes nothing when a genuine ack is replayed after its batch settled', () => {
+    const t = setup();
+    try {
+      t.handle(ack({}));
+      expect(t.outbox.stats().depth).toBe(0);
+      const more = t.outbox.append([{ deviceId: 'd', kind: 'telemetry', ts: Date.now(), tsSource: 'device', receivedAt: Date.now(), metrics: { v: 9 } }]);
+      t.handle(ack({}));
+      t.handle(ack({}));
+      expect(t.ignored).toEqual(['unknown', 'unknown']);
+      expect(t.acked).toEqual([7]);
+      expect(t.outbox.stats().depth).toBe(more.seqs.length);
+    } finally {
+      t.close();
+    }
+  });
+
+  it('honours a late ack of a resent batch by its own nonce, not the resend\'s', () => {
+    const t = setup();
+    try {
+      t.inFlight.expire(7);
+      const resendNonce = newBatchNonce();
+      t.inFlight.add({ batchId: 8, nonce: resendNonce, seqs: [...t.seqs], bytes: 30, sentAt: 1 }, [10, 10, 10]);
+      // The resend's nonce does not open the old id, nor the old nonce the new id.
+      t.handle(ack({ nonce: resendNonce }));
+      t.handle(ack({ batchId: 8 }));
+      expect(t.ignored).toEqual(['forged', 'forged']);
+      expect(t.outbox.stats().depth).toBe(3);
+      t.handle(ack({}));
+      expect(t.acked).toEqual([7]);
+      expect(t.outbox.stats().depth).toBe(0);
+    } finally {
+      t.close();
+    }
+  });
 
   it('keeps the readings of a batch whose ack accounts for fewer readings than were sent', () => {
     const t = setup();

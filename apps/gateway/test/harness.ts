@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import { Aedes } from 'aedes';
 import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { decodeBatch, decodeGatewayStatus, encodeAck, ENVELOPE_VERSION, uplinkTopics } from '@ferry/protocol';
+import { BATCH_VERSION, decodeBatch, decodeGatewayStatus, encodeAck, uplinkTopics } from '@ferry/protocol';
 import type { Ack, GatewayStatus, Reading } from '@ferry/protocol';
 import type { Registry } from '@ferry/runtime';
 
@@ -89,6 +89,8 @@ export async function startTestBroker(options: { tls?: { key: string; cert: stri
 
 export interface ReceivedBatch {
   readonly batchId: number;
+  /** The batch's nonce; an ack must echo it. */
+  readonly nonce: string;
   readonly readings: readonly Reading[];
   readonly bytes: number;
 }
@@ -133,7 +135,7 @@ export async function startCloud(url: string, gatewayId: string, options: { auto
           accepted += 1;
         }
       }
-      await cloud.sendAck({ v: ENVELOPE_VERSION, gatewayId, batchId, accepted, duplicates, rejected: [], ackedAt: Date.now() });
+      await cloud.sendAck({ v: BATCH_VERSION, gatewayId, batchId, nonce: batch.nonce, accepted, duplicates, rejected: [], ackedAt: Date.now() });
     },
     async sendAck(ack) {
       await client.publishAsync(uplinkTopics.ack(gatewayId), encodeAck(ack), { qos: 1 });
@@ -153,7 +155,8 @@ export async function startCloud(url: string, gatewayId: string, options: { auto
     }
     const decoded = decodeBatch(payload, 64 * 1024 * 1024);
     if (!decoded.ok) throw new Error(`cloud got a bad batch: ${decoded.rejection.reason}`);
-    const batch = { batchId: decoded.header.batchId, readings: decoded.readings as Reading[], bytes: payload.byteLength };
+    if (decoded.header.nonce === undefined) throw new Error('cloud got a batch without a nonce');
+    const batch = { batchId: decoded.header.batchId, nonce: decoded.header.nonce, readings: decoded.readings as Reading[], bytes: payload.byteLength };
     batches.push(batch);
     if (cloud.autoAck) void cloud.ack(batch.batchId);
   });

@@ -1,7 +1,7 @@
 // Stage 6, ack: a batch is acked only once every one of its readings is settled (written,
 // duplicate or refused for good); the ack is what lets the gateway delete them from its outbox.
 import type { Ack, ErrorCode } from '@ferry/protocol';
-import { ENVELOPE_VERSION } from '@ferry/protocol';
+import { BATCH_VERSION, LEGACY_BATCH_VERSION } from '@ferry/protocol';
 
 export type ReadingOutcome =
   | { readonly kind: 'written' }
@@ -20,6 +20,8 @@ export class BatchTracker {
     readonly batchId: number,
     /** Readings in the batch. */
     readonly size: number,
+    /** The batch's nonce, echoed in the ack; undefined for a v1 batch (accepted during a transition). */
+    readonly nonce: string | undefined,
   ) {}
 
   settle(seq: number | null, outcome: ReadingOutcome): void {
@@ -49,7 +51,7 @@ export class BatchTracker {
   toAck(ackedAt: number): Ack {
     if (!this.complete) throw new Error(`batch ${this.gatewayId}/${this.batchId} acked with ${this.pending} readings unsettled`);
     return {
-      v: ENVELOPE_VERSION,
+      ...ackVersion(this.nonce),
       gatewayId: this.gatewayId,
       batchId: this.batchId,
       accepted: this.accepted,
@@ -61,6 +63,18 @@ export class BatchTracker {
 }
 
 /** The ack for an envelope whose readings could not be read at all: nothing accepted, one refusal without seq. */
-export function envelopeRejectionAck(gatewayId: string, batchId: number, code: ErrorCode, reason: string, ackedAt: number): Ack {
-  return { v: ENVELOPE_VERSION, gatewayId, batchId, accepted: 0, duplicates: 0, rejected: [{ seq: null, code, reason }], ackedAt };
+export function envelopeRejectionAck(
+  gatewayId: string,
+  batchId: number,
+  nonce: string | undefined,
+  code: ErrorCode,
+  reason: string,
+  ackedAt: number,
+): Ack {
+  return { ...ackVersion(nonce), gatewayId, batchId, accepted: 0, duplicates: 0, rejected: [{ seq: null, code, reason }], ackedAt };
+}
+
+/** An ack answers in its batch's version: v2 echoes the nonce; v1 (no nonce) is all an old gateway reads. */
+function ackVersion(nonce: string | undefined): Pick<Ack, 'v' | 'nonce'> {
+  return nonce === undefined ? { v: LEGACY_BATCH_VERSION } : { v: BATCH_VERSION, nonce };
 }

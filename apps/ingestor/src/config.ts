@@ -156,6 +156,11 @@ export const ingestorConfigSchema = z
     processing: ingestorProcessingSchema.prefault({}),
     /** Largest batch envelope accepted, in bytes. */
     maxBatchBytes: z.number().int().positive().default(4 * 1024 * 1024),
+    /**
+     * Take v1 batch envelopes (no nonce) from gateways not yet upgraded. Their acks are forgeable
+     * by batch id alone; turn this on only while a fleet moves to v2 (docs/protocol.md, "Versions").
+     */
+    acceptBatchesWithoutNonce: z.boolean().default(false),
     http: z.union([z.literal(false), httpSchema]).prefault({}),
     health: healthConfigSchema.prefault({}),
     logLevel: logLevelSchema.default('info'),

@@ -248,6 +248,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     limits: config.limits,
     mapping: config.mapping,
     maxBatchBytes: config.maxBatchBytes,
+    acceptBatchesWithoutNonce: config.acceptBatchesWithoutNonce,
     queue: config.queue,
     write: config.write,
     sink,

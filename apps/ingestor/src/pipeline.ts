@@ -9,7 +9,7 @@
 //   replays through the same steps.
 // Gateway readings also pass skew.ts and device-dedupe.ts after the gateway-seq dedupe.
 import type { Ack, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
-import { FerryError, parseUplinkTopic } from '@ferry/protocol';
+import { BATCH_VERSION, FerryError, parseUplinkTopic } from '@ferry/protocol';
 import { isDiskFull } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { DeadLetter, DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
@@ -127,6 +127,11 @@ export interface PipelineOptions {
   readonly limits: Limits;
   readonly mapping: PointMapping;
   readonly maxBatchBytes: number;
+  /**
+   * Take v1 batches (no nonce; their acks can be forged by anyone who guesses a batch id) while a
+   * fleet moves to v2. Default false: refused with FERRY_ERR_ENVELOPE_INVALID and dead-lettered.
+   */
+  readonly acceptBatchesWithoutNonce?: boolean | undefined;
   readonly queue: QueueBounds;
   readonly write: WritePolicy;
   readonly sink: Sink;
@@ -471,7 +476,14 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     perGateway.set(item.seq, item);
   }
 
-  function rejectEnvelope(gatewayId: string, topic: string, payload: Uint8Array, rejection: Rejection, batchId: number | undefined): AcceptResult {
+  function rejectEnvelope(
+    gatewayId: string,
+    topic: string,
+    payload: Uint8Array,
+    rejection: Rejection,
+    batchId: number | undefined,
+    nonce: string | undefined,
+  ): AcceptResult {
     recordIn('deadletters', () =>
       deadLetters.add({
         source: { gatewayId, topic },
@@ -484,7 +496,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     events.deadLettered?.(rejection.code, 1);
     logger.warn({ gatewayId, batchId, code: rejection.code, reason: rejection.reason }, 'batch envelope refused and dead-lettered');
     // Without a batch id there is nothing to ack; the gateway will resend and be refused again.
-    if (batchId !== undefined) options.sendAck(envelopeRejectionAck(gatewayId, batchId, rejection.code, rejection.reason, clock.now()));
+    if (batchId !== undefined) options.sendAck(envelopeRejectionAck(gatewayId, batchId, nonce, rejection.code, rejection.reason, clock.now()));
     return 'envelope-invalid';
   }
 
@@ -497,14 +509,22 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
     const { gatewayId } = parsed;
     const decoded = decodeBatchMessage(gatewayId, payload, options.maxBatchBytes);
-    if (!decoded.ok) return rejectEnvelope(gatewayId, topic, payload, decoded.rejection, decoded.batchId);
+    if (!decoded.ok) return rejectEnvelope(gatewayId, topic, payload, decoded.rejection, decoded.batchId, decoded.nonce);
+    if (decoded.header.nonce === undefined && options.acceptBatchesWithoutNonce !== true) {
+      const rejection: Rejection = {
+        code: 'FERRY_ERR_ENVELOPE_INVALID',
+        reason: `batch envelope v${decoded.header.v} has no nonce: this ingestor takes v${BATCH_VERSION} batches only (acceptBatchesWithoutNonce allows v${decoded.header.v} during a transition)`,
+        issues: [{ path: ['nonce'], message: 'required' }],
+      };
+      return rejectEnvelope(gatewayId, topic, payload, rejection, decoded.header.batchId, undefined);
+    }
 
     const now = clock.now();
     const sameGateway = decoded.header.gatewayId === gatewayId;
     const ctx: ValidationContext = { topicGatewayId: gatewayId, envelopeGatewayId: decoded.header.gatewayId, limits: looseLimits, now };
     events.batchLag?.(Math.max(0, now - decoded.header.sentAt));
     // The tracker and its party have no effect until readings are settled or it is armed.
-    const tracker = new BatchTracker(gatewayId, decoded.header.batchId, decoded.readings.length);
+    const tracker = new BatchTracker(gatewayId, decoded.header.batchId, decoded.readings.length, decoded.header.nonce);
     const party = batchParty(tracker);
     const batchWrites = new Map<number, PendingWrite>();
     const batchDevices = new Map<string, PendingWrite>();

@@ -26,6 +26,7 @@ export interface PipelineRigOptions {
   readonly deviceDedupe?: boolean;
   readonly skewPolicy?: SkewPolicy;
   readonly direct?: DirectOptions;
+  readonly acceptBatchesWithoutNonce?: boolean;
 }
 
 export interface PipelineRig {
@@ -54,6 +55,7 @@ export function openPipelineRig(options: PipelineRigOptions): PipelineRig {
     limits: defaultLimits,
     mapping: defaultPointMapping,
     maxBatchBytes: 1 << 20,
+    acceptBatchesWithoutNonce: options.acceptBatchesWithoutNonce,
     queue: options.queue ?? { maxBatches: 100, maxReadings: 10_000 },
     write: { maxPoints: 500, lingerMs: 0, maxInFlight: 2, retry: { initialMs: 5, maxMs: 20, factor: 2 } },
     sink,

@@ -14,7 +14,7 @@ import type { Pipeline, QueueBounds } from '../src/pipeline.js';
 import type { MemorySink } from './memory-sink.js';
 import { openPipelineRig } from './pipeline-rig.js';
 import type { PipelineRig } from './pipeline-rig.js';
-import { batch, reading, readings, T0 } from './fixtures.js';
+import { batch, legacyBatch, nonceOf, reading, readings, T0 } from './fixtures.js';
 
 interface Rig {
   pipeline: Pipeline;
@@ -28,9 +28,14 @@ interface Rig {
 
 const open: { dir: string; rig: PipelineRig }[] = [];
 
-function rig(options: { dir?: string; queue?: QueueBounds } = {}): Rig {
+function rig(options: { dir?: string; queue?: QueueBounds; acceptBatchesWithoutNonce?: boolean } = {}): Rig {
   const dir = options.dir ?? mkdtempSync(join(tmpdir(), 'ferry-pipeline-'));
-  const r = openPipelineRig({ dir, now: T0 + 60_000, ...(options.queue ? { queue: options.queue } : {}) });
+  const r = openPipelineRig({
+    dir,
+    now: T0 + 60_000,
+    ...(options.queue ? { queue: options.queue } : {}),
+    ...(options.acceptBatchesWithoutNonce !== undefined ? { acceptBatchesWithoutNonce: options.acceptBatchesWithoutNonce } : {}),
+  });
   open.push({ dir, rig: r });
   return {
     ...r,
@@ -60,7 +65,7 @@ describe('pipeline', () => {
     const r = rig();
     expect(r.send('gw-1', 1, readings(0, 10))).toBe('accepted');
     const ack = await ackFor(r, 1);
-    expect(ack).toMatchObject({ gatewayId: 'gw-1', batchId: 1, accepted: 10, duplicates: 0, rejected: [] });
+    expect(ack).toMatchObject({ v: 2, gatewayId: 'gw-1', batchId: 1, nonce: nonceOf('gw-1', 1), accepted: 10, duplicates: 0, rejected: [] });
     expect(r.sink.points.size).toBe(10);
     expect(r.accounting.byGateway().get('gw-1')).toMatchObject({ received: 10, written: 10, inFlight: 0 });
   });
@@ -160,15 +165,36 @@ describe('pipeline', () => {
 
   it('dead-letters an unreadable envelope and acks it with one refusal when it names its batch', async () => {
     const r = rig();
-    const payload = Buffer.from(JSON.stringify({ v: 1, gatewayId: 'gw-1', batchId: 4, sentAt: 1, compression: 'gzip', data: 'not gzip' }));
+    const nonce = nonceOf('gw-1', 4);
+    const payload = Buffer.from(JSON.stringify({ v: 2, gatewayId: 'gw-1', batchId: 4, sentAt: 1, nonce, compression: 'gzip', data: 'not gzip' }));
     expect(r.pipeline.accept(uplinkTopics.batch('gw-1'), payload)).toBe('envelope-invalid');
-    expect(r.acks).toEqual([expect.objectContaining({ batchId: 4, accepted: 0, duplicates: 0, rejected: [{ seq: null, code: 'FERRY_ERR_ENVELOPE_INVALID', reason: expect.any(String) as string }] })]);
+    expect(r.acks).toEqual([expect.objectContaining({ v: 2, batchId: 4, nonce, accepted: 0, duplicates: 0, rejected: [{ seq: null, code: 'FERRY_ERR_ENVELOPE_INVALID', reason: expect.any(String) as string }] })]);
     expect(r.pipeline.accept(uplinkTopics.batch('gw-1'), Buffer.from('not json'))).toBe('envelope-invalid');
     expect(r.acks).toHaveLength(1);
     const letters = r.deadLetters.list({ code: 'FERRY_ERR_ENVELOPE_INVALID' });
     expect(letters).toHaveLength(2);
     expect(letters[0]?.payload.equals(payload)).toBe(true);
     expect(r.accounting.totals().received).toBe(0);
+  });
+
+  it('refuses a v1 batch (no nonce) by default: dead-lettered, acked in v1 so an old gateway stops resending', async () => {
+    const r = rig();
+    const payload = legacyBatch('gw-1', 5, readings(0, 3));
+    expect(r.pipeline.accept(uplinkTopics.batch('gw-1'), payload)).toBe('envelope-invalid');
+    expect(r.acks).toEqual([{ v: 1, gatewayId: 'gw-1', batchId: 5, accepted: 0, duplicates: 0, rejected: [{ seq: null, code: 'FERRY_ERR_ENVELOPE_INVALID', reason: expect.stringContaining('no nonce') as string }], ackedAt: expect.any(Number) as number }]);
+    const [letter] = r.deadLetters.list({ code: 'FERRY_ERR_ENVELOPE_INVALID' });
+    expect(letter?.reason).toContain('acceptBatchesWithoutNonce');
+    expect(letter?.payload.equals(payload)).toBe(true);
+    expect(r.sink.points.size).toBe(0);
+  });
+
+  it('takes a v1 batch during a transition when acceptBatchesWithoutNonce is on, and acks it in v1', async () => {
+    const r = rig({ acceptBatchesWithoutNonce: true });
+    expect(r.pipeline.accept(uplinkTopics.batch('gw-1'), legacyBatch('gw-1', 5, readings(0, 3)))).toBe('accepted');
+    const ack = await ackFor(r, 5);
+    expect(ack).toMatchObject({ v: 1, accepted: 3 });
+    expect(ack).not.toHaveProperty('nonce');
+    expect(r.sink.points.size).toBe(3);
   });
 
   it("refuses every reading of an envelope that names another gateway than its topic, acking the topic's gateway", async () => {

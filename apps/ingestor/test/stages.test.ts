@@ -1,11 +1,11 @@
 import { describe, expect, it } from 'vitest';
-import { defaultLimits, encodeBatch } from '@ferry/protocol';
+import { defaultLimits } from '@ferry/protocol';
 import { decodeBatchMessage } from '../src/decode.js';
 import { validateReading } from '../src/validate.js';
 import { BatchTracker, envelopeRejectionAck } from '../src/ack.js';
 import { Accounting, imbalances } from '../src/accounting.js';
 import { GatewayStatuses } from '../src/statuses.js';
-import { batch, reading, T0 } from './fixtures.js';
+import { batch, nonceOf, reading, T0 } from './fixtures.js';
 
 const ctx = { topicGatewayId: 'gw-1', envelopeGatewayId: 'gw-1', limits: defaultLimits, now: T0 + 60_000 };
 
@@ -16,6 +16,7 @@ describe('decode', () => {
       expect(decoded.ok).toBe(true);
       if (decoded.ok) {
         expect(decoded.header.batchId).toBe(7);
+        expect(decoded.header.nonce).toBe(nonceOf('gw-1', 7));
         expect(decoded.readings).toHaveLength(2);
       }
     }
@@ -27,9 +28,9 @@ describe('decode', () => {
     expect(decoded).toMatchObject({ ok: false, batchId: 9, rejection: { code: 'FERRY_ERR_ENVELOPE_INVALID' } });
   });
 
-  it('finds the batch id of an oversized envelope too', () => {
-    const big = encodeBatch({ v: 1, gatewayId: 'gw-1', batchId: 3, sentAt: 1 }, [reading(1)]);
-    expect(decodeBatchMessage('gw-1', big, 10)).toMatchObject({ ok: false, batchId: 3, rejection: { code: 'FERRY_ERR_PAYLOAD_TOO_LARGE' } });
+  it('finds the batch id and nonce of an oversized envelope too', () => {
+    const big = batch('gw-1', 3, [reading(1)]);
+    expect(decodeBatchMessage('gw-1', big, 10)).toMatchObject({ ok: false, batchId: 3, nonce: nonceOf('gw-1', 3), rejection: { code: 'FERRY_ERR_PAYLOAD_TOO_LARGE' } });
   });
 
   it('has no batch id for a payload that is not JSON', () => {
@@ -66,7 +67,7 @@ describe('validate', () => {
 
 describe('ack', () => {
   it('is ready only once every reading is settled, with the counts of each outcome', () => {
-    const tracker = new BatchTracker('gw-1', 5, 4);
+    const tracker = new BatchTracker('gw-1', 5, 4, 'nonce-of-batch-5-0000000');
     tracker.settle(1, { kind: 'written' });
     tracker.settle(2, { kind: 'duplicate' });
     tracker.settle(null, { kind: 'rejected', code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'bad' });
@@ -74,9 +75,10 @@ describe('ack', () => {
     expect(() => tracker.toAck(1)).toThrow();
     tracker.settle(4, { kind: 'written' });
     expect(tracker.toAck(99)).toEqual({
-      v: 1,
+      v: 2,
       gatewayId: 'gw-1',
       batchId: 5,
+      nonce: 'nonce-of-batch-5-0000000',
       accepted: 2,
       duplicates: 1,
       rejected: [{ seq: null, code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'bad' }],
@@ -85,8 +87,18 @@ describe('ack', () => {
     expect(() => tracker.settle(5, { kind: 'written' })).toThrow();
   });
 
-  it('acks an unreadable envelope with nothing accepted and one refusal without seq', () => {
-    expect(envelopeRejectionAck('gw', 3, 'FERRY_ERR_ENVELOPE_INVALID', 'x', 5)).toMatchObject({
+  it('answers a v1 batch (no nonce) with a v1 ack, readable by a gateway before v2', () => {
+    const tracker = new BatchTracker('gw-1', 5, 1, undefined);
+    tracker.settle(1, { kind: 'written' });
+    const ack = tracker.toAck(99);
+    expect(ack).toMatchObject({ v: 1, batchId: 5, accepted: 1 });
+    expect(ack).not.toHaveProperty('nonce');
+  });
+
+  it('acks an unreadable envelope with nothing accepted and one refusal without seq, echoing its nonce', () => {
+    expect(envelopeRejectionAck('gw', 3, 'nonce-of-batch-3-0000000', 'FERRY_ERR_ENVELOPE_INVALID', 'x', 5)).toMatchObject({
+      v: 2,
+      nonce: 'nonce-of-batch-3-0000000',
       accepted: 0,
       duplicates: 0,
       rejected: [{ seq: null, code: 'FERRY_ERR_ENVELOPE_INVALID', reason: 'x' }],

@@ -1,4 +1,5 @@
 // The gateway-to-cloud wire format: versioned batch envelopes, acks and gateway status.
+import { randomBytes, timingSafeEqual } from 'node:crypto';
 import { gunzipSync, gzipSync } from 'node:zlib';
 import { z } from 'zod';
 import { ID_PATTERN } from './topics.js';
@@ -6,23 +7,63 @@ import type { Reading, Rejection } from './reading.js';
 import type { ErrorCode } from './errors.js';
 import { errorCodes } from './errors.js';
 
+/** Version of the gateway status message. */
 export const ENVELOPE_VERSION = 1;
+
+/**
+ * Version of batch envelopes and acks. v2 adds `nonce`: batch ids are sequential, so an ack must
+ * also echo the batch's random nonce before a gateway deletes anything (docs/protocol.md, "Ack").
+ */
+export const BATCH_VERSION = 2;
+/** Batches and acks without a nonce, from gateways and ingestors before v2. */
+export const LEGACY_BATCH_VERSION = 1;
 
 export const gatewayIdSchema = z.string().regex(ID_PATTERN, 'a gateway id is 1-128 characters without / # + or control characters');
 
+/** At least 128 random bits, base64url. */
+export const batchNonceSchema = z.string().regex(/^[A-Za-z0-9_-]{22,128}$/, 'a batch nonce is 22-128 base64url characters');
+
+/** A fresh nonce for one batch id: 128 random bits. */
+export function newBatchNonce(): string {
+  return randomBytes(16).toString('base64url');
+}
+
+/** Compares nonces in constant time (for equal lengths), so a forger learns nothing from timing. */
+export function sameBatchNonce(a: string, b: string): boolean {
+  const x = Buffer.from(a);
+  const y = Buffer.from(b);
+  return x.length === y.length && timingSafeEqual(x, y);
+}
+
+const batchVersionSchema = z.union([z.literal(BATCH_VERSION), z.literal(LEGACY_BATCH_VERSION)]);
+
+/** v2 carries a nonce, v1 has none. */
+function checkNonceForVersion(value: { v: number; nonce?: string | undefined }, ctx: z.RefinementCtx): void {
+  if (value.v === BATCH_VERSION && value.nonce === undefined) {
+    ctx.addIssue({ code: 'custom', path: ['nonce'], message: `a v${BATCH_VERSION} batch or ack carries the batch nonce` });
+  }
+  if (value.v === LEGACY_BATCH_VERSION && value.nonce !== undefined) {
+    ctx.addIssue({ code: 'custom', path: ['nonce'], message: `a v${LEGACY_BATCH_VERSION} batch or ack has no nonce` });
+  }
+}
+
 const envelopeHeaderSchema = z.object({
-  v: z.literal(ENVELOPE_VERSION),
+  v: batchVersionSchema,
   gatewayId: gatewayIdSchema,
-  /** Monotonic per gateway process; an ack names it. */
+  /** Monotonic per gateway; an ack names it. */
   batchId: z.number().int().nonnegative(),
   sentAt: z.number().int(),
+  /** v2: random per batch id; the ack must echo it. Absent in v1. */
+  nonce: batchNonceSchema.optional(),
 });
 
-export const batchEnvelopeSchema = z.discriminatedUnion('compression', [
-  envelopeHeaderSchema.extend({ compression: z.literal('none'), readings: z.array(z.unknown()) }).strict(),
-  /** `data` is base64 of the gzipped JSON array of readings. */
-  envelopeHeaderSchema.extend({ compression: z.literal('gzip'), data: z.string() }).strict(),
-]);
+export const batchEnvelopeSchema = z
+  .discriminatedUnion('compression', [
+    envelopeHeaderSchema.extend({ compression: z.literal('none'), readings: z.array(z.unknown()) }).strict(),
+    /** `data` is base64 of the gzipped JSON array of readings. */
+    envelopeHeaderSchema.extend({ compression: z.literal('gzip'), data: z.string() }).strict(),
+  ])
+  .superRefine(checkNonceForVersion);
 
 export type BatchHeader = z.infer<typeof envelopeHeaderSchema>;
 export type Compression = 'none' | 'gzip';
@@ -68,7 +109,13 @@ export function decodeBatch(payload: Uint8Array, maxBytes: number): DecodedBatch
     };
   }
   const env = parsed.data;
-  const header: BatchHeader = { v: env.v, gatewayId: env.gatewayId, batchId: env.batchId, sentAt: env.sentAt };
+  const header: BatchHeader = {
+    v: env.v,
+    gatewayId: env.gatewayId,
+    batchId: env.batchId,
+    sentAt: env.sentAt,
+    ...(env.nonce !== undefined ? { nonce: env.nonce } : {}),
+  };
   if (env.compression === 'none') return { ok: true, header, readings: env.readings };
   try {
     const readings: unknown = JSON.parse(gunzipSync(Buffer.from(env.data, 'base64'), { maxOutputLength: maxBytes * 64 }).toString('utf8'));
@@ -87,9 +134,12 @@ const errorCodeSchema = z.string().refine((c): c is ErrorCode => (errorCodes as 
 
 export const ackSchema = z
   .object({
-    v: z.literal(ENVELOPE_VERSION),
+    /** The version of the batch it answers: v2 echoes the batch's nonce, v1 has none. */
+    v: batchVersionSchema,
     gatewayId: gatewayIdSchema,
     batchId: z.number().int().nonnegative(),
+    /** The nonce of the batch, echoed: a gateway deletes nothing for an ack without the right one. */
+    nonce: batchNonceSchema.optional(),
     /** Readings written now (confirmed by the database). */
     accepted: z.number().int().nonnegative(),
     /** Readings already written before (a resend); they are safe to delete too. */
@@ -98,7 +148,8 @@ export const ackSchema = z
     rejected: z.array(z.object({ seq: z.number().int().nonnegative().nullable(), code: errorCodeSchema, reason: z.string() })),
     ackedAt: z.number().int(),
   })
-  .strict();
+  .strict()
+  .superRefine(checkNonceForVersion);
 
 export type Ack = z.infer<typeof ackSchema>;
 

@@ -10,6 +10,7 @@ export const ERROR_CODES = {
   FERRY_ERR_LIMIT_EXCEEDED: 'a reading exceeds a configured limit (metric count, name or tag length)',
   FERRY_ERR_TIMESTAMP_SKEW: 'the reading timestamp is outside the allowed skew window',
   FERRY_ERR_TOPIC_UNKNOWN: 'the topic matches no configured device pattern',
+  FERRY_ERR_DEVICE_NOT_AUTHORIZED: 'a device published as a device id its login is not for',
   FERRY_ERR_ENVELOPE_INVALID: 'a gateway batch envelope is malformed',
   FERRY_ERR_DUPLICATE_CONFLICT: 'a reading repeats a sequence number already written, with different values',
   FERRY_ERR_SINK_UNAVAILABLE: 'the database could not be reached or failed to confirm the write',
