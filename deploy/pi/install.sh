@@ -3,12 +3,15 @@
 # from a release tarball made by deploy/pack.sh:
 #   /opt/ferry/gateway        the program (replaced whole on upgrade)
 #   /etc/ferry/gateway.yaml   config, written once and never overwritten (gateway.yaml.example is)
+#   /etc/ferry/devices.passwd device accounts (scrypt hashes), created once; their passwords are printed then
 #   /var/lib/ferry            outbox.db and deadletters.db, owned by the system user `ferry`
 #   /etc/systemd/system/ferry-gateway.service
 #
 #   sudo deploy/pi/install.sh --tarball ferry-gateway-<version>-linux-<arch>.tar.gz [options]
 #     --destdir DIR        install under DIR (also DESTDIR=DIR): no useradd, chown, apt-get or systemctl
 #     --gateway-id ID      gatewayId for a new config (default: the host name)
+#     --device ID          a device account to create (repeatable; its user name is the device id
+#                          in its topics); a new devices.passwd without any gets one for `device-1`
 #     --install-build-tools  apt-get install python3 make g++ if better-sqlite3 must be rebuilt
 #     --no-start           do not enable or (re)start the service
 #
@@ -20,6 +23,7 @@ HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 DESTDIR=${DESTDIR:-}
 TARBALL=""
 GATEWAY_ID=""
+DEVICES=()
 INSTALL_BUILD_TOOLS=0
 START=1
 PREFIX=/opt/ferry/gateway
@@ -42,6 +46,7 @@ while [[ $# -gt 0 ]]; do
     --tarball) TARBALL=${2:?--tarball needs a file}; shift 2 ;;
     --destdir) DESTDIR=${2:?--destdir needs a directory}; shift 2 ;;
     --gateway-id) GATEWAY_ID=${2:?--gateway-id needs a value}; shift 2 ;;
+    --device) DEVICES+=("${2:?--device needs a device id}"); shift 2 ;;
     --install-build-tools) INSTALL_BUILD_TOOLS=1; shift ;;
     --no-start) START=0; shift ;;
     -h | --help) usage; exit 0 ;;
@@ -148,6 +153,48 @@ if [[ -e "$DESTDIR$CONF_DIR/gateway.yaml" ]]; then
 else
   install -m 0640 "$DESTDIR$CONF_DIR/gateway.yaml.example" "$DESTDIR$CONF_DIR/gateway.yaml"
   log "wrote $CONF_DIR/gateway.yaml with gatewayId $GATEWAY_ID: set uplink.url before starting"
+fi
+
+# --- device accounts: the listener takes devices on the LAN by login only (docs/raspberry-pi.md) ---
+# Created when missing, never replaced: an upgrade adds only accounts named by --device that the
+# file does not have yet. Passwords are shown once, here; the file keeps only scrypt hashes.
+PASSWD_FILE="$CONF_DIR/devices.passwd"
+FERRY=("$NODE" "$TARGET/bin/ferry.mjs")
+NEW_PASSWD=0
+if [[ ! -e "$DESTDIR$PASSWD_FILE" ]]; then
+  NEW_PASSWD=1
+  [[ ${#DEVICES[@]} -gt 0 ]] || DEVICES=(device-1)
+fi
+LISTED=""
+if [[ $NEW_PASSWD -eq 0 && ${#DEVICES[@]} -gt 0 ]]; then
+  LISTED=$("${FERRY[@]}" broker passwd list --file "$DESTDIR$PASSWD_FILE") || die "cannot read $PASSWD_FILE"
+fi
+CREATED=()
+for device in "${DEVICES[@]}"; do
+  [[ "$device" =~ ^[A-Za-z0-9._-]+$ ]] || die "--device $device: use letters, digits, '.', '_' and '-' (the id in the device's topics)"
+  if grep -qxF -- "$device" <<<"$LISTED"; then
+    log "keeping the account of device $device"
+    continue
+  fi
+  password=$("$NODE" -p 'require("node:crypto").randomBytes(18).toString("base64url")')
+  printf '%s\n' "$password" | "${FERRY[@]}" broker passwd add "$device" --file "$DESTDIR$PASSWD_FILE" >/dev/null 2>&1 \
+    || die "could not write the account of device $device to $PASSWD_FILE"
+  CREATED+=("$device $password")
+done
+if [[ -e "$DESTDIR$PASSWD_FILE" ]]; then
+  chmod 0640 "$DESTDIR$PASSWD_FILE"
+  if [[ -z "$DESTDIR" ]]; then chown root:"$SERVICE_USER" "$PASSWD_FILE"; fi
+fi
+if [[ ${#CREATED[@]} -gt 0 ]]; then
+  log "device accounts written to $PASSWD_FILE; note the passwords now, they are not shown again:"
+  for account in "${CREATED[@]}"; do
+    log "  user ${account% *}  password ${account##* }"
+  done
+  log "more: echo '<password>' | ferry broker passwd add <deviceId> --file $PASSWD_FILE"
+fi
+# A config kept from before device logins listens on the LAN without them: the gateway refuses it.
+if ! grep -Eq '^[[:space:]]+(passwordFile|allowAnonymous):' "$DESTDIR$CONF_DIR/gateway.yaml"; then
+  log "warning: $CONF_DIR/gateway.yaml names no passwordFile: unless devices.listen has a username/password or listens on loopback only, the gateway refuses to start; add \`passwordFile: $PASSWD_FILE\` under devices.listen (see gateway.yaml.example)"
 fi
 
 # --- data dir: kept across upgrades and uninstalls ---

@@ -176,8 +176,9 @@ describe('Ferry config files in docker/ and deploy/', () => {
     );
     expect(ingestor.sink).toMatchObject({ type: 'influxdb2', org: dotenv['INFLUXDB_ORG'], bucket: dotenv['INFLUXDB_BUCKET'], token: dotenv['INFLUXDB_TOKEN'] });
     expect(ingestor.broker).toMatchObject({ url: 'mqtt://broker:1884', username: dotenv['FERRY_INGESTOR_MQTT_USERNAME'], password: dotenv['FERRY_INGESTOR_MQTT_PASSWORD'] });
-    for (const name of ['broker', 'broker-2']) {
-      const broker = parseConfig(brokerConfigSchema, mergeConfig({}, configFromEnv(composeEnv(name), 'FERRY_BROKER__')));
+    for (const [name, file] of [['broker', 'broker.yaml'], ['broker-2', 'broker-cluster.yaml']] as const) {
+      // The file too: a broker with users and no aclFile refuses to start.
+      const broker = parseConfig(brokerConfigSchema, mergeConfig(readConfigFile(join(DOCKER, 'config', file)), configFromEnv(composeEnv(name), 'FERRY_BROKER__')));
       expect(broker.auth?.users, name).toEqual(JSON.parse(dotenv['FERRY_BROKER_USERS'] ?? ''));
       expect(broker.auth?.allowAnonymous, name).toBe(false);
     }
@@ -187,10 +188,18 @@ describe('Ferry config files in docker/ and deploy/', () => {
     // `  # key: value` (one word), `  #   key: value` and `  # key:` lines are settings left off; prose has more words.
     const switchedOn = configText('deploy/pi/gateway.yaml').replace(/^(\s+)# (\s*[a-zA-Z]+:(?: \S+)?)$/gm, '$1$2');
     const keys = [...configText('deploy/pi/gateway.yaml').matchAll(/^\s+#\s+([a-zA-Z]+):(?: \S+)?$/gm)].map((m) => m[1]);
-    expect(keys).toEqual(expect.arrayContaining(['username', 'password', 'attach', 'url', 'clientId', 'ca']));
+    expect(keys).toEqual(expect.arrayContaining(['username', 'password', 'attach', 'url', 'clientId', 'ca', 'bridgeUsers', 'deviceMustMatchUser']));
     const parsed = parseConfig(gatewayConfigSchema, parseYaml(switchedOn), 'deploy/pi/gateway.yaml, all keys on');
     expect(parsed.devices.attach?.url).toBe('mqtt://127.0.0.1:1883');
     expect(parsed.uplink.ca).toBe('/etc/ferry/ca.pem');
+    expect(parsed.devices.listen).toMatchObject({ bridgeUsers: ['zigbee2mqtt'], deviceMustMatchUser: true });
+  });
+
+  it('deploy/pi/gateway.yaml takes devices on the LAN by per-device login only, and sends over TLS', () => {
+    const parsed = parseConfig(gatewayConfigSchema, parseYaml(configText('deploy/pi/gateway.yaml')), 'deploy/pi/gateway.yaml');
+    expect(parsed.devices.listen).toMatchObject({ host: '0.0.0.0', passwordFile: '/etc/ferry/devices.passwd', allowAnonymous: false });
+    expect(parsed.devices.listen !== false && parsed.devices.listen.username).toBeUndefined();
+    expect(parsed.uplink.url).toMatch(/^mqtts:\/\//);
   });
 
   it('every FERRY_<SERVICE>__ variable named in docker/, deploy/ and the operations docs is a setting of that service', () => {

@@ -5,11 +5,11 @@
 // ports become loopback and free ports, and data dirs become temp dirs. The healthchecks are the
 // compose commands themselves, pointed at those ports. The Grafana dashboards and Prometheus
 // rules are checked against what Ferry really writes and really exposes.
-import { readdirSync, readFileSync, rmSync } from 'node:fs';
+import { readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { readConfigFile } from '@ferry/runtime';
+import { passwordFileLine, readConfigFile } from '@ferry/runtime';
 import { freePort, makeTempDir, startVictoriaMetrics, waitFor } from '@ferry/testkit';
 import type { VictoriaHandle } from '@ferry/testkit';
 import { httpText, startChild, waitHealthy } from './child.js';
@@ -22,6 +22,7 @@ import {
   dotenv,
   healthcheck,
   healthcheckPort,
+  hostAclFile,
   hostArgs,
   IMAGE_CLI,
   inherited,
@@ -46,6 +47,14 @@ let brokerPort: number;
 let ingestor: Running;
 let gateway: Running;
 let gatewayDevicePort: number;
+const DEVICE_PASSWORD = 'docker-dev-1-password';
+
+/** The first gateway site's broker account in .env.example. */
+function siteAccount(): { username: string; password: string } {
+  const site = (JSON.parse(dotenv['FERRY_BROKER_USERS'] ?? '[]') as { username: string; password: string }[]).find((u) => u.username !== 'ingestor');
+  if (!site) throw new Error('.env.example has no gateway account in FERRY_BROKER_USERS');
+  return site;
+}
 
 async function startService(name: string, env: Record<string, string>, httpPort: number): Promise<Running> {
   const args = hostArgs(containerCommand(name), mountedFiles(name));
@@ -73,6 +82,7 @@ beforeAll(async () => {
     FERRY_BROKER__HTTP__HOST: '127.0.0.1',
     FERRY_BROKER__HTTP__PORT: String(brokerHttp),
     FERRY_BROKER__DATA_DIR: join(work, 'broker'),
+    FERRY_BROKER__ACL_FILE: hostAclFile('broker'),
   }, brokerHttp);
 
   const ingestorHttp = await freePort();
@@ -91,22 +101,26 @@ beforeAll(async () => {
 
   // The gateway image is not in compose (gateways run at the sites); its CMD and config, with a
   // site account from .env.example.
-  const site = (JSON.parse(dotenv['FERRY_BROKER_USERS'] ?? '[]') as { username: string; password: string }[]).find((u) => u.username !== 'ingestor');
-  if (!site) throw new Error('.env.example has no gateway account in FERRY_BROKER_USERS');
+  const site = siteAccount();
   const gatewayHttp = await freePort();
   gatewayDevicePort = await freePort();
+  const devicesPasswd = join(work, 'devices.passwd');
+  writeFileSync(devicesPasswd, `${passwordFileLine('docker-dev-1', DEVICE_PASSWORD, { N: 1024, r: 8, p: 1 })}\n`);
   const gatewayCommand = [...(inherited(dockerfile.stages, 'gateway', 'ENTRYPOINT') ?? []), ...(inherited(dockerfile.stages, 'gateway', 'CMD') ?? [])];
   const gatewayChild = startChild({
     command: process.execPath,
     args: hostArgs(gatewayCommand, new Map([['/etc/ferry/gateway.yaml', join(DOCKER, 'config/gateway.yaml')]])),
     env: {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
-      FERRY_GATEWAY__GATEWAY_ID: 'docker-site-1',
+      // The site's account name is its gateway id (docker/config/acl.conf).
+      FERRY_GATEWAY__GATEWAY_ID: site.username,
       FERRY_GATEWAY__UPLINK__URL: `mqtt://127.0.0.1:${brokerPort}`,
       FERRY_GATEWAY__UPLINK__USERNAME: site.username,
       FERRY_GATEWAY__UPLINK__PASSWORD: site.password,
       FERRY_GATEWAY__DEVICES__LISTEN__HOST: '127.0.0.1',
       FERRY_GATEWAY__DEVICES__LISTEN__PORT: String(gatewayDevicePort),
+      // The file the shipped config names, as an operator would mount it at /etc/ferry/devices.passwd.
+      FERRY_GATEWAY__DEVICES__LISTEN__PASSWORD_FILE: devicesPasswd,
       FERRY_GATEWAY__HTTP__HOST: '127.0.0.1',
       FERRY_GATEWAY__HTTP__PORT: String(gatewayHttp),
       FERRY_GATEWAY__DATA_DIR: join(work, 'gateway'),
@@ -213,7 +227,7 @@ describe('docker/Dockerfile and docker/compose.yaml', () => {
   });
 
   it('carries a reading from the gateway through the authenticated broker and ingestor into the InfluxDB v2 write API', async () => {
-    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${gatewayDevicePort}`, { protocolVersion: 4, clientId: 'docker-dev-1', reconnectPeriod: 0 });
+    const client = await mqtt.connectAsync(`mqtt://127.0.0.1:${gatewayDevicePort}`, { protocolVersion: 4, clientId: 'docker-dev-1', reconnectPeriod: 0, username: 'docker-dev-1', password: DEVICE_PASSWORD });
     try {
       await client.publishAsync('devices/docker-dev-1/telemetry', JSON.stringify({ ts: Date.now(), metrics: { temperature: 21.5, humidity: 40, battery: 88, rssi: -60 } }), { qos: 1 });
     } finally {
@@ -227,7 +241,7 @@ describe('docker/Dockerfile and docker/compose.yaml', () => {
       },
       { timeoutMs: 60_000, intervalMs: 250, what: 'the reading in VictoriaMetrics' },
     );
-    expect(series[0]?.metric['gateway']).toBe('docker-site-1');
+    expect(series[0]?.metric['gateway']).toBe(siteAccount().username);
     expect(series[0]?.values).toEqual([21.5]);
   }, 90_000);
 });

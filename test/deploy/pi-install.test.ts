@@ -30,6 +30,8 @@ let destdir: string;
 let user: { name: string; uid: number; gid: number };
 let broker: Broker;
 let ingestor: Ingestor;
+/** Device passwords install.sh printed, by device id (= user name). */
+const devicePasswords = new Map<string, string>();
 
 function install(...extra: string[]): string {
   const result = runCommand('bash', [INSTALL, '--tarball', tarball, '--destdir', destdir, '--gateway-id', 'pi-test', ...extra]);
@@ -47,7 +49,15 @@ interface RunningGateway {
   readonly httpUrl: string;
 }
 
-/** The installed entry, as the unit runs it, but as the throwaway user with no new privileges. */
+/** The device accounts install.sh wrote, where the installed config's /etc/ferry/devices.passwd points in the temporary root. */
+function passwordFileEnv(): Record<string, string> {
+  return { FERRY_GATEWAY__DEVICES__LISTEN__PASSWORD_FILE: join(destdir, 'etc/ferry/devices.passwd') };
+}
+
+/**
+ * The installed entry, as the unit runs it, but as the throwaway user with no new privileges.
+ * The device listener keeps the shipped host (0.0.0.0) and login settings; only its port moves.
+ */
 async function runInstalledGateway(uplink: string): Promise<RunningGateway> {
   const devicePort = await freePort();
   const httpPort = await freePort();
@@ -60,12 +70,11 @@ async function runInstalledGateway(uplink: string): Promise<RunningGateway> {
       '--config', join(destdir, 'etc/ferry/gateway.yaml'),
       '--data-dir', join(destdir, 'var/lib/ferry'),
       '--uplink', uplink,
-      '--listen-host', '127.0.0.1',
       '--listen-port', String(devicePort),
       '--http-port', String(httpPort),
     ],
     // No HOME and no inherited variables: only what a systemd unit would give it.
-    env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production' },
+    env: { PATH: '/usr/bin:/bin', NODE_ENV: 'production', ...passwordFileEnv() },
     cwd: '/',
     logFile: join(work, 'gateway.log'),
   });
@@ -75,7 +84,10 @@ async function runInstalledGateway(uplink: string): Promise<RunningGateway> {
 }
 
 async function publishReadings(deviceUrl: string, device: string, count: number): Promise<void> {
-  const client = await mqtt.connectAsync(deviceUrl, { protocolVersion: 4, clientId: `dev-${device}`, reconnectPeriod: 0 });
+  // Logged in with the account install.sh made for this device.
+  const password = devicePasswords.get(device);
+  expect(password, `install.sh printed no password for ${device}`).toBeDefined();
+  const client = await mqtt.connectAsync(deviceUrl, { protocolVersion: 4, clientId: `dev-${device}`, reconnectPeriod: 0, username: device, password: password ?? '' });
   try {
     for (let i = 0; i < count; i += 1) {
       // QoS 1: the PUBACK comes only once the reading is committed to the outbox.
@@ -121,9 +133,18 @@ afterAll(async () => {
 });
 
 describe('deploy/pi/install.sh into a temporary root', () => {
-  it('lays down the program, a valid config, the data dir, the unit and the ferry command', () => {
-    const stdout = install();
+  it('lays down the program, a valid config, the device accounts, the data dir, the unit and the ferry command', () => {
+    const stdout = install('--device', 'pi-sensor-1', '--device', 'pi-sensor-2');
     expect(stdout).toContain('better-sqlite3 loads as shipped');
+    // Each device's password is printed once; the file keeps scrypt hashes only, readable by the service group.
+    for (const m of stdout.matchAll(/^\[ferry-install\]\s+user (\S+)\s+password (\S+)$/gm)) devicePasswords.set(m[1] ?? '', m[2] ?? '');
+    expect([...devicePasswords.keys()]).toEqual(['pi-sensor-1', 'pi-sensor-2']);
+    const passwd = join(destdir, 'etc/ferry/devices.passwd');
+    expect(statSync(passwd).mode & 0o777).toBe(0o640);
+    const accounts = readFileSync(passwd, 'utf8');
+    expect(accounts).toMatch(/^pi-sensor-1:scrypt\$16384\$8\$1\$/m);
+    for (const password of devicePasswords.values()) expect(accounts).not.toContain(password);
+    expect(stdout).not.toContain('warning');
     const program = join(destdir, 'opt/ferry/gateway');
     for (const file of ['bin/ferry.mjs', 'dist/main.js', 'package.json', 'RELEASE', 'docs/raspberry-pi.md']) {
       expect(existsSync(join(program, file)), file).toBe(true);
@@ -182,10 +203,16 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     // What install.sh does on a real system for the `ferry` user.
     chownSync(join(destdir, 'etc/ferry'), 0, user.gid);
     chownSync(join(destdir, 'etc/ferry/gateway.yaml'), 0, user.gid);
+    chownSync(join(destdir, 'etc/ferry/devices.passwd'), 0, user.gid);
     chownSync(join(destdir, 'var/lib/ferry'), user.uid, user.gid);
 
     const gateway = await runInstalledGateway(broker.url ?? '');
     try {
+      // The shipped listener is on the LAN: a device without a login, or with another device's, is turned away.
+      await expect(mqtt.connectAsync(gateway.deviceUrl, { protocolVersion: 4, reconnectPeriod: 0 })).rejects.toThrow(/Not authorized/i);
+      await expect(
+        mqtt.connectAsync(gateway.deviceUrl, { protocolVersion: 4, reconnectPeriod: 0, username: 'pi-sensor-1', password: devicePasswords.get('pi-sensor-2') ?? '' }),
+      ).rejects.toThrow(/Bad username or password/i);
       const status = readFileSync(`/proc/${gateway.child.pid}/status`, 'utf8');
       // setpriv execs node in place, so the pid is the gateway's own.
       expect(status).toMatch(new RegExp(`^Uid:\\s+${user.uid}\\s+${user.uid}\\s+${user.uid}\\s+${user.uid}$`, 'm'));
@@ -228,8 +255,12 @@ describe('deploy/pi/install.sh into a temporary root', () => {
       if (existsSync(file)) chownSync(file, user.uid, user.gid);
     }
 
-    const stdout = install();
+    const accounts = readFileSync(join(destdir, 'etc/ferry/devices.passwd'), 'utf8');
+    const stdout = install('--device', 'pi-sensor-1');
     expect(stdout).toContain('keeping /etc/ferry/gateway.yaml');
+    expect(stdout).toContain('keeping the account of device pi-sensor-1');
+    expect(stdout).not.toMatch(/password \S+$/m);
+    expect(readFileSync(join(destdir, 'etc/ferry/devices.passwd'), 'utf8')).toBe(accounts);
     expect(readFileSync(config, 'utf8')).toContain('# edited by the operator');
     expect(statSync(join(destdir, 'var/lib/ferry/outbox.db')).uid).toBe(user.uid);
 
@@ -261,7 +292,7 @@ describe('deploy/pi/install.sh into a temporary root', () => {
       args: [join(destdir, 'opt/ferry/gateway/bin/ferry.mjs'), 'gateway', '--config', join(destdir, 'etc/ferry/gateway.yaml'),
         '--data-dir', join(destdir, 'var/lib/ferry'), '--uplink', broker.url ?? '', '--listen-host', '127.0.0.1',
         '--listen-port', String(devicePort), '--http-port', '0'],
-      env: { PATH: '/usr/bin:/bin' },
+      env: { PATH: '/usr/bin:/bin', ...passwordFileEnv() },
       logFile: join(work, 'gateway-newer.log'),
     });
     const code = await child.exited;

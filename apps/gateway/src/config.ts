@@ -1,24 +1,59 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
-import { logLevelSchema, opsHttpSchema } from '@ferry/runtime';
+import { isLoopbackHost, logLevelSchema, opsHttpSchema } from '@ferry/runtime';
 import { parseDuration, pipelineSchema } from '@ferry/processing';
 import { gatewayIdSchema, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
 
 const port = z.number().int().min(0).max(65_535);
 
+/**
+ * The embedded device listener. Secure by default, as the Ferry broker and Mosquitto 2 are: an
+ * address beyond loopback needs credentials (`passwordFile` or `username`/`password`) or an
+ * explicit `allowAnonymous: true`.
+ */
 const listenSchema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
     /** 0 picks an ephemeral port (tests). */
     port: port.default(1883),
+    /** One account shared by every device: it cannot tell devices apart, so deviceMustMatchUser cannot apply. */
     username: z.string().min(1).optional(),
     password: z.string().optional(),
+    /** Per-device accounts in the broker's scrypt format, written by `ferry broker passwd add <deviceId> --file <path>`; re-read when it changes. */
+    passwordFile: z.string().min(1).optional(),
+    /** Devices that send no username connect (those that send one are still checked). */
+    allowAnonymous: z.boolean().default(false),
+    /**
+     * A device logged in as user X may publish only as device X (the `{deviceId}` of its topic, and
+     * the device id of every reading). Default: on with `passwordFile`; it needs per-device accounts.
+     */
+    deviceMustMatchUser: z.boolean().optional(),
+    /** Users that publish for many devices (Zigbee2MQTT, OpenMQTTGateway, Telegraf): exempt from deviceMustMatchUser. */
+    bridgeUsers: z.array(z.string().min(1)).default([]),
   })
   .strict()
-  .refine((l) => l.password === undefined || l.username !== undefined, {
-    message: 'a password without a username would leave the listener open: set username too',
-    path: ['username'],
+  .superRefine((l, ctx) => {
+    if (l.password !== undefined && l.username === undefined) {
+      ctx.addIssue({ code: 'custom', path: ['username'], message: 'a password without a username would leave the listener open: set username too' });
+    }
+    if (l.username !== undefined && l.passwordFile !== undefined) {
+      ctx.addIssue({ code: 'custom', path: ['passwordFile'], message: 'set either passwordFile (an account per device) or username/password (one shared account), not both' });
+    }
+    if (l.deviceMustMatchUser === true && l.passwordFile === undefined) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['deviceMustMatchUser'],
+        message: 'deviceMustMatchUser needs an account per device: set passwordFile (a shared username/password cannot tell devices apart)',
+      });
+    }
+    if (l.username === undefined && l.passwordFile === undefined && !l.allowAnonymous && !isLoopbackHost(l.host)) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['host'],
+        message: `${l.host} is reachable beyond this host, so anonymous devices are refused: set devices.listen.passwordFile (accounts from \`ferry broker passwd\`) or username/password, or devices.listen.allowAnonymous: true to run open on purpose`,
+      });
+    }
   });
 
 const mqttUrl = z.string().refine((value) => {

@@ -13,6 +13,9 @@ import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
 import { gatewayConfigSchema } from './config.js';
 import type { GatewayConfig, GatewayConfigInput } from './config.js';
 import { attachToBroker, listenForDevices } from './receive.js';
+import type { DeviceSender } from './receive.js';
+import { createDeviceAccess } from './device-access.js';
+import type { DeviceAccess } from './device-access.js';
 import type { DeviceAttachment, DeviceListener } from './receive.js';
 import { createDeviceMessageValidator } from './validate.js';
 import { createGroupCommitter } from './commit.js';
@@ -119,6 +122,8 @@ interface Running {
   readonly inFlight: InFlightBatches;
   readonly sender: Sender;
   listener?: DeviceListener;
+  /** The device listener's accounts and per-device rule; none for an attached broker. */
+  access?: DeviceAccess;
   attachment?: DeviceAttachment;
   ops?: OpsServer;
   uplink?: Uplink;
@@ -204,8 +209,15 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     };
   }
 
+  function notAuthorized(username: string | undefined, deviceId: string): Rejection {
+    return {
+      code: 'FERRY_ERR_DEVICE_NOT_AUTHORIZED',
+      reason: `user "${username ?? ''}" published as device "${deviceId.slice(0, 200)}": with devices.listen.deviceMustMatchUser a device publishes only under its own user name (or list the user in devices.listen.bridgeUsers)`,
+    };
+  }
+
   /** Stages 2 and 3 for one device message; `done` gates the device's acknowledgement. */
-  function handleDeviceMessage(topic: string, payload: Buffer, done: (err: Error | null) => void): void {
+  function handleDeviceMessage(topic: string, payload: Buffer, done: (err: Error | null) => void, sender?: DeviceSender): void {
     const run = running;
     if (!run || state !== 'ready') {
       done(new FerryError('FERRY_ERR_NOT_READY', 'the gateway is not accepting readings'));
@@ -213,19 +225,37 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     }
     counts.received += 1;
     metrics.received.inc();
-    const verdict = validator.validate(topic, payload, Math.floor(clock.now()));
-    if (!verdict.ok) {
+    function refuse(rejection: Rejection, deviceId: string | undefined): void {
       try {
-        run.deadLetters.add(deadLetter(verdict.rejection, topic, verdict.deviceId, payload));
+        run?.deadLetters.add(deadLetter(rejection, topic, deviceId, payload));
       } catch (err) {
         logger.error({ err, topic }, 'a refused device message could not be dead-lettered');
         done(err as Error);
         return;
       }
       counts.rejected += 1;
-      metrics.rejected.inc({ code: verdict.rejection.code });
-      logger.debug({ topic, code: verdict.rejection.code, reason: verdict.rejection.reason }, 'device message refused');
+      metrics.rejected.inc({ code: rejection.code });
+      logger.debug({ topic, code: rejection.code, reason: rejection.reason }, 'device message refused');
       done(null);
+    }
+    // Who may publish as which device is checked from the topic before decoding, so another
+    // device's publish never reaches a stateful decoder's state for that device.
+    const access = run.access;
+    const username = sender?.username;
+    const topicDevice = access && sender ? validator.deviceIdOf(topic) : undefined;
+    if (access && topicDevice !== undefined && !access.mayPublishAs(username, topicDevice)) {
+      refuse(notAuthorized(username, topicDevice), topicDevice);
+      return;
+    }
+    const verdict = validator.validate(topic, payload, Math.floor(clock.now()));
+    if (!verdict.ok) {
+      refuse(verdict.rejection, verdict.deviceId);
+      return;
+    }
+    // A format that takes the id from the payload (deviceIdField) is checked on what it decoded.
+    const foreign = access && sender ? verdict.readings.find((r) => !access.mayPublishAs(username, r.deviceId)) : undefined;
+    if (foreign) {
+      refuse(notAuthorized(username, foreign.deviceId), foreign.deviceId);
       return;
     }
     if (verdict.dropped.length > 0) {
@@ -366,7 +396,10 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   async function start(): Promise<void> {
     state = 'starting';
     let files: { outbox: Outbox; deadLetters: DeadLetterStore; disk: DiskGuard };
+    let access: DeviceAccess | undefined;
     try {
+      // A missing or malformed device password file stops the start before any file is opened.
+      access = config.devices.listen !== false ? createDeviceAccess(config.devices.listen, logger) : undefined;
       files = openFiles();
     } catch (err) {
       state = 'closed';
@@ -512,18 +545,18 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         }
       },
     });
-    const run: Running = { outbox, disk, deadLetters, committer, inFlight, sender };
+    const run: Running = { outbox, disk, deadLetters, committer, inFlight, sender, ...(access ? { access } : {}) };
     running = run;
 
     try {
-      if (config.devices.listen !== false) {
+      if (config.devices.listen !== false && access) {
         run.listener = await listenForDevices({
           host: config.devices.listen.host,
           port: config.devices.listen.port,
-          username: config.devices.listen.username,
-          password: config.devices.listen.password,
+          access,
           logger,
           onMessage: handleDeviceMessage,
+          onConnectRefused: (reason) => metrics.connectsRefused.inc({ reason }),
         });
       }
       if (config.http !== false) {

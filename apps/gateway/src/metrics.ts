@@ -27,6 +27,7 @@ export interface GatewayMetrics {
   readonly received: Counter;
   readonly committed: Counter;
   readonly rejected: Counter<'code'>;
+  readonly connectsRefused: Counter<'reason'>;
   readonly valuesDropped: Counter<'code'>;
   readonly commitErrors: Counter;
   readonly batchesSent: Counter;
@@ -54,6 +55,12 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
       name: 'ferry_gateway_rejected_total',
       help: 'Device messages refused and dead-lettered, by error code',
       labelNames: ['code'],
+      registers,
+    }),
+    connectsRefused: new Counter({
+      name: 'ferry_gateway_device_connects_refused_total',
+      help: 'Device connections refused by the listener: anonymous (no user name) or credentials (wrong ones)',
+      labelNames: ['reason'],
       registers,
     }),
     valuesDropped: new Counter({
@@ -85,7 +92,7 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
     }),
     acksIgnored: new Counter({
       name: 'ferry_gateway_acks_ignored_total',
-      help: 'Acks that changed nothing: unreadable, for another gateway, or for an unknown batch',
+      help: 'Acks that changed nothing: unreadable, for another gateway, for an unknown or settled batch, without a nonce (no_nonce) or with the wrong one (forged)',
       labelNames: ['reason'],
       registers,
     }),

@@ -3,24 +3,33 @@
 // Either way a device's QoS 1 publish is acknowledged only when `onMessage` says it is stored.
 import { createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
-import { timingSafeEqual } from 'node:crypto';
 import { Aedes } from 'aedes';
-import type { AuthenticateError } from 'aedes';
+import type { AuthenticateError, Client } from 'aedes';
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
 import type { Logger } from '@ferry/runtime';
+import type { ConnectRefusal, DeviceAccess } from './device-access.js';
 import { paceReconnects, reconnectPolicy } from './reconnect.js';
 
-/** Stores or dead-letters one device message; `done(null)` once that is durable. */
-export type DeviceMessageHandler = (topic: string, payload: Buffer, done: (err: Error | null) => void) => void;
+/** Who published: the user name the device logged in with on the embedded listener. */
+export interface DeviceSender {
+  readonly username?: string | undefined;
+}
+
+/**
+ * Stores or dead-letters one device message; `done(null)` once that is durable. `sender` is set
+ * for the embedded listener only (on an attached broker, that broker checked its clients).
+ */
+export type DeviceMessageHandler = (topic: string, payload: Buffer, done: (err: Error | null) => void, sender?: DeviceSender) => void;
 
 export interface DeviceListenerOptions {
   readonly host: string;
   readonly port: number;
-  readonly username?: string | undefined;
-  readonly password?: string | undefined;
+  readonly access: DeviceAccess;
   readonly logger: Logger;
   readonly onMessage: DeviceMessageHandler;
+  /** A CONNECT was refused (counted in a metric). */
+  readonly onConnectRefused?: (reason: ConnectRefusal) => void;
 }
 
 export interface DeviceListener {
@@ -31,32 +40,34 @@ export interface DeviceListener {
   close(): Promise<void>;
 }
 
-function sameSecret(given: Buffer | string | undefined, expected: string): boolean {
-  const a = Buffer.from(given ?? '');
-  const b = Buffer.from(expected);
-  return a.length === b.length && timingSafeEqual(a, b);
-}
-
-function authError(message: string): AuthenticateError {
-  // 4 = bad user name or password (MQTT 3.1.1 CONNACK return code).
-  const err: AuthenticateError = Object.assign(new Error(message), { returnCode: 4 as const });
-  return err;
+function authError(reason: ConnectRefusal): AuthenticateError {
+  // MQTT 3.1.1 CONNACK return codes: 5 = not authorized (no user name, as Mosquitto answers an
+  // anonymous client), 4 = bad user name or password.
+  return reason === 'anonymous'
+    ? Object.assign(new Error('anonymous devices are not allowed: log in with a user name'), { returnCode: 5 as const })
+    : Object.assign(new Error('bad user name or password'), { returnCode: 4 as const });
 }
 
 export async function listenForDevices(options: DeviceListenerOptions): Promise<DeviceListener> {
-  const { logger, onMessage, username, password } = options;
+  const { logger, onMessage, access } = options;
+  // The user each connected device logged in as, for the per-device rule on its publishes.
+  const users = new WeakMap<Client, string>();
   const broker = await Aedes.createBroker({
-    ...(username !== undefined
-      ? {
-          authenticate: (_client, givenUser, givenPassword, done) => {
-            if (givenUser === username && sameSecret(givenPassword, password ?? '')) done(null, true);
-            else done(authError('bad user name or password'), false);
-          },
+    authenticate: (client, givenUser, givenPassword, done) => {
+      void access.connect(givenUser, givenPassword).then((refused) => {
+        if (refused === null) {
+          if (givenUser !== undefined) users.set(client, givenUser);
+          done(null, true);
+          return;
         }
-      : {}),
+        options.onConnectRefused?.(refused);
+        logger.info({ clientId: client.id, username: givenUser, reason: refused }, 'device connection refused');
+        done(authError(refused), false);
+      });
+    },
     // The PUBACK (or PUBREC) aedes sends a device waits for this callback: it is called only once
     // the reading is committed to the outbox, or the refused message is in the dead-letter store.
-    authorizePublish: (_client, packet, done) => {
+    authorizePublish: (client, packet, done) => {
       if (packet.topic.startsWith('$SYS')) {
         done(new Error('$SYS topics are reserved'));
         return;
@@ -64,7 +75,7 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
       // The gateway is the only consumer: nothing is kept retained to be replayed to anyone.
       packet.retain = false;
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      onMessage(packet.topic, payload, (err) => done(err));
+      onMessage(packet.topic, payload, (err) => done(err), client ? { username: users.get(client) } : {});
     },
     // Device messages end in the outbox; none is relayed to other subscribers.
     authorizeForward: () => null,
@@ -83,7 +94,7 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
   const address = server.address() as AddressInfo;
   const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
   const url = `mqtt://${host}:${address.port}`;
-  logger.info({ url, auth: username !== undefined }, 'device listener ready');
+  logger.info({ url, auth: access.auth, deviceMustMatchUser: access.deviceMustMatchUser }, 'device listener ready');
 
   let serverClosed: Promise<void> | undefined;
   function stopAccepting(): Promise<void> {

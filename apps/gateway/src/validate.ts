@@ -20,12 +20,15 @@ export type DeviceMessageVerdict =
 export interface DeviceMessageValidator {
   readonly patterns: readonly CompiledPattern[];
   validate(topic: string, payload: Uint8Array, receivedAt: number): DeviceMessageVerdict;
+  /** The device id the topic names (its first matching pattern's `{deviceId}`), without decoding. */
+  deviceIdOf(topic: string): string | undefined;
 }
 
 export function createDeviceMessageValidator(patterns: readonly FormatConfigInput[], limits: Limits): DeviceMessageValidator {
   const decoders = createDecoderSet(patterns);
   return {
     patterns: decoders.entries.map((e) => e.compiled),
+    deviceIdOf: (topic) => decoders.route(topic)?.deviceId,
     validate(topic, payload, receivedAt) {
       const outcome = decoders.decode(topic, payload, receivedAt, limits);
       const deviceId = outcome.deviceId ?? outcome.readings[0]?.deviceId;

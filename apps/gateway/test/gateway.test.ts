@@ -4,7 +4,7 @@ import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ENVELOPE_VERSION, isFerryError } from '@ferry/protocol';
+import { BATCH_VERSION, isFerryError, LEGACY_BATCH_VERSION, newBatchNonce } from '@ferry/protocol';
 import { createRegistry, silentLogger } from '@ferry/runtime';
 import type { Registry } from '@ferry/runtime';
 import type { MqttClient } from 'mqtt';
@@ -143,7 +143,7 @@ describe('gateway', () => {
     expect(peer.written.size).toBe(2);
   });
 
-  it('changes nothing on an ack for an unknown batch or a duplicated ack', async () => {
+  it('changes nothing on an ack for an unknown batch, a forged or nonce-less ack, or a duplicated ack', async () => {
     const uplink = await broker();
     const peer = await cloud(uplink.url, false);
     const { gateway, registry } = await startGateway(dataDir(), uplink.url);
@@ -152,8 +152,14 @@ describe('gateway', () => {
     await waitFor(() => peer.batches.length === 1, { what: 'the first batch' });
     const first = peer.batches[0]!;
 
-    await peer.sendAck({ v: ENVELOPE_VERSION, gatewayId: GATEWAY_ID, batchId: first.batchId + 1_000_000, accepted: 1, duplicates: 0, rejected: [], ackedAt: Date.now() });
+    const forged = { gatewayId: GATEWAY_ID, accepted: 1, duplicates: 0, rejected: [], ackedAt: Date.now() };
+    await peer.sendAck({ ...forged, v: BATCH_VERSION, batchId: first.batchId + 1_000_000, nonce: first.nonce });
     await waitFor(async () => (await metricValue(registry, 'ferry_gateway_acks_ignored_total', { reason: 'unknown' })) === 1, { what: 'the unknown ack' });
+    // The batch id is known (it can be guessed, or learned by listening), the nonce is not.
+    await peer.sendAck({ ...forged, v: BATCH_VERSION, batchId: first.batchId, nonce: newBatchNonce() });
+    await waitFor(async () => (await metricValue(registry, 'ferry_gateway_acks_ignored_total', { reason: 'forged' })) === 1, { what: 'the forged ack' });
+    await peer.sendAck({ ...forged, v: LEGACY_BATCH_VERSION, batchId: first.batchId });
+    await waitFor(async () => (await metricValue(registry, 'ferry_gateway_acks_ignored_total', { reason: 'no_nonce' })) === 1, { what: 'the ack without a nonce' });
     expect(gateway.stats()).toMatchObject({ outboxDepth: 1, ackedReadings: 0, inFlightBatches: 1 });
 
     await peer.ack(first.batchId);
@@ -165,7 +171,7 @@ describe('gateway', () => {
     await waitFor(async () => (await metricValue(registry, 'ferry_gateway_acks_ignored_total', { reason: 'unknown' })) === 2, { what: 'the duplicated ack' });
     expect(gateway.stats()).toMatchObject({ outboxDepth: 1, ackedReadings: 1, inFlightBatches: 1 });
 
-    await peer.sendAck({ v: ENVELOPE_VERSION, gatewayId: GATEWAY_ID, batchId: 'x' } as never);
+    await peer.sendAck({ v: BATCH_VERSION, gatewayId: GATEWAY_ID, batchId: 'x' } as never);
     await waitFor(async () => (await metricValue(registry, 'ferry_gateway_acks_ignored_total', { reason: 'invalid' })) === 1, { what: 'the unreadable ack' });
     expect(gateway.stats().outboxDepth).toBe(1);
   });

@@ -6,3 +6,4 @@ export * from './config.js';
 export * from './http.js';
 export * from './sqlite.js';
 export * from './disk-full.js';
+export * from './credentials.js';
