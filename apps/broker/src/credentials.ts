@@ -1,44 +1,21 @@
 // The credential file: one `username:scrypt$N$r$p$salt$hash` line per user (salt and hash in
 // base64), managed by `ferry broker passwd`. Passwords are never stored, only per-user salted
 // scrypt hashes, compared in constant time.
-import { randomBytes, scrypt, scryptSync, timingSafeEqual } from 'node:crypto';
 import { readFileSync, renameSync, writeFileSync, existsSync } from 'node:fs';
 import { FerryError } from '@ferry/protocol';
+import { parsePasswordFile, passwordFileCheck, passwordFileLine, PASSWORD_HASH_PARAMS } from '@ferry/runtime';
+import type { PasswordEntry } from '@ferry/runtime';
 import type { Authenticator } from './auth.js';
 
-/** scrypt cost: N=2^14, r=8, p=1 (about 16 MiB and tens of ms per check), OWASP's floor. */
-const DEFAULT_PARAMS = { N: 16384, r: 8, p: 1 } as const;
-const KEY_LENGTH = 32;
-const SALT_LENGTH = 16;
-
-export interface CredentialEntry {
-  readonly username: string;
-  readonly N: number;
-  readonly r: number;
-  readonly p: number;
-  readonly salt: Buffer;
-  readonly hash: Buffer;
-}
-
-function derive(password: string | Buffer, salt: Buffer, params: { N: number; r: number; p: number }): Buffer {
-  return scryptSync(password, salt, KEY_LENGTH, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r });
-}
-
-/** derive() on the thread pool: the broker's event loop keeps serving while a CONNECT is checked. */
-function deriveAsync(password: string | Buffer, salt: Buffer, params: { N: number; r: number; p: number }): Promise<Buffer> {
-  return new Promise((resolve, reject) => {
-    scrypt(password, salt, KEY_LENGTH, { N: params.N, r: params.r, p: params.p, maxmem: 256 * params.N * params.r }, (err, key) => (err ? reject(err) : resolve(key)));
-  });
-}
+/** One user's line: the format, the parser and the check live in @ferry/runtime (the gateway's device listener reads the same files). */
+export type CredentialEntry = PasswordEntry;
 
 /** A new entry with a fresh random salt. */
-export function hashPassword(username: string, password: string, params: { N: number; r: number; p: number } = DEFAULT_PARAMS): CredentialEntry {
-  if (username.length === 0 || username.includes(':') || /[\r\n]/.test(username)) {
-    throw new FerryError('FERRY_ERR_CONFIG_INVALID', `username "${username}" must be non-empty, without ':' or line breaks`, { field: 'username' });
-  }
+export function hashPassword(username: string, password: string, params: { N: number; r: number; p: number } = PASSWORD_HASH_PARAMS): CredentialEntry {
   if (password.length === 0) throw new FerryError('FERRY_ERR_CONFIG_INVALID', 'password must not be empty', { field: 'password' });
-  const salt = randomBytes(SALT_LENGTH);
-  return { username, ...params, salt, hash: derive(password, salt, params) };
+  const [entry] = parsePasswordFile(passwordFileLine(username, password, params));
+  if (!entry) throw new FerryError('FERRY_ERR_CONFIG_INVALID', `username "${username}" gives no credential line`, { field: 'username' });
+  return entry;
 }
 
 export function formatCredentialLine(entry: CredentialEntry): string {
@@ -47,19 +24,7 @@ export function formatCredentialLine(entry: CredentialEntry): string {
 
 /** Parses the file's text; a malformed line is a config error naming its line number. */
 export function parseCredentialFile(text: string, source = 'credential file'): CredentialEntry[] {
-  const entries: CredentialEntry[] = [];
-  text.split(/\r?\n/).forEach((raw, i) => {
-    const line = raw.trim();
-    if (line === '' || line.startsWith('#')) return;
-    const colon = line.indexOf(':');
-    const parts = colon > 0 ? line.slice(colon + 1).split('$') : [];
-    const [scheme, n, r, p, salt, hash] = parts;
-    if (parts.length !== 6 || scheme !== 'scrypt' || !n || !r || !p || !salt || !hash) {
-      throw new FerryError('FERRY_ERR_CONFIG_INVALID', `${source} line ${i + 1}: expected username:scrypt$N$r$p$salt$hash`, { line: i + 1 });
-    }
-    entries.push({ username: line.slice(0, colon), N: Number(n), r: Number(r), p: Number(p), salt: Buffer.from(salt, 'base64'), hash: Buffer.from(hash, 'base64') });
-  });
-  return entries;
+  return parsePasswordFile(text, source);
 }
 
 export function readCredentialFile(path: string): CredentialEntry[] {
@@ -96,21 +61,5 @@ export function listCredentials(path: string): string[] {
 
 /** Checks CONNECT credentials against the entries; unknown users pay for a hash too. */
 export function credentialFileAuthenticator(entries: readonly CredentialEntry[]): Authenticator {
-  const byName = new Map(entries.map((e) => [e.username, e]));
-  const decoy = hashPassword('decoy', randomBytes(16).toString('hex'));
-  return {
-    async check(username, password) {
-      if (username === undefined || password === undefined) return false;
-      const entry = byName.get(username);
-      const against = entry ?? decoy;
-      let actual: Buffer;
-      try {
-        actual = await deriveAsync(password, against.salt, against);
-      } catch {
-        return false;
-      }
-      const same = actual.length === against.hash.length && timingSafeEqual(actual, against.hash);
-      return entry !== undefined && same;
-    },
-  };
+  return passwordFileCheck(entries);
 }
