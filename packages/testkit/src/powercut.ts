@@ -33,7 +33,10 @@ function unmount(mountPoint: string): void {
 }
 
 async function mount(backing: string, mountPoint: string): Promise<ChildProcess> {
-  const child = spawn(PYTHON, [SCRIPT, backing, mountPoint], { stdio: ['ignore', 'pipe', 'pipe'] });
+  // The filesystem keeps no time of its own: it runs on the real clock even when the suite runs
+  // shifted under libfaketime (scripts/any-date.mjs), which the FUSE library does not survive.
+  const env = Object.fromEntries(Object.entries(process.env).filter(([name]) => name !== 'LD_PRELOAD' && !name.startsWith('FAKETIME')));
+  const child = spawn(PYTHON, [SCRIPT, backing, mountPoint], { stdio: ['ignore', 'pipe', 'pipe'], env });
   let output = '';
   child.stderr?.on('data', (chunk: Buffer) => {
     output = (output + chunk.toString()).slice(-4000);
