@@ -238,6 +238,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   /** Readings whose refusal is filed as a dead letter already: a confirmation run again does not file it twice. */
   const filed = new WeakSet<PendingWrite>();
+  /** Readings whose seqs and rollup windows are committed: a confirmation run again does not roll them up twice. */
+  const recorded = new WeakSet<PendingWrite>();
 
   /** One write to a local store, reported to `events.storage` either way; a failure is thrown on. */
   function recordIn<T>(store: LocalStore, write: () => T): T {
@@ -270,7 +272,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       if (reason === undefined) {
         if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'written' });
         if (item.device) identities.push(item.device);
-        if (item.rolled) {
+        if (item.rolled && !recorded.has(item)) {
           // A direct reading has no dedupe.db record: its identity is kept with the windows instead.
           rolled.push({ gatewayTag: item.gatewayId, reading: item.rolled, ...(item.origin === 'direct' ? { once: `${item.deviceId}\u0000${item.hash}` } : {}) });
         }
@@ -293,16 +295,20 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     });
     // Each may throw (a full disk); nothing is settled yet then, and the writer writes the chunk
     // again and comes back here. So every step is one a second pass may repeat: dead letters are
-    // filed once per reading (`filed`), device identities are recorded idempotently, and the seqs
-    // with the rollup windows go last, in one transaction, so a reading is never counted twice.
+    // filed once per reading (`filed`), the seqs with the rollup windows once per chunk
+    // (`recorded`; an idempotent upsert besides), device identities idempotently. The order
+    // matters across a crash too: the windows commit before the device identities, so a crash in
+    // between leaves a reading that is counted (its seq, or its rollup `once` key, stops a second
+    // count when it comes again), never one that device dedupe calls a duplicate uncounted.
     if (letters.length > 0) {
       recordIn('deadletters', () => deadLetters.addMany(letters));
       for (const item of letterItems) filed.add(item);
       events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
     }
-    const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(identities, clock.now()));
     // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted once.
     const pruned = recordIn('dedupe', () => (rollups && rolled.length > 0 ? rollups.commit(rolled, () => dedupe.record(entries)) : dedupe.record(entries)));
+    for (const item of chunk) recorded.add(item);
+    const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(identities, clock.now()));
     if (pruned > 0) events.pruned?.(pruned);
     if (devicePruned > 0) events.devicePruned?.(devicePruned);
     const written: { gatewayId: string; origin: 'gateway' | 'direct'; reading: unknown; point: Point | null }[] = [];
