@@ -6,13 +6,13 @@
 // directly come in through `acceptDirect` (from the journal, journal.ts) and take the same path:
 //   direct decode (direct.ts, the gateway's decoders) -> skew (skew.ts) -> device dedupe
 //   (device-dedupe.ts) -> map -> write; a direct dead letter keeps the message and its topic, and
-//   replays through the same steps.
+//   replays through the same steps (replay.ts: an operator's replay of a dead letter joins at the writer).
 // Gateway readings also pass skew.ts and device-dedupe.ts after the gateway-seq dedupe.
 import type { Ack, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
 import { BATCH_VERSION, FerryError, parseUplinkTopic } from '@ferry/protocol';
 import { isDiskFull } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
-import type { DeadLetter, DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
+import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
 import type { Point, PointMapping, Sink, SinkWriteResult } from '@ferry/sinks';
 import { decodeBatchMessage } from './decode.js';
 import { deviceIdOf, seqOf, validateReading } from './validate.js';
@@ -29,6 +29,7 @@ import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
 import type { ReadingProcessor } from './process.js';
 import type { ConfirmedReading, Rollups } from './rollup.js';
+import { createReplay } from './replay.js';
 import { createWriter } from './write.js';
 import type { WritePolicy, Writer, WriterEvents } from './write.js';
 import { BatchTracker, envelopeRejectionAck } from './ack.js';
@@ -36,7 +37,7 @@ import type { ReadingOutcome } from './ack.js';
 import type { Accounting } from './accounting.js';
 
 /** Whoever waits for a reading's outcome: the batch that brought it, or an operator's replay. */
-interface Party {
+export interface Party {
   settle(seq: number | null, outcome: ReadingOutcome): void;
 }
 
@@ -44,7 +45,7 @@ interface Party {
 export const DIRECT_SOURCE = '/direct';
 
 /** A reading handed to the writer and not yet settled. */
-interface PendingWrite {
+export interface PendingWrite {
   /** A gateway's reading (keyed by gateway seq) or a direct device's (keyed by its journal row). */
   readonly origin: 'gateway' | 'direct';
   readonly gatewayId: string;
@@ -78,7 +79,7 @@ type Classified =
   | { readonly kind: 'write'; readonly item: PendingWrite };
 
 /** One reading of a direct message (or the message itself, when it could not be read), with whoever waits for it. */
-type DirectUnit =
+export type DirectUnit =
   | { readonly kind: 'refused'; readonly rejection: Rejection; readonly deviceId: string | undefined; readonly party: Party }
   | { readonly kind: 'duplicate'; readonly party: Party }
   | { readonly kind: 'copy'; readonly of: PendingWrite; readonly party: Party }
@@ -598,6 +599,22 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     return 'accepted';
   }
 
+  const replay = createReplay({
+    deadLetters,
+    dedupe,
+    limits: options.limits,
+    direct: options.direct,
+    clock,
+    logger,
+    writing: (gatewayId, seq) => inMemory.get(gatewayId)?.get(seq),
+    planDirect: (entry, direct, partyFor) => planDirect(entry, direct, partyFor, false),
+    build,
+    write(items) {
+      for (const item of items) register(item);
+      writer.push(items);
+    },
+  });
+
   return {
     accept(topic, payload) {
       let result: AcceptResult;
@@ -614,26 +631,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return result;
     },
 
-    async replay(id, waitMs) {
-      if (stopped) throw new FerryError('FERRY_ERR_NOT_READY', 'the ingestor is closing');
-      const letter = deadLetters.get(id);
-      if (!letter) return { outcome: 'not-found', id };
-      const gatewayId = letter.source.gatewayId;
-      // A direct device's message: no gateway, its topic kept.
-      if (gatewayId === undefined && letter.source.topic !== undefined) return replayDirect(letter, letter.source.topic, waitMs);
-      if (gatewayId === undefined) return { outcome: 'unreplayable', id, reason: 'the dead letter names no gateway' };
-      let raw: unknown;
-      try {
-        raw = JSON.parse(letter.payload.toString('utf8'));
-      } catch {
-        return { outcome: 'unreplayable', id, reason: 'the payload is not JSON' };
-      }
-      if (raw === null || typeof raw !== 'object' || Array.isArray(raw) || 'compression' in raw) {
-        return { outcome: 'unreplayable', id, reason: 'the payload is not a single reading (a whole batch envelope cannot be replayed)' };
-      }
-      const validated = validateReading(raw, { topicGatewayId: gatewayId, envelopeGatewayId: gatewayId, limits: options.limits, now: clock.now() });
-      if (!validated.ok) return { outcome: 'rejected', id, code: validated.rejection.code, reason: validated.rejection.reason };
-      return replayReading(letter, gatewayId, raw, validated.reading, waitMs);
+    replay(id, waitMs) {
+      if (stopped) return Promise.reject(new FerryError('FERRY_ERR_NOT_READY', 'the ingestor is closing'));
+      return replay(id, waitMs);
     },
 
     acceptDirect(entry, settled) {
@@ -790,99 +790,5 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       }
     }
     writer.push(toWrite);
-  }
-
-  /**
-   * Replays a direct device's dead letter: its message decoded again under the current patterns
-   * (a config fix), then skew, device dedupe and write, as when it arrived. All or nothing: any
-   * value or reading still refused refuses the replay, and nothing is written.
-   */
-  function replayDirect(letter: DeadLetter, topic: string, waitMs: number): Promise<ReplayResult> {
-    const id = letter.id;
-    const direct = options.direct;
-    if (!direct) return Promise.resolve({ outcome: 'unreplayable', id, reason: 'direct devices are not configured on this ingestor' });
-    const outcomes: Promise<ReadingOutcome>[] = [];
-    const partyFor = (): Party => {
-      let settle!: (outcome: ReadingOutcome) => void;
-      outcomes.push(new Promise<ReadingOutcome>((resolve) => (settle = resolve)));
-      return { settle: (_seq, o) => settle(o) };
-    };
-    const entry: DirectEntry = { id: 0, topic, payload: letter.payload, receivedAt: letter.at };
-    const { units, dropped } = planDirect(entry, direct, partyFor, false);
-    const refusal = dropped[0] ?? units.flatMap((u) => (u.kind === 'refused' ? [u.rejection] : []))[0];
-    if (refusal) return Promise.resolve({ outcome: 'rejected', id, code: refusal.code, reason: refusal.reason });
-    if (units.length === 0) return Promise.resolve({ outcome: 'unreplayable', id, reason: 'under the current patterns the message holds no reading' });
-    const toWrite: PendingWrite[] = [];
-    for (const unit of units) {
-      if (unit.kind === 'duplicate') unit.party.settle(null, { kind: 'duplicate' });
-      else if (unit.kind === 'copy') unit.of.copies.push(unit.party);
-      else if (unit.kind === 'write') {
-        register(unit.item);
-        toWrite.push(unit.item);
-      }
-    }
-    writer.push(toWrite);
-    const all = Promise.all(outcomes).then((settledOutcomes): ReadingOutcome => {
-      const rejected = settledOutcomes.find((o) => o.kind === 'rejected');
-      if (rejected) return rejected;
-      return settledOutcomes.some((o) => o.kind === 'written') ? { kind: 'written' } : { kind: 'duplicate' };
-    });
-    return replayOutcome(id, all, waitMs);
-  }
-
-  function replayReading(letter: DeadLetter, gatewayId: string, raw: unknown, reading: Reading, waitMs: number): Promise<ReplayResult> {
-    const id = letter.id;
-    const hash = contentHash(raw);
-    let settle!: (outcome: ReadingOutcome) => void;
-    const outcome = new Promise<ReadingOutcome>((resolve) => (settle = resolve));
-    const party: Party = { settle: (_seq, o) => settle(o) };
-    const writing = inMemory.get(gatewayId)?.get(reading.seq);
-    if (writing) {
-      if (writing.hash !== hash) {
-        return Promise.resolve({ outcome: 'rejected', id, code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: 'seq is being written with different content' });
-      }
-      writing.copies.push(party);
-    } else {
-      const verdict = judge(dedupe.lookup(gatewayId, reading.seq), hash, raw);
-      if (verdict.kind === 'conflict') return Promise.resolve({ outcome: 'rejected', id, code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: verdict.reason });
-      if (verdict.kind === 'duplicate') settle({ kind: 'duplicate' });
-      else {
-        // New, or refused before: a replay is the operator asking to try again after a fix.
-        const item: PendingWrite = {
-          origin: 'gateway',
-          gatewayId,
-          seq: reading.seq,
-          device: deviceIdentity(reading, 'gateway', gatewayId),
-          hash,
-          ...build(reading, gatewayId),
-          deviceId: reading.deviceId,
-          raw,
-          owner: party,
-          deadLetterOnRefusal: false,
-          copies: [],
-        };
-        register(item);
-        writer.push([item]);
-      }
-    }
-    return replayOutcome(id, outcome, waitMs);
-  }
-
-  /** Marks the dead letter replayed once its readings landed; answers 'pending' when the sink takes longer than `waitMs`. */
-  function replayOutcome(id: number, outcome: Promise<ReadingOutcome>, waitMs: number): Promise<ReplayResult> {
-    const landed = outcome.then((o): ReplayResult => {
-      if (o.kind === 'rejected') return { outcome: 'rejected', id, code: o.code, reason: o.reason };
-      try {
-        deadLetters.markReplayed([id], clock.now());
-      } catch (err) {
-        logger.error({ err, id }, 'replayed dead letter could not be marked');
-      }
-      return { outcome: o.kind === 'written' ? 'written' : 'duplicate', id };
-    });
-    let timer: NodeJS.Timeout | undefined;
-    const timeout = new Promise<ReplayResult>((resolve) => {
-      timer = setTimeout(() => resolve({ outcome: 'pending', id }), waitMs);
-    });
-    return Promise.race([landed, timeout]).finally(() => clearTimeout(timer));
   }
 }
