@@ -78,7 +78,11 @@ describe('cluster mode (mqemitter-redis + aedes-persistence-redis)', () => {
     });
     expect(sessionPresent).toBe(true);
     await waitFor(() => seen.length > 0, { timeoutMs: 20_000, what: 'the queued message on the other broker' });
-    expect(seen).toEqual(['queued']);
+    // QoS 1 is at least once: when the publish is still crossing Redis as the session resumes,
+    // the live copy and the queued copy can both arrive (seen once in a loaded CI run). What must
+    // hold is that the queued message arrives and nothing else does.
+    expect(new Set(seen)).toEqual(new Set(['queued']));
+    expect(seen.length).toBeLessThanOrEqual(2);
   });
 
   it('gets every CONNACK through when sessions move while their messages are in flight', async () => {
