@@ -44,6 +44,8 @@ async function mount(backing: string, mountPoint: string): Promise<ChildProcess>
   await new Promise<void>((resolve, reject) => {
     const timer = setTimeout(() => {
       child.kill('SIGKILL');
+      // A half-made mount of a dead daemon would stay behind.
+      unmount(mountPoint);
       reject(new FerryError('FERRY_ERR_SERVER_START', `powercut-fs did not mount ${mountPoint} within 15 s: ${output}`, { mountPoint }));
     }, 15_000);
     child.stdout?.on('data', (chunk: Buffer) => {
@@ -54,6 +56,7 @@ async function mount(backing: string, mountPoint: string): Promise<ChildProcess>
     });
     child.once('exit', (code, signal) => {
       clearTimeout(timer);
+      unmount(mountPoint);
       reject(
         new FerryError(
           'FERRY_ERR_SERVER_START',
