@@ -2,7 +2,7 @@
 // children on fixed loopback ports with one temp dir, so each can be killed and restarted alone.
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { makeTempDir, stablePort, waitFor } from '@ferry/testkit';
 import { compareDelivery, sqliteCopies } from './devices.js';
 import type { Delivery } from './devices.js';
 import { gatewayOutbox, startFerryProcess } from './processes.js';
@@ -71,12 +71,13 @@ export async function startChildStack(options: ChildStackOptions = {}): Promise<
 
 async function startChildStackOnce(options: ChildStackOptions): Promise<ChildStack> {
   const dir = await makeTempDir('faults');
+  // Below the ephemeral range: a child killed and restarted finds its port still free.
   const [brokerPort, brokerHttp, ingestorHttp, devicePort, gatewayHttp] = [
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
-    await freePort(),
+    await stablePort(),
+    await stablePort(),
+    await stablePort(),
+    await stablePort(),
+    await stablePort(),
   ];
   const brokerUrl = `mqtt://127.0.0.1:${brokerPort}`;
   const broker = startFerryProcess({

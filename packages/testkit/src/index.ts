@@ -2,7 +2,7 @@
 // test resources, each on its own loopback port and temp dir, plus polling with a deadline.
 
 export { waitFor, type WaitOptions } from './wait.js';
-export { freePort } from './ports.js';
+export { freePort, stablePort } from './ports.js';
 export { makeTempDir } from './tempdir.js';
 export { findBinary } from './binaries.js';
 export type { ServerHandle } from './server.js';

@@ -1,5 +1,6 @@
 // Ephemeral loopback ports for servers the harness starts.
 
+import { readFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 
 /**
@@ -21,4 +22,34 @@ export function freePort(): Promise<number> {
       probe.close(() => resolve(address.port));
     });
   });
+}
+
+/** The kernel's ephemeral range (where port-0 binds and outgoing connections take their ports). */
+function ephemeralLow(): number {
+  try {
+    const [low] = readFileSync('/proc/sys/net/ipv4/ip_local_port_range', 'utf8').trim().split(/\s+/).map(Number);
+    return low !== undefined && Number.isInteger(low) && low > 11_000 ? low : 32_768;
+  } catch {
+    return 32_768;
+  }
+}
+
+/**
+ * A free port below the kernel's ephemeral range, for a child that must restart on the same port
+ * (kill -9 tests): no port-0 listener or outgoing connection of another test can take it while
+ * the child is down, as one did from freePort()'s range.
+ */
+export async function stablePort(): Promise<number> {
+  const high = ephemeralLow() - 1;
+  for (let attempt = 0; attempt < 50; attempt += 1) {
+    const port = 10_000 + Math.floor(Math.random() * (high - 10_000));
+    const free = await new Promise<boolean>((resolve) => {
+      const probe = createServer();
+      probe.unref();
+      probe.once('error', () => resolve(false));
+      probe.listen({ host: '127.0.0.1', port, exclusive: true }, () => probe.close(() => resolve(true)));
+    });
+    if (free) return port;
+  }
+  return freePort();
 }
