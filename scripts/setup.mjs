@@ -30,6 +30,8 @@ const SERVER_BINARIES = [
   ['systemd-analyze', 'systemd'],
   // scripts/any-date.mjs: the suite again with the clock shifted a year ahead (libfaketime).
   ['faketime', 'faketime'],
+  // test/deploy: docker/init-secrets.sh makes the compose stack's certificates and ops token.
+  ['openssl', 'openssl'],
   // Power-cut tests: @ferry/testkit's powercut-fs.py, a FUSE filesystem that loses unsynced writes.
   ['fusermount3', 'fuse3'],
   ['/usr/lib/python3/dist-packages/fusepy.py', 'python3-fusepy'],

@@ -86,10 +86,10 @@ export function runCommand(command: string, args: readonly string[], env?: NodeJ
   return { code: result.status, stdout: result.stdout, stderr: result.stderr };
 }
 
-/** GET url as text, or undefined while nothing answers. */
-export async function httpText(url: string): Promise<{ status: number; body: string } | undefined> {
+/** GET url as text (with a bearer token when given), or undefined while nothing answers. */
+export async function httpText(url: string, token?: string): Promise<{ status: number; body: string } | undefined> {
   try {
-    const res = await fetch(url, { signal: AbortSignal.timeout(5_000) });
+    const res = await fetch(url, { signal: AbortSignal.timeout(5_000), ...(token !== undefined ? { headers: { authorization: `Bearer ${token}` } } : {}) });
     return { status: res.status, body: await res.text() };
   } catch {
     return undefined;

@@ -25,7 +25,8 @@ import {
   dotenvText,
   healthcheck,
   healthcheckPort,
-  hostAclFile,
+  hostFileEnv,
+  initSecrets,
   hostArgs,
   inherited,
   interpolate,
@@ -81,7 +82,7 @@ describe('docker/compose.yaml profile "cluster"', () => {
     expect(second['restart']).toBe('unless-stopped');
     expect(second['depends_on']).toEqual({ redis: { condition: 'service_healthy' } });
     const [hostPort, containerPort] = (publishedPorts('broker-2')[0] ?? '').split(':');
-    expect(Number(containerPort)).toBe(1884);
+    expect(Number(containerPort)).toBe(8883);
     expect(hostPort).not.toBe(publishedPorts('broker')[0]?.split(':')[0]);
     expect(mountedFiles('broker-2').get(CONFIG)).toBe(join(DOCKER, 'config/broker-cluster.yaml'));
   });
@@ -146,12 +147,15 @@ async function startClusterBroker(name: string): Promise<RunningBroker> {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
       NODE_ENV: 'production',
       ...composeEnv(name, clusterEnv),
+      // aclFile, tls.cert, tls.key and http.tokenFile: the files compose mounts there.
+      ...hostFileEnv(name, CONFIG, 'FERRY_BROKER__', work, clusterEnv),
       FERRY_BROKER__LISTEN__HOST: '127.0.0.1',
       FERRY_BROKER__LISTEN__PORT: String(port),
+      FERRY_BROKER__TLS__HOST: '127.0.0.1',
+      FERRY_BROKER__TLS__PORT: String(await freePort()),
       FERRY_BROKER__HTTP__HOST: '127.0.0.1',
       FERRY_BROKER__HTTP__PORT: String(httpPort),
       FERRY_BROKER__CLUSTER__REDIS_URL: hereRedisUrl(composeUrl),
-      FERRY_BROKER__ACL_FILE: hostAclFile(name, clusterEnv),
     },
     logFile: join(work, `${name}.log`),
   });
@@ -203,6 +207,7 @@ async function crosses(from: MqttClient, to: MqttClient, topic: string, payload:
 describe('the clustered brokers run outside Docker against a real Redis', () => {
   beforeAll(async () => {
     work = await makeTempDir('docker-cluster');
+    initSecrets(work);
     redis = await startRedis();
     // compose starts `broker` without waiting for Redis (it has no depends_on on a profile
     // service): here it starts while Redis is down, and must become healthy once Redis is up.

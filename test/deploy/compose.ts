@@ -155,15 +155,58 @@ export function runHealthcheck(command: string[], containerPort: number, port: n
   return runCommand(process.execPath, args).code;
 }
 
+/** Runs docker/init-secrets.sh into `dir`, as an operator does before the first start, for the names tests dial. */
+export function initSecrets(dir: string): { caFile: string; tokenFile: string; token: string } {
+  const result = runCommand('sh', [join(DOCKER, 'init-secrets.sh'), '--out', dir, 'localhost', '127.0.0.1'], { PATH: process.env['PATH'] ?? '/usr/bin:/bin' });
+  if (result.code !== 0) throw new Error(`docker/init-secrets.sh failed (${String(result.code)}): ${result.stderr}`);
+  const tokenFile = join(dir, 'secrets/ops-token');
+  return { caFile: join(dir, 'tls/ca.crt'), tokenFile, token: readFileSync(tokenFile, 'utf8').trim() };
+}
+
+/** What init-secrets.sh makes under docker/ (git-ignored): taken from the test's own run of it instead. */
+const GENERATED_DIRS = ['tls', 'secrets'];
+
 /**
- * The host file a broker service's `aclFile` names: the broker config it mounts at
- * /etc/ferry/broker.yaml points at a path in the container that compose must mount too.
+ * The host file behind a path a compose service's container reads: its `./x:/y` volumes (files
+ * and directories) and its secrets (`/run/secrets/<name>` from the top-level `secrets:` files).
+ * Files init-secrets.sh makes come from `generated`, the directory a test ran it into.
  */
-export function hostAclFile(name: string, env: Record<string, string> = dotenv): string {
-  const mounts = mountedFiles(name, env);
-  const config = readConfigFile(mounts.get('/etc/ferry/broker.yaml') ?? '');
-  const aclFile = config['aclFile'];
-  const host = typeof aclFile === 'string' ? mounts.get(aclFile) : undefined;
-  if (host === undefined) throw new Error(`compose service ${name}: aclFile ${String(aclFile)} is not a file it mounts`);
-  return host;
+export function hostFile(name: string, containerPath: string, generated: string, env: Record<string, string> = dotenv): string {
+  const fromDocker = (rel: string): string => {
+    const top = rel.replace(/^\.\//, '').split('/')[0] ?? '';
+    return GENERATED_DIRS.includes(top) ? join(generated, rel) : join(DOCKER, rel);
+  };
+  const secret = /^\/run\/secrets\/([^/]+)$/.exec(containerPath)?.[1];
+  if (secret !== undefined) {
+    const granted = (service(name)['secrets'] ?? []) as string[];
+    const file = ((compose['secrets'] ?? {}) as Record<string, { file?: string }>)[secret]?.file;
+    if (!granted.includes(secret) || file === undefined) throw new Error(`compose service ${name} is given no secret ${secret}`);
+    return fromDocker(file);
+  }
+  for (const volume of (service(name)['volumes'] ?? []) as string[]) {
+    const [host, container] = interpolate(volume, env).split(':');
+    if (!host?.startsWith('./') || !container) continue;
+    if (containerPath === container || containerPath.startsWith(`${container}/`)) return fromDocker(join(host, containerPath.slice(container.length)));
+  }
+  throw new Error(`compose service ${name} mounts nothing at ${containerPath}`);
+}
+
+const camelToEnv = (key: string): string => key.replace(/([a-z0-9])([A-Z])/g, '$1_$2').toUpperCase();
+
+/**
+ * Env overrides that point every file path in a service's mounted config (`configPath` in the
+ * container: aclFile, tls.cert, http.tokenFile, ...) at its host file (hostFile), so the service
+ * runs here with what its container would read.
+ */
+export function hostFileEnv(name: string, configPath: string, prefix: string, generated: string, env: Record<string, string> = dotenv): Record<string, string> {
+  const overrides: Record<string, string> = {};
+  const walk = (node: unknown, path: string[]): void => {
+    if (typeof node === 'string' && /^\/(etc\/ferry|run\/secrets)\//.test(node) && node !== configPath) {
+      overrides[`${prefix}${path.map(camelToEnv).join('__')}`] = hostFile(name, node, generated, env);
+    } else if (node !== null && typeof node === 'object' && !Array.isArray(node)) {
+      for (const [key, value] of Object.entries(node)) walk(value, [...path, key]);
+    }
+  };
+  walk(readConfigFile(mountedFiles(name, env).get(configPath) ?? ''), []);
+  return overrides;
 }

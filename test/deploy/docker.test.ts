@@ -22,10 +22,12 @@ import {
   dotenv,
   healthcheck,
   healthcheckPort,
-  hostAclFile,
   hostArgs,
+  hostFile,
+  hostFileEnv,
   IMAGE_CLI,
   inherited,
+  initSecrets,
   interpolate,
   mountedFiles,
   ROOT,
@@ -41,9 +43,11 @@ interface Running {
 }
 
 let work: string;
+let secrets: ReturnType<typeof initSecrets>;
 let vm: VictoriaHandle;
 let broker: Running;
 let brokerPort: number;
+let brokerTlsPort: number;
 let ingestor: Running;
 let gateway: Running;
 let gatewayDevicePort: number;
@@ -70,19 +74,25 @@ async function startService(name: string, env: Record<string, string>, httpPort:
 
 beforeAll(async () => {
   work = await makeTempDir('docker-entrypoints');
+  // What an operator runs once before `docker compose up`: the broker's certificate and the ops token.
+  secrets = initSecrets(work);
   vm = await startVictoriaMetrics();
   const vmUrl = new URL(vm.url);
 
   brokerPort = await freePort();
+  brokerTlsPort = await freePort();
   const brokerHttp = await freePort();
   broker = await startService('broker', {
     ...composeEnv('broker'),
+    // aclFile, tls.cert, tls.key and http.tokenFile: the files compose mounts there.
+    ...hostFileEnv('broker', '/etc/ferry/broker.yaml', 'FERRY_BROKER__', work),
     FERRY_BROKER__LISTEN__HOST: '127.0.0.1',
     FERRY_BROKER__LISTEN__PORT: String(brokerPort),
+    FERRY_BROKER__TLS__HOST: '127.0.0.1',
+    FERRY_BROKER__TLS__PORT: String(brokerTlsPort),
     FERRY_BROKER__HTTP__HOST: '127.0.0.1',
     FERRY_BROKER__HTTP__PORT: String(brokerHttp),
     FERRY_BROKER__DATA_DIR: join(work, 'broker'),
-    FERRY_BROKER__ACL_FILE: hostAclFile('broker'),
   }, brokerHttp);
 
   const ingestorHttp = await freePort();
@@ -94,6 +104,7 @@ beforeAll(async () => {
   );
   ingestor = await startService('ingestor', {
     ...ingestorEnv,
+    ...hostFileEnv('ingestor', '/etc/ferry/ingestor.yaml', 'FERRY_INGESTOR__', work),
     FERRY_INGESTOR__HTTP__HOST: '127.0.0.1',
     FERRY_INGESTOR__HTTP__PORT: String(ingestorHttp),
     FERRY_INGESTOR__DATA_DIR: join(work, 'ingestor'),
@@ -114,7 +125,11 @@ beforeAll(async () => {
       PATH: process.env['PATH'] ?? '/usr/bin:/bin',
       // The site's account name is its gateway id (docker/config/acl.conf).
       FERRY_GATEWAY__GATEWAY_ID: site.username,
-      FERRY_GATEWAY__UPLINK__URL: `mqtt://127.0.0.1:${brokerPort}`,
+      // Over TLS to the broker's published port, checked against the deployment CA as the shipped
+      // config says (uplink.ca, the operator's copy of docker/tls/ca.crt).
+      FERRY_GATEWAY__UPLINK__URL: `mqtts://localhost:${brokerTlsPort}`,
+      FERRY_GATEWAY__UPLINK__CA: secrets.caFile,
+      FERRY_GATEWAY__HTTP__TOKEN_FILE: secrets.tokenFile,
       FERRY_GATEWAY__UPLINK__USERNAME: site.username,
       FERRY_GATEWAY__UPLINK__PASSWORD: site.password,
       FERRY_GATEWAY__DEVICES__LISTEN__HOST: '127.0.0.1',
@@ -185,15 +200,22 @@ describe('docker/Dockerfile and docker/compose.yaml', () => {
       const published = ((service(name)['ports'] ?? []) as string[]).map((p) => Number(p.split(':').pop()));
       expect(published, name).toContain(port);
     }
-    // The broker's MQTT port as published and as configured.
+    // The broker publishes MQTT over TLS only; its plain listener serves the compose network.
     const brokerConfig = readConfigFile(join(DOCKER, 'config/broker.yaml'));
     const brokerPorts = (service('broker')['ports'] as string[]).map((p) => Number(interpolate(p, dotenv).split(':').pop()));
-    expect(brokerPorts).toContain((brokerConfig['listen'] as { port: number }).port);
+    expect(brokerPorts).toEqual([(brokerConfig['tls'] as { port: number }).port]);
+    expect(brokerPorts).not.toContain((brokerConfig['listen'] as { port: number }).port);
 
     const prometheus = readConfigFile(join(DOCKER, 'prometheus/prometheus.yml'));
     const targets = (prometheus['scrape_configs'] as { job_name: string; static_configs?: { targets: string[] }[] }[])
       .flatMap((job) => (job.static_configs ?? []).flatMap((c) => c.targets));
     expect(targets.sort()).toEqual([`broker:${ferryHttp['broker']}`, `ingestor:${ferryHttp['ingestor']}`]);
+    // Every Ferry scrape sends the ops token the services read: the same compose secret.
+    for (const job of prometheus['scrape_configs'] as { job_name: string; authorization?: { credentials_file?: string } }[]) {
+      const file = job.authorization?.credentials_file;
+      expect(file, job.job_name).toBe('/run/secrets/ops_token');
+      expect(hostFile('prometheus', file ?? '', work)).toBe(hostFile('broker', (brokerConfig['http'] as { tokenFile: string }).tokenFile, work));
+    }
     // Files the services mount exist.
     for (const name of Object.keys(services)) {
       for (const [, host] of mountedFiles(name)) expect(() => readdirSync(join(host, '..')), host).not.toThrow();
@@ -291,7 +313,8 @@ function promMetrics(expr: string): string[] {
 async function exposedMetrics(): Promise<Set<string>> {
   const names = new Set<string>();
   for (const running of [broker, ingestor, gateway]) {
-    const res = await httpText(`http://127.0.0.1:${running.httpPort}/metrics`);
+    expect((await httpText(`http://127.0.0.1:${running.httpPort}/metrics`))?.status).toBe(401);
+    const res = await httpText(`http://127.0.0.1:${running.httpPort}/metrics`, secrets.token);
     expect(res?.status).toBe(200);
     for (const m of (res?.body ?? '').matchAll(/^# TYPE (\S+) /gm)) if (m[1]) names.add(m[1]);
   }

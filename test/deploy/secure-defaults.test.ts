@@ -8,10 +8,10 @@ import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uplinkTopics } from '@ferry/protocol';
-import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { findBinary, freePort, makeTempDir, waitFor } from '@ferry/testkit';
 import { httpText, runCommand, startChild, waitHealthy } from './child.js';
 import type { Child } from './child.js';
-import { composeEnv, containerCommand, dotenv, hostAclFile, hostArgs, mountedFiles } from './compose.js';
+import { composeEnv, containerCommand, DOCKER, dotenv, hostArgs, hostFileEnv, initSecrets, mountedFiles, REPO_CLI as cli } from './compose.js';
 
 interface Account {
   readonly username: string;
@@ -31,8 +31,11 @@ const ingestorAccount = account(dotenv['FERRY_INGESTOR_MQTT_USERNAME']);
 const [site1, site2] = accounts.filter((a) => a !== ingestorAccount) as [Account | undefined, Account | undefined];
 
 let work: string;
+let secrets: ReturnType<typeof initSecrets>;
 let broker: Child;
 let brokerUrl: string;
+let tlsUrl: string;
+let healthUrl: string;
 let metricsUrl: string;
 const clients: MqttClient[] = [];
 
@@ -40,12 +43,17 @@ const clients: MqttClient[] = [];
 async function brokerEnv(): Promise<{ env: Record<string, string>; port: number; httpPort: number }> {
   const port = await freePort();
   const httpPort = await freePort();
+  // The TLS certificate and ops token it reads; the ACL file only where a test wants the shipped one.
+  const { FERRY_BROKER__ACL_FILE: _acl, ...files } = hostFileEnv('broker', CONFIG, 'FERRY_BROKER__', work);
   const env = {
     PATH: process.env['PATH'] ?? '/usr/bin:/bin',
     NODE_ENV: 'production',
     ...composeEnv('broker'),
+    ...files,
     FERRY_BROKER__LISTEN__HOST: '127.0.0.1',
     FERRY_BROKER__LISTEN__PORT: String(port),
+    FERRY_BROKER__TLS__HOST: '127.0.0.1',
+    FERRY_BROKER__TLS__PORT: String(await freePort()),
     FERRY_BROKER__HTTP__HOST: '127.0.0.1',
     FERRY_BROKER__HTTP__PORT: String(httpPort),
     FERRY_BROKER__DATA_DIR: join(work, `broker-${port}`),
@@ -78,24 +86,27 @@ function closed(client: MqttClient): Promise<void> {
 
 /** ferry_broker_acl_denied_total{action} from the broker's /metrics. */
 async function denied(action: string): Promise<number> {
-  const res = await httpText(metricsUrl);
+  const res = await httpText(metricsUrl, secrets.token);
   const line = (res?.body ?? '').split('\n').find((l) => l.startsWith(`ferry_broker_acl_denied_total{action="${action}"}`));
   return line === undefined ? 0 : Number(line.split(/\s+/).pop());
 }
 
 beforeAll(async () => {
   work = await makeTempDir('secure-defaults');
+  secrets = initSecrets(work);
   if (!site1 || !site2) throw new Error('.env.example needs two gateway site accounts in FERRY_BROKER_USERS');
   const { env, port, httpPort } = await brokerEnv();
   broker = startChild({
     command: process.execPath,
     args: brokerArgs(),
     // The ACL file compose mounts, where the shipped broker.yaml expects it.
-    env: { ...env, FERRY_BROKER__ACL_FILE: hostAclFile('broker') },
+    env: { ...env, FERRY_BROKER__ACL_FILE: hostFileEnv('broker', CONFIG, 'FERRY_BROKER__', work)['FERRY_BROKER__ACL_FILE'] ?? '' },
     logFile: join(work, 'broker.log'),
   });
   await waitHealthy(`http://127.0.0.1:${httpPort}/healthz`, broker, 'broker');
   brokerUrl = `mqtt://127.0.0.1:${port}`;
+  tlsUrl = `mqtts://localhost:${env.FERRY_BROKER__TLS__PORT}`;
+  healthUrl = `http://127.0.0.1:${httpPort}/healthz`;
   metricsUrl = `http://127.0.0.1:${httpPort}/metrics`;
 }, 120_000);
 
@@ -194,6 +205,66 @@ describe('the shipped broker (docker/config/broker.yaml, acl.conf, .env.example 
     await ingestor.publishAsync(uplinkTopics.ack(gw1.username), 'marker', { qos: 1 });
     await waitFor(() => stolen.length > 0, { what: "the marker on site-1's ack" });
     expect(stolen.map((m) => m.payload)).toEqual(['marker']);
+  });
+});
+
+describe('TLS and the ops endpoint of the shipped broker (certificate and token from docker/init-secrets.sh)', () => {
+  it('serves MQTT over TLS with the certificate init-secrets.sh made, and a gateway that checks it against the CA gets in', async () => {
+    const client = await mqtt.connectAsync(tlsUrl, { protocolVersion: 4, reconnectPeriod: 0, ...account(site1?.username), ca: readFileSync(secrets.caFile) }, false);
+    clients.push(client);
+    expect(client.connected).toBe(true);
+    await client.publishAsync(uplinkTopics.status(site1?.username ?? ''), '{}', { qos: 1 });
+  });
+
+  it('refuses a TLS client that does not trust the deployment CA, and a plain client on the TLS port', async () => {
+    await expect(mqtt.connectAsync(tlsUrl, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 5_000, ...account(site1?.username) }, false)).rejects.toThrow(/self.signed|unable to verify|certificate/i);
+    const plainOnTls = tlsUrl.replace('mqtts://', 'mqtt://');
+    await expect(mqtt.connectAsync(plainOnTls, { protocolVersion: 4, reconnectPeriod: 0, connectTimeout: 3_000, ...account(site1?.username) }, false)).rejects.toThrow();
+  });
+
+  it('init-secrets.sh passes shellcheck, keeps what exists when run again, and --renew replaces only the broker certificate', () => {
+    expect(runCommand(findBinary('shellcheck'), [join(DOCKER, 'init-secrets.sh')]).code).toBe(0);
+    const read = (rel: string): string => readFileSync(join(work, rel), 'utf8');
+    const before = { ca: read('tls/ca.crt'), cert: read('tls/broker.crt'), token: read('secrets/ops-token') };
+    initSecrets(work);
+    expect({ ca: read('tls/ca.crt'), cert: read('tls/broker.crt'), token: read('secrets/ops-token') }).toEqual(before);
+    const renewed = runCommand('sh', [join(DOCKER, 'init-secrets.sh'), '--out', work, '--renew', 'localhost', '127.0.0.1']);
+    expect(renewed.code, renewed.stderr).toBe(0);
+    expect(read('tls/ca.crt')).toBe(before.ca);
+    expect(read('secrets/ops-token')).toBe(before.token);
+    expect(read('tls/broker.crt')).not.toBe(before.cert);
+    expect(runCommand('openssl', ['verify', '-CAfile', join(work, 'tls/ca.crt'), join(work, 'tls/broker.crt')]).code).toBe(0);
+    expect(runCommand('sh', [join(DOCKER, 'init-secrets.sh'), '--out', work]).code).toBe(2);
+  });
+
+  it('answers /metrics only with the ops token, and /healthz without it with its verdict alone', async () => {
+    const anonymous = await httpText(metricsUrl);
+    expect(anonymous?.status).toBe(401);
+    expect(anonymous?.body).not.toContain('ferry_broker');
+    expect((await httpText(metricsUrl, 'a-wrong-token-of-enough-length'))?.status).toBe(401);
+    const withToken = await httpText(metricsUrl, secrets.token);
+    expect(withToken?.status).toBe(200);
+    expect(withToken?.body).toContain('ferry_broker_acl_denied_total');
+    const bare = await httpText(healthUrl);
+    expect(bare?.status).toBe(200);
+    expect(JSON.parse(bare?.body ?? '')).toEqual({ ok: true });
+    const detailed = JSON.parse((await httpText(healthUrl, secrets.token))?.body ?? '{}') as Record<string, unknown>;
+    expect(detailed).toMatchObject({ ok: true, component: 'broker' });
+  });
+
+  it('each service refuses an ops endpoint beyond loopback without a token, naming http.host', () => {
+    const env = { PATH: process.env['PATH'] ?? '/usr/bin:/bin' };
+    const cases: { service: string; args: string[] }[] = [
+      { service: 'broker', args: ['broker', '--port', '0'] },
+      { service: 'ingestor', args: ['ingestor', '--broker', 'mqtt://127.0.0.1:1', '--data-dir', join(work, 'refused-ingestor')] },
+      { service: 'gateway', args: ['gateway', '--gateway-id', 'refused', '--uplink', 'mqtt://127.0.0.1:1', '--data-dir', join(work, 'refused-gateway'), '--listen-port', '0'] },
+    ];
+    for (const { service, args } of cases) {
+      const prefix = `FERRY_${service.toUpperCase()}__`;
+      const refused = runCommand(process.execPath, [cli, ...args], { ...env, [`${prefix}HTTP__HOST`]: '0.0.0.0', [`${prefix}HTTP__PORT`]: '0' });
+      expect(refused.code, `${service}: ${refused.stderr}`).toBe(2);
+      expect(refused.stderr, service).toMatch(/http\.host: 0\.0\.0\.0 is reachable beyond this host, so \/metrics and \/healthz need a bearer token/);
+    }
   });
 });
 

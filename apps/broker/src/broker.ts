@@ -9,7 +9,7 @@ import type { EventEmitter } from 'node:events';
 import { Aedes } from 'aedes';
 import type { AedesOptions, AuthenticateError, Client } from 'aedes';
 import { FerryError } from '@ferry/protocol';
-import { createLogger, createOpsServer, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
+import { createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createAcl, parseAcl } from './acl.js';
 import type { Acl } from './acl.js';
@@ -456,6 +456,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
         host: config.http.host,
         port: config.http.port,
         registry,
+        tokens: opsTokens(config.http),
         health: () => {
           const disk = diskFull.report();
           return {

@@ -1,7 +1,7 @@
 // The broker's configuration. Sections are separate objects so that TLS, a credential file,
 // ACLs and durable persistence can each be added as one more key without reshaping the rest.
 import { z } from 'zod';
-import { logLevelSchema, opsHttpSchema } from '@ferry/runtime';
+import { isLoopbackHost, logLevelSchema, opsHttpSchema, refineOpsHttp } from '@ferry/runtime';
 
 const portSchema = z.number().int().min(0).max(65535);
 
@@ -131,6 +131,7 @@ export const brokerConfigSchema = z
   })
   .strict()
   .superRefine((config, ctx) => {
+    refineOpsHttp(ctx, config.http);
     // Several users without an ACL could each read and wipe the others' data (one site
     // subscribing to every site's batches, publishing another's acks): refused unless said on purpose.
     const hasUsers = config.auth !== undefined && (config.auth.users !== undefined || config.auth.passwordFile !== undefined);
@@ -150,9 +151,9 @@ export const brokerConfigSchema = z
     // explicit `auth: { allowAnonymous: true }`.
     if (config.auth) return;
     const open: string[] = [];
-    if (config.listen !== false && !isLoopback(config.listen.host)) open.push(`listen.host ${config.listen.host}`);
-    if (config.tls && !config.tls.requireClientCert && !isLoopback(config.tls.host)) open.push(`tls.host ${config.tls.host}`);
-    if (config.websocket && !isLoopback(config.websocket.host)) open.push(`websocket.host ${config.websocket.host}`);
+    if (config.listen !== false && !isLoopbackHost(config.listen.host)) open.push(`listen.host ${config.listen.host}`);
+    if (config.tls && !config.tls.requireClientCert && !isLoopbackHost(config.tls.host)) open.push(`tls.host ${config.tls.host}`);
+    if (config.websocket && !isLoopbackHost(config.websocket.host)) open.push(`websocket.host ${config.websocket.host}`);
     if (open.length > 0) {
       ctx.addIssue({
         code: 'custom',
@@ -162,10 +163,6 @@ export const brokerConfigSchema = z
     }
   });
 
-/** Addresses only this host can reach. */
-function isLoopback(host: string): boolean {
-  return host === 'localhost' || host === '::1' || host === '[::1]' || /^127\./.test(host);
-}
 
 export type BrokerConfig = z.infer<typeof brokerConfigSchema>;
 export type BrokerConfigInput = z.input<typeof brokerConfigSchema>;

@@ -1,6 +1,6 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
-import { isLoopbackHost, logLevelSchema, opsHttpSchema } from '@ferry/runtime';
+import { isLoopbackHost, logLevelSchema, opsHttpSchema, refineOpsHttp } from '@ferry/runtime';
 import { parseDuration, pipelineSchema } from '@ferry/processing';
 import { gatewayIdSchema, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
@@ -222,6 +222,7 @@ export const gatewayConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    refineOpsHttp(ctx, c.http);
     // Before the uplink, pipelines rebuild batches from outbox rows in seq order: summaries would
     // run through them as if they were device readings.
     if (c.outbox.whenFull === 'compact' && c.processing?.before === 'uplink' && c.processing.pipelines.length > 0) {

@@ -5,7 +5,7 @@ import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
 import { parseDuration } from '@ferry/processing';
 import type { GapRecord, GatewayDisk, Rejection } from '@ferry/protocol';
-import { createLogger, createOpsServer, createRegistry, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
+import { createLogger, createOpsServer, opsTokens, createRegistry, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import { GATEWAY_SQLITE_CACHE_KIB } from './outbox-file.js';
@@ -564,6 +564,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           host: config.http.host,
           port: config.http.port,
           registry,
+          tokens: opsTokens(config.http),
           health: () => ({
             ok: state === 'ready',
             state,

@@ -3,7 +3,7 @@ import { join } from 'node:path';
 import { z } from 'zod';
 import { ID_PATTERN, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
-import { logLevelSchema, opsHttpSchema, parseConfig } from '@ferry/runtime';
+import { logLevelSchema, opsHttpSchema, parseConfig, refineOpsHttp } from '@ferry/runtime';
 import { defaultPointMapping, sinkConfigSchema } from '@ferry/sinks';
 import { healthConfigSchema } from './health.js';
 import { ingestorProcessingSchema } from './process-config.js';
@@ -28,7 +28,7 @@ const mappingSchema = z
 
 const httpSchema = opsHttpSchema
   .extend({
-    /** API tokens; with none, /api answers loopback callers only (docs/health.md). */
+    /** API tokens; with none, /api answers loopback callers only (docs/health.md). Each also opens /metrics. */
     tokens: z.array(z.object({ token: z.string().min(16, 'an API token is at least 16 characters'), role: z.enum(['admin', 'read']) }).strict()).default([]),
   })
   .strict();
@@ -167,6 +167,7 @@ export const ingestorConfigSchema = z
   })
   .strict()
   .superRefine((c, ctx) => {
+    refineOpsHttp(ctx, c.http, c.http === false ? 0 : c.http.tokens.length);
     // A shared subscription hands a device's batches to any ingestor of the group: each would hold
     // part of every window and they would overwrite each other's rollup points.
     if (c.processing.rollups.length > 0 && c.broker.sharedGroup !== undefined) {

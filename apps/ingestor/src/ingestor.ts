@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ErrorCode } from '@ferry/protocol';
 import { FerryError, parseUplinkTopic } from '@ferry/protocol';
-import { createLogger, createOpsServer, createRegistry, DiskFullState, isDiskFull, systemClock } from '@ferry/runtime';
+import { createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import type { DeadLetterStore } from '@ferry/deadletter';
@@ -358,6 +358,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         host: config.http.host,
         port: config.http.port,
         registry,
+        tokens: opsTokens(config.http, config.http.tokens.map((t) => t.token)),
         health: async () => {
           sinkUp = await sink.ping();
           const mqttConnected = uplink?.connected ?? false;

@@ -1,17 +1,87 @@
 // The ops HTTP endpoint every process serves: /healthz and /metrics, plus whatever routes
-// a component adds (the ingestor's ops API).
+// a component adds (the ingestor's ops API). Beyond loopback it needs a bearer token, as the
+// MQTT listeners need logins: /metrics and the detailed /healthz answer only with it, and a
+// caller without it gets /healthz's verdict alone (a liveness probe needs no secret).
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
+import { FerryError } from '@ferry/protocol';
+import { isLoopbackHost } from './credentials.js';
+
+const MIN_TOKEN_LENGTH = 16;
 
 /** The `http` block of every service's config: where its ops endpoint listens (port 0: any free port). */
 export const opsHttpSchema = z
   .object({
     host: z.string().min(1).default('127.0.0.1'),
     port: z.number().int().min(0).max(65_535).default(0),
+    /** Bearer token for /metrics and the detailed /healthz (`Authorization: Bearer <token>`). */
+    token: z.string().min(MIN_TOKEN_LENGTH, `an ops token is at least ${MIN_TOKEN_LENGTH} characters`).optional(),
+    /** A file whose first line is the token (a Docker secret, a file only root and the service read). */
+    tokenFile: z.string().min(1).optional(),
+    /** Serve /metrics and /healthz to anyone beyond loopback, on purpose. */
+    allowAnonymous: z.boolean().default(false),
   })
   .strict();
+
+export type OpsHttpConfig = z.infer<typeof opsHttpSchema>;
+
+/**
+ * The rule every service's config applies to its `http` block: a host others can reach needs a
+ * token (or `otherTokens`, the ingestor's API tokens) unless `allowAnonymous` says it is open on
+ * purpose. Returns the message for the config error, or undefined when the block is fine.
+ */
+export function opsHttpAuthIssue(http: OpsHttpConfig, otherTokens = 0): { path: string[]; message: string } | undefined {
+  if (http.token !== undefined && http.tokenFile !== undefined) return { path: ['tokenFile'], message: 'set either token or tokenFile, not both' };
+  if (http.token !== undefined || http.tokenFile !== undefined || otherTokens > 0 || http.allowAnonymous || isLoopbackHost(http.host)) return undefined;
+  return {
+    path: ['host'],
+    message: `${http.host} is reachable beyond this host, so /metrics and /healthz need a bearer token: set http.tokenFile (or http.token), or http.allowAnonymous: true to serve them openly on purpose`,
+  };
+}
+
+/** Adds opsHttpAuthIssue's finding, if any, to a service config's refinement under `http`. */
+export function refineOpsHttp(ctx: z.RefinementCtx, http: OpsHttpConfig | false, otherTokens = 0): void {
+  const issue = http === false ? undefined : opsHttpAuthIssue(http, otherTokens);
+  if (issue) ctx.addIssue({ code: 'custom', path: ['http', ...issue.path], message: issue.message });
+}
+
+/**
+ * The tokens the ops endpoint accepts: `http.token`, the first line of `http.tokenFile` (read
+ * now, at start) and `extra`. An unreadable or short token file is a config error naming it.
+ */
+export function opsTokens(http: OpsHttpConfig, extra: readonly string[] = []): string[] {
+  const tokens = [...extra];
+  if (http.token !== undefined) tokens.push(http.token);
+  if (http.tokenFile !== undefined) {
+    let text: string;
+    try {
+      text = readFileSync(http.tokenFile, 'utf8');
+    } catch (err) {
+      throw new FerryError('FERRY_ERR_CONFIG_INVALID', `http.tokenFile: cannot read ${http.tokenFile}: ${(err as Error).message}`, { field: 'http.tokenFile' });
+    }
+    const token = (text.split(/\r?\n/)[0] ?? '').trim();
+    if (token.length < MIN_TOKEN_LENGTH) {
+      throw new FerryError('FERRY_ERR_CONFIG_INVALID', `http.tokenFile: ${http.tokenFile} must hold a token of at least ${MIN_TOKEN_LENGTH} characters on its first line`, { field: 'http.tokenFile' });
+    }
+    tokens.push(token);
+  }
+  return tokens;
+}
+
+const digest = (token: string): Buffer => createHash('sha256').update(token).digest();
+
+/** Whether a request carries one of `tokens` as a bearer token; compared in constant time. */
+function bearerMatches(header: string | undefined, tokens: readonly Buffer[]): boolean {
+  if (header === undefined || !header.startsWith('Bearer ')) return false;
+  const offered = digest(header.slice(7).trim());
+  let found = false;
+  for (const t of tokens) found = timingSafeEqual(t, offered) || found;
+  return found;
+}
 
 export interface HealthReport {
   readonly ok: boolean;
@@ -23,6 +93,8 @@ export interface OpsServerOptions {
   readonly port: number;
   readonly registry: Registry;
   readonly health: () => HealthReport | Promise<HealthReport>;
+  /** Bearer tokens (opsTokens()); with any, /metrics and /healthz's details need one of them. */
+  readonly tokens?: readonly string[];
 }
 
 export interface OpsServer {
@@ -36,11 +108,14 @@ export interface OpsServer {
 export function createOpsServer(options: OpsServerOptions): OpsServer {
   const app = Fastify({ logger: false });
   let url: string | undefined;
-  app.get('/healthz', async (_req, reply) => {
+  const tokens = (options.tokens ?? []).map(digest);
+  const authorized = (header: string | undefined): boolean => tokens.length === 0 || bearerMatches(header, tokens);
+  app.get('/healthz', async (req, reply) => {
     const report = await options.health();
-    return reply.code(report.ok ? 200 : 503).send(report);
+    return reply.code(report.ok ? 200 : 503).send(authorized(req.headers.authorization) ? report : { ok: report.ok });
   });
-  app.get('/metrics', async (_req, reply) => {
+  app.get('/metrics', async (req, reply) => {
+    if (!authorized(req.headers.authorization)) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'a valid ops token is required (http.token)' });
     return reply.header('content-type', options.registry.contentType).send(await options.registry.metrics());
   });
   return {
