@@ -9,14 +9,13 @@ import type { EventEmitter } from 'node:events';
 import { Aedes } from 'aedes';
 import type { AedesOptions, AuthenticateError, Client } from 'aedes';
 import { FerryError } from '@ferry/protocol';
-import { createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
+import { connectionPeer, guardPacketSize, maxPacketBytes, createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createAcl, parseAcl } from './acl.js';
 import type { Acl } from './acl.js';
 import { credentialFileAuthenticator, readCredentialFile } from './credentials.js';
 import { openClusterEngine } from './cluster.js';
 import { holdUntilConnack } from './connack-first.js';
-import { guardPacketSize, maxPacketBytes } from './packet-guard.js';
 import type { ClusterEngine } from './cluster.js';
 import { forwardHook } from './forward.js';
 import { openListeners } from './listeners.js';
@@ -66,8 +65,7 @@ const SYS_PREFIX = '$SYS/';
 const BAD_USERNAME_OR_PASSWORD = 4;
 
 function remoteOf(client: Client | null): string | undefined {
-  const socket = client?.conn as Partial<Socket> | undefined;
-  return socket?.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? ''}` : undefined;
+  return connectionPeer(client?.conn);
 }
 
 interface HookContext {

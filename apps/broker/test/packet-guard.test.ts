@@ -5,10 +5,9 @@ import type { Socket } from 'node:net';
 import { afterEach, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import mqtt from 'mqtt';
-import { silentLogger } from '@ferry/runtime';
+import { maxPacketBytes, PacketSizeScanner, silentLogger } from '@ferry/runtime';
 import { createBroker } from '../src/index.js';
 import type { Broker } from '../src/index.js';
-import { maxPacketBytes, PacketSizeScanner } from '../src/packet-guard.js';
 
 /** The MQTT remaining-length varint. */
 function varint(n: number): Buffer {

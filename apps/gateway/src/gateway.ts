@@ -556,6 +556,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           access,
           logger,
           onMessage: handleDeviceMessage,
+          maxPayloadBytes: config.limits.maxPayloadBytes,
+          clock,
           onConnectRefused: (reason) => metrics.connectsRefused.inc({ reason }),
         });
       }

@@ -59,7 +59,7 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
     }),
     connectsRefused: new Counter({
       name: 'ferry_gateway_device_connects_refused_total',
-      help: 'Device connections refused by the listener: anonymous (no user name) or credentials (wrong ones)',
+      help: 'Device connections refused by the listener: anonymous (no user name), credentials (wrong ones) or packet_too_large (closed at a packet announcing more than the listener reads)',
       labelNames: ['reason'],
       registers,
     }),

@@ -7,7 +7,8 @@ import { Aedes } from 'aedes';
 import type { AuthenticateError, Client } from 'aedes';
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
-import type { Logger } from '@ferry/runtime';
+import { connectionPeer, guardPacketSize, LogThrottle, maxPacketBytes } from '@ferry/runtime';
+import type { Clock, Logger } from '@ferry/runtime';
 import type { ConnectRefusal, DeviceAccess } from './device-access.js';
 import { paceReconnects, reconnectPolicy } from './reconnect.js';
 
@@ -22,14 +23,39 @@ export interface DeviceSender {
  */
 export type DeviceMessageHandler = (topic: string, payload: Buffer, done: (err: Error | null) => void, sender?: DeviceSender) => void;
 
+/**
+ * Why the listener turned a connection away: a CONNECT without a user name or with wrong
+ * credentials, or a packet announcing more bytes than the listener reads (closed at its fixed
+ * header, before the body arrives).
+ */
+export type ConnectionRefusal = ConnectRefusal | 'packet_too_large';
+
 export interface DeviceListenerOptions {
   readonly host: string;
   readonly port: number;
   readonly access: DeviceAccess;
   readonly logger: Logger;
   readonly onMessage: DeviceMessageHandler;
-  /** A CONNECT was refused (counted in a metric). */
-  readonly onConnectRefused?: (reason: ConnectRefusal) => void;
+  /**
+   * The largest payload read whole: larger ones, up to this, are dead-lettered by the decoder's
+   * size rule; a packet announcing more is refused at its fixed header (deviceReadLimit()).
+   */
+  readonly maxPayloadBytes: number;
+  /** A connection was refused (counted in a metric; logged here at warn, at a bounded rate). */
+  readonly onConnectRefused?: (reason: ConnectionRefusal) => void;
+  readonly clock: Clock;
+}
+
+/** At most one warn line per kind of refusal in this long; the others are counted in the next line. */
+export const REFUSAL_LOG_INTERVAL_MS = 10_000;
+
+/**
+ * The payload size the device listener reads at most: four times the decoder's limit, at least
+ * 1 MiB. A payload between the two is read and dead-lettered with its first bytes, so an operator
+ * sees what the device sent; beyond it the connection is closed at the packet's fixed header.
+ */
+export function deviceReadLimit(maxPayloadBytes: number): number {
+  return Math.max(4 * maxPayloadBytes, 1024 * 1024);
 }
 
 export interface DeviceListener {
@@ -52,6 +78,14 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
   const { logger, onMessage, access } = options;
   // The user each connected device logged in as, for the per-device rule on its publishes.
   const users = new WeakMap<Client, string>();
+  const throttles = new Map<ConnectionRefusal, LogThrottle>();
+  function refuse(reason: ConnectionRefusal, detail: Record<string, unknown>, message: string): void {
+    options.onConnectRefused?.(reason);
+    let throttle = throttles.get(reason);
+    if (!throttle) throttles.set(reason, (throttle = new LogThrottle(options.clock, REFUSAL_LOG_INTERVAL_MS)));
+    const verdict = throttle.hit();
+    if (verdict.log) logger.warn({ event: 'device_refused', reason, ...detail, suppressed: verdict.suppressed }, message);
+  }
   const broker = await Aedes.createBroker({
     authenticate: (client, givenUser, givenPassword, done) => {
       void access.connect(givenUser, givenPassword).then((refused) => {
@@ -60,8 +94,7 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
           done(null, true);
           return;
         }
-        options.onConnectRefused?.(refused);
-        logger.info({ clientId: client.id, username: givenUser, reason: refused }, 'device connection refused');
+        refuse(refused, { clientId: client.id, username: givenUser ?? null, remote: connectionPeer(client.conn) ?? null }, 'device connection refused');
         done(authError(refused), false);
       });
     },
@@ -82,7 +115,13 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
   });
   broker.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'device connection error'));
 
-  const server: Server = createServer(broker.handle);
+  const readLimit = maxPacketBytes(deviceReadLimit(options.maxPayloadBytes));
+  const server: Server = createServer((socket) => {
+    guardPacketSize(socket, readLimit, (announced) =>
+      refuse('packet_too_large', { remote: connectionPeer(socket) ?? null, announcedBytes: announced, maxPacketBytes: readLimit }, 'device packet over the size limit: connection closed at its fixed header'),
+    );
+    broker.handle(socket);
+  });
   await new Promise<void>((resolve, reject) => {
     server.once('error', reject);
     server.listen(options.port, options.host, () => {

@@ -4,8 +4,9 @@ import { appendFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterEach, describe, expect, it } from 'vitest';
 import { isFerryError } from '@ferry/protocol';
-import { createRegistry, isLoopbackHost, parseConfig, passwordFileLine, silentLogger } from '@ferry/runtime';
-import type { Registry } from '@ferry/runtime';
+import { createRegistry, isLoopbackHost, parseConfig, passwordFileLine, recordingLogger, silentLogger } from '@ferry/runtime';
+import type { Logger, Registry } from '@ferry/runtime';
+import { connect as netConnect } from 'node:net';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { createGateway, gatewayConfigSchema } from '../src/index.js';
 import type { Gateway, GatewayConfigInput } from '../src/index.js';
@@ -41,15 +42,15 @@ interface Started {
   readonly dir: string;
 }
 
-async function startGateway(listen: Record<string, unknown>, patterns?: GatewayConfigInput['devices']): Promise<Started> {
+async function startGateway(listen: Record<string, unknown>, patterns?: GatewayConfigInput['devices'], logger: Logger = silentLogger(), limits?: GatewayConfigInput['limits']): Promise<Started> {
   const uplink = await startTestBroker();
   cleanups.push(() => uplink.close());
   const dir = tempDir();
   cleanups.push(() => dir.remove());
   const registry = createRegistry();
   const gateway = createGateway(
-    { gatewayId: 'gw-acl', dataDir: dir.path, devices: { ...patterns, listen: { port: 0, ...listen } }, http: false, uplink: { url: uplink.url } },
-    { logger: silentLogger(), registry },
+    { gatewayId: 'gw-acl', dataDir: dir.path, devices: { ...patterns, listen: { port: 0, ...listen } }, http: false, uplink: { url: uplink.url }, ...(limits ? { limits } : {}) },
+    { logger, registry },
   );
   cleanups.push(() => gateway.close());
   await gateway.ready();
@@ -117,6 +118,56 @@ describe('device listener config', () => {
     );
     cleanups.push(() => gateway.close());
     await expect(gateway.ready()).rejects.toThrow(/FERRY_ERR_CONFIG_INVALID: devices\.listen\.passwordFile/);
+  });
+});
+
+/** The MQTT remaining-length varint. */
+function varint(n: number): Buffer {
+  const bytes: number[] = [];
+  do {
+    let byte = n % 128;
+    n = Math.floor(n / 128);
+    if (n > 0) byte |= 0x80;
+    bytes.push(byte);
+  } while (n > 0);
+  return Buffer.from(bytes);
+}
+
+describe('connection-level refusals', () => {
+  it('closes a connection announcing a packet over the read limit at its fixed header, counted and logged at warn', async () => {
+    const { logger, lines } = recordingLogger();
+    const { gateway, registry } = await startGateway({ host: '127.0.0.1' }, undefined, logger, { maxPayloadBytes: 1024 });
+    const { port } = new URL(gateway.deviceUrl ?? '');
+    // A PUBLISH announcing 64 MiB, then a trickle: the gateway must not wait for (or hold) the body.
+    const socket = netConnect(Number(port), '127.0.0.1');
+    cleanups.push(() => void socket.destroy());
+    const closed = new Promise<void>((resolve) => socket.once('close', () => resolve()));
+    socket.on('error', () => undefined);
+    socket.write(Buffer.concat([Buffer.from([0x30]), varint(64 * 1024 * 1024), Buffer.alloc(100)]));
+    await closed;
+    expect(await metricValue(registry, 'ferry_gateway_device_connects_refused_total', { reason: 'packet_too_large' })).toBe(1);
+    const line = lines.find((l) => l['event'] === 'device_refused');
+    expect(line).toMatchObject({ level: 40, reason: 'packet_too_large', announcedBytes: 64 * 1024 * 1024 });
+
+    // A payload over the decoder's limit but within the read limit is read, and dead-lettered.
+    const d = await device(gateway.deviceUrl ?? '');
+    await d.publishAsync('devices/big-1/telemetry', Buffer.alloc(4096, 0x7b), { qos: 1 });
+    expect(gateway.deadLetters.list({ code: 'FERRY_ERR_PAYLOAD_TOO_LARGE' }).map((l) => l.source.deviceId)).toEqual(['big-1']);
+  });
+
+  it('logs refused logins at warn with the client id, at most one line per interval, counting the rest', async () => {
+    const dir = tempDir();
+    cleanups.push(() => dir.remove());
+    const file = passwordFile(dir.path, { 'sensor-1': 'pw-1' });
+    const { logger, lines } = recordingLogger();
+    const { gateway, registry } = await startGateway({ host: '127.0.0.1', passwordFile: file }, undefined, logger);
+    const url = gateway.deviceUrl ?? '';
+    for (let i = 0; i < 5; i++) expect(await connackCode(url, { clientId: `bad-${i}`, username: 'sensor-1', password: 'wrong' })).toBe(4);
+    expect(await metricValue(registry, 'ferry_gateway_device_connects_refused_total', { reason: 'credentials' })).toBe(5);
+    const refused = lines.filter((l) => l['event'] === 'device_refused');
+    // Five refusals within the interval: the first is logged with its client id, the others wait to be counted.
+    expect(refused).toHaveLength(1);
+    expect(refused[0]).toMatchObject({ level: 40, reason: 'credentials', clientId: 'bad-0', username: 'sensor-1', suppressed: 0 });
   });
 });
 

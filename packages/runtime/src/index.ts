@@ -7,3 +7,5 @@ export * from './http.js';
 export * from './sqlite.js';
 export * from './disk-full.js';
 export * from './credentials.js';
+export * from './packet-guard.js';
+export * from './log-throttle.js';

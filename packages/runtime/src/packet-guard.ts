@@ -1,4 +1,5 @@
-// The packet size guard: refuses an MQTT packet by its fixed header, before its body arrives.
+// The MQTT packet size guard: refuses a packet by its fixed header, before its body arrives. The
+// broker and the gateway's device listener put it in front of every connection.
 //
 // Why: the MQTT parser buffers a packet until all of its announced remaining length is in, and
 // maxPayloadBytes is checked only on the whole PUBLISH. A client announcing a 256 MB packet (the
@@ -95,4 +96,10 @@ export function guardPacketSize(stream: Duplex, maxRemaining: number, tooLarge: 
     }
     return chunk;
   };
+}
+
+/** `address:port` of the peer on an MQTT connection's stream, for log lines; undefined when unknown. */
+export function connectionPeer(conn: unknown): string | undefined {
+  const socket = conn as { remoteAddress?: string; remotePort?: number } | undefined;
+  return socket?.remoteAddress !== undefined ? `${socket.remoteAddress}:${socket.remotePort ?? ''}` : undefined;
 }
