@@ -46,6 +46,9 @@ export const ACL_ROLES: Record<string, readonly Grant[]> = {
     { access: 'write', filter: uplinkTopics.batch('%u'), pattern: true },
     { access: 'write', filter: uplinkTopics.status('%u'), pattern: true },
     { access: 'read', filter: uplinkTopics.ack('%u'), pattern: true },
+    // Its own dead-letter reports out, their acks and replay requests in.
+    { access: 'write', filter: uplinkTopics.deadLetters('%u'), pattern: true },
+    { access: 'read', filter: uplinkTopics.deadLetterControl('%u'), pattern: true },
   ],
   // A device publishes and subscribes under its own id only (username = device id).
   device: [{ access: 'readwrite', filter: 'devices/%u/#', pattern: true }],
@@ -53,6 +56,8 @@ export const ACL_ROLES: Record<string, readonly Grant[]> = {
     { access: 'read', filter: uplinkTopics.allBatches, pattern: false },
     { access: 'read', filter: uplinkTopics.allStatuses, pattern: false },
     { access: 'write', filter: uplinkTopics.ack('+'), pattern: false },
+    { access: 'read', filter: uplinkTopics.allDeadLetters, pattern: false },
+    { access: 'write', filter: uplinkTopics.deadLetterControl('+'), pattern: false },
   ],
 };
 

@@ -9,7 +9,7 @@ import type { EventEmitter } from 'node:events';
 import { Aedes } from 'aedes';
 import type { AedesOptions, AuthenticateError, Client } from 'aedes';
 import { FerryError } from '@ferry/protocol';
-import { connectionPeer, guardPacketSize, maxPacketBytes, createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
+import { abortable, connectionPeer, guardPacketSize, maxPacketBytes, createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createAcl, parseAcl } from './acl.js';
 import type { Acl } from './acl.js';
@@ -321,6 +321,8 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
   let published = 0;
   let starting: Promise<void> | undefined;
   let closing: Promise<void> | undefined;
+  /** Aborted by close(): a stop must not wait for a Redis that does not answer. */
+  const startAbort = new AbortController();
 
   const connections = (): number => aedes?.connectedClients ?? 0;
   // A full disk under the SQLite persistence: QoS 1 publishes are not PUBACKed meanwhile, and it is
@@ -388,7 +390,8 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
       Object.assign(options, { persistence: cluster.persistence, mq: cluster.mq });
     }
     if (config.limits.maxKeepaliveSeconds !== undefined) options.keepaliveLimit = config.limits.maxKeepaliveSeconds;
-    const broker = await Aedes.createBroker(options);
+    // Clustered, this waits for Redis (the sessions are read from it) for as long as it takes.
+    const broker = await abortable(Aedes.createBroker(options), startAbort.signal, 'setting up the broker (Redis, when clustered)');
     // aedes emits 'error' for failures it cannot pin on a client (publishing the wills of a broker
     // that died, a session lookup): logged, never the end of the process.
     // (The typings list only aedes' own events; 'error' is EventEmitter's.)
@@ -500,7 +503,9 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     redelivery?.stop();
     // After aedes is closed nothing writes to it any more.
     await persistence?.destroy();
-    await cluster?.persistence.destroy();
+    // A start given up before Redis answered has nothing to tidy there, and a destroy would wait for it.
+    if (cluster && !aedes) cluster.abandon();
+    else await cluster?.persistence.destroy();
     await ops?.close();
     logger.info({ event: 'closed' }, 'broker closed');
   }
@@ -513,7 +518,9 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     },
     close() {
       closing ??= (async () => {
-        // A start in progress finishes first, so that nothing it opens is left behind.
+        // A start in progress is ended at its current wait and fails first, so that nothing it
+        // opens is left behind and a stop never waits for Redis.
+        startAbort.abort(new Error('close() called'));
         await starting?.catch(() => undefined);
         await stop();
       })();

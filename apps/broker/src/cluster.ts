@@ -24,6 +24,8 @@ const AsyncRedisPersistence = require('aedes-persistence-redis/asyncPersistence.
 /** ioredis as aedes-persistence-redis resolves it: the connection is made here so its errors have a listener. */
 interface RedisClient {
   on(event: 'error', listener: (err: Error) => void): void;
+  /** Closes at once, failing pending commands (ioredis). */
+  disconnect(): void;
 }
 const Redis = createRequire(require.resolve('aedes-persistence-redis/asyncPersistence.js'))('ioredis') as new (opts: RedisConnection) => RedisClient;
 /** An mqemitter; aedes types it as any. */
@@ -31,12 +33,19 @@ export type Emitter = object;
 interface RedisEmitter extends Emitter {
   /** mqemitter-redis re-emits its connections' errors here; with no listener the process would crash. */
   readonly state: { on(event: 'error', listener: (err: Error) => void): void };
+  readonly subConn: RedisClient;
+  readonly pubConn: RedisClient;
 }
 const mqemitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => RedisEmitter;
 
 export interface ClusterEngine {
   readonly persistence: AsyncPersistence;
   readonly mq: Emitter;
+  /**
+   * Drops every Redis connection at once, failing what waits on them: for a start given up while
+   * Redis does not answer (a graceful destroy would wait for Redis too).
+   */
+  abandon(): void;
 }
 
 /** The methods aedes pipes from; aedes-persistence-redis 11 returns async iterables there. */
@@ -82,5 +91,10 @@ export function openClusterEngine(redisUrl: string, onError: (err: Error) => voi
   return {
     persistence: withStreams(new AsyncRedisPersistence({ conn })),
     mq,
+    abandon() {
+      conn.disconnect();
+      mq.subConn.disconnect();
+      mq.pubConn.disconnect();
+    },
   };
 }

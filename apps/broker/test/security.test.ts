@@ -134,6 +134,25 @@ describe('ACL', () => {
     expect(acl.canSubscribe(ingestor, '#')).toBe(false);
   });
 
+  it('lets a gateway publish its own dead-letter reports and hear its own report acks and replay requests, and the ingestor all of them', () => {
+    const acl = createAcl(parseAcl('role gateway\nuser ingestor\nrole ingestor\n'));
+    const gw = { clientId: 'gw-1', username: 'gw-1' };
+    expect(acl.canPublish(gw, uplinkTopics.deadLetters('gw-1'))).toBe(true);
+    expect(acl.canPublish(gw, uplinkTopics.deadLetters('gw-2'))).toBe(false);
+    expect(acl.canSubscribe(gw, uplinkTopics.deadLetters('gw-1'))).toBe(false);
+    expect(acl.canSubscribe(gw, uplinkTopics.deadLetterControl('gw-1'))).toBe(true);
+    expect(acl.canSubscribe(gw, uplinkTopics.deadLetterControl('gw-2'))).toBe(false);
+    expect(acl.canSubscribe(gw, uplinkTopics.deadLetterControl('+'))).toBe(false);
+    // A gateway cannot ack its own reports or ask itself (or another) for a replay.
+    expect(acl.canPublish(gw, uplinkTopics.deadLetterControl('gw-1'))).toBe(false);
+    expect(acl.canPublish(gw, uplinkTopics.deadLetterControl('gw-2'))).toBe(false);
+    expect(acl.canSubscribe({ clientId: 'gw-2', username: 'gw-1' }, uplinkTopics.deadLetterControl('gw-2'))).toBe(false);
+    const ingestor = { clientId: 'ing-1', username: 'ingestor' };
+    expect(acl.canSubscribe(ingestor, uplinkTopics.allDeadLetters)).toBe(true);
+    expect(acl.canPublish(ingestor, uplinkTopics.deadLetterControl('gw-7'))).toBe(true);
+    expect(acl.canPublish(ingestor, uplinkTopics.deadLetters('gw-7'))).toBe(false);
+  });
+
   it('binds gateway and device rights to the checked username, not to the client id a client chooses', () => {
     const acl = createAcl(parseAcl('role gateway\nuser dev-1\nrole device\n'));
     const site1AsSite2 = { clientId: 'site-2', username: 'site-1' };

@@ -1,10 +1,13 @@
 // What every long-running command shares: config from file, environment and flags (in that
 // order, validated by the app's schema), logs to stderr, and a clean close on SIGINT/SIGTERM.
 import { isFerryError } from '@ferry/protocol';
-import { configFromEnv, createLogger, mergeConfig, readConfigFile } from '@ferry/runtime';
+import { configFromEnv, createLogger, listenForStopSignals, mergeConfig, readConfigFile } from '@ferry/runtime';
 import type { LogLevel, Logger, PlainObject } from '@ferry/runtime';
 
-/** Exit codes: 0 done, 1 failed at run time, 2 bad configuration or usage. */
+/**
+ * Exit codes: 0 done (including a stop asked for with SIGINT or SIGTERM, at any moment, start-up
+ * included), 1 failed at run time (or a second signal cut the close short), 2 bad configuration or usage.
+ */
 export const EXIT_OK = 0;
 export const EXIT_FAILED = 1;
 export const EXIT_USAGE = 2;
@@ -61,19 +64,7 @@ export function describeError(err: unknown): string {
 
 /** Resolves with the first SIGINT or SIGTERM; a second one exits at once. */
 export function stopSignal(onForced: () => void): Promise<NodeJS.Signals> {
-  return new Promise((resolve) => {
-    let seen = false;
-    const handler = (signal: NodeJS.Signals): void => {
-      if (seen) {
-        onForced();
-        return;
-      }
-      seen = true;
-      resolve(signal);
-    };
-    process.on('SIGINT', handler);
-    process.on('SIGTERM', handler);
-  });
+  return listenForStopSignals(() => onForced()).received;
 }
 
 export function flushLogger(logger: Logger | undefined): Promise<void> {
@@ -122,12 +113,15 @@ export async function runService(options: RunServiceOptions): Promise<number> {
   });
   let code = EXIT_OK;
   try {
-    // A signal during start-up stops the wait; close() below undoes whatever was opened.
+    // A signal during start-up stops the wait: close() below ends the app's own start-up waits
+    // (a broker that does not answer) and undoes whatever was opened.
     const started = await Promise.race([service.handle.ready().then(() => true), signal.then(() => false)]);
     if (started) {
       writeOut(JSON.stringify({ service: name, state: 'ready', ...service.describe() }));
       const why = await Promise.race([signal, ...(service.finished ? [service.finished.then(() => 'finished' as const)] : [])]);
       logger.info({ reason: why }, `${name} stopping`);
+    } else {
+      logger.info({ reason: await signal }, `${name} stopping during start-up`);
     }
   } catch (err) {
     code = exitCodeFor(err);
@@ -142,6 +136,7 @@ export async function runService(options: RunServiceOptions): Promise<number> {
     writeErr(describeError(err));
   }
   if (service.summary) writeOut(JSON.stringify(service.summary()));
+  logger.info({ exitCode: code }, `${name} stopped`);
   await flushLogger(logger);
   return code;
 }

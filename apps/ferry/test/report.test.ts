@@ -107,8 +107,25 @@ describe('status report', () => {
       '  readings received 10, written 9, duplicates 1, rejected 0, in flight 0',
       '  acks sent 3, dead letters held 0',
       'gateways (2):',
-      '  gw-1: online, outbox 4 readings (800 bytes, oldest 30s ago), dead letters 2, disk 12.5% free (0.5 MiB of 4.0 MiB), outbox 2.0 MiB (50.0%), FULL: readings refused, reported 5s ago',
-      '  gw-2: online, outbox 2000 readings (9000 bytes, oldest 60s ago), dead letters 0, DROPPED 3, compacted 540 readings into 9 summaries, reported 1s ago',
+      '  gw-1: online, outbox 4 readings (800 bytes, oldest 30s ago), dead letters 2, disk 12.5% free (0.5 MiB of 4.0 MiB), outbox 2.0 MiB (50.0%), FULL: readings refused, reported 5 s ago',
+      '  gw-2: online, outbox 2000 readings (9000 bytes, oldest 60s ago), dead letters 0, DROPPED 3, compacted 540 readings into 9 summaries, reported 1 s ago',
     ]);
+  });
+
+  it('says a gateway whose status is overdue is stale, with its age, before its last known figures', () => {
+    const now = Date.UTC(2025, 0, 1, 12);
+    const lines = formatStatus(
+      { ok: true, ingestorId: 'ing-1', mqtt: { connected: true }, sink: { up: true } },
+      {
+        gateways: {
+          // What the ingestor's /api/stats gives: the entry with its freshness.
+          'gw-quiet': { status: { state: 'online', outbox: { depth: 2, bytes: 100, oldestTs: null } }, receivedAt: now - 38_000, ageMs: 38_000, stale: true, statusIntervalMs: 10_000 },
+          'gw-live': { status: { state: 'online', outbox: { depth: 562, bytes: 9000, oldestTs: null } }, receivedAt: now - 2_000, ageMs: 2_000, stale: false, statusIntervalMs: 10_000 },
+        },
+      },
+      now,
+    );
+    expect(lines.find((l) => l.includes('gw-quiet'))).toBe('  gw-quiet: online (STALE: reported 38 s ago; last known figures), outbox 2 readings (100 bytes, oldest -), dead letters 0');
+    expect(lines.find((l) => l.includes('gw-live'))).toBe('  gw-live: online, outbox 562 readings (9000 bytes, oldest -), dead letters 0, reported 2 s ago');
   });
 });

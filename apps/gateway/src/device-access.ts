@@ -4,6 +4,7 @@
 import { readFileSync, statSync } from 'node:fs';
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { FerryError } from '@ferry/protocol';
+import type { Rejection } from '@ferry/protocol';
 import { parsePasswordFile, passwordFileCheck } from '@ferry/runtime';
 import type { Logger, PasswordCheck } from '@ferry/runtime';
 import type { GatewayConfig } from './config.js';
@@ -22,6 +23,14 @@ export interface DeviceAccess {
   connect(username: string | undefined, password: Buffer | undefined): Promise<ConnectRefusal | null>;
   /** Whether a device logged in as `username` (undefined: anonymous) may publish as `deviceId`. */
   mayPublishAs(username: string | undefined, deviceId: string): boolean;
+}
+
+/** The dead-letter reason when a device logged in as `username` publishes as another device. */
+export function notAuthorized(username: string | undefined, deviceId: string): Rejection {
+  return {
+    code: 'FERRY_ERR_DEVICE_NOT_AUTHORIZED',
+    reason: `user "${username ?? ''}" published as device "${deviceId.slice(0, 200)}": with devices.listen.deviceMustMatchUser a device publishes only under its own user name (or list the user in devices.listen.bridgeUsers)`,
+  };
 }
 
 // Comparing digests keeps the comparison constant-time whatever the lengths are.

@@ -1,5 +1,6 @@
 // The gateway's retained status on the uplink: what `ferry status` and the ingestor's health
-// view read. The Last Will carries the offline form.
+// view read. The Last Will carries the offline form, with the epoch of the session it ends: the
+// ingestor orders statuses by epoch, never by the gateway's clock (docs/protocol.md).
 import { ENVELOPE_VERSION } from '@ferry/protocol';
 import type { GapRecord, GatewayDisk, GatewayStatus } from '@ferry/protocol';
 import type { DrainProgress } from './drain.js';
@@ -29,6 +30,10 @@ export interface StatusInput {
   readonly diskWriteBytesPerReading?: number | null;
   readonly disk?: GatewayDisk | undefined;
   readonly processing?: EdgeProcessingStats;
+  /** The uplink session (uplink.ts): the same in a session's statuses and in its Last Will. */
+  readonly epoch?: number | undefined;
+  /** How often statuses go out; the ingestor takes a gateway quiet for a few of these as offline. */
+  readonly statusIntervalMs?: number;
 }
 
 export function gatewayStatus(input: StatusInput): GatewayStatus {
@@ -39,6 +44,8 @@ export function gatewayStatus(input: StatusInput): GatewayStatus {
     ts: Math.floor(input.now),
     version: input.version,
     uplink: input.uplink,
+    ...(input.epoch !== undefined ? { epoch: input.epoch } : {}),
+    ...(input.statusIntervalMs !== undefined ? { statusIntervalMs: input.statusIntervalMs } : {}),
     ...(input.outbox
       ? {
           outbox: { depth: input.outbox.depth, bytes: input.outbox.bytes, oldestTs: input.outbox.oldestTs },

@@ -1,6 +1,9 @@
 // The uplink: the gateway's one MQTT connection to the cloud broker. A persistent session
 // (clean: false, fixed clientId) so acks published while the gateway is away wait for it; a
-// retained Last Will so the cloud sees the gateway go offline.
+// retained Last Will so the cloud sees the gateway go offline. Each connect attempt takes a new
+// session epoch (a number the outbox never gives out twice): the Will registered with that attempt
+// and every status published over the connection it opens carry it, so the cloud can tell a late
+// Will of an old session from the end of the current one without trusting any clock.
 import { existsSync, readFileSync } from 'node:fs';
 import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
@@ -20,8 +23,12 @@ export interface UplinkOptions {
   readonly reconnectMinMs: number;
   readonly reconnectMaxMs: number;
   readonly logger: Logger;
-  /** The retained status the broker publishes if the connection is lost; asked for at each attempt. */
-  readonly lastWill: () => Buffer;
+  /** The retained status the broker publishes if the connection is lost; asked for at each attempt, with its epoch. */
+  readonly lastWill: (epoch: number | undefined) => Buffer;
+  /** A session epoch larger than any given before (persisted); undefined when none can be had. */
+  readonly nextEpoch?: () => number | undefined;
+  /** Optional subscriptions made at each connect (dead-letter control): a refusal never stops the uplink. */
+  readonly extraTopics?: readonly string[];
 }
 
 export interface UplinkEvents {
@@ -29,10 +36,16 @@ export interface UplinkEvents {
   readonly onUp: () => void;
   readonly onDown: () => void;
   readonly onAck: (payload: Buffer) => void;
+  /** Whether the broker granted extraTopics at this connect. */
+  readonly onExtraSubscribed?: (granted: boolean) => void;
+  /** A message on one of extraTopics. */
+  readonly onMessage?: (topic: string, payload: Buffer) => void;
 }
 
 export interface Uplink {
   readonly connected: boolean;
+  /** The epoch of the current (or latest) connect attempt: what this session's statuses carry. */
+  readonly epoch: number | undefined;
   /** QoS 1; `done` runs on the broker's PUBACK or on failure. */
   publish(topic: string, payload: Buffer, options: { retain?: boolean }, done?: (err?: Error) => void): void;
   /** Publishes `finalStatus` (retained) when connected, then disconnects cleanly so the Will is not sent. */
@@ -51,6 +64,19 @@ function readCa(ca: string): string {
 
 export function connectUplink(options: UplinkOptions, events: UplinkEvents): Uplink {
   const { logger } = options;
+  let epoch: number | undefined;
+  /** A new epoch per attempt; when storage cannot give one, one more than the last in memory. */
+  function takeEpoch(): number | undefined {
+    let next: number | undefined;
+    try {
+      next = options.nextEpoch?.();
+    } catch (err) {
+      logger.warn({ err: (err as Error).message }, 'no session epoch from the outbox; counting on from the last one');
+    }
+    if (next === undefined || (epoch !== undefined && next <= epoch)) next = epoch === undefined ? undefined : epoch + 1;
+    epoch = next;
+    return epoch;
+  }
   const statusTopic = uplinkTopics.status(options.gatewayId);
   const ackTopic = uplinkTopics.ack(options.gatewayId);
   const mqttOptions: IClientOptions = {
@@ -64,7 +90,7 @@ export function connectUplink(options: UplinkOptions, events: UplinkEvents): Upl
     queueQoSZero: false,
     resubscribe: false,
     rejectUnauthorized: options.rejectUnauthorized,
-    will: { topic: statusTopic, payload: options.lastWill(), qos: 1, retain: true },
+    will: { topic: statusTopic, payload: options.lastWill(takeEpoch()), qos: 1, retain: true },
     ...(options.username !== undefined ? { username: options.username } : {}),
     ...(options.password !== undefined ? { password: options.password } : {}),
     ...(options.ca !== undefined ? { ca: readCa(options.ca) } : {}),
@@ -77,8 +103,8 @@ export function connectUplink(options: UplinkOptions, events: UplinkEvents): Upl
   let failuresInARow = 0;
 
   client.on('reconnect', () => {
-    // A fresh time in the Will for each attempt.
-    if (client.options.will) client.options.will.payload = options.lastWill();
+    // A new session for each attempt: its Will carries the epoch its statuses will carry.
+    if (client.options.will) client.options.will.payload = options.lastWill(takeEpoch());
   });
 
   client.on('connect', () => {
@@ -97,6 +123,11 @@ export function connectUplink(options: UplinkOptions, events: UplinkEvents): Upl
       up = true;
       events.onUp();
     });
+    if (options.extraTopics?.length) {
+      client.subscribe([...options.extraTopics], { qos: 1 }, (err, granted) => {
+        if (!closing) events.onExtraSubscribed?.(!err && !!granted && !granted.some((g) => g.qos === 128));
+      });
+    }
   });
 
   client.on('close', () => {
@@ -116,11 +147,15 @@ export function connectUplink(options: UplinkOptions, events: UplinkEvents): Upl
 
   client.on('message', (topic, payload) => {
     if (topic === ackTopic) events.onAck(payload);
+    else events.onMessage?.(topic, payload);
   });
 
   return {
     get connected() {
       return up && client.connected;
+    },
+    get epoch() {
+      return epoch;
     },
     publish(topic, payload, publishOptions, done) {
       client.publish(topic, payload, { qos: 1, retain: publishOptions.retain ?? false }, (err) => done?.(err));

@@ -141,6 +141,8 @@ function observed(item: WrittenReading): ObservedReading | undefined {
   return {
     deviceId: r['deviceId'],
     gatewayId: item.origin === 'gateway' ? item.gatewayId : undefined,
+    // The gateway's seq orders a device's messages by their arrival at the gateway (statuses, Wills).
+    seq: item.origin === 'gateway' && typeof r['seq'] === 'number' ? r['seq'] : undefined,
     kind: r['kind'] === 'status' ? 'status' : 'telemetry',
     ts,
     tsSource: r['tsSource'] === 'device' ? 'device' : 'gateway',

@@ -15,8 +15,9 @@
 // broker hands each message to one member of the group.
 import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
-import type { Ack } from '@ferry/protocol';
-import { encodeAck, FerryError, uplinkTopics } from '@ferry/protocol';
+import type { Ack, DeadLetterControl } from '@ferry/protocol';
+import { encodeAck, encodeDeadLetterMessage, FerryError, parseUplinkTopic, uplinkTopics } from '@ferry/protocol';
+import { abortReason } from '@ferry/runtime';
 import type { Logger } from '@ferry/runtime';
 
 export interface UplinkOptions {
@@ -28,6 +29,8 @@ export interface UplinkOptions {
   readonly onBatch: (topic: string, payload: Buffer) => void;
   readonly onStatus: (topic: string, payload: Buffer) => void;
   readonly onAckSent?: () => void;
+  /** Gateways' dead-letter reports and replay results; subscribed on its own, so an ACL without it stops nothing else. */
+  readonly onDeadLetters?: (topic: string, payload: Buffer) => void;
   /** MQTT 5 shared-subscription group for batches and device topics; switches to MQTT 5. */
   readonly sharedGroup?: string | undefined;
   /** Device topic filters (direct devices), QoS 1. */
@@ -39,10 +42,15 @@ export interface UplinkOptions {
 }
 
 export interface Uplink {
-  /** Resolves once connected and subscribed; rejects with FERRY_ERR_NOT_READY after timeoutMs. */
-  ready(timeoutMs: number): Promise<void>;
+  /**
+   * Resolves once connected and subscribed; rejects with FERRY_ERR_NOT_READY after timeoutMs, or
+   * as soon as `signal` aborts (a stop during start-up).
+   */
+  ready(timeoutMs: number, signal?: AbortSignal): Promise<void>;
   readonly connected: boolean;
   publishAck(ack: Ack): void;
+  /** A report ack or replay request to one gateway, QoS 1. */
+  publishDeadLetterControl(gatewayId: string, message: DeadLetterControl, done: (err?: Error) => void): void;
   /** Waits up to timeoutMs for outgoing acks to be PUBACKed, then disconnects. */
   close(timeoutMs: number): Promise<void>;
 }
@@ -75,6 +83,7 @@ export function createUplink(options: UplinkOptions): Uplink {
     if (isDeviceTopic(topic)) return;
     if (topic.endsWith('/batch')) options.onBatch(topic, payload);
     else if (topic.endsWith('/status')) options.onStatus(topic, payload);
+    else if (parseUplinkTopic(topic)?.kind === 'deadletters') options.onDeadLetters?.(topic, payload);
   });
   const onDevice = options.onDevice;
   if (onDevice) {
@@ -106,6 +115,13 @@ export function createUplink(options: UplinkOptions): Uplink {
         for (const wake of readyWaiters) wake();
       },
     );
+    if (options.onDeadLetters) {
+      client.subscribe(share(uplinkTopics.allDeadLetters), { qos: 1 }, (err, granted) => {
+        if (err || !granted || granted.some((g) => g.qos === 128)) {
+          logger.warn({ err, topic: uplinkTopics.allDeadLetters }, 'the broker refused the gateway dead-letter subscription: gateway dead letters stay on the gateways until its ACL grants role ingestor');
+        }
+      });
+    }
   });
   client.on('error', (err) => {
     lastError = err;
@@ -117,10 +133,17 @@ export function createUplink(options: UplinkOptions): Uplink {
     get connected() {
       return client.connected;
     },
-    async ready(timeoutMs) {
+    async ready(timeoutMs, signal) {
       if (subscribed) return;
+      if (signal?.aborted) throw abortReason(signal, 'waiting for the broker');
       await new Promise<void>((resolve, reject) => {
+        const onAbort = (): void => {
+          clearTimeout(timer);
+          readyWaiters.delete(wake);
+          reject(abortReason(signal as AbortSignal, 'waiting for the broker'));
+        };
         const timer = setTimeout(() => {
+          signal?.removeEventListener('abort', onAbort);
           readyWaiters.delete(wake);
           reject(
             new FerryError(
@@ -130,8 +153,10 @@ export function createUplink(options: UplinkOptions): Uplink {
             ),
           );
         }, timeoutMs);
+        signal?.addEventListener('abort', onAbort, { once: true });
         function wake(): void {
           clearTimeout(timer);
+          signal?.removeEventListener('abort', onAbort);
           readyWaiters.delete(wake);
           resolve();
         }
@@ -145,6 +170,9 @@ export function createUplink(options: UplinkOptions): Uplink {
         if (err) logger.warn({ err: err.message, gatewayId: ack.gatewayId, batchId: ack.batchId }, 'ack not published');
         else options.onAckSent?.();
       });
+    },
+    publishDeadLetterControl(gatewayId, message, done) {
+      client.publish(uplinkTopics.deadLetterControl(gatewayId), encodeDeadLetterMessage(message), { qos: 1 }, (err) => done(err));
     },
     async close(timeoutMs) {
       let timer: NodeJS.Timeout | undefined;

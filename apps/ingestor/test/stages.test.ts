@@ -133,17 +133,34 @@ describe('accounting', () => {
 });
 
 describe('gateway statuses', () => {
-  const status = (gatewayId: string, ts: number, state = 'online'): Buffer => Buffer.from(JSON.stringify({ v: 1, gatewayId, state, ts }));
+  const status = (gatewayId: string, ts: number, state = 'online', epoch?: number): Buffer =>
+    Buffer.from(JSON.stringify({ v: 1, gatewayId, state, ts, ...(epoch !== undefined ? { epoch } : {}) }));
 
-  it('keeps the newest status per gateway and forgets one cleared by an empty retained message', () => {
+  it("takes a session's Will over its later-dated statuses, never an old session's Will over a new session, and forgets a cleared gateway", () => {
     const statuses = new GatewayStatuses();
-    expect(statuses.apply('ferry/v1/gw/a/status', status('a', 10), 1)).toBe(true);
-    expect(statuses.apply('ferry/v1/gw/a/status', status('a', 5, 'offline'), 2)).toBe(true);
-    expect(statuses.snapshot().a?.status.state).toBe('online');
-    statuses.apply('ferry/v1/gw/a/status', status('a', 20, 'offline'), 3);
-    expect(statuses.snapshot().a).toMatchObject({ status: { state: 'offline', ts: 20 }, receivedAt: 3 });
-    statuses.apply('ferry/v1/gw/a/status', Buffer.alloc(0), 4);
+    // Session 7: online statuses, then its Will, dated when the session began (older than they are).
+    statuses.apply('ferry/v1/gw/a/status', status('a', 1_000, 'online', 7), 1);
+    statuses.apply('ferry/v1/gw/a/status', status('a', 31_000, 'online', 7), 2);
+    expect(statuses.apply('ferry/v1/gw/a/status', status('a', 1_000, 'offline', 7), 3)).toBe(true);
+    expect(statuses.snapshot().a).toMatchObject({ status: { state: 'offline', epoch: 7 }, receivedAt: 3 });
+    // Session 8 comes online; the retained Will of session 7, replayed, changes nothing.
+    statuses.apply('ferry/v1/gw/a/status', status('a', 40_000, 'online', 8), 4);
+    statuses.apply('ferry/v1/gw/a/status', status('a', 1_000, 'offline', 7), 5);
+    expect(statuses.snapshot().a).toMatchObject({ status: { state: 'online', epoch: 8 }, receivedAt: 4 });
+    statuses.apply('ferry/v1/gw/a/status', Buffer.alloc(0), 6);
     expect(statuses.snapshot()).toEqual({});
+  });
+
+  it('without epochs (older gateways): keeps the newest online, takes a Will once, not its replay', () => {
+    const statuses = new GatewayStatuses();
+    statuses.apply('ferry/v1/gw/a/status', status('a', 20, 'online'), 1);
+    statuses.apply('ferry/v1/gw/a/status', status('a', 10, 'online'), 2);
+    expect(statuses.snapshot().a?.status.ts).toBe(20);
+    statuses.apply('ferry/v1/gw/a/status', status('a', 5, 'offline'), 3);
+    expect(statuses.snapshot().a?.status.state).toBe('offline');
+    statuses.apply('ferry/v1/gw/a/status', status('a', 30, 'online'), 4);
+    statuses.apply('ferry/v1/gw/a/status', status('a', 5, 'offline'), 5);
+    expect(statuses.snapshot().a).toMatchObject({ status: { state: 'online', ts: 30 } });
   });
 
   it('ignores a status naming another gateway than its topic, or one that is not a status', () => {

@@ -10,8 +10,13 @@ export interface PresentedDeadLetter {
   readonly source: DeadLetter['source'];
   readonly issues: readonly unknown[];
   readonly replayedAt: number | null;
+  /** 'gateway': refused at a gateway and reported upstream (source.gatewayLetterId is its id there). */
+  readonly origin: 'gateway' | 'local';
   readonly payloadEncoding: 'utf8' | 'base64';
   readonly payload: string;
+  /** The payload shown is the first bytes of one this large. */
+  readonly payloadTruncated: boolean;
+  readonly payloadBytes: number;
 }
 
 export function presentDeadLetter(entry: DeadLetter): PresentedDeadLetter {
@@ -25,7 +30,10 @@ export function presentDeadLetter(entry: DeadLetter): PresentedDeadLetter {
     source: entry.source,
     issues: entry.issues ?? [],
     replayedAt: entry.replayedAt,
+    origin: entry.source.gatewayLetterId !== undefined ? 'gateway' : 'local',
     payloadEncoding: isText ? 'utf8' : 'base64',
     payload: isText ? text : entry.payload.toString('base64'),
+    payloadTruncated: entry.payloadBytes !== undefined && entry.payloadBytes > entry.payload.byteLength,
+    payloadBytes: entry.payloadBytes ?? entry.payload.byteLength,
   };
 }

@@ -5,7 +5,7 @@ import { FerryError } from '@ferry/protocol';
 import type { ErrorCode } from '@ferry/protocol';
 import { openSqlite, systemClock } from '@ferry/runtime';
 import type { Clock } from '@ferry/runtime';
-import type { DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterStore, NewDeadLetter } from './store.js';
+import type { DeadLetter, DeadLetterCounts, DeadLetterFilter, DeadLetterStore, HeldGroup, NewDeadLetter } from './store.js';
 
 export const DEFAULT_MAX_DEAD_LETTERS = 100_000;
 /** `list` returns at most this many entries when the filter names no limit. */
@@ -27,7 +27,8 @@ export interface SqliteDeadLetterStoreOptions {
   readonly cacheKiB?: number;
 }
 
-const SCHEMA_VERSION = 1;
+/** v2: gateway_letter_id (letters gateways reported, unique per gateway) and payload_bytes. */
+const SCHEMA_VERSION = 2;
 
 interface Row {
   id: number;
@@ -41,6 +42,8 @@ interface Row {
   topic: string | null;
   seq: number | null;
   replayed_at: number | null;
+  gateway_letter_id: number | null;
+  payload_bytes: number | null;
 }
 
 interface StateRow {
@@ -77,6 +80,10 @@ function filterShape(filter: DeadLetterFilter): FilterShape {
     params.push(filter.gatewayId);
     key += 'g';
   }
+  if (filter.origin !== undefined) {
+    clauses.push(filter.origin === 'gateway' ? 'gateway_letter_id IS NOT NULL' : 'gateway_letter_id IS NULL');
+    key += filter.origin === 'gateway' ? 'o' : 'l';
+  }
   if (filter.afterId !== undefined) {
     clauses.push('id > ?');
     params.push(filter.afterId);
@@ -105,6 +112,7 @@ function rowToDeadLetter(row: Row): DeadLetter {
     ...(row.device_id !== null ? { deviceId: row.device_id } : {}),
     ...(row.topic !== null ? { topic: row.topic } : {}),
     ...(row.seq !== null ? { seq: row.seq } : {}),
+    ...(row.gateway_letter_id !== null ? { gatewayLetterId: row.gateway_letter_id } : {}),
   };
   return {
     id: row.id,
@@ -114,6 +122,7 @@ function rowToDeadLetter(row: Row): DeadLetter {
     reason: row.reason,
     ...(row.issues !== null ? { issues: JSON.parse(row.issues) as unknown[] } : {}),
     payload: row.payload,
+    ...(row.payload_bytes !== null ? { payloadBytes: row.payload_bytes } : {}),
     replayedAt: row.replayed_at,
   };
 }
@@ -133,10 +142,23 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
     setup: migrate,
   });
 
-  const insert = db.prepare<[number, string, string, string | null, Buffer, string | null, string | null, string | null, number | null], Row>(
-    `INSERT INTO dead_letters (at, code, reason, issues, payload, gateway_id, device_id, topic, seq)
-     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
+  type InsertParams = [number, string, string, string | null, Buffer, string | null, string | null, string | null, number | null, number | null, number | null];
+  const insert = db.prepare<InsertParams, Row>(
+    `INSERT INTO dead_letters (at, code, reason, issues, payload, gateway_id, device_id, topic, seq, gateway_letter_id, payload_bytes)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING *`,
   );
+  // Idempotency in the schema: a reported letter already held is not inserted again.
+  const insertReported = db.prepare<InsertParams>(
+    `INSERT INTO dead_letters (at, code, reason, issues, payload, gateway_id, device_id, topic, seq, gateway_letter_id, payload_bytes)
+     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+     ON CONFLICT (gateway_id, gateway_letter_id) WHERE gateway_letter_id IS NOT NULL DO NOTHING`,
+  );
+  const getReportedOne = db.prepare<[string, number], Row>('SELECT * FROM dead_letters WHERE gateway_id = ? AND gateway_letter_id = ?');
+  const heldGroups = db.prepare<[number], { gateway_id: string | null; device_id: string | null; code: string; held: number }>(
+    `SELECT gateway_id, device_id, code, COUNT(*) AS held FROM dead_letters WHERE replayed_at IS NULL
+     GROUP BY gateway_id, device_id, code ORDER BY held DESC, gateway_id, device_id, code LIMIT ?`,
+  );
+  const amendOne = db.prepare<[string, string, string | null, number]>('UPDATE dead_letters SET code = ?, reason = ?, issues = ? WHERE id = ?');
   const countCode = db.prepare<[string, number]>(
     'INSERT INTO dead_letter_counts (code, added) VALUES (?, ?) ON CONFLICT (code) DO UPDATE SET added = added + excluded.added',
   );
@@ -152,9 +174,9 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
   const listStatements = new Map<string, Database.Statement<unknown[], Row>>();
   const purgeStatements = new Map<string, Database.Statement<unknown[]>>();
 
-  function insertOne(entry: NewDeadLetter): Row {
+  function insertParams(entry: NewDeadLetter): InsertParams {
     const { source } = entry;
-    const row = insert.get(
+    return [
       entry.at ?? clock.now(),
       entry.code,
       entry.reason,
@@ -164,7 +186,13 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
       source.deviceId ?? null,
       source.topic ?? null,
       source.seq ?? null,
-    );
+      source.gatewayLetterId ?? null,
+      entry.payloadBytes ?? null,
+    ];
+  }
+
+  function insertOne(entry: NewDeadLetter): Row {
+    const row = insert.get(...insertParams(entry));
     if (!row) throw new Error('insert returned no row');
     return row;
   }
@@ -195,6 +223,23 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
     for (const [code, added] of byCode) countCode.run(code, added);
     addHeld.run(entries.length);
     enforceBound();
+  });
+
+  const addReportedTx = db.transaction((entries: readonly NewDeadLetter[]): number => {
+    const byCode = new Map<string, number>();
+    let added = 0;
+    for (const entry of entries) {
+      if (entry.source.gatewayId === undefined || entry.source.gatewayLetterId === undefined) {
+        throw new FerryError('FERRY_ERR_CONFIG_INVALID', 'a reported dead letter names its gatewayId and gatewayLetterId', { field: 'source' });
+      }
+      if (insertReported.run(...insertParams(entry)).changes === 0) continue;
+      added += 1;
+      byCode.set(entry.code, (byCode.get(entry.code) ?? 0) + 1);
+    }
+    for (const [code, n] of byCode) countCode.run(code, n);
+    addHeld.run(added);
+    enforceBound();
+    return added;
   });
 
   const purgeTx = db.transaction((shape: FilterShape): number => {
@@ -229,6 +274,25 @@ export function createSqliteDeadLetterStore(options: SqliteDeadLetterStoreOption
     addMany(entries) {
       if (entries.length === 0) return;
       storage('add', () => addManyTx(entries));
+    },
+    addReported(entries) {
+      if (entries.length === 0) return { added: 0, duplicates: 0 };
+      const added = storage('addReported', () => addReportedTx(entries));
+      return { added, duplicates: entries.length - added };
+    },
+    getReported(gatewayId, gatewayLetterId) {
+      return storage('get', () => {
+        const row = getReportedOne.get(gatewayId, gatewayLetterId);
+        return row ? rowToDeadLetter(row) : undefined;
+      });
+    },
+    heldBy(limit = 1000): HeldGroup[] {
+      return storage('heldBy', () =>
+        heldGroups.all(limit).map((g) => ({ gatewayId: g.gateway_id, deviceId: g.device_id, code: g.code as ErrorCode, held: g.held })),
+      );
+    },
+    amend(id, amendment) {
+      return storage('amend', () => amendOne.run(amendment.code, amendment.reason, serializeIssues(amendment.issues), id).changes > 0);
     },
     list(filter = {}) {
       return storage('list', () => {
@@ -274,6 +338,19 @@ function migrate(db: Database.Database): void {
     throw new Error(`file has schema version ${version}, this Ferry knows up to ${SCHEMA_VERSION}`);
   }
   if (version === SCHEMA_VERSION) return;
+  if (version < 1) createV1(db);
+  // v2, in one transaction with the version bump so a crash leaves v1 or v2, never half.
+  db.transaction(() => {
+    db.exec(`
+      ALTER TABLE dead_letters ADD COLUMN gateway_letter_id INTEGER;
+      ALTER TABLE dead_letters ADD COLUMN payload_bytes INTEGER;
+      CREATE UNIQUE INDEX IF NOT EXISTS dead_letters_reported ON dead_letters (gateway_id, gateway_letter_id) WHERE gateway_letter_id IS NOT NULL;
+      PRAGMA user_version = ${SCHEMA_VERSION};
+    `);
+  })();
+}
+
+function createV1(db: Database.Database): void {
   db.exec(`
     CREATE TABLE IF NOT EXISTS dead_letters (
       id INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -300,6 +377,6 @@ function migrate(db: Database.Database): void {
       discarded INTEGER NOT NULL
     );
     INSERT OR IGNORE INTO dead_letter_state (id, held, discarded) VALUES (1, 0, 0);
-    PRAGMA user_version = ${SCHEMA_VERSION};
+    PRAGMA user_version = 1;
   `);
 }

@@ -164,6 +164,53 @@ export function deadLetterStoreContract(name: string, makeHarness: () => DeadLet
       expect(second.list()).toHaveLength(2);
     });
 
+    it('keeps a letter a gateway reported once, however often the report arrives, and across a restart', () => {
+      const first = open();
+      const reported = (id: number, code: NewDeadLetter['code'] = 'FERRY_ERR_PAYLOAD_JSON'): NewDeadLetter =>
+        entry({ source: { gatewayId: 'gw-1', deviceId: 'dev-1', gatewayLetterId: id }, code, payload: Buffer.from('{"a":'), payloadBytes: 9000 });
+      expect(first.addReported([reported(1), reported(2)])).toEqual({ added: 2, duplicates: 0 });
+      expect(first.addReported([reported(2), reported(3, 'FERRY_ERR_VALUE_NOT_FINITE')])).toEqual({ added: 1, duplicates: 1 });
+      first.close();
+      const second = open();
+      expect(second.addReported([reported(1), reported(3)])).toEqual({ added: 0, duplicates: 2 });
+      // Another gateway's letter 1 is another letter.
+      expect(second.addReported([{ ...reported(1), source: { gatewayId: 'gw-2', gatewayLetterId: 1 } }])).toEqual({ added: 1, duplicates: 0 });
+      expect(second.counts()).toMatchObject({ held: 4, byCode: { FERRY_ERR_PAYLOAD_JSON: 3, FERRY_ERR_VALUE_NOT_FINITE: 1 } });
+      const got = second.getReported('gw-1', 3);
+      expect(got?.source).toEqual({ gatewayId: 'gw-1', deviceId: 'dev-1', gatewayLetterId: 3 });
+      expect(got?.payloadBytes).toBe(9000);
+      expect(second.list({ origin: 'gateway' })).toHaveLength(4);
+      second.add(entry());
+      expect(second.list({ origin: 'local' })).toHaveLength(1);
+      expect(second.list({ origin: 'gateway', gatewayId: 'gw-2' }).map((e) => e.source.gatewayLetterId)).toEqual([1]);
+    });
+
+    it('refuses a reported letter without its gateway and gateway letter id', () => {
+      const store = open();
+      expect(() => store.addReported([entry()])).toThrow(/gatewayLetterId/);
+      expect(store.counts().held).toBe(0);
+    });
+
+    it('groups held letters by gateway, device and code, largest first, leaving replayed ones out', () => {
+      const store = open();
+      store.addMany([entry(), entry(), entry({ source: { deviceId: 'dev-2' }, code: 'FERRY_ERR_TOPIC_UNKNOWN' })]);
+      const replayed = store.add(entry({ source: { deviceId: 'dev-3' } }));
+      store.markReplayed([replayed.id]);
+      expect(store.heldBy()).toEqual([
+        { gatewayId: 'gw-1', deviceId: 'dev-1', code: 'FERRY_ERR_PAYLOAD_JSON', held: 2 },
+        { gatewayId: null, deviceId: 'dev-2', code: 'FERRY_ERR_TOPIC_UNKNOWN', held: 1 },
+      ]);
+      expect(store.heldBy(1)).toHaveLength(1);
+    });
+
+    it('amends the code, reason and issues of a held entry, and says when there is none', () => {
+      const store = open();
+      const added = store.add(entry());
+      expect(store.amend(added.id, { code: 'FERRY_ERR_LIMIT_EXCEEDED', reason: 'too many metrics', issues: [{ n: 1 }] })).toBe(true);
+      expect(store.get(added.id)).toMatchObject({ code: 'FERRY_ERR_LIMIT_EXCEEDED', reason: 'too many metrics', issues: [{ n: 1 }] });
+      expect(store.amend(added.id + 100, { code: 'FERRY_ERR_LIMIT_EXCEEDED', reason: 'x' })).toBe(false);
+    });
+
     it('refuses use after close with FERRY_ERR_NOT_READY', () => {
       const store = open();
       store.close();

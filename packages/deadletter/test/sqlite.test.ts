@@ -75,6 +75,37 @@ describe('createSqliteDeadLetterStore', () => {
     });
   });
 
+  it('upgrades a version 1 file in place, keeping its entries and counts', () => {
+    withDir((dir) => {
+      const path = join(dir, 'd.db');
+      const v1 = new Database(path);
+      v1.exec(`
+        CREATE TABLE dead_letters (id INTEGER PRIMARY KEY AUTOINCREMENT, at INTEGER NOT NULL, code TEXT NOT NULL, reason TEXT NOT NULL,
+          issues TEXT, payload BLOB NOT NULL, gateway_id TEXT, device_id TEXT, topic TEXT, seq INTEGER, replayed_at INTEGER);
+        CREATE TABLE dead_letter_counts (code TEXT PRIMARY KEY, added INTEGER NOT NULL) WITHOUT ROWID;
+        CREATE TABLE dead_letter_state (id INTEGER PRIMARY KEY CHECK (id = 1), held INTEGER NOT NULL, discarded INTEGER NOT NULL);
+        INSERT INTO dead_letter_state VALUES (1, 1, 0);
+        INSERT INTO dead_letter_counts VALUES ('FERRY_ERR_PAYLOAD_JSON', 1);
+        INSERT INTO dead_letters (at, code, reason, payload, gateway_id, device_id) VALUES (5, 'FERRY_ERR_PAYLOAD_JSON', 'bad', x'7b', 'gw', 'd');
+        PRAGMA user_version = 1;
+      `);
+      v1.close();
+      const store = createSqliteDeadLetterStore({ path });
+      expect(store.list()).toEqual([
+        { id: 1, at: 5, source: { gatewayId: 'gw', deviceId: 'd' }, code: 'FERRY_ERR_PAYLOAD_JSON', reason: 'bad', payload: Buffer.from('{'), replayedAt: null },
+      ]);
+      expect(store.addReported([{ source: { gatewayId: 'gw', gatewayLetterId: 1 }, code: 'FERRY_ERR_PAYLOAD_JSON', reason: 'r', payload: Buffer.from('x') }])).toEqual({
+        added: 1,
+        duplicates: 0,
+      });
+      expect(store.counts()).toMatchObject({ held: 2, byCode: { FERRY_ERR_PAYLOAD_JSON: 2 } });
+      store.close();
+      const peek = new Database(path, { readonly: true });
+      expect(peek.pragma('user_version', { simple: true })).toBe(2);
+      peek.close();
+    });
+  });
+
   it('refuses a file written by a newer schema with FERRY_ERR_STORAGE', () => {
     withDir((dir) => {
       const path = join(dir, 'd.db');

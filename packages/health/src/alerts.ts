@@ -14,7 +14,7 @@ export type SubjectKind = 'device' | 'gateway' | 'ingestor';
 
 export interface AlertEvent {
   readonly at: number;
-  readonly event: 'pending' | 'firing' | 'resolved' | 'acknowledged' | 'silenced' | 'notified' | 'held';
+  readonly event: 'pending' | 'firing' | 'resolved' | 'acknowledged' | 'unacknowledged' | 'silenced' | 'notified' | 'held';
   readonly detail?: string;
 }
 
@@ -233,6 +233,38 @@ export class AlertEngine {
     return alert;
   }
 
+  /** Takes an acknowledgement back (it was premature, or the wrong alert): the alert is anyone's again. */
+  unacknowledge(id: number, by: string, comment?: string): Alert {
+    const alert = this.get(id);
+    if (!alert || alert.state === 'resolved') throw new FerryError('FERRY_ERR_NOT_READY', `alert ${id} is not active`, { id });
+    const now = this.clock.now();
+    delete alert.acknowledged;
+    this.record(alert, { at: now, event: 'unacknowledged', detail: comment === undefined ? by : `${by}: ${comment}` });
+    return alert;
+  }
+
+  /** Resolved alerts, the last resolved first: the history an operator looks back on (bounded by resolvedLimit). */
+  history(filter: { limit?: number; rule?: string; subject?: string } = {}): Alert[] {
+    const out: Alert[] = [];
+    const limit = filter.limit ?? 100;
+    for (let i = this.resolved.length - 1; i >= 0 && out.length < limit; i--) {
+      const a = this.resolved[i];
+      if (!a || (filter.rule !== undefined && a.rule !== filter.rule) || (filter.subject !== undefined && a.subject.id !== filter.subject)) continue;
+      out.push(a);
+    }
+    return out;
+  }
+
+  /** Resolved alerts kept. */
+  historySize(): number {
+    return this.resolved.length;
+  }
+
+  /** The silence that mutes this alert now, if any. */
+  silenceOf(alert: Alert, now = this.clock.now()): Silence | undefined {
+    return this.silencedBy(alert, now);
+  }
+
   silence(input: { matchers: SilenceMatchers; durationMs: number; by: string; comment?: string }): Silence {
     const now = this.clock.now();
     const silence: Silence = { id: this.nextSilenceId++, matchers: input.matchers, startsAt: now, endsAt: now + input.durationMs, by: input.by, ...(input.comment !== undefined ? { comment: input.comment } : {}) };
@@ -309,6 +341,9 @@ export class AlertEngine {
       this.end(alert, now, `${compiled.subject} forgotten`);
       return;
     }
+    // Inhibited behind an offline gateway: the gateway-offline alert speaks for its devices, whose
+    // alerts neither start, fire nor resolve until it is back (then they are looked at again).
+    if (compiled.subject === 'device' && this.fleet.device(id)?.liveness === 'unreachable') return;
     const condition: Condition = labels && compiled.matches(labels) ? this.condition(rule, compiled.subject, id, alert, now) : { active: false };
     if (condition.recheckAt !== undefined && condition.recheckAt > now) this.timers.schedule(key, condition.recheckAt);
     // Device and gateway alerts wait while the ingestor cannot see them; the ingestor's own do not.

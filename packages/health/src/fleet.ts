@@ -5,6 +5,8 @@
 import type { Clock } from '@ferry/runtime';
 import type { GatewayDisk, GatewayStatus, MetricValue } from '@ferry/protocol';
 import { DeadlineQueue } from './deadlines.js';
+import { arrivedAfter, CLOCK_OFFSET_SAMPLES, clockOffsetOf, gatewayStatusSupersedes } from './liveness.js';
+import type { Arrival, GatewayStatusMark } from './liveness.js';
 import type { HealthDefaults } from './rules.js';
 
 /** What the device itself says or shows, before the gateway and flapping are taken into account. */
@@ -34,6 +36,9 @@ export interface DeviceHealth {
   lastDataAt?: number;
   lastStatusAt?: number;
   lastStatus?: 'online' | 'offline';
+  /** The gateway seqs of the last status and of the latest data: their order of arrival at the gateway. */
+  lastStatusSeq?: number;
+  lastDataSeq?: number;
   messages: number;
   /** Learned reporting interval: fast (rate now) and slow (the device's normal) moving averages. */
   intervalMs?: number;
@@ -62,8 +67,22 @@ export interface GatewayHealth {
   state: GatewayState;
   since: number;
   lastStatusAt?: number;
-  /** The gateway's own time on the status it sent last; older statuses (a late Will) are ignored. */
+  /** The gateway's own time on the status taken last: shown, and the fallback order for gateways without epochs. */
   statusTs?: number;
+  /** The uplink session of the status taken last; statuses are ordered by it (liveness.ts). */
+  epoch?: number;
+  /** What the status taken last said (`state` may be offline by timeout meanwhile). */
+  statusState?: 'online' | 'offline';
+  /** The gateway's time on the last offline status taken (the fallback for gateways without epochs). */
+  offlineTs?: number;
+  /** How often the gateway publishes its status, as it says; its timeout is a few of these. */
+  statusIntervalMs?: number;
+  /** Our receive time minus the gateway's time, recent samples of this session; the smallest is the offset. */
+  clockOffsetSamples?: number[];
+  /** Add to a gateway time to get ours: how device receive times are put on the ingestor's clock. */
+  clockOffsetMs?: number;
+  /** Silence counts from here when later than its last status: the ingestor was away until then. */
+  rebase?: number;
   version?: string;
   uplink?: string;
   outboxDepth?: number;
@@ -92,6 +111,8 @@ export interface IngestorHealth {
 export interface ObservedReading {
   readonly deviceId: string;
   readonly gatewayId?: string | undefined;
+  /** The gateway's outbox seq: the order in which the gateway received its messages. */
+  readonly seq?: number | undefined;
   readonly kind: 'telemetry' | 'status';
   readonly ts: number;
   readonly tsSource: 'device' | 'gateway';
@@ -157,14 +178,22 @@ function heardAt(d: DeviceHealth): number {
   return d.lastHeardAt ?? Math.max(d.firstSeenAt, d.lastDataAt ?? 0, d.lastStatusAt ?? 0);
 }
 
+/** The ingestor's time of the gateway's last status (a timeout is not word from it). */
 function gatewayHeardAt(g: GatewayHealth): number {
-  return Math.max(g.since, g.lastStatusAt ?? 0);
+  return g.lastStatusAt ?? g.since;
 }
 
 function earliest(...times: (number | undefined)[]): number | undefined {
   let min: number | undefined;
   for (const t of times) if (t !== undefined && (min === undefined || t < min)) min = t;
   return min;
+}
+
+/** What ordering needs of the status taken last; records stored before epochs fall back on their state. */
+function markOf(g: GatewayHealth): GatewayStatusMark | undefined {
+  if (g.statusTs === undefined) return undefined;
+  const state = g.statusState ?? (g.state === 'offline' ? 'offline' : 'online');
+  return { epoch: g.epoch, state, ts: g.statusTs, offlineTs: g.offlineTs };
 }
 
 export class FleetHealth {
@@ -174,6 +203,8 @@ export class FleetHealth {
   private readonly gatewaysById = new Map<string, GatewayHealth>();
   private readonly devicesByGateway = new Map<string, Set<string>>();
   private readonly deadlines = new DeadlineQueue();
+  /** When each online gateway times out without a status. */
+  private readonly gatewayDeadlines = new DeadlineQueue();
   private readonly watched: Set<string>;
   private changedDevices = new Set<string>();
   private changedGateways = new Set<string>();
@@ -256,6 +287,13 @@ export class FleetHealth {
     return this.defaults.timeoutMs;
   }
 
+  /** How long a gateway may stay quiet before it is offline: a few of its status intervals, else the default. */
+  gatewayTimeoutOf(g: GatewayHealth): number {
+    const { gatewayIntervalFactor, gatewayMinTimeoutMs, gatewayTimeoutMs } = this.defaults;
+    if (g.statusIntervalMs === undefined) return gatewayTimeoutMs;
+    return Math.max(gatewayMinTimeoutMs, g.statusIntervalMs * gatewayIntervalFactor);
+  }
+
   expectedIntervalOf(d: DeviceHealth): number | undefined {
     const own = this.defaults.devices[d.deviceId]?.expectedIntervalMs;
     if (own !== undefined) return own;
@@ -291,8 +329,9 @@ export class FleetHealth {
     if (r.gatewayId !== undefined && r.gatewayId !== d.gatewayId) this.moveDevice(d, r.gatewayId);
     const profile = this.defaults.devices[d.deviceId]?.profile;
     if (profile !== undefined) d.profile = profile;
-    // The gateway's receive time, never later than ours (a gateway clock running ahead).
-    const at = Math.min(now, r.receivedAt);
+    // The gateway's receive time put on our clock (its offset learned from its statuses), never later than now.
+    const offset = r.gatewayId === undefined ? 0 : (this.gatewaysById.get(r.gatewayId)?.clockOffsetMs ?? 0);
+    const at = Math.min(now, r.receivedAt + offset);
     if (r.kind === 'status') this.observeStatus(d, r, at);
     else this.observeTelemetry(d, r, at);
     this.refreshDevice(d, now, r.kind === 'status' ? 'status' : 'data');
@@ -314,10 +353,25 @@ export class FleetHealth {
       this.forgottenGatewayIds.delete(g.gatewayId);
       this.forgetGateways.schedule(g.gatewayId, now + this.defaults.forgetAfter);
     }
-    // A Will from a session that a newer connection replaced carries an older time: ignore it.
-    if (g.statusTs !== undefined && status.ts < g.statusTs) return true;
+    // Which status wins is decided by session and arrival (liveness.ts), never by the gateway's clock alone.
+    if (!gatewayStatusSupersedes(markOf(g), status)) return true;
+    const at = Math.min(now, receivedAt);
+    const newSession = status.epoch !== g.epoch;
+    if (status.epoch !== undefined) g.epoch = status.epoch;
+    else delete g.epoch;
+    g.statusState = status.state;
     g.statusTs = status.ts;
-    g.lastStatusAt = Math.min(now, receivedAt);
+    if (status.state === 'offline') g.offlineTs = status.ts;
+    g.lastStatusAt = at;
+    delete g.rebase;
+    if (status.statusIntervalMs !== undefined) g.statusIntervalMs = status.statusIntervalMs;
+    if (status.state === 'online') {
+      // A Will carries the time its session began, so only live statuses tell the clock's offset.
+      const samples = newSession ? [] : (g.clockOffsetSamples ?? []);
+      pushBounded(samples, at - status.ts, CLOCK_OFFSET_SAMPLES);
+      g.clockOffsetSamples = samples;
+      g.clockOffsetMs = clockOffsetOf(samples);
+    }
     if (status.version !== undefined) g.version = status.version;
     if (status.uplink !== undefined) g.uplink = status.uplink;
     if (status.outbox) {
@@ -331,18 +385,8 @@ export class FleetHealth {
       if (total > g.dropped) g.droppedAt = now;
       g.dropped = total;
     }
-    if (g.state !== status.state) {
-      pushBounded(g.history, { at: now, from: g.state, to: status.state, reason: 'status' }, this.defaults.historyLimit);
-      g.state = status.state;
-      g.since = now;
-      // Its devices become unreachable (or come back) together: one alert for the gateway, not one per device.
-      for (const id of this.devicesByGateway.get(g.gatewayId) ?? []) {
-        const d = this.devicesById.get(id);
-        if (!d) continue;
-        if (status.state === 'offline') this.refreshDevice(d, now, 'gateway offline');
-        else this.rebaseDevice(d, now, 'gateway online');
-      }
-    }
+    this.setGatewayState(g, status.state, now, status.state === 'offline' && status.uplink === 'lost' ? 'will' : 'status');
+    this.scheduleGateway(g, now);
     this.changedGateways.add(g.gatewayId);
     this.dirtyGateways.add(g.gatewayId);
     return true;
@@ -359,6 +403,7 @@ export class FleetHealth {
       // What went unseen during the outage does not count as the devices' silence.
       this.ingestor.observedSince = now;
       this.ingestor.holdUntil = Math.max(this.ingestor.holdUntil, now + this.defaults.graceMs);
+      for (const g of this.gatewaysById.values()) this.rebaseGateway(g, now);
       for (const d of this.devicesById.values()) this.rebaseDevice(d, now, 'ingestor reconnected');
     }
     if (before !== after) this.ingestorChanged = true;
@@ -370,6 +415,7 @@ export class FleetHealth {
     this.ingestor.observedSince = now;
     this.ingestor.holdUntil = now + this.defaults.graceMs;
     this.wasHeld = true;
+    for (const g of this.gatewaysById.values()) this.rebaseGateway(g, now);
     for (const d of this.devicesById.values()) this.rebaseDevice(d, now, 'restart');
   }
 
@@ -407,6 +453,18 @@ export class FleetHealth {
     this.wasHeld = held;
     // While the ingestor is cut off, the devices' own deadlines wait: they are rebased when it returns.
     if (!this.ingestor.broker || !this.ingestor.sink) return;
+    // Gateways first: a gateway gone quiet makes its devices unreachable before their own deadlines count.
+    for (const key of this.gatewayDeadlines.popDue(now)) {
+      const g = this.gatewaysById.get(key);
+      if (!g || g.state !== 'online') continue;
+      const due = this.gatewayDueAt(g);
+      if (due !== undefined && due > now) this.gatewayDeadlines.schedule(key, due);
+      else {
+        this.setGatewayState(g, 'offline', now, 'timeout');
+        this.changedGateways.add(g.gatewayId);
+        this.dirtyGateways.add(g.gatewayId);
+      }
+    }
     for (const key of this.deadlines.popDue(now)) {
       const d = this.devicesById.get(key);
       if (d) this.refreshDevice(d, now, 'timeout');
@@ -432,7 +490,7 @@ export class FleetHealth {
   nextDeadline(): number | undefined {
     // Cut off: nothing is due until the links return (setLinks), only the end of a grace window.
     const cutOff = !this.ingestor.broker || !this.ingestor.sink;
-    const next = cutOff ? undefined : earliest(this.deadlines.peek(), this.forgetDevices.peek(), this.forgetGateways.peek());
+    const next = cutOff ? undefined : earliest(this.gatewayDeadlines.peek(), this.deadlines.peek(), this.forgetDevices.peek(), this.forgetGateways.peek());
     const hold = this.held() ? this.ingestor.holdUntil : undefined;
     if (next === undefined) return hold;
     return hold === undefined ? next : Math.min(next, hold);
@@ -510,6 +568,7 @@ export class FleetHealth {
     this.gatewaysById.delete(g.gatewayId);
     this.devicesByGateway.delete(g.gatewayId);
     this.forgetGateways.cancel(g.gatewayId);
+    this.gatewayDeadlines.cancel(g.gatewayId);
     this.dirtyGateways.delete(g.gatewayId);
     this.forgottenGatewayIds.add(g.gatewayId);
     this.changedGateways.add(g.gatewayId);
@@ -530,6 +589,9 @@ export class FleetHealth {
   private moveDevice(d: DeviceHealth, gatewayId: string): void {
     if (d.gatewayId !== undefined) this.unindexDevice(d.deviceId, d.gatewayId, this.clock.now());
     d.gatewayId = gatewayId;
+    // Another gateway's seqs say nothing about this one's order: times order them until it speaks again.
+    delete d.lastStatusSeq;
+    delete d.lastDataSeq;
     this.indexDevice(d.deviceId, gatewayId);
   }
 
@@ -545,12 +607,16 @@ export class FleetHealth {
   private observeStatus(d: DeviceHealth, r: ObservedReading, receivedAt: number): void {
     const state = r.metrics['state'];
     if (state !== 'online' && state !== 'offline') return;
-    // Ordered by time: the device's own time when it gave one, else the receive time.
-    const at = r.tsSource === 'device' ? Math.min(r.ts, receivedAt) : receivedAt;
-    // A status older than what we know (a Will from a replaced session, a late retained copy) changes nothing.
-    if (d.lastStatusAt !== undefined && at < d.lastStatusAt) return;
-    if (state === 'offline' && d.lastDataAt !== undefined && at < d.lastDataAt) return;
-    d.lastStatusAt = at;
+    // Ordered by arrival, never by the device's time: a Last Will carries the time its session
+    // began (or none), so by that time it would lose to the session's own online status.
+    const arrival: Arrival = { at: receivedAt, seq: r.seq };
+    // A status that arrived before the one we know (a batch that settled late) changes nothing.
+    if (d.lastStatusAt !== undefined && !arrivedAfter(arrival, { at: d.lastStatusAt, seq: d.lastStatusSeq })) return;
+    // Nor does an offline that arrived before the latest data: the device spoke after it.
+    if (state === 'offline' && d.lastDataAt !== undefined && !arrivedAfter(arrival, { at: d.lastDataAt, seq: d.lastDataSeq })) return;
+    d.lastStatusAt = receivedAt;
+    if (r.seq !== undefined) d.lastStatusSeq = r.seq;
+    else delete d.lastStatusSeq;
     d.lastStatus = state;
     d.messages++;
   }
@@ -582,6 +648,7 @@ export class FleetHealth {
       d.missed /= 2;
     }
     if (d.lastDataAt === undefined || at > d.lastDataAt) d.lastDataAt = at;
+    if (r.seq !== undefined && (d.lastDataSeq === undefined || r.seq > d.lastDataSeq)) d.lastDataSeq = r.seq;
     if (r.tsSource === 'device') d.skewMs = Math.round(ewma(d.skewMs, r.receivedAt - r.ts, FAST));
     const { battery, rssi, firmware } = this.defaults.fields;
     for (const [name, value] of Object.entries(r.metrics)) {
@@ -625,6 +692,12 @@ export class FleetHealth {
     else this.scheduleDevice(d, now);
   }
 
+  private statusAfterData(d: DeviceHealth): boolean {
+    if (d.lastStatusAt === undefined) return false;
+    if (d.lastDataAt === undefined) return true;
+    return arrivedAfter({ at: d.lastStatusAt, seq: d.lastStatusSeq }, { at: d.lastDataAt, seq: d.lastDataSeq });
+  }
+
   private evidenceOf(d: DeviceHealth): number | undefined {
     const status = d.lastStatus === 'online' ? d.lastStatusAt : undefined;
     if (d.lastDataAt === undefined) return status;
@@ -632,7 +705,7 @@ export class FleetHealth {
   }
 
   private rawLiveness(d: DeviceHealth, now: number): RawLiveness {
-    if (d.lastStatus === 'offline' && d.lastStatusAt !== undefined && (d.lastDataAt === undefined || d.lastStatusAt >= d.lastDataAt)) return 'offline';
+    if (d.lastStatus === 'offline' && d.lastStatusAt !== undefined && (d.lastDataAt === undefined || this.statusAfterData(d))) return 'offline';
     const evidence = this.evidenceOf(d);
     if (evidence === undefined) return 'unknown';
     const silence = now - Math.max(evidence, d.rebase ?? evidence);
@@ -655,6 +728,41 @@ export class FleetHealth {
     const next = due.length > 0 ? Math.max(now, Math.min(...due)) : undefined;
     if (next === undefined) this.deadlines.cancel(d.deviceId);
     else this.deadlines.schedule(d.deviceId, next);
+  }
+
+  /** Sets the gateway's state; its devices become unreachable (or come back) together. */
+  private setGatewayState(g: GatewayHealth, state: 'online' | 'offline', now: number, reason: string): void {
+    if (g.state === state) return;
+    pushBounded(g.history, { at: now, from: g.state, to: state, reason }, this.defaults.historyLimit);
+    g.state = state;
+    g.since = now;
+    if (state === 'offline') this.gatewayDeadlines.cancel(g.gatewayId);
+    // One alert for the gateway, not one per device: behind it, silence says nothing about them.
+    for (const id of this.devicesByGateway.get(g.gatewayId) ?? []) {
+      const d = this.devicesById.get(id);
+      if (!d) continue;
+      if (state === 'offline') this.refreshDevice(d, now, 'gateway offline');
+      else this.rebaseDevice(d, now, 'gateway online');
+    }
+  }
+
+  /** When an online gateway times out: a few status intervals after its last status (or our return). */
+  private gatewayDueAt(g: GatewayHealth): number | undefined {
+    if (g.state !== 'online' || g.lastStatusAt === undefined) return undefined;
+    return Math.max(g.lastStatusAt, g.rebase ?? g.lastStatusAt) + this.gatewayTimeoutOf(g);
+  }
+
+  private scheduleGateway(g: GatewayHealth, now: number): void {
+    const due = this.gatewayDueAt(g);
+    if (due === undefined) this.gatewayDeadlines.cancel(g.gatewayId);
+    else this.gatewayDeadlines.schedule(g.gatewayId, Math.max(now, due));
+  }
+
+  /** The ingestor was away: the gateway's silence counts from now. */
+  private rebaseGateway(g: GatewayHealth, now: number): void {
+    if (g.state !== 'online') return;
+    g.rebase = now;
+    this.scheduleGateway(g, now);
   }
 
   private touchDevice(d: DeviceHealth): void {

@@ -114,6 +114,12 @@ export const healthDefaultsSchema = z
     flapWindowMs: durationSchema.default(900_000),
     /** Online/offline changes within the window that make a device flapping. */
     flapTransitions: z.number().int().min(2).default(4),
+    /** A gateway is offline once quiet for this many of its status intervals (its status says how often it publishes). */
+    gatewayIntervalFactor: z.number().min(2).default(3),
+    /** Floor for that timeout: a gateway publishing every second is not dropped for one slow second. */
+    gatewayMinTimeoutMs: durationSchema.default(5_000),
+    /** The timeout for a gateway whose status does not say its interval (a gateway older than that field). */
+    gatewayTimeoutMs: durationSchema.default(60_000),
     /** After a restart or a lost broker/database link, alerts wait this long (no notification storm). */
     graceMs: durationSchema.default(120_000),
     historyLimit: z.number().int().positive().default(20),

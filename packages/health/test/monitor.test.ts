@@ -98,24 +98,25 @@ describe('device liveness and the offline alert', () => {
     expect(sent.map((n) => n.status)).toEqual(['firing', 'resolved']);
   });
 
-  it('a status message or Last Will takes the device offline at once; an older Will is ignored', () => {
+  it('a status message or Last Will takes the device offline at once, ordered by arrival, not by the time it carries', () => {
     const { clock, monitor } = setup([]);
     monitor.observeReading({ ...reading(clock, 'd1'), kind: 'status', metrics: { state: 'online' } });
     monitor.tick();
     expect(monitor.fleet.device('d1')?.liveness).toBe('online');
     const connectedAt = clock.now();
     clock.advance(10_000);
-    monitor.observeReading({ ...reading(clock, 'd1'), kind: 'status', metrics: { state: 'online' } });
+    monitor.observeReading(reading(clock, 'd1'));
     clock.advance(1000);
-    // The Will of the first session, taken over by the second: it carries the first session's time.
+    // The Will of this session carries the time the session began, older than its data: it still wins.
     monitor.observeReading({ ...reading(clock, 'd1'), kind: 'status', ts: connectedAt, metrics: { state: 'offline' } });
-    monitor.tick();
-    expect(monitor.fleet.device('d1')?.liveness).toBe('online');
-    clock.advance(1000);
-    monitor.observeReading({ ...reading(clock, 'd1'), kind: 'status', metrics: { state: 'offline' } });
     monitor.tick();
     expect(monitor.fleet.device('d1')?.liveness).toBe('offline');
     expect(monitor.fleet.device('d1')?.history.at(-1)?.reason).toBe('status');
+    // Data that arrives after it brings the device back.
+    clock.advance(1000);
+    monitor.observeReading(reading(clock, 'd1'));
+    monitor.tick();
+    expect(monitor.fleet.device('d1')?.liveness).toBe('online');
   });
 
   it('learns the inactivity timeout from the device reporting interval', () => {
@@ -182,12 +183,11 @@ describe('gateways', () => {
     expect(sent.map((n) => n.status)).toEqual(['firing', 'resolved']);
   });
 
-  it('ignores a gateway Will older than the status of its newer session', () => {
+  it('ignores a gateway Will of an older session, whatever time it carries', () => {
     const { clock, monitor } = setup([]);
-    const firstSession = clock.now();
-    clock.advance(5000);
-    monitor.observeGatewayStatus(gatewayStatus('gw1', 'online', clock.now()));
-    monitor.observeGatewayStatus(gatewayStatus('gw1', 'offline', firstSession));
+    monitor.observeGatewayStatus(gatewayStatus('gw1', 'online', clock.now(), { epoch: 2 }));
+    // The first session's Will, published by the broker after the second session connected, dated later.
+    monitor.observeGatewayStatus(gatewayStatus('gw1', 'offline', clock.now() + 60_000, { epoch: 1, uplink: 'lost' }));
     expect(monitor.fleet.gateway('gw1')?.state).toBe('online');
   });
 

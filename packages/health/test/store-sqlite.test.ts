@@ -23,7 +23,8 @@ describe('sqlite health store', () => {
     dirs.push(dir);
     const path = join(dir, 'health.db');
     const clock = new ManualClock(1_700_000_000_000);
-    const first = new HealthMonitor({ clock, rules, defaults: { timeoutMs: '2m', graceMs: '1m' } });
+    // gw1 speaks once here: its own timeout is not what this test is about.
+    const first = new HealthMonitor({ clock, rules, defaults: { timeoutMs: '2m', graceMs: '1m', gatewayTimeoutMs: '1h' } });
     const store = createSqliteHealthStore({ path });
     expect(store.load()).toBeUndefined();
     clock.advance(120_000);
@@ -49,7 +50,7 @@ describe('sqlite health store', () => {
     const reopened = createSqliteHealthStore({ path });
     const state = reopened.load();
     expect(state).toBeDefined();
-    const second = new HealthMonitor({ clock, rules, defaults: { timeoutMs: '2m', graceMs: '1m' }, ...(state ? { restore: state } : {}) });
+    const second = new HealthMonitor({ clock, rules, defaults: { timeoutMs: '2m', graceMs: '1m', gatewayTimeoutMs: '1h' }, ...(state ? { restore: state } : {}) });
     expect(second.fleet.device('d1')).toMatchObject({ liveness: 'offline', gatewayId: 'gw1', battery: 50, lastDeviceSeq: 7 });
     expect(second.fleet.gateway('gw1')).toMatchObject({ state: 'online', version: '1.4.0' });
     const [alert] = second.alerts.list({ state: 'firing' });

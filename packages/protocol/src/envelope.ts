@@ -130,7 +130,7 @@ export function decodeBatch(payload: Uint8Array, maxBytes: number): DecodedBatch
   }
 }
 
-const errorCodeSchema = z.string().refine((c): c is ErrorCode => (errorCodes as string[]).includes(c), 'unknown error code');
+export const errorCodeSchema = z.string().refine((c): c is ErrorCode => (errorCodes as string[]).includes(c), 'unknown error code');
 
 export const ackSchema = z
   .object({
@@ -237,6 +237,14 @@ export const gatewayStatusSchema = z
     /** Bytes written to the gateway's storage per reading committed (SD-card wear); null before any. */
     diskWriteBytesPerReading: z.number().nonnegative().nullable().optional(),
     disk: gatewayDiskSchema.optional(),
+    /**
+     * The uplink session this status belongs to: a number the gateway never gives out twice and
+     * takes afresh at each connect attempt, so a larger epoch is a newer session. Its Last Will
+     * carries the same epoch as the session's statuses. Absent from gateways before it existed.
+     */
+    epoch: z.number().int().nonnegative().optional(),
+    /** How often the gateway publishes its status: a gateway quiet for a few of these is offline. */
+    statusIntervalMs: z.number().int().positive().optional(),
   })
   .passthrough();
 

@@ -7,5 +7,6 @@ export * from './http.js';
 export * from './sqlite.js';
 export * from './disk-full.js';
 export * from './credentials.js';
+export * from './abort.js';
 export * from './packet-guard.js';
 export * from './log-throttle.js';

@@ -1,6 +1,7 @@
 // `ferry deadletter`: inspect, replay and purge what Ferry refused. Through the ingestor's ops
-// API (--ingestor), or straight from a data dir's deadletters.db (--data-dir), which also
-// reaches a gateway's dead letters and works while the process is stopped.
+// API (--ingestor), which also holds what gateways refused and reported (origin gateway, replayed
+// by their gateway), or straight from a data dir's deadletters.db (--data-dir), which works while
+// the process is stopped.
 import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Command } from 'commander';
@@ -21,6 +22,7 @@ interface FilterFlags {
   code?: string;
   device?: string;
   gateway?: string;
+  origin?: string;
   includeReplayed?: boolean;
 }
 
@@ -30,11 +32,27 @@ export interface PresentedDeadLetter {
   readonly at: number;
   readonly code: string;
   readonly reason: string;
-  readonly source: { gatewayId?: string; deviceId?: string; topic?: string; seq?: number };
+  readonly source: { gatewayId?: string; deviceId?: string; topic?: string; seq?: number; gatewayLetterId?: number };
   readonly issues?: readonly unknown[];
   readonly replayedAt: number | null;
+  /** Absent from ingestors before gateway reporting. */
+  readonly origin?: 'gateway' | 'local';
   readonly payloadEncoding: 'utf8' | 'base64';
   readonly payload: string;
+  readonly payloadTruncated?: boolean;
+  readonly payloadBytes?: number;
+}
+
+/** The latest dead-letter counts a gateway reported to the ingestor. */
+interface ReportedCounts {
+  readonly held: number;
+  readonly discarded: number;
+  readonly reportedAt: number;
+}
+
+function checkOrigin(origin: string | undefined): 'gateway' | 'local' | undefined {
+  if (origin === undefined || origin === 'gateway' || origin === 'local') return origin;
+  throw new FerryError('FERRY_ERR_CONFIG_INVALID', `origin: "${origin}" is not gateway or local`, { fields: ['origin'] });
 }
 
 
@@ -50,7 +68,9 @@ function checkCode(code: string | undefined): ErrorCode | undefined {
 
 function storeFilter(flags: FilterFlags, limit?: number): DeadLetterFilter {
   const code = checkCode(flags.code);
+  const origin = checkOrigin(flags.origin);
   return {
+    ...(origin !== undefined ? { origin } : {}),
     ...(code !== undefined ? { code } : {}),
     ...(flags.device !== undefined ? { deviceId: flags.device } : {}),
     ...(flags.gateway !== undefined ? { gatewayId: flags.gateway } : {}),
@@ -64,6 +84,7 @@ function query(filter: DeadLetterFilter): string {
   if (filter.code) params.set('code', filter.code);
   if (filter.deviceId !== undefined) params.set('deviceId', filter.deviceId);
   if (filter.gatewayId !== undefined) params.set('gatewayId', filter.gatewayId);
+  if (filter.origin !== undefined) params.set('origin', filter.origin);
   if (filter.includeReplayed) params.set('includeReplayed', 'true');
   if (filter.limit !== undefined) params.set('limit', String(filter.limit));
   const text = params.toString();
@@ -97,7 +118,9 @@ function withStore<T>(path: string, use: (store: DeadLetterStore) => T): T {
 
 function summaryLine(e: PresentedDeadLetter): string {
   const where = [e.source.gatewayId, e.source.deviceId].filter((s) => s !== undefined).join('/') || e.source.topic || '-';
-  return [String(e.id).padStart(6), new Date(e.at).toISOString(), e.code.padEnd(28), where, e.replayedAt !== null ? '(replayed)' : '', e.reason]
+  // A letter a gateway refused and reported: its id there, for `ferry deadletter show --data-dir` on the gateway.
+  const origin = e.source.gatewayLetterId !== undefined ? `(at gateway ${e.source.gatewayId ?? '?'}, its #${e.source.gatewayLetterId})` : '';
+  return [String(e.id).padStart(6), new Date(e.at).toISOString(), e.code.padEnd(28), where, origin, e.replayedAt !== null ? '(replayed)' : '', e.reason]
     .filter((s) => s !== '')
     .join('  ');
 }
@@ -129,16 +152,25 @@ async function list(flags: ListFlags): Promise<number> {
   const source = chooseSource(flags);
   let entries: PresentedDeadLetter[];
   let counts: unknown;
+  let gateways: Record<string, ReportedCounts> | undefined;
   if (source.kind === 'store') {
     [entries, counts] = withStore(source.path, (store) => [store.list(filter).map(presentDeadLetter), store.counts()]);
   } else {
     const answer = await callIngestor(source.base, 'GET', `/api/deadletters${query(filter)}`);
     if (answer.status !== 200) throw new Error(`the ingestor answered ${answer.status}: ${JSON.stringify(answer.body)}`);
-    ({ entries, counts } = answer.body as { entries: PresentedDeadLetter[]; counts: unknown });
+    ({ entries, counts, gateways } = answer.body as { entries: PresentedDeadLetter[]; counts: unknown; gateways?: Record<string, ReportedCounts> });
   }
-  if (flags.json) writeOut(JSON.stringify({ entries, counts }));
-  else if (entries.length === 0) writeOut('no dead letters match');
+  if (flags.json) {
+    writeOut(JSON.stringify({ entries, counts, ...(gateways !== undefined ? { gateways } : {}) }));
+    return EXIT_OK;
+  }
+  if (entries.length === 0) writeOut('no dead letters match');
   else for (const e of entries) writeOut(summaryLine(e));
+  // What each gateway said it holds: letters its bound discarded before a report show only here.
+  for (const [id, c] of Object.entries(gateways ?? {})) {
+    if (flags.gateway !== undefined && flags.gateway !== id) continue;
+    writeOut(`gateway ${id} holds ${c.held} dead letters, its bound discarded ${c.discarded} (reported ${new Date(c.reportedAt).toISOString()})`);
+  }
   return EXIT_OK;
 }
 
@@ -216,6 +248,7 @@ function filterOptions(cmd: Command): Command {
     .option('--code <code>', 'only this error code, e.g. FERRY_ERR_PAYLOAD_SCHEMA')
     .option('--device <id>', 'only this device')
     .option('--gateway <id>', 'only this gateway')
+    .option('--origin <where>', 'gateway: only letters gateways refused and reported; local: only those refused by this process')
     .option('--include-replayed', 'include entries already replayed');
 }
 
@@ -238,7 +271,7 @@ export function deadletterCommand(): Command {
   );
   command.addCommand(
     new Command('replay')
-      .description('send dead letters through the ingestor again (after fixing what refused them)')
+      .description('send dead letters through the ingestor again (after fixing what refused them); a gateway\'s letter is replayed by its gateway')
       .argument('<ids...>', 'dead-letter ids')
       .option('--ingestor <url>', `ingestor ops URL (or set ${INGESTOR_URL_ENV})`)
       .action(async (ids: string[], flags: { ingestor?: string }) => {

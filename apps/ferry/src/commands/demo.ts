@@ -205,6 +205,9 @@ export async function runDemo(flags: DemoFlags): Promise<number> {
     const started = await Promise.race([starting.then(() => true), signal.then(() => false)]);
     if (!started) {
       stopping = true;
+      // Closing ends the start-up wait of the component still starting (its ready() rejects at
+      // once); finish() below closes the rest.
+      await closeAll(p, logger);
       await starting.catch(() => undefined);
       throw new Interrupted();
     }

@@ -13,6 +13,9 @@ export interface FleetReport {
     dropped: number;
     version?: string;
     disk?: { totalBytes: number; freeBytes: number; full: boolean };
+    /** How current the figures are (the ingestor's freshness.ts); absent from older ingestors. */
+    ageMs?: number | null;
+    stale?: boolean;
   }[];
   alerts: { id: number; rule: string; severity: string; summary: string; firingAt?: number; acknowledged?: { by: string } }[];
 }
@@ -21,6 +24,22 @@ function ago(ts: number | undefined, now: number): string {
   if (ts === undefined) return 'never';
   const s = Math.max(0, Math.round((now - ts) / 1000));
   return s < 120 ? `${s}s ago` : s < 7200 ? `${Math.round(s / 60)}m ago` : `${Math.round(s / 3600)}h ago`;
+}
+
+/** `38 s`, `5 min`, `2 h`. Pure. */
+export function formatAge(ms: number): string {
+  const s = Math.max(0, Math.round(ms / 1000));
+  return s < 120 ? `${s} s` : s < 7200 ? `${Math.round(s / 60)} min` : `${Math.round(s / 3600)} h`;
+}
+
+/**
+ * When a gateway last reported, as the ingestor measured it: `reported 3 s ago`, or
+ * `STALE: reported 38 s ago` once its next status is overdue, so old figures never pass for current.
+ */
+export function formatReported(view: { ageMs?: number | null; stale?: boolean; receivedAt?: number }, now: number): string {
+  const ageMs = view.ageMs ?? (view.receivedAt === undefined ? undefined : Math.max(0, now - view.receivedAt));
+  const when = ageMs === undefined ? 'never reported' : `reported ${formatAge(ageMs)} ago`;
+  return view.stale ? `STALE: ${when}` : when;
 }
 
 /** Left-aligned columns, two spaces apart. */
@@ -51,10 +70,11 @@ export function formatFleet(report: FleetReport, now: number): string[] {
     lines.push('gateway health:');
     lines.push(
       ...table(
-        ['GATEWAY', 'STATE', 'DEVICES', 'BACKLOG', 'OLDEST UNSENT', 'DROPPED', 'DISK FREE', 'VERSION'],
+        ['GATEWAY', 'STATE', 'LAST REPORT', 'DEVICES', 'BACKLOG', 'OLDEST UNSENT', 'DROPPED', 'DISK FREE', 'VERSION'],
         report.gateways.map((g) => [
           g.gatewayId,
           g.state,
+          g.ageMs === undefined ? '-' : formatReported(g, now),
           String(g.devices),
           String(g.outboxDepth ?? '-'),
           g.oldestUnsentAgeMs === null ? '-' : `${Math.round(g.oldestUnsentAgeMs / 1000)}s`,
