@@ -211,6 +211,8 @@ export const gatewayConfigSchema = z
     deadLetters: z
       .object({
         maxEntries: z.number().int().positive().default(100_000),
+        /** How often letters not yet reported upstream are looked for, and counts re-sent while any are held. */
+        reportIntervalMs: z.number().int().positive().default(30_000),
       })
       .strict()
       .prefault({}),

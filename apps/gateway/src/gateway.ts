@@ -4,20 +4,24 @@ import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
 import { parseDuration } from '@ferry/processing';
-import type { GapRecord, GatewayDisk, Rejection } from '@ferry/protocol';
+import type { GapRecord, GatewayDisk } from '@ferry/protocol';
 import { createLogger, createOpsServer, opsTokens, createRegistry, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import { GATEWAY_SQLITE_CACHE_KIB } from './outbox-file.js';
-import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
+import type { DeadLetterStore } from '@ferry/deadletter';
 import { gatewayConfigSchema } from './config.js';
 import type { GatewayConfig, GatewayConfigInput } from './config.js';
 import { attachToBroker, listenForDevices } from './receive.js';
-import type { DeviceSender } from './receive.js';
 import { createDeviceAccess } from './device-access.js';
 import type { DeviceAccess } from './device-access.js';
 import type { DeviceAttachment, DeviceListener } from './receive.js';
 import { createDeviceMessageValidator } from './validate.js';
+import { createDeadLetterReporter } from './deadletter-report.js';
+import { createDeviceIntake } from './intake.js';
+import { MessageAccounting } from './message-accounting.js';
+import type { DeviceMessageCounts } from './message-accounting.js';
+import type { DeadLetterReporter } from './deadletter-report.js';
 import { createGroupCommitter } from './commit.js';
 import type { GroupCommitter } from './commit.js';
 import { createSqliteOutbox } from './outbox.js';
@@ -87,6 +91,8 @@ export interface GatewayStats {
   processing: EdgeProcessingStats | null;
   /** The disk under the outbox at the last check (every few seconds); null before the first. */
   disk: GatewayDisk | null;
+  /** Where device messages went: received = stored + dead_lettered + ignored + deferred, once none is in flight. */
+  messages: Readonly<DeviceMessageCounts>;
 }
 
 export interface Gateway {
@@ -101,8 +107,7 @@ export interface Gateway {
   readonly deadLetters: DeadLetterStore;
 }
 
-/** Largest raw payload kept in a dead letter, in bytes. */
-export const DEAD_LETTER_PAYLOAD_CAP = 1024 * 1024;
+export { DEAD_LETTER_PAYLOAD_CAP } from './deadletter-report.js';
 
 function packageVersion(): string {
   try {
@@ -127,6 +132,7 @@ interface Running {
   attachment?: DeviceAttachment;
   ops?: OpsServer;
   uplink?: Uplink;
+  reports?: DeadLetterReporter;
   statusTimer?: NodeJS.Timeout;
   drainTimer?: NodeJS.Timeout;
 }
@@ -195,88 +201,22 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     }
   }
 
-  function deadLetter(rejection: Rejection, topic: string, deviceId: string | undefined, payload: Buffer): NewDeadLetter {
-    // The raw bytes are kept as received so an operator can replay them after a fix, but only up
-    // to a hard cap: MQTT allows 256 MB per message and the store must not be filled by those.
-    const kept = payload.byteLength > DEAD_LETTER_PAYLOAD_CAP ? payload.subarray(0, DEAD_LETTER_PAYLOAD_CAP) : payload;
-    return {
-      source: { gatewayId, topic, ...(deviceId !== undefined ? { deviceId } : {}) },
-      code: rejection.code,
-      reason: kept.byteLength < payload.byteLength ? `${rejection.reason} (first ${kept.byteLength} bytes kept)` : rejection.reason,
-      ...(rejection.issues !== undefined ? { issues: rejection.issues } : {}),
-      payload: kept,
-      at: Math.floor(clock.now()),
-    };
-  }
+  const accounting = new MessageAccounting({
+    settled: (outcome) => metrics.messagesSettled.inc({ outcome }),
+    ignored: (reason) => metrics.messagesIgnored.inc({ reason }),
+  });
+  const handleDeviceMessage = createDeviceIntake({
+    gatewayId,
+    validator,
+    clock,
+    logger,
+    metrics,
+    accounting,
+    counts,
+    targets: () => (running && state === 'ready' ? running : undefined),
+  });
 
-  function notAuthorized(username: string | undefined, deviceId: string): Rejection {
-    return {
-      code: 'FERRY_ERR_DEVICE_NOT_AUTHORIZED',
-      reason: `user "${username ?? ''}" published as device "${deviceId.slice(0, 200)}": with devices.listen.deviceMustMatchUser a device publishes only under its own user name (or list the user in devices.listen.bridgeUsers)`,
-    };
-  }
-
-  /** Stages 2 and 3 for one device message; `done` gates the device's acknowledgement. */
-  function handleDeviceMessage(topic: string, payload: Buffer, done: (err: Error | null) => void, sender?: DeviceSender): void {
-    const run = running;
-    if (!run || state !== 'ready') {
-      done(new FerryError('FERRY_ERR_NOT_READY', 'the gateway is not accepting readings'));
-      return;
-    }
-    counts.received += 1;
-    metrics.received.inc();
-    function refuse(rejection: Rejection, deviceId: string | undefined): void {
-      try {
-        run?.deadLetters.add(deadLetter(rejection, topic, deviceId, payload));
-      } catch (err) {
-        logger.error({ err, topic }, 'a refused device message could not be dead-lettered');
-        done(err as Error);
-        return;
-      }
-      counts.rejected += 1;
-      metrics.rejected.inc({ code: rejection.code });
-      logger.debug({ topic, code: rejection.code, reason: rejection.reason }, 'device message refused');
-      done(null);
-    }
-    // Who may publish as which device is checked from the topic before decoding, so another
-    // device's publish never reaches a stateful decoder's state for that device.
-    const access = run.access;
-    const username = sender?.username;
-    const topicDevice = access && sender ? validator.deviceIdOf(topic) : undefined;
-    if (access && topicDevice !== undefined && !access.mayPublishAs(username, topicDevice)) {
-      refuse(notAuthorized(username, topicDevice), topicDevice);
-      return;
-    }
-    const verdict = validator.validate(topic, payload, Math.floor(clock.now()));
-    if (!verdict.ok) {
-      refuse(verdict.rejection, verdict.deviceId);
-      return;
-    }
-    // A format that takes the id from the payload (deviceIdField) is checked on what it decoded.
-    const foreign = access && sender ? verdict.readings.find((r) => !access.mayPublishAs(username, r.deviceId)) : undefined;
-    if (foreign) {
-      refuse(notAuthorized(username, foreign.deviceId), foreign.deviceId);
-      return;
-    }
-    if (verdict.dropped.length > 0) {
-      try {
-        run.deadLetters.addMany(
-          verdict.dropped.map((rejection) =>
-            deadLetter({ ...rejection, reason: `${rejection.reason}; the rest of the reading was kept` }, topic, verdict.deviceId, payload),
-          ),
-        );
-      } catch (err) {
-        logger.error({ err, topic }, 'a dropped value could not be dead-lettered');
-      }
-      for (const rejection of verdict.dropped) metrics.valuesDropped.inc({ code: rejection.code });
-    }
-    // A message may hold no reading (a command topic) or several (line protocol, Sparkplug): they
-    // commit in one transaction, and the device is acknowledged once all of them are durable.
-    const readings = verdict.readings;
-    run.committer.add(readings, done);
-  }
-
-  function currentStatus(stateName: 'online' | 'offline', uplink: 'connected' | 'closed' | 'lost'): Buffer {
+  function currentStatus(stateName: 'online' | 'offline', uplink: 'connected' | 'closed' | 'lost', epoch = running?.uplink?.epoch): Buffer {
     return encodeGatewayStatus(
       gatewayStatus({
         gatewayId,
@@ -284,6 +224,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         now: clock.now(),
         version,
         uplink,
+        epoch,
+        statusIntervalMs: config.statusIntervalMs,
         ...(running
           ? {
               outbox: running.outbox.stats(),
@@ -567,6 +509,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           port: config.http.port,
           registry,
           tokens: opsTokens(config.http),
+          protectedPaths: ['/gaps', '/messages'],
           health: () => ({
             ok: state === 'ready',
             state,
@@ -584,6 +527,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           dropped: outbox.droppedByDevice(),
           ...(config.outbox.whenFull === 'compact' ? { compacted: outbox.compactedByDevice() } : {}),
         }));
+        // Where every device message went (message-accounting.ts): totals and per device.
+        ops.app.get('/messages', async () => ({ total: accounting.totals(), devices: Object.fromEntries(accounting.devices()) }));
         run.ops = ops;
         await ops.listen();
       }
@@ -605,6 +550,10 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         onSettled: (batchId) => sender.settled(batchId),
         ...(settlement ? { settle: (batch: { batchId: number }) => settleInOrder(batch.batchId) } : {}),
       });
+      const reports = createDeadLetterReporter({ gatewayId, store: deadLetters, path: join(config.dataDir, 'deadletters.db'), uplink: () => run.uplink }, {
+        ...{ validator, committer, clock, logger, registry, ackTimeoutMs: config.uplink.ackTimeoutMs, intervalMs: config.deadLetters.reportIntervalMs },
+      });
+      run.reports = reports;
       run.uplink = connectUplink(
         {
           url: config.uplink.url,
@@ -618,15 +567,22 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           reconnectMinMs: config.uplink.reconnectMinMs,
           reconnectMaxMs: config.uplink.reconnectMaxMs,
           logger,
-          lastWill: () => currentStatus('offline', 'lost'),
+          lastWill: (epoch) => currentStatus('offline', 'lost', epoch),
+          nextEpoch: () => outbox.nextBatchId(),
+          extraTopics: reports.topics,
         },
         {
           onUp: () => {
             publishStatus();
             sender.uplinkUp();
           },
-          onDown: () => sender.uplinkDown(),
+          onDown: () => {
+            sender.uplinkDown();
+            reports.uplinkDown();
+          },
           onAck,
+          onExtraSubscribed: (granted) => reports.subscribed(granted),
+          onMessage: (topic, payload) => reports.receive(topic, payload),
         },
       );
       // Readings may only be accepted once everything downstream exists.
@@ -715,6 +671,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     }
     if (run.ops) await run.ops.close().catch((err: unknown) => logger.warn({ err }, 'http server did not close cleanly'));
     run.outbox.close();
+    run.reports?.close();
     run.deadLetters.close();
   }
 
@@ -758,6 +715,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         received: counts.received,
         committed: counts.committed,
         rejected: counts.rejected,
+        messages: { ...accounting.totals() },
         outboxDepth: outbox?.depth ?? 0,
         outboxBytes: outbox?.bytes ?? 0,
         oldestTs: outbox?.oldestTs ?? null,

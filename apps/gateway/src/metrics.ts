@@ -28,6 +28,8 @@ export interface GatewayMetrics {
   readonly committed: Counter;
   readonly rejected: Counter<'code'>;
   readonly connectsRefused: Counter<'reason'>;
+  readonly messagesSettled: Counter<'outcome'>;
+  readonly messagesIgnored: Counter<'reason'>;
   readonly valuesDropped: Counter<'code'>;
   readonly commitErrors: Counter;
   readonly batchesSent: Counter;
@@ -55,6 +57,18 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
       name: 'ferry_gateway_rejected_total',
       help: 'Device messages refused and dead-lettered, by error code',
       labelNames: ['code'],
+      registers,
+    }),
+    messagesSettled: new Counter({
+      name: 'ferry_gateway_messages_settled_total',
+      help: 'Device messages by where they ended: stored (readings in the outbox), dead_lettered, ignored (by a pattern rule) or deferred (not acknowledged, sent again); their sum is ferry_gateway_received_total once none is in flight',
+      labelNames: ['outcome'],
+      registers,
+    }),
+    messagesIgnored: new Counter({
+      name: 'ferry_gateway_messages_ignored_total',
+      help: "Device messages ignored on purpose, by the pattern rule's reason (e.g. metadata topics)",
+      labelNames: ['reason'],
       registers,
     }),
     connectsRefused: new Counter({

@@ -14,6 +14,12 @@ export type DeviceMessageVerdict =
       /** Values set aside while the rest of the reading was kept (e.g. a NaN metric). */
       readonly dropped: readonly Rejection[];
       readonly deviceId?: string;
+      /**
+       * Set when the message was deliberately not read (an `action: "ignore"` pattern, a command
+       * echo, a command's answer): the reason to count it under. It has no readings and is
+       * acknowledged, never dead-lettered.
+       */
+      readonly ignored?: string;
     }
   | { readonly ok: false; readonly rejection: Rejection; readonly deviceId?: string };
 
@@ -27,14 +33,15 @@ export interface DeviceMessageValidator {
 export function createDeviceMessageValidator(patterns: readonly FormatConfigInput[], limits: Limits): DeviceMessageValidator {
   const decoders = createDecoderSet(patterns);
   return {
-    patterns: decoders.entries.map((e) => e.compiled),
+    // Ignore patterns only shadow later ones: an attached broker need not send what is dropped.
+    patterns: decoders.entries.filter((e) => e.config.action !== 'ignore').map((e) => e.compiled),
     deviceIdOf: (topic) => decoders.route(topic)?.deviceId,
     validate(topic, payload, receivedAt) {
       const outcome = decoders.decode(topic, payload, receivedAt, limits);
       const deviceId = outcome.deviceId ?? outcome.readings[0]?.deviceId;
       const id = deviceId !== undefined ? { deviceId } : {};
       if (outcome.rejection) return { ok: false, rejection: outcome.rejection, ...id };
-      return { ok: true, readings: outcome.readings, dropped: outcome.dropped, ...id };
+      return { ok: true, readings: outcome.readings, dropped: outcome.dropped, ...id, ...(outcome.ignored !== undefined ? { ignored: outcome.ignored } : {}) };
     },
   };
 }

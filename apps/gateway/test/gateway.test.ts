@@ -276,14 +276,20 @@ describe('gateway', () => {
     expect(gateway.deadLetters.list().map((l) => l.source.deviceId)).toEqual(['d2', 'd3', 'd4']);
   });
 
-  it('keeps at most 1 MiB of a huge refused payload in its dead letter', async () => {
+  it('keeps the first 64 KiB of an oversized payload in its dead letter, and closes a connection announcing more than it reads', async () => {
     const uplink = await broker();
     const { gateway } = await startGateway(dataDir(), uplink.url);
     const dev = await device(gateway.deviceUrl!);
-    await dev.publishAsync('devices/huge/telemetry', Buffer.alloc(3 * 1024 * 1024, 0x61), { qos: 1 });
+    // Over the 64 KiB payload limit but within what the listener reads (1 MiB by default): dead-lettered, its start kept.
+    await dev.publishAsync('devices/huge/telemetry', Buffer.alloc(900 * 1024, 0x61), { qos: 1 });
     const [letter] = gateway.deadLetters.list({ code: 'FERRY_ERR_PAYLOAD_TOO_LARGE' });
-    expect(letter?.payload.byteLength).toBe(1024 * 1024);
-    expect(letter?.reason).toContain('first 1048576 bytes kept');
+    expect(letter?.payload.byteLength).toBe(64 * 1024);
+    expect(letter?.reason).toContain(`first ${64 * 1024} bytes kept`);
+    // Beyond what the listener reads: closed at the packet's fixed header, nothing held.
+    const closed = new Promise<void>((resolve) => dev.once('close', () => resolve()));
+    dev.publish('devices/huge/telemetry', Buffer.alloc(3 * 1024 * 1024, 0x61), { qos: 1 });
+    await closed;
+    expect(gateway.deadLetters.list({ code: 'FERRY_ERR_PAYLOAD_TOO_LARGE' })).toHaveLength(1);
   });
 
   it('drops the oldest readings not in flight when the outbox is full, and counts exactly the ones missing', async () => {

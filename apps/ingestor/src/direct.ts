@@ -11,9 +11,10 @@ export interface DeviceTopics {
   readonly filters: readonly string[];
   /**
    * The device id the topic names, and the key that keeps the messages of one device (or of one
-   * Sparkplug edge node) together for partitioning; undefined when no pattern matches.
+   * Sparkplug edge node) together for partitioning; undefined when no pattern matches. An
+   * `action: "ignore"` pattern that names no device gives no device id and routes by the topic.
    */
-  match(topic: string): { readonly deviceId: string; readonly routingKey: string } | undefined;
+  match(topic: string): { readonly deviceId?: string; readonly routingKey: string } | undefined;
   /** Decodes by the first matching pattern's format; never throws. */
   decode(topic: string, payload: Uint8Array, receivedAt: number, limits: Limits): DecodedDirect;
 }

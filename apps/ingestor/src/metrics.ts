@@ -16,6 +16,7 @@ export interface IngestorMetrics {
   batchLag(ms: number): void;
   deviceDuplicate(origin: 'gateway' | 'direct'): void;
   skewed(how: 'clamped' | 'flagged'): void;
+  namesDropped(count: number): void;
   devicePruned(count: number): void;
   directMessage(outcome: 'journaled' | 'not-owned' | 'failed'): void;
   /** A write to one of the ingestor's own SQLite files failed because the disk is full. */
@@ -169,6 +170,11 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     labelNames: ['origin'],
     registers: [registry],
   });
+  const namesDropped = new Counter({
+    name: 'ferry_ingestor_names_dropped_total',
+    help: "Fields and tags left out of a point because the database's name rules refuse them (sent by a gateway older than those rules); the point's good fields are written",
+    registers: [registry],
+  });
   const skewed = new Counter({
     name: 'ferry_ingestor_skewed_total',
     help: 'Readings with a device time out of the skew window that were written anyway (clamped or flagged)',
@@ -226,6 +232,9 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     },
     deviceDuplicate(origin) {
       deviceDuplicates.inc({ origin });
+    },
+    namesDropped(count) {
+      namesDropped.inc(count);
     },
     skewed(how) {
       skewed.inc({ how });

@@ -102,7 +102,8 @@ describe('recent readings over the API', () => {
       { ts: T + 500, measurement: 'telemetry', kind: 'telemetry', fields: { temperature: 19, battery: 80 } },
       { ts: T + 1000, measurement: 'telemetry', kind: 'telemetry', fields: { temperature: 20.5, battery: 80 } },
       { ts: T + 2000, measurement: 'telemetry', kind: 'telemetry', fields: { temperature: 21, battery: 80 } },
-      { ts: T + 3000, measurement: 'telemetry', kind: 'telemetry', fields: { temperature: 21.5, battery: 80 }, flags: ['clock_unsynced'] },
+      // The point of a reading whose device clock was not set says so in the database (issue #17).
+      { ts: T + 3000, measurement: 'telemetry', kind: 'telemetry', fields: { temperature: 21.5, battery: 80, ferry_clock_unsynced: true }, flags: ['clock_unsynced'] },
       { ts: T + 4000, measurement: 'device_status', kind: 'status', fields: { battery: 79 } },
     ]);
     // The newest within limit; only those inside sinceMs.

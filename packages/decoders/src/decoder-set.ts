@@ -1,9 +1,10 @@
 // The decoders a gateway (or ingestor) uses, one per configured pattern: the first pattern that
 // matches a topic decodes it. State of stateful formats lives here, so each gateway has its own.
-import { compilePattern, defaultLimits } from '@ferry/protocol';
+import { compilePattern, defaultLimits, topicProblem } from '@ferry/protocol';
 import type { CompiledPattern, Limits } from '@ferry/protocol';
-import { formatConfigSchema } from './config.js';
+import { compileIgnoreFilter, formatConfigSchema, namesDevice } from './config.js';
 import type { FormatConfig, FormatConfigInput, FormatName } from './config.js';
+import { ignored } from './decoder.js';
 import type { Decoder, DecodeOutcome, DecoderOptions } from './decoder.js';
 import { createEsphomeDecoder } from './formats/esphome.js';
 import { createFerryDecoder } from './formats/ferry.js';
@@ -14,7 +15,9 @@ import { createOmgBleDecoder } from './formats/omg-ble.js';
 import { createShellyGen1Decoder } from './formats/shelly-gen1.js';
 import { createShellyGen2Decoder } from './formats/shelly-gen2.js';
 import { createSparkplugDecoder } from './formats/sparkplug-b.js';
+import { createScalarDecoder } from './formats/scalar.js';
 import { createTasmotaDecoder } from './formats/tasmota.js';
+import { createThingsboardDecoder } from './formats/thingsboard.js';
 import { createTtnV3Decoder } from './formats/ttn-v3.js';
 
 const FACTORIES: Record<FormatName, () => Decoder> = {
@@ -29,7 +32,19 @@ const FACTORIES: Record<FormatName, () => Decoder> = {
   'influx-line': createInfluxLineDecoder,
   'ttn-v3': createTtnV3Decoder,
   'sparkplug-b': () => createSparkplugDecoder(),
+  thingsboard: createThingsboardDecoder,
+  scalar: createScalarDecoder,
 };
+
+/**
+ * Availability (online/offline, Last Will, Sparkplug BIRTH/DEATH) is dated at its arrival, never
+ * by a time in its payload: a Will carries the time its session began, so by that time the offline
+ * it reports would sit before the same session's online (in the database and in health order).
+ */
+export function datedAtArrival(outcome: DecodeOutcome, receivedAt: number): DecodeOutcome {
+  if (!outcome.readings.some((r) => r.kind === 'status' && (r.ts !== receivedAt || r.tsSource !== 'gateway'))) return outcome;
+  return { ...outcome, readings: outcome.readings.map((r) => (r.kind === 'status' ? { ...r, ts: receivedAt, tsSource: 'gateway' as const } : r)) };
+}
 
 /** A fresh decoder for a format; stateful formats start with empty state. */
 export function createDecoder(format: FormatName): Decoder {
@@ -38,6 +53,7 @@ export function createDecoder(format: FormatName): Decoder {
 
 export interface DecoderSetEntry {
   readonly config: FormatConfig;
+  /** For an ignore pattern that names no device (`shellies/announce`), `match` answers an empty device id. */
   readonly compiled: CompiledPattern;
   readonly decoder: Decoder;
 }
@@ -49,14 +65,25 @@ export interface DecoderSet {
   /** MQTT subscription filters for all patterns. */
   readonly filters: readonly string[];
   decode(topic: string, payload: Uint8Array, receivedAt: number, limits?: Limits): DecoderSetOutcome;
-  /** The first matching pattern's device id and the key that routes the topic's device (Decoder.routingKey), or undefined. */
-  route(topic: string): { readonly deviceId: string; readonly routingKey: string } | undefined;
+  /**
+   * The first matching pattern's device id and the key that routes the topic's device
+   * (Decoder.routingKey), or undefined. An ignore pattern that names no device gives no device id
+   * (nothing to authorize) and routes by the topic.
+   */
+  route(topic: string): { readonly deviceId?: string; readonly routingKey: string } | undefined;
 }
 
 /** The topic levels after `{deviceId}`; `{deviceId#}` takes them into the id itself. */
 function tailOf(pattern: string, topic: string): string[] {
   const idLevel = pattern.split('/').indexOf('{deviceId}');
   return idLevel === -1 ? [] : topic.split('/').slice(idLevel + 1);
+}
+
+/** An ignore pattern without `{deviceId}` as a CompiledPattern: a plain MQTT filter. */
+function compileEntryPattern(config: FormatConfig): CompiledPattern {
+  if (config.action !== 'ignore' || namesDevice(config.pattern)) return compilePattern(config.pattern, config.kind);
+  const filter = compileIgnoreFilter(config.pattern);
+  return { pattern: config.pattern, kind: config.kind, filter: filter.filter, match: (topic) => (filter.match(topic) ? { deviceId: '' } : undefined) };
 }
 
 /**
@@ -73,7 +100,7 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
       decoder = createDecoder(config.format);
       decoders.set(config.format, decoder);
     }
-    return { config, compiled: compilePattern(config.pattern, config.kind), decoder };
+    return { config, compiled: compileEntryPattern(config), decoder };
   });
   const options = new Map<DecoderSetEntry, DecoderOptions>(
     entries.map((e) => [
@@ -83,25 +110,33 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
         coerce: e.config.coerce ?? {},
         timestampUnit: e.config.timestampUnit,
         deviceIdField: e.config.deviceIdField,
+        scalar: e.config.scalar,
       },
     ]),
   );
   return {
     entries,
-    filters: entries.map((e) => e.compiled.filter),
+    // An ignore pattern only shadows later patterns: subscribing to a topic just to drop it is wasted traffic.
+    filters: entries.filter((e) => e.config.action !== 'ignore').map((e) => e.compiled.filter),
     route(topic) {
       for (const entry of entries) {
         const match = entry.compiled.match(topic);
         if (!match) continue;
+        if (entry.config.action === 'ignore') return match.deviceId === '' ? { routingKey: topic } : { deviceId: match.deviceId, routingKey: match.deviceId };
         const routingKey = entry.decoder.routingKey?.(topic, { deviceId: match.deviceId, tail: tailOf(entry.config.pattern, topic) });
         return { deviceId: match.deviceId, routingKey: routingKey ?? match.deviceId };
       }
       return undefined;
     },
     decode(topic, payload, receivedAt, limits = defaultLimits) {
+      const badTopic = topicProblem(topic);
+      if (badTopic) return { readings: [], dropped: [], rejection: { code: 'FERRY_ERR_PAYLOAD_ENCODING', reason: badTopic } };
       for (const entry of entries) {
         const match = entry.compiled.match(topic);
         if (!match) continue;
+        if (entry.config.action === 'ignore') {
+          return { ...ignored(entry.config.reason ?? entry.config.pattern, match.deviceId === '' ? undefined : match.deviceId), pattern: entry.config.pattern };
+        }
         const outcome = entry.decoder.decode({
           topic,
           payload,
@@ -110,7 +145,7 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
           limits,
           options: options.get(entry) ?? { kind: undefined, coerce: {}, timestampUnit: undefined, deviceIdField: undefined },
         });
-        return { ...outcome, deviceId: outcome.deviceId ?? match.deviceId, pattern: entry.config.pattern, format: entry.config.format };
+        return { ...datedAtArrival(outcome, receivedAt), deviceId: outcome.deviceId ?? match.deviceId, pattern: entry.config.pattern, format: entry.config.format };
       }
       return {
         readings: [],

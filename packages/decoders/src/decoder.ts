@@ -1,7 +1,8 @@
 // The one interface every device format implements: bytes and topic in, readings and typed
 // rejections out. A decoder never throws; what it cannot read it names in a rejection.
+import { isFerryError } from '@ferry/protocol';
 import type { DeviceReading, Limits, Rejection, TopicKind } from '@ferry/protocol';
-import type { CoercionRule, FormatName, TimestampUnit } from './config.js';
+import type { CoercionRule, FormatName, ScalarConfig, TimestampUnit } from './config.js';
 
 export interface TopicMatch {
   /** The device id the pattern found in the topic. */
@@ -22,6 +23,8 @@ export interface DecoderOptions {
   readonly timestampUnit: TimestampUnit | undefined;
   /** Dotted path (or line-protocol tag) holding the device id instead of the topic. */
   readonly deviceIdField: string | undefined;
+  /** Format `scalar`: the metric name template and type of a bare payload. */
+  readonly scalar?: ScalarConfig | undefined;
 }
 
 export interface DecodeInput {
@@ -43,6 +46,13 @@ export interface DecodeOutcome {
   readonly rejection?: Rejection;
   /** The device id the message was about, when known, for the dead letter. */
   readonly deviceId?: string;
+  /**
+   * Set when the message was deliberately not read: an `action: "ignore"` pattern (its reason) or a
+   * message type a format knows carries no telemetry (a command echo, a command's answer, discovery
+   * metadata). Never with readings or a rejection: the receiver counts it by this reason and
+   * acknowledges it, and never dead-letters it.
+   */
+  readonly ignored?: string;
 }
 
 export interface Decoder {
@@ -57,6 +67,11 @@ export interface Decoder {
 }
 
 export const nothing: DecodeOutcome = { readings: [], dropped: [] };
+
+/** A message deliberately not read, with the reason it is counted under. */
+export function ignored(reason: string, deviceId?: string): DecodeOutcome {
+  return { readings: [], dropped: [], ignored: reason, ...(deviceId !== undefined ? { deviceId } : {}) };
+}
 
 export function rejected(rejection: Rejection, deviceId?: string): DecodeOutcome {
   return { readings: [], dropped: [], rejection, ...(deviceId !== undefined ? { deviceId } : {}) };
@@ -79,6 +94,8 @@ export function guarded(name: FormatName, body: (input: DecodeInput) => DecodeOu
       try {
         return body(input);
       } catch (err) {
+        // A typed refusal thrown from deep inside a format (textOf's invalid UTF-8) keeps its code.
+        if (isFerryError(err)) return rejected({ code: err.code, reason: err.message.replace(`${err.code}: `, '') });
         return rejected({
           code: 'FERRY_ERR_PAYLOAD_SCHEMA',
           reason: `${name} payload could not be read: ${err instanceof Error ? err.message : String(err)}`.slice(0, 300),

@@ -1,6 +1,6 @@
 // From leaves (name + raw value) to a checked reading: the value rules per field, the time
 // rules, then the limits both ends enforce. Values that fail are set aside one by one.
-import { checkReadingLimits, DEVICE_ID_PATTERN } from '@ferry/protocol';
+import { checkDeviceId, checkReadingLimits, fieldLimitRejection, fieldRejection, tagRejection } from '@ferry/protocol';
 import type { DeviceReading, Limits, MetricValue, ReadingKind, Rejection } from '@ferry/protocol';
 import type { CoercionRule, TimestampUnit } from './config.js';
 import type { Leaf } from './names.js';
@@ -50,21 +50,15 @@ export type DraftResult =
  */
 export function buildReading(draft: ReadingDraft, ctx: DraftContext): DraftResult {
   const dropped: Rejection[] = [];
-  if (!DEVICE_ID_PATTERN.test(draft.deviceId) || draft.deviceId.length > ctx.limits.maxNameLength * 2) {
-    return {
-      ok: false,
-      rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: `device id "${draft.deviceId.slice(0, 60)}" is not valid` },
-      dropped,
-    };
-  }
+  const id = checkDeviceId(draft.deviceId, ctx.limits.maxNameLength * 2);
+  if (!id.ok) return { ok: false, rejection: id.rejection, dropped };
+  const deviceId = id.deviceId;
   const metrics: Record<string, MetricValue> = {};
   let count = 0;
   for (const leaf of draft.leaves) {
-    if (leaf.name.length === 0 || leaf.name.length > ctx.limits.maxNameLength) {
-      dropped.push({
-        code: 'FERRY_ERR_LIMIT_EXCEEDED',
-        reason: `metric name "${leaf.name.slice(0, 40)}" must be 1 to ${ctx.limits.maxNameLength} characters`,
-      });
+    const badName = fieldLimitRejection(leaf.name, undefined, ctx.limits);
+    if (badName) {
+      dropped.push(badName);
       continue;
     }
     const verdict = coerceValue(leaf.name, leaf.value, ruleFor(leaf.name, ctx.defaults, ctx.coerce));
@@ -73,11 +67,11 @@ export function buildReading(draft: ReadingDraft, ctx: DraftContext): DraftResul
       dropped.push(verdict.rejection);
       continue;
     }
-    if (typeof verdict.value === 'string' && verdict.value.length > ctx.limits.maxStringValueLength) {
-      dropped.push({
-        code: 'FERRY_ERR_LIMIT_EXCEEDED',
-        reason: `metric "${leaf.name}" string longer than ${ctx.limits.maxStringValueLength} characters`,
-      });
+    // The database's name rules and the string limit, per field: the sink would refuse the whole
+    // point for one bad name.
+    const badField = fieldRejection(leaf.name, verdict.value) ?? fieldLimitRejection(leaf.name, verdict.value, ctx.limits);
+    if (badField) {
+      dropped.push(badField);
       continue;
     }
     if (!Object.hasOwn(metrics, leaf.name)) count++;
@@ -105,9 +99,14 @@ export function buildReading(draft: ReadingDraft, ctx: DraftContext): DraftResul
       tsSource = 'device';
     }
   }
-  const tags = draft.tags && Object.keys(draft.tags).length > 0 ? { ...draft.tags } : undefined;
+  let tags: Record<string, string> | undefined;
+  for (const [key, value] of Object.entries(draft.tags ?? {})) {
+    const bad = tagRejection(key, value);
+    if (bad) dropped.push(bad);
+    else Object.defineProperty((tags ??= {}), key, { value, enumerable: true, writable: true, configurable: true });
+  }
   const reading: DeviceReading = {
-    deviceId: draft.deviceId,
+    deviceId,
     kind: draft.kind,
     ts,
     tsSource,
@@ -122,10 +121,10 @@ export function buildReading(draft: ReadingDraft, ctx: DraftContext): DraftResul
 }
 
 /** A status reading (`state` online/offline), as availability topics and DEATH messages yield. */
-export function availability(deviceId: string, state: 'online' | 'offline', receivedAt: number, limits: Limits, tsMs?: number): DecodeOutcome {
-  if (!DEVICE_ID_PATTERN.test(deviceId) || deviceId.length > limits.maxNameLength * 2) {
-    return { readings: [], dropped: [], rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: `device id "${deviceId.slice(0, 60)}" is not valid` } };
-  }
+export function availability(rawDeviceId: string, state: 'online' | 'offline', receivedAt: number, limits: Limits, tsMs?: number): DecodeOutcome {
+  const id = checkDeviceId(rawDeviceId, limits.maxNameLength * 2);
+  if (!id.ok) return { readings: [], dropped: [], rejection: id.rejection, deviceId: rawDeviceId };
+  const deviceId = id.deviceId;
   const useDevice = tsMs !== undefined && tsMs >= CLOCK_SYNCED_AFTER_MS && tsMs <= receivedAt + limits.maxFutureSkewMs && tsMs >= receivedAt - limits.maxPastAgeMs;
   const reading: DeviceReading = {
     deviceId,
@@ -153,6 +152,22 @@ export function outcomeOf(results: readonly DraftResult[], deviceId: string | un
   }
   const id = deviceId !== undefined ? { deviceId } : {};
   const firstFailure = failures[0];
-  if (readings.length === 0 && firstFailure) return { readings, dropped: [...failures.slice(1), ...dropped], rejection: firstFailure, ...id };
+  if (readings.length === 0 && firstFailure) return { readings, dropped: [], rejection: allOf(firstFailure, [...failures.slice(1), ...dropped]), ...id };
   return { readings, dropped: [...failures, ...dropped], ...id };
+}
+
+/**
+ * One rejection for a message refused whole that names every failure in it (each line of a
+ * line-protocol message, each value set aside): the receiver files the rejection alone, and an
+ * operator must see every line that failed, not the first.
+ */
+function allOf(first: Rejection, others: readonly Rejection[]): Rejection {
+  if (others.length === 0) return first;
+  const shown = others.slice(0, 20).map((r) => r.reason);
+  const more = others.length > shown.length ? `; and ${others.length - shown.length} more` : '';
+  return {
+    code: first.code,
+    reason: `${first.reason}; also ${shown.join('; ')}${more}`.slice(0, 2000),
+    issues: [first, ...others].map((r) => ({ code: r.code, message: r.reason })),
+  };
 }

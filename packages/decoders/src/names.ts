@@ -1,5 +1,7 @@
 // Stable metric names from the keys devices use: nested objects become one snake_case name per
 // leaf (`ENERGY.Total` -> `energy_total`), so a dashboard query keeps working across firmware versions.
+import { RESERVED_KEYS } from '@ferry/protocol';
+import { RESERVED_KEY_MARKER } from './json.js';
 
 /** `ApparentPower` -> `apparent_power`, `BSSId` -> `bss_id`, `DS18B20-1` -> `ds18b20_1`, `switch:0` -> `switch_0`. */
 export function snakeCase(key: string): string {
@@ -52,6 +54,12 @@ export function flatten(node: unknown, prefix: string, options: FlattenOptions, 
     }
     for (const [key, value] of Object.entries(node as Record<string, unknown>)) {
       if (options.skipKeys?.has(key)) continue;
+      // `__proto__`, `constructor`, `prototype`: never a field, nor part of a field's name; the
+      // value rules set the key aside with a reason.
+      if (RESERVED_KEYS.has(key)) {
+        out.push({ name: joinName(prefix, key), value: RESERVED_KEY_MARKER });
+        continue;
+      }
       const name = options.snake ? snakeCase(key) : key;
       flatten(value, joinName(prefix, name), options, out, depth + 1);
     }

@@ -1,6 +1,7 @@
 // Device timestamps: the unit is configured per format (Telegraf sends ns, Shelly Gen2 s,
 // Ferry ms); magnitude detection is only the fallback for `auto`. A clock that never synced
 // (1970, ts 0) is told apart from a real time so the receive time can stand in for it.
+import { parseIsoTime } from '@ferry/protocol';
 import type { TimestampUnit } from './config.js';
 
 /** Earliest device time taken as a set clock: before this the device has not synced. */
@@ -27,12 +28,16 @@ function detectUnit(magnitude: number): 's' | 'ms' | 'us' | 'ns' {
   return 'ns';
 }
 
-/** ISO-8601 with or without offset; without one it is taken as UTC (the device's own zone is unknown here). */
+/**
+ * ISO-8601 with or without offset; without one it is taken as UTC (the device's own zone is
+ * unknown here). A date or time that does not exist (`2023-02-30`, `24:00:01`) is refused, not
+ * rolled over (parseIsoTime).
+ */
 function fromIso(text: string): DeviceTime {
+  const ms = parseIsoTime(text);
+  if (ms !== undefined) return { ok: true, ms };
   if (!ISO_DATE_TIME.test(text) && !/^\d{4}-\d{2}-\d{2}$/.test(text)) return { ok: false, reason: `"${text.slice(0, 40)}" is not a time` };
-  const normalized = text.replace(' ', 'T');
-  const ms = Date.parse(HAS_OFFSET.test(normalized) || normalized.length === 10 ? normalized : `${normalized}Z`);
-  return Number.isFinite(ms) ? { ok: true, ms } : { ok: false, reason: `"${text.slice(0, 40)}" is not a time` };
+  return { ok: false, reason: `"${text.slice(0, 40)}" is not a valid ISO-8601 date and time (no such day, month or time of day)` };
 }
 
 export function isoHasOffset(text: string): boolean {

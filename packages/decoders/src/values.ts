@@ -2,7 +2,7 @@
 // configured rule (format default, then per-field override), never by the look of one message.
 import type { MetricValue, Rejection } from '@ferry/protocol';
 import type { CoercionRule } from './config.js';
-import { NON_FINITE_MARKER } from './json.js';
+import { NON_FINITE_MARKER, OUT_OF_RANGE_MARKER, RESERVED_KEY_MARKER, within64Bits } from './json.js';
 
 /** A field's rule: a fixed rule, or `keep` (take the JSON type as sent). */
 export type FieldRule = CoercionRule | 'keep';
@@ -49,16 +49,28 @@ function wrongType(name: string, raw: unknown, rule: CoercionRule): ValueVerdict
   };
 }
 
+function outOfRange(name: string, raw: unknown): ValueVerdict {
+  const shown = raw === OUT_OF_RANGE_MARKER ? 'an integer' : String(raw).slice(0, 30);
+  return {
+    ok: false,
+    rejection: { code: 'FERRY_ERR_VALUE_OUT_OF_RANGE', reason: `metric "${name}" is ${shown} beyond the 64-bit range (-2^63 to 2^64-1)` },
+  };
+}
+
+const MAX_SAFE = BigInt(Number.MAX_SAFE_INTEGER);
+
 /**
  * Reads a numeric string. Integers beyond 2^53 stay the exact decimal string: a float would
  * round them, and a counter or id that changes its last digits is worse than one stored as text.
+ * Beyond the 64-bit range (int64 below, uint64 above) no device counts: OUT_OF_RANGE_MARKER.
  */
 export function numberFromText(text: string): MetricValue | undefined {
   const trimmed = text.trim();
   if (!DECIMAL.test(trimmed)) return undefined;
   if (INTEGER.test(trimmed)) {
     const normalized = BigInt(trimmed);
-    if (normalized > BigInt(Number.MAX_SAFE_INTEGER) || normalized < -BigInt(Number.MAX_SAFE_INTEGER)) return normalized.toString();
+    if (!within64Bits(normalized)) return OUT_OF_RANGE_MARKER;
+    if (normalized > MAX_SAFE || normalized < -MAX_SAFE) return normalized.toString();
   }
   return Number(trimmed);
 }
@@ -67,6 +79,8 @@ export function numberFromText(text: string): MetricValue | undefined {
 export function coerceValue(name: string, raw: unknown, rule: FieldRule): ValueVerdict {
   if (raw === null || raw === undefined) return { ok: 'skip' };
   if (raw === NON_FINITE_MARKER) return notFinite(name, raw);
+  if (raw === OUT_OF_RANGE_MARKER) return outOfRange(name, raw);
+  if (raw === RESERVED_KEY_MARKER) return { ok: false, rejection: { code: 'FERRY_ERR_NAME_INVALID', reason: `key "${name}" is reserved (__proto__, constructor, prototype) and never kept as a field` } };
   if (typeof raw === 'object') return wrongType(name, raw, rule === 'keep' ? 'string' : rule);
   switch (rule) {
     case 'keep':
@@ -75,10 +89,12 @@ export function coerceValue(name: string, raw: unknown, rule: FieldRule): ValueV
       return wrongType(name, raw, 'string');
     case 'number':
       if (typeof raw === 'number') return Number.isFinite(raw) ? { ok: true, value: raw } : notFinite(name, raw);
-      if (typeof raw === 'boolean') return { ok: true, value: raw ? 1 : 0 };
+      // A boolean is not a number: stored as 1/0 it would pass for a measured value.
+      if (typeof raw === 'boolean') return wrongType(name, raw, rule);
       if (typeof raw === 'string') {
         if (NON_FINITE_TEXT.test(raw.trim())) return notFinite(name, raw);
         const value = numberFromText(raw);
+        if (value === OUT_OF_RANGE_MARKER) return outOfRange(name, raw);
         if (value === undefined || (typeof value === 'number' && !Number.isFinite(value))) {
           return value === undefined ? wrongType(name, raw, rule) : notFinite(name, raw);
         }

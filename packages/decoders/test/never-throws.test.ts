@@ -19,12 +19,14 @@ const PATTERNS: Record<FormatName, string> = {
   'influx-line': 'telegraf/{deviceId}/+',
   'ttn-v3': 'v3/+/devices/{deviceId}/up',
   'sparkplug-b': 'spBv1.0/{deviceId#}',
+  thingsboard: 'v1/{deviceId#}',
+  scalar: 'sensors/{deviceId}/+',
 };
 
 const TOPICS: Record<FormatName, readonly string[]> = {
   ferry: ['devices/d1/telemetry'],
   flat: ['z2m/a', 'z2m/a b/c', 'z2m/a/availability', 'z2m/a/set'],
-  tasmota: ['tele/p/SENSOR', 'tele/p/STATE', 'tele/p/LWT'],
+  tasmota: ['tele/p/SENSOR', 'tele/p/STATE', 'tele/p/LWT', 'tele/p/RESULT', 'tele/p/POWER1', 'tele/p/STATUS10', 'tele/p/STATUS'],
   'shelly-gen1': ['shellies/s/relay/0', 'shellies/s/relay/0/power', 'shellies/s/online', 'shellies/s/input_event/0'],
   'shelly-gen2': ['gen2/s/events/rpc', 'gen2/s/online', 'gen2/s/status/switch:0'],
   esphome: ['esp/n/sensor/t/state', 'esp/n/binary_sensor/b/state', 'esp/n/light/l/state', 'esp/n/status'],
@@ -33,6 +35,13 @@ const TOPICS: Record<FormatName, readonly string[]> = {
   'influx-line': ['telegraf/h/cpu'],
   'ttn-v3': ['v3/app@ttn/devices/d/up'],
   'sparkplug-b': ['spBv1.0/g/NBIRTH/e', 'spBv1.0/g/NDATA/e', 'spBv1.0/g/DDATA/e/d', 'spBv1.0/g/NDEATH/e', 'spBv1.0/g/DDEATH/e/d'],
+  thingsboard: ['v1/devices/me/telemetry', 'v1/devices/d1/telemetry', 'v1/gateway/telemetry', 'v1/gateway/connect', 'v1/devices/me/attributes'],
+  scalar: ['sensors/s1/temperature', 'sensors/s1/x'],
+};
+
+/** Options some formats need (config validation refuses the pattern without them). */
+const OPTIONS: Partial<Record<FormatName, Record<string, unknown>>> = {
+  scalar: { scalar: { metric: '{-1}', type: 'number' } },
 };
 
 const codes = new Set<string>(errorCodes);
@@ -45,6 +54,11 @@ function checkOutcome(outcome: DecoderSetOutcome): void {
     // The guard's catch-all answer would mean a decoder hit an exception it did not foresee.
     expect(outcome.rejection.reason).not.toMatch(/payload could not be read/);
     expect(outcome.readings).toEqual([]);
+  }
+  if (outcome.ignored !== undefined) {
+    // Ignored is its own outcome: never with readings, values set aside or a rejection.
+    expect(outcome).toMatchObject({ readings: [], dropped: [] });
+    expect(outcome.rejection).toBeUndefined();
   }
 }
 
@@ -89,7 +103,7 @@ const sparkplugPayload = fc
 describe('decoders never throw', () => {
   for (const format of FORMAT_NAMES) {
     it(`${format}: any bytes on any of its topics give readings or typed rejections`, () => {
-      const set = createDecoderSet([{ pattern: PATTERNS[format], format }]);
+      const set = createDecoderSet([{ pattern: PATTERNS[format], format, ...OPTIONS[format] }]);
       const payloads = format === 'sparkplug-b' ? fc.oneof(sparkplugPayload, fc.uint8Array({ maxLength: 200 })) : fc.oneof(jsonish.map((s) => Buffer.from(s)), fc.uint8Array({ maxLength: 200 }));
       fc.assert(
         fc.property(fc.constantFrom(...TOPICS[format]), payloads, fc.integer({ min: 0, max: 2 * NOW }), (topic, payload, receivedAt) => {

@@ -25,15 +25,41 @@ describe('value rules', () => {
     }
   });
 
-  it('keeps integers beyond 2^53 exact as decimal strings', () => {
+  it('keeps integers beyond 2^53 exact as decimal strings, within the 64-bit range', () => {
     expect(coerceValue('n', '9007199254740993', 'number')).toEqual({ ok: true, value: '9007199254740993' });
-    expect(parseDeviceJson('{"n":9007199254740993,"m":-18446744073709551615,"small":42,"f":1.5e3,"s":"123456789012345678901"}')).toEqual({
+    expect(coerceValue('n', '18446744073709551615', 'number')).toEqual({ ok: true, value: '18446744073709551615' });
+    expect(coerceValue('n', '-9223372036854775808', 'number')).toEqual({ ok: true, value: '-9223372036854775808' });
+    expect(parseDeviceJson('{"n":9007199254740993,"m":-9223372036854775808,"u":18446744073709551615,"small":42,"f":1.5e3,"s":"123456789012345678901"}')).toEqual({
       n: '9007199254740993',
-      m: '-18446744073709551615',
+      m: '-9223372036854775808',
+      u: '18446744073709551615',
       small: 42,
       f: 1500,
       s: '123456789012345678901',
     });
+  });
+
+  it('refuses integers beyond the 64-bit range per value, with FERRY_ERR_VALUE_OUT_OF_RANGE', () => {
+    // Before: kept as text with no range check. Below int64 or above uint64, no device counts.
+    for (const raw of ['18446744073709551616', '-9223372036854775809', '123456789012345678901234567890']) {
+      const verdict = coerceValue('n', raw, 'number');
+      expect(verdict.ok === false && verdict.rejection.code).toBe('FERRY_ERR_VALUE_OUT_OF_RANGE');
+    }
+    const parsed = parseDeviceJson('{"big":18446744073709551616,"neg":-9223372036854775809,"ok":1}') as Record<string, unknown>;
+    expect(parsed.ok).toBe(1);
+    for (const key of ['big', 'neg']) {
+      const verdict = coerceValue(key, parsed[key], 'keep');
+      expect(verdict.ok === false && verdict.rejection.code).toBe('FERRY_ERR_VALUE_OUT_OF_RANGE');
+    }
+  });
+
+  it('refuses a boolean under a number rule instead of storing it as 1 or 0', () => {
+    // Before: true was stored as 1, a value no sensor measured.
+    for (const raw of [true, false]) {
+      const verdict = coerceValue('t', raw, 'number');
+      expect(verdict.ok === false && verdict.rejection.code).toBe('FERRY_ERR_PAYLOAD_SCHEMA');
+      expect(verdict.ok === false && verdict.rejection.reason).toContain('configured as number');
+    }
   });
 
   it('reads bare NaN/inf literals outside strings only', () => {
@@ -67,6 +93,16 @@ describe('timestamps', () => {
     expect(zero.ok && zero.ms < CLOCK_SYNCED_AFTER_MS).toBe(true);
     const epoch = readDeviceTime('1970-01-01T00:00:05Z', 'iso');
     expect(epoch.ok && epoch.ms < CLOCK_SYNCED_AFTER_MS).toBe(true);
+  });
+
+  it('refuses a date or time that does not exist instead of rolling it over', () => {
+    // Before: 2023-02-30 was read as March 2.
+    for (const raw of ['2023-02-30', '2023-02-30T10:00:00Z', '2023-13-01T00:00:00Z', '2023-01-01T24:00:01Z', '2023-02-29T12:00:00Z', '2100-02-29', '2023-04-31 10:00', '2023-01-01T10:60:00Z', '2023-01-01T10:00:61Z', '2023-00-10']) {
+      for (const unit of ['auto', 'iso'] as const) expect(readDeviceTime(raw, unit), `${raw} (${unit})`).toMatchObject({ ok: false });
+    }
+    expect(readDeviceTime('2024-02-29T12:00:00Z', 'iso')).toEqual({ ok: true, ms: Date.UTC(2024, 1, 29, 12) });
+    expect(readDeviceTime('2000-02-29', 'iso')).toEqual({ ok: true, ms: Date.UTC(2000, 1, 29) });
+    expect(readDeviceTime('2023-12-31T23:59:59.999Z', 'iso')).toEqual({ ok: true, ms: Date.UTC(2023, 11, 31, 23, 59, 59, 999) });
   });
 
   it('refuses what is not a time', () => {

@@ -2,7 +2,9 @@
 // a reading or a typed rejection out. Nothing here throws on bad input.
 import { z } from 'zod';
 import type { Limits } from './limits.js';
-import { checkReadingLimits, DEVICE_ID_PATTERN, metricValueSchema } from './reading.js';
+import { checkReadingLimits, fieldLimitRejection, metricValueSchema } from './reading.js';
+import { checkDeviceId, fieldRejection, invalidUtf8Rejection, RESERVED_KEYS, tagRejection, utf8Text } from './names.js';
+import { NON_FINITE_MARKER, OUT_OF_RANGE_MARKER, parseDeviceJson } from './device-json.js';
 import type { DeviceReading, Rejection, MetricValue } from './reading.js';
 import type { TopicKind } from './topics.js';
 
@@ -31,16 +33,48 @@ export type DecodeResult =
 /** Earliest device time taken as a set clock: before this the device has not synced (1970, ts 0). */
 const CLOCK_SYNCED_AFTER_MS = Date.UTC(2001, 0, 1);
 
+const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?([zZ]|([+-])(\d{2})(?::?(\d{2}))?)?)?$/;
+
+function daysIn(year: number, month: number): number {
+  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
+  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
+}
+
+/**
+ * Reads an ISO-8601 date or date-time as epoch milliseconds; without an offset it is taken as
+ * UTC (the device's zone is unknown). Undefined for anything else, and for a date or time that
+ * does not exist (`2023-02-30`, `2023-13-01`, `24:00:01`, Feb 29 of a common year), which
+ * Date.parse would roll over into the next month or day.
+ */
+export function parseIsoTime(text: string): number | undefined {
+  const m = ISO_TIME.exec(text);
+  if (!m) return undefined;
+  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
+  const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
+  if (month < 1 || month > 12 || day < 1 || day > daysIn(year, month)) return undefined;
+  if (hour > 23 || minute > 59 || second > 59) return undefined;
+  const ms = Number((m[7] ?? '0').slice(0, 3).padEnd(3, '0'));
+  let offsetMin = 0;
+  if (m[9] !== undefined) {
+    const [oh, om] = [Number(m[10]), Number(m[11] ?? 0)];
+    if (oh > 23 || om > 59) return undefined;
+    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
+  }
+  const date = new Date(0);
+  date.setUTCFullYear(year, month - 1, day);
+  date.setUTCHours(hour, minute, second, ms);
+  return date.getTime() - offsetMin * 60_000;
+}
+
 /**
  * Reads a device timestamp: epoch seconds, milliseconds, microseconds or nanoseconds (told apart
- * by magnitude) or an ISO-8601 string. Returns undefined when it is not a time.
+ * by magnitude) or an ISO-8601 string (parseIsoTime). Returns undefined when it is not a time.
  */
 export function parseDeviceTime(ts: number | string): number | undefined {
   if (typeof ts === 'string') {
     const trimmed = ts.trim();
     if (/^-?\d+(\.\d+)?$/.test(trimmed)) return parseDeviceTime(Number(trimmed));
-    const ms = Date.parse(trimmed);
-    return Number.isFinite(ms) ? ms : undefined;
+    return parseIsoTime(trimmed);
   }
   if (!Number.isFinite(ts) || ts < 0) return undefined;
   if (ts < 1e11) return Math.round(ts * 1000);
@@ -49,43 +83,39 @@ export function parseDeviceTime(ts: number | string): number | undefined {
   return Math.round(ts / 1e6);
 }
 
-const NON_FINITE_TOKEN = /(:\s*)(-?(?:NaN|nan|Infinity|inf|-inf))(\s*[,}\]])/g;
-
 interface ParsedJson {
   readonly value: unknown;
-  /** Keys whose bare NaN/Infinity literal was replaced so the rest of the payload could be read. */
-  readonly nonFinite: readonly string[];
+  /** Values set aside so the rest of the payload could be read: bare NaN/inf, integers beyond 64 bits, reserved keys. */
+  readonly dropped: Rejection[];
 }
 
-/** JSON.parse, tolerant of the bare `NaN`/`inf` literals some firmware sends: those values are set aside. */
+/**
+ * Device JSON (parseDeviceJson: NaN/inf literals, exact integers beyond 2^53), with what cannot
+ * be a value taken out per key: a bare NaN/inf, an integer beyond the 64-bit range, and a key such
+ * as `__proto__` (which a schema would otherwise drop without a word).
+ */
 function parseJson(text: string): ParsedJson | undefined {
-  try {
-    return { value: JSON.parse(text), nonFinite: [] };
-  } catch {
-    if (!NON_FINITE_TOKEN.test(text)) return undefined;
-    NON_FINITE_TOKEN.lastIndex = 0;
-    // Escaped in the JSON text; JSON.parse turns it into the NUL-delimited sentinel compared below.
-    const marker = '"\\u0000ferry-non-finite\\u0000"';
-    try {
-      const value: unknown = JSON.parse(text.replace(NON_FINITE_TOKEN, `$1${marker}$3`));
-      const nonFinite: string[] = [];
-      stripMarkers(value, '', nonFinite);
-      return { value, nonFinite };
-    } catch {
-      return undefined;
-    }
-  }
+  const value = parseDeviceJson(text);
+  if (value === undefined) return undefined;
+  const dropped: Rejection[] = [];
+  setAside(value, '', dropped);
+  return { value, dropped };
 }
 
-function stripMarkers(node: unknown, path: string, found: string[]): void {
+function setAside(node: unknown, path: string, dropped: Rejection[]): void {
   if (node === null || typeof node !== 'object') return;
   const record = node as Record<string, unknown>;
-  for (const [k, v] of Object.entries(record)) {
-    if (v === '\u0000ferry-non-finite\u0000') {
-      found.push(path ? `${path}.${k}` : k);
-       
-      delete record[k];
-    } else stripMarkers(v, path ? `${path}.${k}` : k, found);
+  for (const k of Object.keys(record)) {
+    const v = record[k];
+    const name = (path ? `${path}.${k}` : k).replace(/^metrics\./, '');
+    if (v === NON_FINITE_MARKER) dropped.push({ code: 'FERRY_ERR_VALUE_NOT_FINITE', reason: `metric "${name}" is not a finite number` });
+    else if (v === OUT_OF_RANGE_MARKER) dropped.push({ code: 'FERRY_ERR_VALUE_OUT_OF_RANGE', reason: `metric "${name}" is an integer beyond the 64-bit range` });
+    else if (RESERVED_KEYS.has(k)) dropped.push({ code: 'FERRY_ERR_NAME_INVALID', reason: `"${name}" is a reserved key, never a field` });
+    else {
+      setAside(v, path ? `${path}.${k}` : k, dropped);
+      continue;
+    }
+    delete record[k];
   }
 }
 
@@ -109,7 +139,7 @@ export interface DecodeInput {
 
 /** Decodes one device publish into a reading. */
 export function decodeDevicePayload(input: DecodeInput): DecodeResult {
-  const { payload, kind, deviceId, receivedAt, limits } = input;
+  const { payload, kind, receivedAt, limits } = input;
   if (payload.byteLength > limits.maxPayloadBytes) {
     return {
       ok: false,
@@ -119,10 +149,11 @@ export function decodeDevicePayload(input: DecodeInput): DecodeResult {
       },
     };
   }
-  if (!DEVICE_ID_PATTERN.test(deviceId)) {
-    return { ok: false, rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: `device id "${deviceId.slice(0, 60)}" is not valid` } };
-  }
-  const text = Buffer.from(payload.buffer, payload.byteOffset, payload.byteLength).toString('utf8');
+  const id = checkDeviceId(input.deviceId);
+  if (!id.ok) return { ok: false, rejection: id.rejection };
+  const deviceId = id.deviceId;
+  const text = utf8Text(payload);
+  if (text === undefined) return { ok: false, rejection: invalidUtf8Rejection };
   return kind === 'status' ? decodeStatus(text, deviceId, receivedAt, limits) : decodeTelemetry(text, deviceId, receivedAt, limits);
 }
 
@@ -150,10 +181,7 @@ function decodeTelemetry(text: string, deviceId: string, receivedAt: number, lim
   if (value === null || typeof value !== 'object' || Array.isArray(value)) {
     return { ok: false, rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'payload must be a JSON object' } };
   }
-  const dropped: Rejection[] = parsed.nonFinite.map((path) => ({
-    code: 'FERRY_ERR_VALUE_NOT_FINITE' as const,
-    reason: `metric "${path.replace(/^metrics\./, '')}" is not a finite number`,
-  }));
+  const dropped: Rejection[] = parsed.dropped;
   // JSON.parse turns 1e999 into Infinity; set such values aside per metric before the schema sees them.
   const metricsHolder = 'metrics' in value ? (value).metrics : value;
   if (metricsHolder !== null && typeof metricsHolder === 'object' && !Array.isArray(metricsHolder)) {
@@ -217,7 +245,19 @@ function finish(draft: Draft, dropped: Rejection[], limits: Limits): DecodeResul
       tsSource = 'device';
     }
   }
-  const metrics = draft.metrics;
+  // The database's name rules per field and per tag: a bad one is set aside alone.
+  const metrics: Record<string, MetricValue> = {};
+  for (const [name, value] of Object.entries(draft.metrics)) {
+    const bad = fieldLimitRejection(name, value, limits) ?? fieldRejection(name, value);
+    if (bad) dropped.push(bad);
+    else Object.defineProperty(metrics, name, { value, enumerable: true, writable: true, configurable: true });
+  }
+  let tags: Record<string, string> | undefined;
+  for (const [key, value] of Object.entries(draft.tags ?? {})) {
+    const bad = tagRejection(key, value);
+    if (bad) dropped.push(bad);
+    else Object.defineProperty((tags ??= {}), key, { value, enumerable: true, writable: true, configurable: true });
+  }
   if (Object.keys(metrics).length === 0 && dropped.length > 0) {
     return { ok: false, rejection: dropped[0] ?? { code: 'FERRY_ERR_VALUE_NOT_FINITE', reason: 'no finite metric' } };
   }
@@ -229,7 +269,7 @@ function finish(draft: Draft, dropped: Rejection[], limits: Limits): DecodeResul
     receivedAt: draft.receivedAt,
     metrics,
     ...(draft.deviceSeq !== undefined ? { deviceSeq: draft.deviceSeq } : {}),
-    ...(draft.tags !== undefined && Object.keys(draft.tags).length > 0 ? { tags: draft.tags } : {}),
+    ...(tags !== undefined ? { tags } : {}),
     ...(flags.length > 0 ? { flags } : {}),
   };
   const violation = checkReadingLimits(reading, limits, draft.receivedAt);

@@ -2,8 +2,13 @@
 import { z } from 'zod';
 import type { ErrorCode } from './errors.js';
 import type { Limits } from './limits.js';
+import { deviceIdProblem } from './names.js';
 
-/** Device ids may contain `/` (Zigbee2MQTT friendly names do) but no MQTT wildcards or control characters. */
+/**
+ * Device ids may contain `/` (Zigbee2MQTT friendly names do) but no MQTT wildcards or control
+ * characters. The full rules (invisible and direction characters, `.`/`..` levels, the database's
+ * tag rules, NFC) are deviceIdProblem and checkDeviceId in names.ts.
+ */
 export const DEVICE_ID_PATTERN = /^[^#+\u0000-\u001f]{1,256}$/;
 
 export const metricValueSchema = z.union([z.number(), z.boolean(), z.string()]);
@@ -19,7 +24,13 @@ export const readingSchema = z
   .object({
     /** The gateway's monotonic sequence number: the reading's identity for dedupe and acks. */
     seq: z.number().int().nonnegative(),
-    deviceId: z.string().regex(DEVICE_ID_PATTERN),
+    deviceId: z
+      .string()
+      .regex(DEVICE_ID_PATTERN)
+      .superRefine((id, ctx) => {
+        const problem = deviceIdProblem(id);
+        if (problem) ctx.addIssue({ code: 'custom', message: problem });
+      }),
     kind: readingKindSchema,
     /** Reading time, epoch milliseconds. */
     ts: z.number().int(),
@@ -44,6 +55,20 @@ export interface Rejection {
   readonly reason: string;
   /** Structured detail, e.g. zod issues or the offending metric name. */
   readonly issues?: readonly unknown[];
+}
+
+/**
+ * The per-field limits (name length, string length) as a rejection for that field alone, or
+ * undefined: every format sets such a field aside and keeps the rest of the reading.
+ */
+export function fieldLimitRejection(name: string, value: unknown, limits: Limits): Rejection | undefined {
+  if (name.length === 0 || name.length > limits.maxNameLength) {
+    return { code: 'FERRY_ERR_LIMIT_EXCEEDED', reason: `metric name "${name.slice(0, 40)}" must be 1 to ${limits.maxNameLength} characters` };
+  }
+  if (typeof value === 'string' && value.length > limits.maxStringValueLength) {
+    return { code: 'FERRY_ERR_LIMIT_EXCEEDED', reason: `metric "${name.slice(0, 40)}" string longer than ${limits.maxStringValueLength} characters` };
+  }
+  return undefined;
 }
 
 /**

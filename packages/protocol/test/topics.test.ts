@@ -22,6 +22,20 @@ describe('compilePattern', () => {
     expect(p.match('other/a/dev9/x')).toBeUndefined();
   });
 
+  it('lets a trailing # match the level before it, as MQTT does [MQTT-4.7.1-2]', () => {
+    const p = compilePattern('site/{deviceId}/#', 'telemetry');
+    expect(p.filter).toBe('site/+/#');
+    expect(p.match('site/dev9')).toEqual({ deviceId: 'dev9' });
+    expect(p.match('site/dev9/x')).toEqual({ deviceId: 'dev9' });
+    expect(p.match('site')).toBeUndefined();
+    const q = compilePattern('site/+/{deviceId}/#', 'telemetry');
+    expect(q.match('site/a/dev9')).toEqual({ deviceId: 'dev9' });
+    expect(q.match('site/a')).toBeUndefined();
+    const r = compilePattern('tele/{deviceId}/SENSOR/#', 'telemetry');
+    expect(r.match('tele/plug/SENSOR')).toEqual({ deviceId: 'plug' });
+    expect(r.match('tele/plug/STATE')).toBeUndefined();
+  });
+
   it('refuses patterns without an id or with misplaced wildcards', () => {
     expect(() => compilePattern('devices/+/telemetry', 'telemetry')).toThrow(/no \{deviceId\}/);
     expect(() => compilePattern('a/#/{deviceId}', 'telemetry')).toThrow(/last level/);

@@ -1,97 +1,96 @@
 // The rules every sink applies to a point before writing it, so a point's fate (written or
-// rejected) does not depend on which database is configured, plus the canonical tag order.
-import type { Point } from './sink.js';
+// rejected) does not depend on which database is configured, plus the canonical tag order. The
+// name rules themselves are @ferry/protocol's (names.ts), which the gateway applies per field.
+import { fieldKeyProblem, measurementProblem, quotedName, stringValueProblem, tagProblem } from '@ferry/protocol';
+import type { FieldValue, Point } from './sink.js';
 
 /** InfluxDB's valid timestamp range (the extremes of int64 are reserved). */
 export const MIN_TIMESTAMP_NS = -9_223_372_036_854_775_806n;
 export const MAX_TIMESTAMP_NS = 9_223_372_036_854_775_806n;
 
-const LINE_BREAK = /[\n\r]/;
-/** InfluxDB 1.x skips a NUL or tab at the start of a field key and drops DEL: control characters in names are refused. */
-const CONTROL_CHARACTER = /[\u0000-\u001f\u007f]/;
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
-/**
- * A backslash that InfluxDB 1.x/2.x and VictoriaMetrics read differently: `\\` is two
- * backslashes to InfluxDB but one to VictoriaMetrics; InfluxDB reads `\"` in a measurement
- * as `"`, VictoriaMetrics as `\"`; a backslash before an escaped character or at the end of
- * a name cannot be written at all (InfluxDB takes it as an escape). A backslash before any
- * other character is read literally by both.
- */
-const AMBIGUOUS_BACKSLASH = /\\(?=[\\ ,="]|$)/;
-
-function textProblem(what: string, text: string): string | undefined {
-  if (LINE_BREAK.test(text)) return `${what} contains a line break, which line protocol cannot carry`;
-  if (LONE_SURROGATE.test(text)) return `${what} contains an unpaired UTF-16 surrogate, which is not valid UTF-8`;
-  return undefined;
-}
-
-/** Every character textProblem looks at. */
-const SUSPECT_TEXT = /[\n\r\uD800-\uDFFF]/;
-
-/** Every character any rule below looks at: a name without one of them passes them all. */
-const SUSPECT = /[\u0000-\u001f\u007f\\\uD800-\uDFFF]/;
-
-/** `what` names the name in a refusal; it is built only for a refusal (this runs for every name of every point). */
-function nameProblem(describe: () => string, name: string): string | undefined {
-  if (name.length === 0) return `${describe()} is empty`;
-  if (!SUSPECT.test(name)) return undefined;
-  const what = describe();
-  const problem = textProblem(what, name);
-  if (problem) return problem;
-  const control = CONTROL_CHARACTER.exec(name);
-  if (control) {
-    const code = control[0].charCodeAt(0).toString(16).toUpperCase().padStart(4, '0');
-    return `${what} contains the control character U+${code}, which InfluxDB drops or misreads in names`;
-  }
-  if (AMBIGUOUS_BACKSLASH.test(name)) {
-    return `${what} has a backslash at its end or before a backslash, space, comma, equals sign or double quote, which InfluxDB and VictoriaMetrics read differently`;
-  }
-  return undefined;
-}
-
 function quoted(name: string): string {
-  return JSON.stringify(name.length > 60 ? `${name.slice(0, 60)}...` : name);
+  return quotedName(name);
 }
+
+/** The last measurement that passed: points of one mapping share the same few, checked once. */
+let passedMeasurement: string | undefined;
 
 /** Returns why the point cannot be written, or undefined when it can. */
 export function checkPoint(point: Point): string | undefined {
-  const measurementProblem = nameProblem(() => 'measurement', point.measurement);
-  if (measurementProblem) return measurementProblem;
-  // A line starting with `#` is a comment: InfluxDB would answer 204 and silently drop the point.
-  if (point.measurement.startsWith('#')) return `measurement ${quoted(point.measurement)} starts with "#", which line protocol reads as a comment`;
+  if (point.measurement !== passedMeasurement) {
+    const measurement = measurementProblem(point.measurement);
+    if (measurement) return measurement;
+    passedMeasurement = point.measurement;
+  }
   for (const key in point.tags) {
     if (!Object.hasOwn(point.tags, key)) continue;
-    const value = point.tags[key]!;
-    const keyProblem = nameProblem(() => `tag key ${quoted(key)}`, key);
-    if (keyProblem) return keyProblem;
     // An empty tag value means "no such tag" (line protocol cannot express it): it is dropped, not refused.
-    if (value.length > 0) {
-      const valueProblem = nameProblem(() => `value of tag ${quoted(key)}`, value);
-      if (valueProblem) return valueProblem;
-    }
+    const problem = tagProblem(key, point.tags[key]!);
+    if (problem) return problem;
   }
   const fields = Object.entries(point.fields);
   if (fields.length === 0) return 'point has no fields';
   for (const [key, value] of fields) {
-    const keyProblem = nameProblem(() => `field key ${quoted(key)}`, key);
-    if (keyProblem) return keyProblem;
-    // InfluxDB reads `\"` in a field key as `"`; VictoriaMetrics loses or misreads a line whose
-    // field key holds a lone double quote. No spelling works for both.
-    if (key.includes('"')) return `field key ${quoted(key)} contains a double quote, which VictoriaMetrics cannot read in a field key`;
-    if (typeof value === 'number') {
-      if (!Number.isFinite(value)) return `field ${quoted(key)} is ${String(value)}, which databases cannot store`;
-    } else if (typeof value === 'string') {
-      const problem = SUSPECT_TEXT.test(value) ? textProblem(`string value of field ${quoted(key)}`, value) : undefined;
-      if (problem) return problem;
-    } else if (typeof value !== 'boolean') {
-      return `field ${quoted(key)} has unsupported type ${typeof value}`;
-    }
+    const problem = fieldProblem(key, value);
+    if (problem) return problem;
   }
-  if (typeof point.timestampNs !== 'bigint') return 'timestamp is not a bigint of nanoseconds';
-  if (point.timestampNs < MIN_TIMESTAMP_NS || point.timestampNs > MAX_TIMESTAMP_NS) {
-    return `timestamp ${point.timestampNs} ns is outside the range InfluxDB can store`;
+  return timestampProblem(point.timestampNs);
+}
+
+function timestampProblem(timestampNs: unknown): string | undefined {
+  if (typeof timestampNs !== 'bigint') return 'timestamp is not a bigint of nanoseconds';
+  if (timestampNs < MIN_TIMESTAMP_NS || timestampNs > MAX_TIMESTAMP_NS) {
+    return `timestamp ${timestampNs} ns is outside the range InfluxDB can store`;
   }
   return undefined;
+}
+
+function fieldProblem(key: string, value: unknown): string | undefined {
+  const keyProblem = fieldKeyProblem(key);
+  if (keyProblem) return keyProblem;
+  if (typeof value === 'number') return Number.isFinite(value) ? undefined : `field ${quoted(key)} is ${String(value)}, which databases cannot store`;
+  if (typeof value === 'string') return stringValueProblem(key, value);
+  if (typeof value !== 'boolean') return `field ${quoted(key)} has unsupported type ${typeof value}`;
+  return undefined;
+}
+
+/**
+ * The point without the fields and tags the name rules refuse, and why each went: one bad field
+ * or tag must not cost the point its good fields. The measurement and the timestamp are not
+ * repaired here, and a point with no good field is returned as it is: checkPoint refuses those
+ * whole, naming the real reason.
+ */
+export function withoutBadNames(point: Point): { readonly point: Point; readonly dropped: readonly string[] } {
+  let dropped: string[] | undefined;
+  let tags: Record<string, string> | undefined;
+  for (const key in point.tags) {
+    if (!Object.hasOwn(point.tags, key)) continue;
+    const problem = tagProblem(key, point.tags[key]!);
+    if (!problem) continue;
+    (dropped ??= []).push(problem);
+    tags ??= copyOf(point.tags);
+    delete tags[key];
+  }
+  let fields: Record<string, FieldValue> | undefined;
+  for (const key in point.fields) {
+    if (!Object.hasOwn(point.fields, key)) continue;
+    const problem = fieldProblem(key, point.fields[key]);
+    if (!problem) continue;
+    (dropped ??= []).push(problem);
+    fields ??= copyOf(point.fields);
+    delete fields[key];
+  }
+  if (!dropped || (fields && Object.keys(fields).length === 0)) return { point, dropped: NONE_DROPPED };
+  return { point: { ...point, tags: tags ?? point.tags, fields: fields ?? point.fields }, dropped };
+}
+
+const NONE_DROPPED: readonly string[] = Object.freeze([]);
+
+/** A copy as own properties: a key such as `__proto__` stays a key, never the prototype. */
+function copyOf<V>(record: Readonly<Record<string, V>>): Record<string, V> {
+  const out: Record<string, V> = {};
+  for (const [k, v] of Object.entries(record)) Object.defineProperty(out, k, { value: v, enumerable: true, writable: true, configurable: true });
+  return out;
 }
 
 function isSurrogate(unit: number): boolean {

@@ -64,6 +64,12 @@ export const defaultPointMapping: PointMapping = {
 
 const NS_PER_MS = 1_000_000n;
 
+/**
+ * Field set on a point whose time is the gateway's receive time because the device's clock was
+ * not set (the reading's `clock_unsynced` flag): the time is the arrival, not the measurement.
+ */
+export const CLOCK_UNSYNCED_FIELD = 'ferry_clock_unsynced';
+
 /** The sequence number that tells a reading's point apart within its millisecond. */
 export function pointSeq(reading: Reading): number {
   return reading.deviceSeq !== undefined && reading.tsSource === 'device' ? reading.deviceSeq : reading.seq;
@@ -83,10 +89,13 @@ export function readingToPoint(reading: Reading, gatewayId: string, mapping: Poi
   const tags: Record<string, string> = { ...mapping.staticTags, ...(reading.tags ?? {}) };
   tags[mapping.deviceTag] = reading.deviceId;
   tags[mapping.gatewayTag] = gatewayId;
+  // A field, not a tag: the flag must not split the device's series, nor make a rewrite of the
+  // same reading (before and after an upgrade) a second point.
+  const unsynced = reading.flags?.includes('clock_unsynced') === true;
   return {
     measurement: reading.kind === 'status' ? mapping.statusMeasurement : mapping.measurement,
     tags,
-    fields: reading.metrics,
+    fields: unsynced ? { ...reading.metrics, [CLOCK_UNSYNCED_FIELD]: true } : reading.metrics,
     timestampNs: BigInt(reading.ts) * NS_PER_MS + BigInt(pointSeq(reading) % 1_000_000),
   };
 }

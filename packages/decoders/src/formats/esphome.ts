@@ -1,7 +1,7 @@
 // ESPHome's MQTT component: one topic per entity, `<prefix>/<component>/<object_id>/state`, plain
 // text payloads ("23.50000", "ON", "nan" for a sensor without a value), `<prefix>/status`
 // online/offline (its birth and last will). Lights and some others publish a JSON state.
-import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
+import { deviceIdBefore, guarded, ignored, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
 import { availability, buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf } from '../json.js';
@@ -38,7 +38,7 @@ export function createEsphomeDecoder(): Decoder {
       return availability(deviceId, text, input.receivedAt, input.limits);
     }
     // `<component>/<object_id>/state`; `.../command` and `debug` are not readings.
-    if (last !== 'state' || levels.length < 4) return nothing;
+    if (last !== 'state' || levels.length < 4) return ignored(`ESPHome ${(last ?? '').slice(0, 40)} (not a state)`);
     const component = levels[levels.length - 3] ?? '';
     const objectId = levels[levels.length - 2] ?? '';
     const deviceId = deviceIdBefore(input.match, 3);

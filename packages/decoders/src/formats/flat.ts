@@ -1,7 +1,7 @@
 // Flat JSON objects, one reading per message, as Zigbee2MQTT (and many others) publish them:
 // `zigbee2mqtt/<friendly name>` with `{"temperature":21.5,"battery":97,...}`.
 import { availability } from '../draft.js';
-import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
+import { deviceIdBefore, guarded, ignored, levelsFromId, rejected } from '../decoder.js';
 import type { Decoder, DecodeInput, DecodeOutcome } from '../decoder.js';
 import { deviceIdFrom, parseObject, readAvailabilityPayload, readObjectMessage } from './json-object.js';
 import type { ObjectFormat } from './json-object.js';
@@ -24,7 +24,8 @@ export function createFlatDecoder(): Decoder {
     // are commands other clients publish, `bridge/...` is Zigbee2MQTT itself, not a device.
     if (levels.length > 1 && last === 'availability') return decodeAvailability(input, deviceIdBefore(input.match, 1));
     if (input.options.kind === 'status') return decodeAvailability(input, input.match.deviceId);
-    if (levels.slice(1).some((l) => l === 'set' || l === 'get') || levels[0] === 'bridge') return nothing;
+    if (levels[0] === 'bridge') return ignored('Zigbee2MQTT bridge topic');
+    if (levels.slice(1).some((l) => l === 'set' || l === 'get')) return ignored('Zigbee2MQTT command (set/get)', input.match.deviceId);
     const parsed = parseObject(input, FLAT.what, input.match.deviceId);
     if (!parsed.ok) return parsed.outcome;
     const id = deviceIdFrom(input, input.match.deviceId, parsed.value);

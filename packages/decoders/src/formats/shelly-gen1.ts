@@ -1,6 +1,6 @@
 // Shelly Gen1: one topic per value with a plain-text payload, e.g. `shellies/<id>/relay/0/power`
 // "12.5" -> metric `relay_0_power` = 12.5; `shellies/<id>/online` true/false is availability.
-import { guarded, levelsFromId, nothing, rejected } from '../decoder.js';
+import { guarded, ignored, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
 import { availability, buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf } from '../json.js';
@@ -42,7 +42,8 @@ export function createShellyGen1Decoder(): Decoder {
     if (input.options.kind === 'status') {
       return rejected({ code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: 'Shelly availability is published on <id>/online' }, deviceId);
     }
-    if (rest.some((level) => IGNORED.has(level))) return nothing;
+    const skipped = rest.find((level) => IGNORED.has(level));
+    if (skipped !== undefined) return ignored(`Shelly ${skipped} (not telemetry)`, deviceId);
     const name = rest.map(snakeCase).filter((l) => l.length > 0).join('_');
     const text = textOf(input.payload).trim();
     let leaves: Leaf[];

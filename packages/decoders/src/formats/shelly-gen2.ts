@@ -3,7 +3,7 @@
 // into the device's last known status so it never wipes earlier values: the reading carries the
 // whole merged status of each component the frame touched. `<prefix>/status/<component>` (the
 // optional "generic status update" topics) feed the same state; `<prefix>/online` is availability.
-import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
+import { deviceIdBefore, guarded, ignored, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder, DecodeInput, DecodeOutcome } from '../decoder.js';
 import { availability, buildReading, draftContext, outcomeOf } from '../draft.js';
 import { createDeviceStateStore } from '../device-state.js';
@@ -103,7 +103,7 @@ export function createShellyGen2Decoder(state: ShellyGen2State = { devices: crea
     }
     if (isComponentStatus) return apply(input, deviceId, { [last]: value }, true, undefined);
     const method = value.method;
-    if (method !== 'NotifyStatus' && method !== 'NotifyFullStatus') return nothing;
+    if (method !== 'NotifyStatus' && method !== 'NotifyFullStatus') return ignored(`Shelly ${typeof method === 'string' ? method.slice(0, 40) : 'RPC frame'} (not a status)`, deviceId);
     const params = value.params;
     if (!isPlainObject(params)) return rejected({ code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: `${method} has no params object` }, deviceId);
     return apply(input, deviceId, params, method === 'NotifyFullStatus', params.ts);

@@ -140,7 +140,9 @@ function decodeSparkplug(input: DecodeInput, state: SparkplugState): DecodeOutco
     const node = state.nodes.get(nodeKey);
     const bdSeq = metrics.find((m) => m.name === 'bdSeq');
     const deathSeq = bdSeq ? (bdSeq.long_value ?? (bdSeq.int_value !== undefined ? String(bdSeq.int_value) : undefined)) : undefined;
-    if (node?.bdSeq !== undefined && deathSeq !== undefined && deathSeq !== node.bdSeq) return nothing;
+    // The NDEATH counts only for the session its NBIRTH opened: a Will of an earlier session (the
+    // broker publishes it after the node reconnected) carries another bdSeq, or none at all.
+    if (node?.bdSeq !== undefined && deathSeq !== node.bdSeq) return nothing;
     const outcomes = [availability(nodeKey, 'offline', input.receivedAt, input.limits, payloadTs)];
     for (const device of node?.devices ?? []) outcomes.push(availability(`${nodeKey}/${device}`, 'offline', input.receivedAt, input.limits, payloadTs));
     state.nodes.delete(nodeKey);

@@ -2,7 +2,7 @@
 // `decoded_payload` becomes the metrics, the best gateway's RSSI/SNR from `rx_metadata` are the
 // radio-link health signals (`rssi`, `snr`), `received_at` (the network's receive time) is the
 // reading time, and the frame counter and port are kept (`f_cnt` metric, `f_port` tag).
-import { deviceIdBefore, guarded, levelsFromId, nothing, rejected } from '../decoder.js';
+import { deviceIdBefore, guarded, ignored, levelsFromId, nothing, rejected } from '../decoder.js';
 import type { Decoder } from '../decoder.js';
 import { buildReading, draftContext, outcomeOf } from '../draft.js';
 import { isPlainObject, parseDeviceJson, textOf, valueAt } from '../json.js';
@@ -20,7 +20,7 @@ function best(values: readonly unknown[]): number | undefined {
 export function createTtnV3Decoder(): Decoder {
   return guarded('ttn-v3', (input) => {
     const levels = levelsFromId(input.match);
-    if (levels[levels.length - 1] !== UPLINK) return nothing;
+    if (levels[levels.length - 1] !== UPLINK) return ignored(`The Things Stack ${(levels[levels.length - 1] ?? '').slice(0, 40)} (not an uplink)`);
     const topicId = deviceIdBefore(input.match, 1);
     if (topicId === undefined) return nothing;
     const value = parseDeviceJson(textOf(input.payload));
