@@ -1,7 +1,7 @@
 // The ingestor's configuration, validated by zod; a bad value stops the start naming the field.
 import { join } from 'node:path';
 import { z } from 'zod';
-import { ID_PATTERN, limitsSchema } from '@ferry/protocol';
+import { ID_PATTERN, limitsSchema, measurementProblem, tagProblem } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
 import { logLevelSchema, opsHttpSchema, parseConfig, refineOpsHttp } from '@ferry/runtime';
 import { defaultPointMapping, sinkConfigSchema } from '@ferry/sinks';
@@ -16,20 +16,44 @@ const backoffSchema = z
   })
   .strict();
 
+/** A name checked against the database's name rules (@ferry/protocol names.ts) at start-up, not at the first write. */
+function dbName(check: (name: string) => string | undefined) {
+  return z.string().superRefine((name, ctx) => {
+    const problem = check(name);
+    if (problem) ctx.addIssue({ code: 'custom', message: problem });
+  });
+}
+const measurementName = dbName(measurementProblem);
+const tagKey = dbName((key) => tagProblem(key, ''));
+
 const mappingSchema = z
   .object({
-    measurement: z.string().min(1).default(defaultPointMapping.measurement),
-    statusMeasurement: z.string().min(1).default(defaultPointMapping.statusMeasurement),
-    deviceTag: z.string().min(1).default(defaultPointMapping.deviceTag),
-    gatewayTag: z.string().min(1).default(defaultPointMapping.gatewayTag),
-    staticTags: z.record(z.string(), z.string()).default({}),
+    measurement: measurementName.default(defaultPointMapping.measurement),
+    statusMeasurement: measurementName.default(defaultPointMapping.statusMeasurement),
+    deviceTag: tagKey.default(defaultPointMapping.deviceTag),
+    gatewayTag: tagKey.default(defaultPointMapping.gatewayTag),
+    staticTags: z
+      .record(z.string(), z.string())
+      .superRefine((tags, ctx) => {
+        for (const [key, value] of Object.entries(tags)) {
+          const problem = tagProblem(key, value);
+          if (problem) ctx.addIssue({ code: 'custom', message: problem, path: [key] });
+        }
+      })
+      .default({}),
   })
   .strict();
 
 const httpSchema = opsHttpSchema
   .extend({
     /** API tokens; with none, /api answers loopback callers only (docs/health.md). Each also opens /metrics. */
-    tokens: z.array(z.object({ token: z.string().min(16, 'an API token is at least 16 characters'), role: z.enum(['admin', 'read']) }).strict()).default([]),
+    // `name` is who acts with the token (an ack, a silence): `token-1`, `token-2`... when not given.
+    tokens: z
+      .array(z.object({ token: z.string().min(16, 'an API token is at least 16 characters'), role: z.enum(['admin', 'read']), name: z.string().min(1).max(100).optional() }).strict())
+      .default([])
+      .transform((tokens) => tokens.map((t, i) => ({ ...t, name: t.name ?? `token-${i + 1}` }))),
+    /** Grafana as an operator's browser reaches it: the ops view links devices and gateways to its dashboards. */
+    grafanaUrl: z.url({ protocol: /^https?$/, error: 'expected an http:// or https:// URL such as http://localhost:3000' }).optional(),
   })
   .strict();
 

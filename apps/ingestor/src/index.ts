@@ -5,6 +5,7 @@ export type { IngestorConfig, IngestorConfigInput } from './config.js';
 export { createIngestor } from './ingestor.js';
 export type { Ingestor, IngestorDeps, IngestorStats } from './ingestor.js';
 export type { ReplayResult } from './pipeline.js';
+export type { GatewayDeadLetterCounts, GatewayReplayAnswer } from './gateway-deadletters.js';
 export type { GatewayAccount } from './accounting.js';
 export type { GatewayStatusEntry } from './statuses.js';
 export { DIRECT_SOURCE } from './pipeline.js';

@@ -4,7 +4,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ErrorCode } from '@ferry/protocol';
 import { FerryError, parseUplinkTopic } from '@ferry/protocol';
-import { createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, systemClock } from '@ferry/runtime';
+import { abortable, abortReason, LogThrottle, createLogger, createOpsServer, opsTokens, createRegistry, DiskFullState, isDiskFull, systemClock } from '@ferry/runtime';
 import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import type { DeadLetterStore } from '@ferry/deadletter';
@@ -20,6 +20,8 @@ import { createPipeline } from './pipeline.js';
 import type { Pipeline, ReplayResult } from './pipeline.js';
 import { createIngestorMetrics } from './metrics.js';
 import { GatewayStatuses } from './statuses.js';
+import { GatewayHistory } from './gateway-history.js';
+import { addGatewayRoutes } from './gateway-api.js';
 import type { GatewayStatusEntry } from './statuses.js';
 import { createUplink } from './uplink.js';
 import type { Uplink } from './uplink.js';
@@ -28,6 +30,8 @@ import { createIngestorHealth } from './health.js';
 import type { IngestorHealth } from './health.js';
 import type { HealthMonitor } from '@ferry/health';
 import { addApiAuth, addDashboardRoutes, addHealthRoutes, sinkReadings } from './ops-api.js';
+import { gatewaysWithFreshness } from './freshness.js';
+import type { Freshness } from './freshness.js';
 import { openDeviceDedupeStore } from './device-dedupe.js';
 import type { DeviceDedupeStore } from './device-dedupe.js';
 import { compileDeviceTopics } from './direct.js';
@@ -41,6 +45,9 @@ import { createReadingProcessor } from './process.js';
 import { createRollups } from './rollup.js';
 import type { Rollups } from './rollup.js';
 import { addProcessingRoutes, createProcessingMetrics } from './process-ops.js';
+import { addSeriesRoutes, sinkReader } from './series.js';
+import { createGatewayDeadLetters } from './gateway-deadletters.js';
+import type { GatewayReplayAnswer } from './gateway-deadletters.js';
 
 export interface IngestorDeps {
   readonly logger?: Logger;
@@ -83,14 +90,20 @@ export interface IngestorStats {
   readonly journalRows: number;
   /** Messages ignored because another partition owns their gateway or device. */
   readonly notOwned: number;
-  /** The latest status each gateway published. */
-  readonly gateways: Readonly<Record<string, GatewayStatusEntry>>;
+  /** The latest status each gateway published, with its age (`stale` once the next one is overdue). */
+  readonly gateways: Readonly<Record<string, GatewayStatusEntry & Freshness>>;
 }
 
 export interface Ingestor {
-  /** Stores open, HTTP bound, MQTT connected and subscribed; rejects with FERRY_ERR_NOT_READY after broker.readyTimeoutMs. */
+  /**
+   * Stores open, HTTP bound, MQTT connected and subscribed; rejects with FERRY_ERR_NOT_READY after
+   * broker.readyTimeoutMs, or at once when close() is called meanwhile.
+   */
   ready(): Promise<void>;
-  /** Stops taking batches, waits (bounded) for in-flight writes and their acks, closes everything. */
+  /**
+   * Stops taking batches, waits (bounded) for in-flight writes and their acks, closes everything.
+   * During ready() it ends the start-up waits first (the broker, the database's first answer).
+   */
   close(): Promise<void>;
   readonly httpUrl: string | undefined;
   readonly config: IngestorConfig;
@@ -98,8 +111,11 @@ export interface Ingestor {
   readonly deadLetters: DeadLetterStore;
   /** Device and gateway health and alerts; undefined when config.health.enabled is false. */
   readonly health: HealthMonitor | undefined;
-  /** Re-runs one dead-lettered reading through validate -> dedupe -> write; marks it replayed on success. */
-  replay(id: number, waitMs?: number): Promise<ReplayResult>;
+  /**
+   * Re-runs one dead-lettered reading through validate -> dedupe -> write; marks it replayed on
+   * success. A letter a gateway reported is replayed by that gateway (gateway-deadletters.ts).
+   */
+  replay(id: number, waitMs?: number): Promise<ReplayResult | GatewayReplayAnswer>;
 }
 
 /** How long an HTTP replay waits for the database before answering 202 (the write still lands later). */
@@ -122,6 +138,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   const config = parseIngestorConfig(input);
   const logger = (deps.logger ?? createLogger({ level: config.logLevel })).child({ component: 'ingestor', ingestorId: config.ingestorId });
   const clock = deps.clock ?? systemClock;
+  // Fields the name rules refuse come with every reading of a misbehaving old gateway: one line per 10 s.
+  const namesLog = new LogThrottle(clock, 10_000);
   // Process metrics too (memory, CPU, event-loop lag, GC), under their standard unprefixed names.
   const registry = deps.registry ?? createRegistry({ defaultMetrics: true, prefix: '' });
 
@@ -202,7 +220,9 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   }
 
   const accounting = new Accounting();
-  const statuses = new GatewayStatuses();
+  // Backlog and drops per gateway over the last 24 h, for the gateway page (bounded, in memory).
+  const gatewayHistory = new GatewayHistory();
+  const statuses = new GatewayStatuses(gatewayHistory);
   const health: IngestorHealth | undefined = config.health.enabled
     ? createIngestorHealth({
         config: config.health,
@@ -226,6 +246,24 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   let closing: Promise<void> | undefined;
   let storesClosed = false;
   let shedding = false;
+  /** Aborted by close(): a stop must not wait for the broker's start-up timeout. */
+  const startAbort = new AbortController();
+  let pinging: Promise<boolean> | undefined;
+
+  /** Asks the database whether it is up; one question at a time, shared by /healthz, the dashboard and the start. */
+  function pingSink(): Promise<boolean> {
+    pinging ??= sink
+      .ping()
+      .catch(() => false)
+      .then((up) => {
+        sinkUp = up;
+        return up;
+      })
+      .finally(() => {
+        pinging = undefined;
+      });
+    return pinging;
+  }
 
   const metrics = createIngestorMetrics(registry, {
     accounting,
@@ -291,6 +329,11 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       batchLag: (ms) => metrics.batchLag(ms),
       storage: (store, err) => storage(store, err),
       skewed: (how) => metrics.skewed(how),
+      namesDropped(problems) {
+        metrics.namesDropped(problems.length);
+        const verdict = namesLog.hit();
+        if (verdict.log) logger.warn({ problems: problems.slice(0, 5), suppressed: verdict.suppressed }, 'fields or tags the database refuses were left out of a point (a gateway older than the name rules sent them)');
+      },
       deviceDuplicate(origin) {
         counters.deviceDuplicates++;
         metrics.deviceDuplicate(origin);
@@ -314,6 +357,13 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         sinkUp = up;
       },
     },
+  });
+
+  const gatewayLetters = createGatewayDeadLetters({
+    store: deadLetters,
+    publish: (gatewayId, message, done) => (uplink ? uplink.publishDeadLetterControl(gatewayId, message, done) : done(new Error('no broker connection'))),
+    owns: (gatewayId) => ownsSource(config.partition, gatewayId),
+    ...{ clock, logger, registry },
   });
 
   function stats(): IngestorStats {
@@ -341,11 +391,17 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       deviceDuplicates: counters.deviceDuplicates,
       journalRows: storesClosed ? 0 : (journal?.rows ?? 0),
       notOwned: counters.notOwned,
-      gateways: statuses.snapshot(),
+      gateways: gatewaysWithFreshness(statuses.snapshot(), clock.now()),
     };
   }
 
-  async function replay(id: number, waitMs = REPLAY_WAIT_MS): Promise<ReplayResult> {
+  async function replay(id: number, waitMs = REPLAY_WAIT_MS): Promise<ReplayResult | GatewayReplayAnswer> {
+    const entry = storesClosed ? undefined : deadLetters.get(id);
+    if (entry?.source.gatewayLetterId !== undefined) {
+      const answer = await gatewayLetters.replay(entry, waitMs);
+      logger.info({ ...answer }, 'gateway dead letter replay');
+      return answer;
+    }
     const result = await pipeline.replay(id, waitMs);
     if (result.outcome === 'written' || result.outcome === 'duplicate') counters.replays++;
     logger.info({ ...result }, 'dead letter replayed');
@@ -360,7 +416,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         registry,
         tokens: opsTokens(config.http, config.http.tokens.map((t) => t.token)),
         health: async () => {
-          sinkUp = await sink.ping();
+          await pingSink();
           const mqttConnected = uplink?.connected ?? false;
           const s = pipeline.state();
           const disk = diskFull.report();
@@ -383,14 +439,39 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
           recent: (deviceId, sinceMs, limit) => health.recentReadings(deviceId, sinceMs, limit),
           mapping: config.mapping,
           readings: sinkReadings(sink, config.mapping.deviceTag, () => clock.now()),
+          // What /healthz checks, asked now: never "up" before the first connection.
+          links: async () => {
+            const sinkNow = await pingSink();
+            return { broker: uplink?.connected ?? false, sink: sinkNow };
+          },
+          now: () => clock.now(),
+          grafanaUrl: config.http.grafanaUrl,
         });
         addDashboardRoutes(ops.app);
+        addSeriesRoutes(ops.app, {
+          read: sinkReader(sink),
+          recent: (deviceId, sinceMs, limit) => health.recentReadings(deviceId, sinceMs, limit),
+          rollupWindows: () => rollups?.windows() ?? [],
+          measurement: config.mapping.measurement,
+          deviceTag: config.mapping.deviceTag,
+          now: () => clock.now(),
+          known: (deviceId) => health.monitor.fleet.device(deviceId) !== undefined,
+        });
       }
-      addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => statuses.snapshot(), replay: (id) => replay(id) });
+      addGatewayRoutes(ops.app, {
+        history: gatewayHistory,
+        latest: (id) => statuses.get(id),
+        known: (id) => health !== undefined && (health.monitor.fleet.gateway(id) !== undefined || health.monitor.fleet.devicesOf(id) > 0),
+        now: () => clock.now(),
+        grafanaUrl: config.http.grafanaUrl,
+      });
+      addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => gatewaysWithFreshness(statuses.snapshot(), clock.now()), replay: (id) => replay(id), gatewayDeadLetters: () => gatewayLetters.counts() });
       addProcessingRoutes(ops.app, { processor, rollups, sink, deviceTag: config.mapping.deviceTag, now: () => clock.now() });
       await ops.listen();
     }
-    sinkUp = await sink.ping();
+    // A database that accepts connections and does not answer yet holds this for its timeout.
+    await abortable(pingSink(), startAbort.signal, 'asking the database whether it is up');
+    if (startAbort.signal.aborted) throw abortReason(startAbort.signal, 'starting the ingestor');
     // Rollup points completed by the last run and not confirmed then are written again first.
     rollups?.start();
     if (journal) {
@@ -440,12 +521,14 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         statuses.apply(topic, payload, clock.now());
         health?.observeStatusMessage(topic, payload);
       },
+      onDeadLetters: (topic, payload) => gatewayLetters.receive(topic, payload),
       onAckSent: () => {
         counters.acksSent++;
         metrics.ackSent();
       },
     });
-    await uplink.ready(config.broker.readyTimeoutMs);
+    logger.info({ broker: redactUrl(config.broker.url), timeoutMs: config.broker.readyTimeoutMs }, 'waiting for the broker');
+    await uplink.ready(config.broker.readyTimeoutMs, startAbort.signal);
     await health?.start();
     logger.info({ broker: redactUrl(config.broker.url), sink: sink.description, httpUrl: ops?.url }, 'ingestor ready');
   }
@@ -464,6 +547,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         logger.error({ err, what }, 'error while closing');
       }
     };
+    gatewayLetters.close();
     await step('mqtt', () => uplink?.close(ACK_FLUSH_MS));
     await step('health', () => health?.close());
     await step('http', () => ops?.close());
@@ -492,7 +576,9 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     },
     close() {
       closing ??= (async () => {
-        // A ready() still under way is allowed to finish or fail first, so nothing opens after close.
+        // A ready() still under way is ended at its current wait and allowed to fail first, so
+        // nothing opens after close and a stop never waits for a start-up timeout.
+        startAbort.abort(new Error('close() called'));
         await readying?.catch(() => undefined);
         await shutdown();
       })();

@@ -25,7 +25,8 @@ function config(dir: string, id: string): IngestorConfigInput {
     broker: { url: mosquitto.url },
     write: { lingerMs: 5 },
     logLevel: 'silent',
-    http: { port: 0, tokens: [{ token: ADMIN, role: 'admin' }, { token: READER, role: 'read' }] },
+    // The admin token's name is who acks (an ack's `by` comes from the token, not the body).
+    http: { port: 0, tokens: [{ token: ADMIN, role: 'admin', name: 'alice' }, { token: READER, role: 'read' }] },
     health: {
       tickMs: 50,
       flushIntervalMs: 100,
@@ -110,7 +111,7 @@ describe('health API', () => {
     const denied = await fetch(`${base}/api/alerts/${alert?.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${READER}`, 'content-type': 'application/json' }, body: '{}' });
     expect(denied.status).toBe(403);
     expect((await fetch(`${base}/api/alerts`)).status).toBe(401);
-    const acked = await fetch(`${base}/api/alerts/${alert?.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ by: 'alice', comment: 'truck on its way' }) });
+    const acked = await fetch(`${base}/api/alerts/${alert?.id}/ack`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ comment: 'truck on its way' }) });
     expect(acked.status).toBe(200);
     expect(await acked.json()).toMatchObject({ acknowledged: { by: 'alice', comment: 'truck on its way' } });
     const silence = await fetch(`${base}/api/silences`, { method: 'POST', headers: { authorization: `Bearer ${ADMIN}`, 'content-type': 'application/json' }, body: JSON.stringify({ subject: 'valve-*', durationMs: 60_000 }) });

@@ -95,10 +95,14 @@ export interface OpsServerOptions {
   readonly health: () => HealthReport | Promise<HealthReport>;
   /** Bearer tokens (opsTokens()); with any, /metrics and /healthz's details need one of them. */
   readonly tokens?: readonly string[];
+  /** More routes that need a token as /metrics does (a component's own ops routes, e.g. the gateway's /gaps). */
+  readonly protectedPaths?: readonly string[];
 }
 
 export interface OpsServer {
   readonly app: FastifyInstance;
+  /** Whether a request's Authorization header opens what /metrics opens (always, without tokens). */
+  authorized(authorization: string | undefined): boolean;
   /** Starts listening; resolves with the bound URL. */
   listen(): Promise<string>;
   readonly url: string | undefined;
@@ -114,12 +118,18 @@ export function createOpsServer(options: OpsServerOptions): OpsServer {
     const report = await options.health();
     return reply.code(report.ok ? 200 : 503).send(authorized(req.headers.authorization) ? report : { ok: report.ok });
   });
-  app.get('/metrics', async (req, reply) => {
-    if (!authorized(req.headers.authorization)) return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'a valid ops token is required (http.token)' });
+  const guarded = ['/metrics', ...(options.protectedPaths ?? [])];
+  app.addHook('onRequest', async (req, reply) => {
+    const path = req.url.split('?')[0] ?? '';
+    if (!guarded.some((p) => path === p || path.startsWith(`${p}/`)) || authorized(req.headers.authorization)) return;
+    return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'a valid ops token is required (http.token)' });
+  });
+  app.get('/metrics', async (_req, reply) => {
     return reply.header('content-type', options.registry.contentType).send(await options.registry.metrics());
   });
   return {
     app,
+    authorized,
     get url() {
       return url;
     },
