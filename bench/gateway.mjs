@@ -4,7 +4,8 @@
 // Progress goes to stderr; the last stdout line is one JSON object. Not a test: nothing asserted.
 //
 //   node bench/run.mjs gateway [--ingest 100000] [--clients 20] [--window 50]
-//                              [--backlog 1000000] [--drain-seconds 20] [--held-publish 20000] [--keep]
+//                              [--backlog 1000000] [--drain-seconds 20] [--held-publish 20000]
+//                              [--idle-seconds 20] [--phases idle,burst,relay,sqlite,backlog] [--keep]
 //
 // Needs the built workspace (`npx tsc -b`): the gateway, ingestor and broker run as children of
 // `node apps/ferry/dist/main.js`, so their RSS is their own and the load generator gets its own core.
@@ -21,8 +22,21 @@ import mqtt from 'mqtt';
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
 
+/** idle: RSS at rest; burst: the ingest, with both flag sets; relay: bare aedes; sqlite: raw ceilings; backlog: held + drain. */
+const PHASES = ['idle', 'burst', 'relay', 'sqlite', 'backlog'];
+
 function parseArgs(argv) {
-  const opts = { ingest: 100_000, clients: 20, window: 50, backlog: 1_000_000, drainSeconds: 20, heldPublish: 20_000, keep: false };
+  const opts = {
+    ingest: 100_000,
+    clients: 20,
+    window: 50,
+    backlog: 1_000_000,
+    drainSeconds: 20,
+    heldPublish: 20_000,
+    idleSeconds: 20,
+    phases: new Set(PHASES),
+    keep: false,
+  };
   for (let i = 0; i < argv.length; i += 1) {
     const flag = argv[i];
     const next = () => {
@@ -36,10 +50,22 @@ function parseArgs(argv) {
     else if (flag === '--backlog') opts.backlog = next();
     else if (flag === '--drain-seconds') opts.drainSeconds = next();
     else if (flag === '--held-publish') opts.heldPublish = next();
+    else if (flag === '--idle-seconds') opts.idleSeconds = next();
+    else if (flag === '--phases') {
+      opts.phases = new Set((argv[++i] ?? '').split(','));
+      const unknown = [...opts.phases].filter((p) => !PHASES.includes(p));
+      if (unknown.length > 0 || opts.phases.size === 0) throw new Error(`--phases takes some of ${PHASES.join(',')}`);
+    }
     else if (flag === '--keep') opts.keep = true;
     else throw new Error(`unknown flag ${flag}`);
   }
   return opts;
+}
+
+function loadText() {
+  return loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 }
 
 function log(line) {
@@ -129,16 +155,27 @@ const GATEWAY_ENV = (() => {
   return Object.fromEntries([...unit.matchAll(/^Environment=(\w+)=(.*)$/gm)].map((m) => [m[1], m[2].trim()]));
 })();
 
-async function startFerry(kind, config, dir, name, httpPort, { requireOk = true } = {}) {
+/**
+ * The gateway runs with the V8 flags and environment the Pi install gives it (deploy/pi), unless
+ * BENCH_GATEWAY_NODE_FLAGS says otherwise (then with neither the unit's flags nor its environment);
+ * `nodeDefaults` runs it as a plain `node` would, with neither.
+ */
+function gatewayLaunch(nodeDefaults) {
+  if (nodeDefaults) return { nodeFlags: [], env: process.env };
+  const given = process.env.BENCH_GATEWAY_NODE_FLAGS;
+  return {
+    nodeFlags: (given ?? GATEWAY_NODE_FLAGS).split(' ').filter(Boolean),
+    env: given === undefined ? { ...process.env, ...GATEWAY_ENV } : process.env,
+  };
+}
+
+async function startFerry(kind, config, dir, name, httpPort, { requireOk = true, nodeDefaults = false } = {}) {
   mkdirSync(dir, { recursive: true });
   const file = join(dir, `${name}.json`);
   writeFileSync(file, JSON.stringify(config));
-  // The gateway runs with the V8 flags and environment the Pi install gives it (deploy/pi), unless
-  // BENCH_GATEWAY_NODE_FLAGS says otherwise (then with neither the unit's flags nor its environment).
-  const nodeFlags = kind === 'gateway' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? GATEWAY_NODE_FLAGS).split(' ').filter(Boolean) : [];
+  const { nodeFlags, env } = kind === 'gateway' ? gatewayLaunch(nodeDefaults) : { nodeFlags: [], env: process.env };
   // BENCH_CPU_PROF=<dir> writes a CPU profile of every Ferry child into <dir>/<name>.
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${join(process.env.BENCH_CPU_PROF, name)}`] : [];
-  const env = kind === 'gateway' && process.env.BENCH_GATEWAY_NODE_FLAGS === undefined ? { ...process.env, ...GATEWAY_ENV } : process.env;
   const proc = spawnChild([...nodeFlags, ...profile, FERRY_MAIN, kind, '-c', file], join(dir, `${name}.log`), env);
   await waitUntil(async () => {
     if (proc.child.exitCode !== null) throw new Error(`${name} exited; see ${join(dir, `${name}.log`)}`);
@@ -280,19 +317,71 @@ function gatewayConfig(dir, devicePort, httpPort, uplinkUrl) {
   };
 }
 
-async function ingestPhase(opts, dir) {
+/**
+ * The burst: `--ingest` QoS 1 publishes, `--clients` x `--window` in flight (1,000 by default), into
+ * a gateway whose uplink points at a port nobody listens on, so this is receive -> validate ->
+ * commit -> PUBACK alone. Its peak RSS is `burstPeakRssMB`.
+ */
+async function ingestPhase(opts, dir, { nodeDefaults = false } = {}) {
   const [devicePort, httpPort, deadPort] = [await freePort(), await freePort(), await freePort()];
-  // Uplink to a port nobody listens on: this measures receive -> validate -> commit -> PUBACK alone.
-  const gw = await startFerry('gateway', gatewayConfig(dir, devicePort, httpPort, `mqtt://127.0.0.1:${deadPort}`), dir, 'gateway-ingest', httpPort);
+  const name = nodeDefaults ? 'gateway-ingest-node-defaults' : 'gateway-ingest';
+  const gw = await startFerry('gateway', gatewayConfig(dir, devicePort, httpPort, `mqtt://127.0.0.1:${deadPort}`), dir, name, httpPort, { nodeDefaults });
+  const memory = sampleMemory(gw.pid, httpPort);
   try {
-    log(`ingest: ${opts.ingest} QoS 1 publishes, ${opts.clients} clients x ${opts.window} in flight`);
+    const flags = nodeDefaults ? "Node's default flags" : 'the Pi unit\'s flags';
+    log(`burst (${flags}): ${opts.ingest} QoS 1 publishes, ${opts.clients} clients x ${opts.window} in flight`);
     const r = await publishLoad({ url: `mqtt://127.0.0.1:${devicePort}`, clients: opts.clients, window: opts.window, total: opts.ingest, prefix: 'ingest' });
     const committed = metric(await metrics(httpPort), 'ferry_gateway_committed_total');
-    const { rssMB } = rssOf(gw.pid);
-    log(`ingest: ${r.perSec.toFixed(0)}/s (${committed} committed), gateway RSS ${rssMB.toFixed(1)} MB`);
-    return { ingestPerSec: r.perSec, ingestRssMB: rssMB, committed };
+    const { rssMB, hwmMB } = rssOf(gw.pid);
+    const { peak } = memory;
+    // VmHWM catches a peak between two samples.
+    const peakRssMB = Math.max(peak.rssMB, hwmMB);
+    log(
+      `burst (${flags}): ${r.perSec.toFixed(0)}/s (${committed} committed), gateway RSS ${rssMB.toFixed(1)} MB after, ` +
+        `peak ${peakRssMB.toFixed(1)} MB (anonymous ${peak.anonMB.toFixed(1)}, V8 heap ${peak.heapMB.toFixed(1)}); load average ${loadText()}`,
+    );
+    return { ingestPerSec: r.perSec, ingestRssMB: rssMB, committed, peakRssMB, peakAnonMB: peak.anonMB, peakHeapMB: peak.heapMB };
   } finally {
+    memory.stop();
     await gw.stop();
+  }
+}
+
+/**
+ * The gateway at rest: uplink connected to a real `ferry broker`, no backlog, no device. RSS is
+ * sampled every 500 ms for `--idle-seconds` after the uplink connects; `idleRssMB` is the highest
+ * sample of the last quarter (once start-up garbage is collected), `idleRssStartMB` the first.
+ */
+async function idlePhase(opts, dir) {
+  const [brokerPort, brokerHttp, devicePort, gatewayHttp] = [await freePort(), await freePort(), await freePort(), await freePort()];
+  const broker = await startFerry(
+    'broker',
+    { listen: { host: '127.0.0.1', port: brokerPort }, http: { host: '127.0.0.1', port: brokerHttp }, logLevel: 'warn' },
+    dir,
+    'broker-idle',
+    brokerHttp,
+  );
+  let gw;
+  try {
+    gw = await startFerry('gateway', gatewayConfig(dir, devicePort, gatewayHttp, `mqtt://127.0.0.1:${brokerPort}`), dir, 'gateway-idle', gatewayHttp);
+    await waitUntil(async () => metric(await metrics(gatewayHttp), 'ferry_gateway_uplink_connected') === 1, 'the idle gateway\'s uplink');
+    const samples = [];
+    const end = Date.now() + opts.idleSeconds * 1000;
+    while (Date.now() < end) {
+      samples.push(rssOf(gw.pid));
+      await pause(500);
+    }
+    const settled = samples.slice(Math.floor((samples.length * 3) / 4));
+    const idle = settled.reduce((a, b) => (b.rssMB > a.rssMB ? b : a));
+    const heapMB = metric(await metrics(gatewayHttp), 'nodejs_heap_size_total_bytes') / 1048576;
+    log(
+      `idle: RSS ${samples[0].rssMB.toFixed(1)} MB when the uplink connected, ${idle.rssMB.toFixed(1)} MB after ${opts.idleSeconds} s ` +
+        `(anonymous ${idle.anonMB.toFixed(1)}, file ${idle.fileMB.toFixed(1)}, V8 heap ${heapMB.toFixed(1)}); load average ${loadText()}`,
+    );
+    return { idleRssMB: idle.rssMB, idleRssStartMB: samples[0].rssMB, idleAnonMB: idle.anonMB, idleFileMB: idle.fileMB, idleHeapMB: heapMB };
+  } finally {
+    await gw?.stop();
+    await broker.stop();
   }
 }
 
@@ -518,43 +607,76 @@ async function main() {
   const opts = parseArgs(process.argv.slice(2));
   if (!existsSync(FERRY_MAIN)) throw new Error(`${FERRY_MAIN} is missing: run \`npx tsc -b\` (or \`npm run build\`) first`);
   const dir = await mkdtemp(join(tmpdir(), 'ferry-bench-gateway-'));
-  log(`work dir ${dir}; load average ${loadavg().map((l) => l.toFixed(1)).join(' ')}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`);
+  log(`work dir ${dir}; load average ${loadText()}; ${cpus().length} cores (${cpus()[0]?.model ?? 'unknown'}), node ${process.version}`);
+  const on = (phase) => opts.phases.has(phase);
+  const loads = [];
+  const noteLoad = () => loads.push(loadavg()[0]);
   try {
-    const ingest = await ingestPhase(opts, join(dir, 'ingest'));
-    const relay = await aedesPhase(opts, dir);
-    const raw = sqlitePhase(opts, dir);
-    const backlogDir = join(dir, 'backlog');
-    const backlog = await prefill(opts, backlogDir);
-    const held = await heldPhase(opts, backlogDir);
-    const drain = await drainPhase(opts, backlogDir);
-    const rssMB = Math.max(held.rssHeldMB, drain.rssDrainMB);
+    const idle = on('idle') ? await idlePhase(opts, join(dir, 'idle')) : undefined;
+    if (idle) noteLoad();
+    const ingest = on('burst') ? await ingestPhase(opts, join(dir, 'ingest')) : undefined;
+    if (ingest) noteLoad();
+    const ingestDefaults = on('burst') ? await ingestPhase(opts, join(dir, 'ingest-node-defaults'), { nodeDefaults: true }) : undefined;
+    if (ingestDefaults) noteLoad();
+    const relay = on('relay') ? await aedesPhase(opts, dir) : undefined;
+    if (relay) noteLoad();
+    const raw = on('sqlite') ? sqlitePhase(opts, dir) : undefined;
+    let backlog;
+    let held;
+    let drain;
+    if (on('backlog')) {
+      const backlogDir = join(dir, 'backlog');
+      backlog = await prefill(opts, backlogDir);
+      held = await heldPhase(opts, backlogDir);
+      drain = await drainPhase(opts, backlogDir);
+      noteLoad();
+    }
+    const rssMB = held && drain ? Math.max(held.rssHeldMB, drain.rssDrainMB) : undefined;
+    const ratio = (a, b) => (a !== undefined && b !== undefined ? round(a / b) : undefined);
     const result = {
       bench: 'gateway',
       date: new Date().toISOString(),
       machine: { cores: cpus().length, cpu: cpus()[0]?.model ?? 'unknown', node: process.version },
-      sizes: { ingest: opts.ingest, clients: opts.clients, window: opts.window, backlog, drainSeconds: opts.drainSeconds },
-      ingestPerSec: Math.round(ingest.ingestPerSec),
-      aedesQos1RelayPerSec: Math.round(relay.aedesQos1RelayPerSec),
-      ingestVsAedesRelay: round(ingest.ingestPerSec / relay.aedesQos1RelayPerSec),
-      sqliteInsertPerSec: Math.round(raw.sqliteInsertPerSec),
-      ingestVsSqliteInsert: round(ingest.ingestPerSec / raw.sqliteInsertPerSec),
-      sqliteReadDeletePerSec: Math.round(raw.sqliteReadDeletePerSec),
-      drainPerSec: Math.round(drain.drainPerSec),
-      drainVsSqliteReadDelete: round(drain.drainPerSec / raw.sqliteReadDeletePerSec),
-      drainedReadings: drain.drainedReadings,
-      drainCpuShare: drain.drainCpuShare,
-      ingestWithBacklogPerSec: Math.round(held.ingestWithBacklogPerSec),
-      rssMB: round(rssMB),
-      rssHeldMB: round(held.rssHeldMB),
-      rssDrainMB: round(drain.rssDrainMB),
-      rssAnonMB: round(Math.max(held.rssHeldAnonMB, drain.rssDrainAnonMB)),
-      heapTotalMB: round(Math.max(held.heapHeldMB, drain.heapDrainMB)),
-      rssIngestMB: round(ingest.ingestRssMB),
+      sizes: { ingest: opts.ingest, clients: opts.clients, window: opts.window, backlog, drainSeconds: opts.drainSeconds, idleSeconds: opts.idleSeconds },
+      gatewayNodeFlags: gatewayLaunch(false).nodeFlags.join(' '),
+      idleRssMB: idle && round(idle.idleRssMB),
+      idleRssStartMB: idle && round(idle.idleRssStartMB),
+      idleAnonMB: idle && round(idle.idleAnonMB),
+      idleHeapMB: idle && round(idle.idleHeapMB),
+      burstPeakRssMB: ingest && round(ingest.peakRssMB),
+      burstPeakRssMBNodeDefaults: ingestDefaults && round(ingestDefaults.peakRssMB),
+      burstPeakHeapMB: ingest && round(ingest.peakHeapMB),
+      burstPeakHeapMBNodeDefaults: ingestDefaults && round(ingestDefaults.peakHeapMB),
+      ingestPerSec: ingest && Math.round(ingest.ingestPerSec),
+      ingestPerSecNodeDefaults: ingestDefaults && Math.round(ingestDefaults.ingestPerSec),
+      aedesQos1RelayPerSec: relay && Math.round(relay.aedesQos1RelayPerSec),
+      ingestVsAedesRelay: ratio(ingest?.ingestPerSec, relay?.aedesQos1RelayPerSec),
+      ingestNodeDefaultsVsAedesRelay: ratio(ingestDefaults?.ingestPerSec, relay?.aedesQos1RelayPerSec),
+      sqliteInsertPerSec: raw && Math.round(raw.sqliteInsertPerSec),
+      ingestVsSqliteInsert: ratio(ingest?.ingestPerSec, raw?.sqliteInsertPerSec),
+      sqliteReadDeletePerSec: raw && Math.round(raw.sqliteReadDeletePerSec),
+      drainPerSec: drain && Math.round(drain.drainPerSec),
+      drainVsSqliteReadDelete: ratio(drain?.drainPerSec, raw?.sqliteReadDeletePerSec),
+      drainedReadings: drain?.drainedReadings,
+      drainCpuShare: drain?.drainCpuShare,
+      ingestWithBacklogPerSec: held && Math.round(held.ingestWithBacklogPerSec),
+      rssMB: rssMB !== undefined ? round(rssMB) : undefined,
+      rssHeldMB: held && round(held.rssHeldMB),
+      rssDrainMB: drain && round(drain.rssDrainMB),
+      rssAnonMB: held && drain ? round(Math.max(held.rssHeldAnonMB, drain.rssDrainAnonMB)) : undefined,
+      heapTotalMB: held && drain ? round(Math.max(held.heapHeldMB, drain.heapDrainMB)) : undefined,
+      rssIngestMB: ingest && round(ingest.ingestRssMB),
       loadAverage: loadavg().map(round),
+      // The 1-minute load average after each phase run (idle, burst x2, relay, backlog): above the
+      // core count, a figure is not Ferry's alone.
+      loadAfterPhases: loads.map(round),
       targets: {
-        ingestAtLeastHalfAedesRelay: ingest.ingestPerSec >= 0.5 * relay.aedesQos1RelayPerSec,
-        drainAtLeast20kPerSec: drain.drainPerSec >= 20_000,
-        rssUnder100MBWith1MBacklog: rssMB < 100 && backlog >= 1_000_000,
+        idleRssAtMost60MB: idle ? idle.idleRssMB <= 60 : undefined,
+        burstPeakRssAtMost100MB: ingest ? ingest.peakRssMB <= 100 : undefined,
+        burstPeakRssAtMost100MBNodeDefaults: ingestDefaults ? ingestDefaults.peakRssMB <= 100 : undefined,
+        ingestAtLeastHalfAedesRelay: ingest && relay ? ingest.ingestPerSec >= 0.5 * relay.aedesQos1RelayPerSec : undefined,
+        drainAtLeast20kPerSec: drain ? drain.drainPerSec >= 20_000 : undefined,
+        rssUnder100MBWith1MBacklog: rssMB !== undefined ? rssMB < 100 && backlog >= 1_000_000 : undefined,
       },
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);

@@ -7,7 +7,9 @@
 // 5,000-reading batch on this thread, the least any ingestor must spend (parse the batches and
 // write their line protocol, on this thread), and the CPU the machine has left per 10,000 readings
 // for the ingestor and Mosquitto at the issue's target (half the raw rate), after
-// VictoriaMetrics' own share. Not a test: nothing asserted.
+// VictoriaMetrics' own share. The split: the ingestor's garbage-collector pauses (perf_hooks, in
+// the child through bench/lib/gc-observer.mjs) and each stage's CPU, and the whole pipeline's, in
+// process on this thread (bench/lib/ingestor-stages.mjs). Not a test: nothing asserted.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
 //   node bench/run.mjs ingestor [--readings 100000] [--batch 1000] [--gateways 4] [--keep]
@@ -17,7 +19,7 @@
 import { spawn } from 'node:child_process';
 import { readFileSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { cpus, tmpdir } from 'node:os';
+import { cpus, loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
@@ -25,8 +27,10 @@ import mqtt from 'mqtt';
 import { BATCH_VERSION, checkReadingLimits, decodeAck, decodeBatch, defaultLimits, encodeBatch, newBatchNonce, readingSchema, uplinkTopics } from '@ferry/protocol';
 import { encodePoints, readingToPoint } from '@ferry/sinks';
 import { startMosquitto, startVictoriaMetrics } from '@ferry/testkit';
+import { measureStages } from './lib/ingestor-stages.mjs';
 
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
+const GC_OBSERVER = new URL('./lib/gc-observer.mjs', import.meta.url).href;
 const log = (msg) => process.stderr.write(`[bench ingestor] ${msg}\n`);
 
 function parseArgs(argv) {
@@ -113,6 +117,28 @@ function measureParseFormat(envelopes, total) {
   return (runs[3] / total) * 10_000;
 }
 
+/** The child's garbage-collector pause totals so far (bench/lib/gc-observer.mjs answers SIGUSR2). */
+async function gcOf(child, file) {
+  let before = 0;
+  try {
+    before = JSON.parse(readFileSync(file, 'utf8')).asked;
+  } catch {
+    // not written yet
+  }
+  child.kill('SIGUSR2');
+  const by = Date.now() + 5000;
+  for (;;) {
+    try {
+      const totals = JSON.parse(readFileSync(file, 'utf8'));
+      if (totals.asked > before) return totals;
+    } catch {
+      // not written yet, or half written
+    }
+    if (Date.now() > by) throw new Error('the ingestor did not report its GC totals');
+    await new Promise((r) => setTimeout(r, 10));
+  }
+}
+
 async function countInVm(vm, metric) {
   await vm.flush();
   const series = await vm.exportSeries(`{__name__="${metric}"}`, { start: T0 - 60_000, end: Date.now() + 3_600_000 });
@@ -146,7 +172,12 @@ async function main() {
         logLevel: 'warn',
       }),
     );
-    child = spawn(process.execPath, [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), FERRY_MAIN, 'ingestor', '--config', configFile, '--log-level', 'info'], { stdio: ['ignore', 'ignore', 'pipe'] });
+    const gcFile = join(dir, 'gc.json');
+    child = spawn(
+      process.execPath,
+      [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), '--import', GC_OBSERVER, FERRY_MAIN, 'ingestor', '--config', configFile, '--log-level', 'info'],
+      { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BENCH_GC_FILE: gcFile } },
+    );
     let childLog = '';
     child.stderr.on('data', (c) => (childLog += c.toString()));
     const readyBy = Date.now() + 30_000;
@@ -176,10 +207,11 @@ async function main() {
     for (let b = 0; b < perGateway / opts.batch; b++) {
       for (const g of gateways) {
         const items = Array.from({ length: opts.batch }, (_, i) => makeReading(g, b * opts.batch + i));
-        envelopes.push({ topic: uplinkTopics.batch(g), payload: encodeBatch({ v: BATCH_VERSION, gatewayId: g, batchId: b + 1, sentAt: Date.now(), nonce: newBatchNonce() }, items) });
+        envelopes.push({ topic: uplinkTopics.batch(g), gatewayId: g, payload: encodeBatch({ v: BATCH_VERSION, gatewayId: g, batchId: b + 1, sentAt: Date.now(), nonce: newBatchNonce() }, items) });
       }
     }
 
+    const gcBefore = await gcOf(child, gcFile);
     const cpuBefore = cpuMsOf(child.pid);
     const vmCpuBefore = cpuMsOf(vm.pid);
     const mosquittoCpuBefore = cpuMsOf(mosquitto.pid);
@@ -190,6 +222,8 @@ async function main() {
     const cpuMs = cpuMsOf(child.pid) - cpuBefore;
     const vmCpuE2eMs = cpuMsOf(vm.pid) - vmCpuBefore;
     const mosquittoCpuMs = cpuMsOf(mosquitto.pid) - mosquittoCpuBefore;
+    const gcAfter = await gcOf(child, gcFile);
+    const gcMs = gcAfter.ms - gcBefore.ms;
     const confirmed = await countInVm(vm, 'telemetry_temperature');
     log(`end to end: ${total} readings in ${e2eSeconds.toFixed(2)} s; ${confirmed} points in VictoriaMetrics; ingestor CPU ${cpuMs.toFixed(0)} ms`);
 
@@ -229,6 +263,8 @@ async function main() {
     log(`raw POST: ${ROUNDS} x ${points.length} points in ${rawSeconds.toFixed(2)} s; ${rawConfirmed} in VictoriaMetrics; VictoriaMetrics CPU ${vmCpuRawMs.toFixed(0)} ms`);
     const parseFormatMsPer10k = measureParseFormat(envelopes, total);
     log(`parse + line protocol alone, one thread: ${parseFormatMsPer10k.toFixed(1)} ms per 10,000 readings`);
+    const stages = await measureStages(envelopes, total);
+    log(`stages in process, CPU ms per 10,000: ${JSON.stringify(stages.stages)}; whole pipeline in process ${stages.pipelineInProcess}`);
 
     const endToEndPerSec = Math.round(total / e2eSeconds);
     const rawPostPerSec = Math.round((ROUNDS * points.length) / rawSeconds);
@@ -248,6 +284,10 @@ async function main() {
       ratio,
       target: ratio >= 0.5,
       cpuMsPer10k: Number(((cpuMs / total) * 10_000).toFixed(1)),
+      gcPauseMsPer10k: Number(((gcMs / total) * 10_000).toFixed(1)),
+      gcPausesByKindMsPer10k: Object.fromEntries(Object.entries(gcAfter.byKind).map(([k, v]) => [k, Number((((v - (gcBefore.byKind[k] ?? 0)) / total) * 10_000).toFixed(1))])),
+      stagesCpuMsPer10k: stages.stages,
+      pipelineInProcessCpuMsPer10k: stages.pipelineInProcess,
       mosquittoCpuMsPer10k: Number(((mosquittoCpuMs / total) * 10_000).toFixed(1)),
       vmCpuMsPer10kEndToEnd: Number(((vmCpuE2eMs / total) * 10_000).toFixed(1)),
       vmCpuMsPer10kRaw: Number(vmCpuMsPer10kRaw.toFixed(1)),
@@ -258,6 +298,7 @@ async function main() {
       rawRounds: ROUNDS,
       decodeValidateMsPer5k: Number(decodeValidate.ms.toFixed(2)),
       cores: cpus().length,
+      loadAverage: loadavg().map((l) => Number(l.toFixed(2))),
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {

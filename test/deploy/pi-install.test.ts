@@ -180,7 +180,7 @@ describe('deploy/pi/install.sh into a temporary root', () => {
       'PrivateTmp=yes',
       'ReadWritePaths=/var/lib/ferry',
       'StandardError=journal',
-      'ExecStart=/usr/bin/node --max-semi-space-size=1 --optimize-for-size /opt/ferry/gateway/bin/ferry.mjs gateway --config /etc/ferry/gateway.yaml',
+      'ExecStart=/usr/bin/node --max-semi-space-size=1 --optimize-for-size --no-concurrent-recompilation /opt/ferry/gateway/bin/ferry.mjs gateway --config /etc/ferry/gateway.yaml',
     ]) {
       expect(unit.split('\n'), line).toContain(line);
     }

@@ -41,8 +41,10 @@ export type DedupeVerdict =
  * Pure: what a reading with content `hash` is, given what its seq was recorded as. `content` (the
  * reading as received) lets a record stored by an earlier release, in its hash form, still match.
  */
+const NEW: DedupeVerdict = { kind: 'new' };
+
 export function judge(seen: SeenRecord | undefined, hash: string, content?: unknown): DedupeVerdict {
-  if (!seen) return { kind: 'new' };
+  if (!seen) return NEW;
   const same = content === undefined ? seen.hash === hash : sameContent(seen.hash, hash, content);
   if (seen.outcome === 'written') {
     return same ? { kind: 'duplicate' } : { kind: 'conflict', reason: `seq already written with different content (hash ${seen.hash}, now ${hash})` };

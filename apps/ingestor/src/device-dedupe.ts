@@ -28,7 +28,8 @@
 // records is acknowledged right after.
 import type Database from 'better-sqlite3';
 import type { DeviceReading } from '@ferry/protocol';
-import { contentHash, legacyContentHash, sameContent } from './content-hash.js';
+import { deviceContentHash, legacyContentHash, sameContent } from './content-hash.js';
+import type { DeviceContent } from './content-hash.js';
 import { openSqlite } from '@ferry/runtime';
 
 export interface DeviceIdentity {
@@ -41,7 +42,7 @@ export interface DeviceIdentity {
   /** The same key with a different hash is a conflict. */
   readonly strict: boolean;
   /** The device time in the key, when it has one: lets a lookup above a device's newest stored time skip the query. */
-  readonly ts?: number;
+  readonly ts?: number | undefined;
   /** What `hash` is the hash of: lets a record stored by an earlier release (its hash form) still be matched. */
   readonly content: unknown;
   /** The stored device column: scope and id; a gateway id never contains '/', so this is unambiguous. */
@@ -50,14 +51,34 @@ export interface DeviceIdentity {
   readonly slot: string;
 }
 
+/** A device identity; `content` is built only when asked (a record of an earlier release's hash form to match). */
+class Identity implements DeviceIdentity {
+  constructor(
+    readonly scope: string,
+    readonly deviceId: string,
+    readonly key: string,
+    readonly hash: string,
+    readonly strict: boolean,
+    readonly ts: number | undefined,
+    readonly device: string,
+    readonly slot: string,
+    private readonly said: DeviceContent,
+  ) {}
+
+  get content(): unknown {
+    const { kind, metrics, tags, deviceSeq, ts } = this.said;
+    return { kind, metrics, tags, deviceSeq, ts };
+  }
+}
+
 /** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
 export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'direct', scope: string): DeviceIdentity | undefined {
   const deviceTime = reading.tsSource === 'device' ? reading.ts : undefined;
   const { deviceId, deviceSeq } = reading;
   // Nothing to recognise the reading by: no hash to compute either.
   if (deviceSeq === undefined && deviceTime === undefined && origin === 'gateway') return undefined;
-  const content = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq, ts: deviceTime };
-  const hash = contentHash(content);
+  const said: DeviceContent = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq, ts: deviceTime };
+  const hash = deviceContentHash(said);
   const strict = deviceSeq !== undefined && deviceTime !== undefined;
   const key =
     deviceSeq !== undefined
@@ -68,7 +89,7 @@ export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'dire
         ? `t${deviceTime}#${hash}`
         : `r${reading.receivedAt}#${hash}`;
   const device = `${scope}/${deviceId}`;
-  return { scope, deviceId, key, hash, strict, ...(deviceTime !== undefined ? { ts: deviceTime } : {}), content, device, slot: `${device}\u0000${key}` };
+  return new Identity(scope, deviceId, key, hash, strict, deviceTime, device, `${device}\u0000${key}`, said);
 }
 
 /** The key an earlier release stored for a loose identity (its hash form inside the key); a strict key has no hash in it. */
@@ -89,8 +110,10 @@ export function contentPointSeq(identity: DeviceIdentity): number {
 export type DeviceVerdict = { readonly kind: 'new' } | { readonly kind: 'duplicate' } | { readonly kind: 'conflict'; readonly reason: string };
 
 /** Pure: what a reading is, given the hash its identity was recorded with. */
+const NEW: DeviceVerdict = { kind: 'new' };
+
 export function judgeDevice(seenHash: string | undefined, identity: DeviceIdentity): DeviceVerdict {
-  if (seenHash === undefined) return { kind: 'new' };
+  if (seenHash === undefined) return NEW;
   if (sameContent(seenHash, identity.hash, identity.content)) return { kind: 'duplicate' };
   return identity.strict
     ? { kind: 'conflict', reason: `device ${identity.deviceId} sent ${identity.key} before with different content (hash ${seenHash}, now ${identity.hash})` }
@@ -227,9 +250,10 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   }
 
   function entriesJson(entries: readonly DeviceIdentity[]): string {
-    // Keys start with 's' or 't' and hashes are hex: nothing in them needs escaping but quotes, which they never hold.
+    // Keys are a letter, numbers (digits, '-', '.', 'e', '+'), '@' or '#' and a hash; hashes are
+    // hex: nothing in them needs escaping in JSON (device-dedupe.test.ts parses what this writes).
     let out = '{';
-    for (let k = 0; k < entries.length; k++) out += `${k > 0 ? ',' : ''}${JSON.stringify(entries[k]!.key)}:"${entries[k]!.hash}"`;
+    for (let k = 0; k < entries.length; k++) out += `${k > 0 ? ',"' : '"'}${entries[k]!.key}":"${entries[k]!.hash}"`;
     return `${out}}`;
   }
 

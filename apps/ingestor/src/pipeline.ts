@@ -24,7 +24,7 @@ import type { DeviceDedupeStore, DeviceIdentity } from './device-dedupe.js';
 import { decodeDirect } from './direct.js';
 import type { DeviceTopics, DirectEntry } from './direct.js';
 import { judge } from './dedupe.js';
-import { contentHash, sameContent } from './content-hash.js';
+import { contentHash, readingContentHash, sameContent } from './content-hash.js';
 import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
 import type { ReadingProcessor } from './process.js';
@@ -105,6 +105,8 @@ export interface PipelineEvents extends WriterEvents {
   deviceDuplicate?(origin: 'gateway' | 'direct'): void;
   /** A reading whose device time was out of the skew window and was written anyway. */
   skewed?(how: 'clamped' | 'flagged'): void;
+  /** Fields or tags the database's name rules refuse, left out of a point (the rest is written). */
+  namesDropped?(problems: readonly string[]): void;
   /** Device identities the device window's bound discarded. */
   devicePruned?(count: number): void;
   /** Age of a batch when it arrived (envelope sentAt to receive), ms. */
@@ -222,11 +224,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
    * Process, then map: a new reading's raw point (null when nothing is left to write raw) and what
    * the rollups take once it is confirmed. Runs once per new reading; resends are caught before.
    */
+  const namesDropped = (problems: readonly string[]): void => events.namesDropped?.(problems);
   function build(reading: Reading, gatewayTag: string): { point: Point | null; rolled: Reading | undefined } {
-    if (!processor && !rollups) return { point: mapReading(reading, gatewayTag, options.mapping), rolled: undefined };
+    if (!processor && !rollups) return { point: mapReading(reading, gatewayTag, options.mapping, namesDropped), rolled: undefined };
     const processed = processor ? processor.process(reading) : reading;
     const raw = processed && rollups ? rollups.rawPart(processed) : processed;
-    return { point: raw ? mapReading(raw, gatewayTag, options.mapping) : null, rolled: (rollups && processed) || undefined };
+    return { point: raw ? mapReading(raw, gatewayTag, options.mapping, namesDropped) : null, rolled: (rollups && processed) || undefined };
   }
 
   const writer: Writer<PendingWrite> = createWriter<PendingWrite>({
@@ -368,7 +371,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const verdict = applySkewPolicy(validated.reading, options.limits, skewPolicy, ctx.now);
     if (!verdict.ok) return { ok: false, rejection: verdict.rejection, seq: seqOf(raw), deviceId: deviceIdOf(raw) };
     if (verdict.skewed) events.skewed?.(verdict.skewed);
-    return { ok: true, reading: verdict.reading };
+    return verdict.reading === validated.reading ? validated : { ok: true, reading: verdict.reading };
   }
 
   /** Device dedupe for a reading whose gateway seq (if any) is new: a device's republish, or a new reading. */
@@ -419,7 +422,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       };
     }
     const reading = validated.reading;
-    const hash = contentHash(raw);
+    const hash = readingContentHash(raw as Record<string, unknown>); // raw passed the strict schema
     const conflict = (reason: string): Classified => ({
       kind: 'refused',
       seq: reading.seq,
