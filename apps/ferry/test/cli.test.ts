@@ -1,14 +1,12 @@
-import { execFile } from 'node:child_process';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import { createSqliteSink } from '@ferry/sinks';
 import { startInfluxd, waitFor } from '@ferry/testkit';
 import type { InfluxdHandle } from '@ferry/testkit';
-import { REPO_ROOT, runCli, startCli } from './cli-process.js';
+import { buildCli, runCli, startCli } from './cli-process.js';
 import type { Running } from './cli-process.js';
 
 const dirs: string[] = [];
@@ -21,14 +19,7 @@ function tempDir(): string {
 }
 
 beforeAll(async () => {
-  // The tests run the compiled binary, so build it (incremental: quick when up to date).
-  try {
-    await promisify(execFile)(process.execPath, [join(REPO_ROOT, 'node_modules', 'typescript', 'bin', 'tsc'), '-b', 'apps/ferry'], { cwd: REPO_ROOT });
-  } catch (err) {
-    // tsc reports compile errors on stdout.
-    const { stdout = '' } = err as { stdout?: string };
-    throw new Error(`ferry could not be built:\n${stdout.slice(0, 4000)}`, { cause: err });
-  }
+  await buildCli();
 });
 
 afterEach(async () => {
@@ -226,9 +217,18 @@ describe('ferry CLI', () => {
     const text = await runCli(['status', '--ingestor', opsUrl]);
     expect(text.stdout).toContain('ingestor demo: ok');
 
-    const viaApi = await runCli(['deadletter', 'list', '--ingestor', opsUrl, '--json']);
-    expect(viaApi.code, viaApi.stderr).toBe(0);
-    expect(JSON.parse(viaApi.stdout)).toMatchObject({ entries: [] });
+    // The gateway reports what it refused: the ingestor lists it with the gateway named (it once said "no dead letters match").
+    const viaApi = await waitFor(
+      async () => {
+        const answer = await runCli(['deadletter', 'list', '--ingestor', opsUrl, '--json']);
+        expect(answer.code, answer.stderr).toBe(0);
+        return (JSON.parse(answer.stdout) as { entries: unknown[] }).entries.length > 0 ? answer : undefined;
+      },
+      { timeoutMs: 30_000, what: 'the gateway letter at the ingestor' },
+    );
+    expect(JSON.parse(viaApi.stdout)).toMatchObject({
+      entries: [{ code: 'FERRY_ERR_PAYLOAD_JSON', origin: 'gateway', source: { gatewayId: 'demo-gw', deviceId: 'broken-1', gatewayLetterId: 1 } }],
+    });
     const missing = await runCli(['deadletter', 'replay', '999999', '--ingestor', opsUrl]);
     expect(missing.code).toBe(1);
     expect(JSON.parse(missing.stdout)).toMatchObject({ id: 999999, status: 404 });
