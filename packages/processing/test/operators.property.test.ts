@@ -56,6 +56,11 @@ function run(op: SeriesOperator, points: readonly Point[]): StepResult[] {
 
 const kept = (r: StepResult): Sample | undefined => (isRemoved(r) ? undefined : r);
 
+/** -0 as 0: two medians of the same values may differ only in the sign of a zero. */
+function zeroSigned(v: unknown): unknown {
+  return typeof v === 'number' ? v + 0 : v;
+}
+
 describe('cleaning operators match their references', () => {
   it('range drops, clamps or flags exactly the values outside [min, max]', () => {
     fc.assert(
@@ -91,7 +96,8 @@ describe('cleaning operators match their references', () => {
           ref.forEach((r, i) => {
             const s = kept(out[i]!)!;
             if (r.outlier) {
-              expect(s.value).toBe(r.median);
+              // A median of -0 and 0 may come out as either: the same value (x + 0 turns -0 into 0).
+              expect(zeroSigned(s.value)).toBe(zeroSigned(r.median));
               expect(s.flags).toEqual(['hampel_outlier_replaced']);
             } else expect(s.value).toBe(points[i]!.value);
           });
