@@ -17,6 +17,8 @@ const NOT_SHIFTABLE = [
   'apps/broker/test/cluster.test.ts',
   'test/deploy/cluster.test.ts',
   'apps/ingestor/test/dashboard.test.ts',
+  'apps/ingestor/test/ops-view.test.ts',
+  'apps/ingestor/test/gateway-page.test.ts',
   // The installed unit runs as another user with a clean environment: at the real date, while the
   // test and the ingestor run shifted.
   'test/deploy/pi-install.test.ts',
