@@ -1,9 +1,13 @@
-// InfluxDB 2.x sink (also VictoriaMetrics, which accepts the same /api/v2/write): our own line
-// protocol POSTed as one plain request per send, uncompressed, with precision ns. No client
-// library in between: @influxdata/influxdb-client copied and measured every line again into its
-// own buffer (a tenth of the ingestor's write stage, bench/README.md), and its retry buffer would
-// keep the only copy of unsent data in memory. We retry ourselves, from durable storage: a send
-// resolves only once the database answered 2xx, and reports anything else (write-answer.ts).
+// InfluxDB 2.x sink (also VictoriaMetrics, which accepts the same /api/v2/write), through
+// @influxdata/influxdb-client's WriteApi fed with our own line protocol.
+//
+// The client is made to behave like a plain request: each send gets its own WriteApi, sized so
+// that nothing flushes on its own (no timer, no size trigger), with the client's retries off
+// (maxRetries 0: its retry buffer would keep the only copy of unsent data in memory, and a
+// process crash would lose it) and gzip off. `flush()` then resolves only once the database
+// answered 2xx, and rejects with the answer otherwise; we retry ourselves, from durable storage.
+// A WriteApi per send also keeps concurrent writes from sharing a buffer.
+import { HttpError, InfluxDB, setLogger } from '@influxdata/influxdb-client';
 import type { Clock, Logger } from '@ferry/runtime';
 import { systemClock } from '@ferry/runtime';
 import type { Sink } from './sink.js';
@@ -16,11 +20,13 @@ export interface InfluxV2SinkOptions {
   readonly token: string;
   readonly org: string;
   readonly bucket: string;
-  /** Per request; a request that takes longer counts as the database being unavailable. Default 10 s. */
+  /** Socket idle timeout per request; silence longer than this counts as unavailable. Default 10 s. */
   readonly timeoutMs?: number | undefined;
   readonly logger?: Logger | undefined;
   readonly clock?: Clock | undefined;
 }
+
+const NEVER = Number.MAX_SAFE_INTEGER;
 
 export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
   const base = opts.url.replace(/\/+$/, '');
@@ -28,23 +34,44 @@ export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
   const clock = opts.clock ?? systemClock;
   const description = `influxdb2 ${describeUrl(opts.url)} org=${opts.org} bucket=${opts.bucket}`;
   const logger = opts.logger;
-  const query = new URLSearchParams({ org: opts.org, bucket: opts.bucket, precision: 'ns' });
-  const writeUrl = `${base}/api/v2/write?${query.toString().replace(/\+/g, '%20')}`;
-  const headers: Record<string, string> = { authorization: `Token ${opts.token}`, 'content-type': 'text/plain; charset=utf-8' };
+  // The client logs every failed request to the console by itself; we report failures as typed
+  // errors, so its own lines only go to debug. setLogger is process-wide: the last sink wins.
+  setLogger({
+    error: (message, error) => logger?.debug({ err: error as unknown }, `influxdb-client: ${message}`),
+    warn: (message, error) => logger?.debug({ err: error as unknown }, `influxdb-client: ${message}`),
+  });
+  const influx = new InfluxDB({ url: base, token: opts.token, timeout: timeoutMs });
 
   async function send(lines: readonly string[]): Promise<WriteAttempt> {
-    let status: number;
-    let body: string;
-    let retryAfter: string | null;
+    const writeApi = influx.getWriteApi(opts.org, opts.bucket, 'ns', {
+      batchSize: lines.length + 1,
+      maxBatchBytes: NEVER,
+      flushInterval: 0,
+      maxRetries: 0,
+      maxBufferLines: 1,
+      gzipThreshold: NEVER,
+    });
     try {
-      const response = await fetch(writeUrl, { method: 'POST', headers, body: lines.join('\n'), signal: AbortSignal.timeout(timeoutMs) });
-      status = response.status;
-      retryAfter = response.headers.get('retry-after');
-      body = await response.text();
+      writeApi.writeRecords([...lines]);
+      await writeApi.flush();
+      return { kind: 'written' };
     } catch (err) {
+      if (err instanceof HttpError) {
+        const retryAfter = err.headers?.['retry-after'];
+        return judgeAnswer(
+          {
+            status: err.statusCode,
+            body: err.body ?? err.message,
+            retryAfter: Array.isArray(retryAfter) ? retryAfter[0] : retryAfter,
+          },
+          description,
+          clock.now(),
+        );
+      }
       throw unavailable(description, `cannot reach the database: ${networkReason(err, timeoutMs)}`, {}, err);
+    } finally {
+      writeApi.dispose();
     }
-    return judgeAnswer({ status, body, retryAfter }, description, clock.now());
   }
 
   async function ping(): Promise<boolean> {
