@@ -150,27 +150,23 @@ function feedEntry(key: string, value: unknown): void {
   feedValue(value);
 }
 
-/**
- * contentHash of a reading that passed readingSchema (strict: no key but the schema's), without
- * listing and sorting its keys: they are walked in their sorted order here. The same value as
- * contentHash (a property test holds them together: content-hash.test.ts).
- */
-export function readingContentHash(reading: Readonly<Record<string, unknown>>): string {
+/** contentHash of an object with only these keys (given in UTF-16 order, as Array.prototype.sort puts them), without listing and sorting them. */
+function hashOfKeys(object: Readonly<Record<string, unknown>>, keys: readonly string[]): string {
   begin();
   feed(TAG_OBJECT);
-  // The schema's keys in UTF-16 order, as Array.prototype.sort puts them.
-  feedEntry('deviceId', reading.deviceId);
-  feedEntry('deviceSeq', reading.deviceSeq);
-  feedEntry('flags', reading.flags);
-  feedEntry('kind', reading.kind);
-  feedEntry('metrics', reading.metrics);
-  feedEntry('receivedAt', reading.receivedAt);
-  feedEntry('seq', reading.seq);
-  feedEntry('tags', reading.tags);
-  feedEntry('ts', reading.ts);
-  feedEntry('tsSource', reading.tsSource);
+  for (const key of keys) feedEntry(key, object[key]);
   feed(TAG_END);
   return finish();
+}
+
+const READING_KEYS = ['deviceId', 'deviceSeq', 'flags', 'kind', 'metrics', 'receivedAt', 'seq', 'tags', 'ts', 'tsSource'] as const;
+
+/**
+ * contentHash of a reading that passed readingSchema (strict: no key but the schema's). The same
+ * value as contentHash (a property test holds them together: content-hash.test.ts).
+ */
+export function readingContentHash(reading: Readonly<Record<string, unknown>>): string {
+  return hashOfKeys(reading, READING_KEYS);
 }
 
 /** What a device said, as hashed for its identity (device-dedupe.ts): the object of these five, sorted, without building it. */
@@ -182,17 +178,11 @@ export interface DeviceContent {
   readonly ts: number | undefined;
 }
 
-/** contentHash of a DeviceContent object, keys walked in their sorted order; the same value (content-hash.test.ts). */
+const DEVICE_CONTENT_KEYS = ['deviceSeq', 'kind', 'metrics', 'tags', 'ts'] as const;
+
+/** contentHash of a DeviceContent object without building it; the same value (content-hash.test.ts). */
 export function deviceContentHash(content: DeviceContent): string {
-  begin();
-  feed(TAG_OBJECT);
-  feedEntry('deviceSeq', content.deviceSeq);
-  feedEntry('kind', content.kind);
-  feedEntry('metrics', content.metrics);
-  feedEntry('tags', content.tags);
-  feedEntry('ts', content.ts);
-  feed(TAG_END);
-  return finish();
+  return hashOfKeys(content as unknown as Readonly<Record<string, unknown>>, DEVICE_CONTENT_KEYS);
 }
 
 /** JSON with object keys sorted, so equal content always serialises equally whatever the key order. */
