@@ -6,7 +6,7 @@ import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { silentLogger } from '@ferry/runtime';
 import { createBroker } from '@ferry/broker';
 import type { Broker } from '@ferry/broker';
-import { makeTempDir, startInfluxd, startMosquitto } from '@ferry/testkit';
+import { makeTempDir, startInfluxd, startMosquitto, startRedis } from '@ferry/testkit';
 import type { InfluxdHandle, ServerHandle } from '@ferry/testkit';
 import { createIngestor, partitionHash } from '@ferry/ingestor';
 import type { Ingestor, IngestorConfigInput } from '@ferry/ingestor';
@@ -41,6 +41,7 @@ async function ingestor(name: string, brokerUrl: string, db: string, extra: Part
       http: false,
       logLevel: 'silent',
       ...(extra.partition ? { partition: extra.partition } : {}),
+      ...(extra.state ? { state: extra.state } : {}),
     },
     { logger: silentLogger() },
   );
@@ -108,5 +109,55 @@ describe('two ingestors on one batch stream', () => {
     expect(sa.duplicates + sb.duplicates).toBe(0);
     expect(sa.notOwned).toBe(10);
     expect(sb.notOwned).toBe(10);
+  });
+});
+
+describe('ingestors sharing their state in Redis', () => {
+  async function redisState(): Promise<{ redisUrl: string; leaseMs: number; heartbeatMs: number }> {
+    const redis = await startRedis();
+    cleanups.push(() => redis.stop());
+    return { redisUrl: redis.url, leaseMs: 2_000, heartbeatMs: 200 };
+  }
+
+  it('write a batch resent to the other member of a shared subscription once: the second is a duplicate', async () => {
+    const mosquitto: ServerHandle = await startMosquitto();
+    cleanups.push(() => mosquitto.stop());
+    const db = await newDb();
+    const state = await redisState();
+    const shared = { broker: { url: mosquitto.url, sharedGroup: 'ferry-ingestors' }, state };
+    const a = await ingestor('redis-share-a', mosquitto.url, db, shared);
+    const b = await ingestor('redis-share-b', mosquitto.url, db, shared);
+    const peer = await GatewayPeer.connect(mosquitto.url, 'gw-race');
+    cleanups.push(() => peer.close());
+    // The same batch again and again at once, as a gateway resending after a lost ack: the broker
+    // hands the copies to both ingestors, which race for them.
+    const items = readings(0, 50);
+    for (let copy = 0; copy < 6; copy++) await peer.send(1, items);
+    await expect.poll(() => a.stats().batches + b.stats().batches, { timeout: 30_000 }).toBe(6);
+    await expect.poll(() => a.stats().written + b.stats().written + a.stats().duplicates + b.stats().duplicates, { timeout: 30_000 }).toBe(300);
+    expect(a.stats().written + b.stats().written).toBe(50);
+    expect(await countPoints(influxd, db, 'temperature')).toBe(50);
+  });
+
+  it('share out the gateways of an aedes broker by leases and write every reading once', async () => {
+    const broker: Broker = createBroker({ listen: { port: 0 }, http: false, logLevel: 'silent' });
+    await broker.ready();
+    cleanups.push(() => broker.close());
+    const url = broker.url!;
+    const db = await newDb();
+    const state = await redisState();
+    const a = await ingestor('lease-a', url, db, { state });
+    const b = await ingestor('lease-b', url, db, { state });
+    await expect.poll(() => a.stats().cluster?.members.length, { timeout: 10_000 }).toBe(2);
+    const gateways = Array.from({ length: 8 }, (_, i) => `gw-lease-${i}`);
+    await stream(url, gateways, 5, 20);
+    expect(await countPoints(influxd, db, 'temperature')).toBe(800);
+    const [sa, sb] = [a.stats(), b.stats()];
+    expect(sa.written + sb.written).toBe(800);
+    expect(sa.duplicates + sb.duplicates).toBe(0);
+    // Each batch reached both; the one not holding its gateway left it unread.
+    expect(sa.batches + sb.batches).toBe(40);
+    expect(sa.batches).toBeGreaterThan(0);
+    expect(sb.batches).toBeGreaterThan(0);
   });
 });

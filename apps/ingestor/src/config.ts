@@ -94,6 +94,28 @@ export const ingestorConfigSchema = z
       .refine((p) => p.index < p.count, { message: 'partition.index must be below partition.count', path: ['index'] })
       .optional(),
     /**
+     * State shared by several ingestors (docs/scaling.md). With `redisUrl` the gateway-seq dedupe
+     * records, device identities, fleet accounting, device health and alert acks and silences live
+     * in Redis, and every gateway is processed by one ingestor at a time, the holder of its lease.
+     * Without it one process keeps its state in SQLite under dataDir.
+     */
+    state: z
+      .object({
+        /** e.g. redis://:password@redis:6379/0; run Redis with appendonly yes and appendfsync always (docs/scaling.md). */
+        redisUrl: z.string().regex(/^rediss?:\/\/./, 'expected a Redis URL such as redis://127.0.0.1:6379').optional(),
+        /** Every key of this deployment starts with it, so one Redis can serve several. */
+        keyPrefix: z.string().regex(/^[A-Za-z0-9_.:{}-]{1,64}$/, 'a key prefix is 1-64 letters, digits or _ . : { } -').default('ferry:'),
+        /** How long a gateway stays with an ingestor that stopped renewing its lease (died or lost Redis). */
+        leaseMs: z.number().int().min(1_000).max(600_000).default(5_000),
+        /** How often an ingestor says it is alive; one missing three heartbeats is taken for dead. */
+        heartbeatMs: z.number().int().min(100).max(60_000).default(1_000),
+        /** Gateway seqs per gateway whose records Redis keeps (the newest). */
+        windowPerGateway: z.number().int().positive().default(200_000),
+      })
+      .strict()
+      .refine((s) => s.heartbeatMs * 3 <= s.leaseMs, { message: 'state.leaseMs must be at least three state.heartbeatMs', path: ['leaseMs'] })
+      .prefault({}),
+    /**
      * Devices that publish straight to the cloud broker (no gateway). Absent: not subscribed.
      * Their QoS 1 publishes are PUBACKed only once journaled in <dataDir>/journal.db.
      */
@@ -194,6 +216,13 @@ export const ingestorConfigSchema = z
     refineOpsHttp(ctx, c.http, c.http === false ? 0 : c.http.tokens.length);
     // A shared subscription hands a device's batches to any ingestor of the group: each would hold
     // part of every window and they would overwrite each other's rollup points.
+    if (c.state.redisUrl !== undefined) {
+      // Leases in Redis decide which ingestor takes a gateway: a static partition would fight them.
+      if (c.partition !== undefined) ctx.addIssue({ code: 'custom', message: 'with state.redisUrl gateways are shared out by leases in Redis: remove partition', path: ['partition'] });
+      // Not shared yet: a rollup window and a direct device's journal and identities live in one process.
+      if (c.processing.rollups.length > 0) ctx.addIssue({ code: 'custom', message: 'rollups are not yet kept in Redis: run them on an ingestor without state.redisUrl (docs/scaling.md)', path: ['processing', 'rollups'] });
+      if (c.direct !== undefined) ctx.addIssue({ code: 'custom', message: 'direct devices are not yet shared through Redis: take them with an ingestor without state.redisUrl (docs/scaling.md)', path: ['direct'] });
+    }
     if (c.processing.rollups.length > 0 && c.broker.sharedGroup !== undefined) {
       ctx.addIssue({ code: 'custom', message: 'rollups need every reading of a device on one ingestor: use partition (by gateway) instead of broker.sharedGroup', path: ['processing', 'rollups'] });
     }

@@ -17,7 +17,7 @@ import {
   HealthMonitor,
   parseRules,
 } from '@ferry/health';
-import type { AlertRule, MqttNotifier, Notifier, NotifierHub, ObservedReading, SqliteHealthStore } from '@ferry/health';
+import type { AlertNotification, AlertRule, MqttNotifier, Notifier, NotifierHub, ObservedReading, SqliteHealthStore } from '@ferry/health';
 import type { Point } from '@ferry/sinks';
 import { RecentReadings } from './recent.js';
 import type { RecentReading, RecentReadingInput } from './recent.js';
@@ -93,6 +93,13 @@ export interface WrittenReading {
   readonly point?: Point | null;
 }
 
+/** A written reading as the model takes it; also what other ingestors send of theirs (cluster/fleet-sync.ts). */
+export interface HealthObservation {
+  readonly reading: ObservedReading;
+  /** What the device page shows of it; absent when nothing was written raw. */
+  readonly recent?: RecentReadingInput | undefined;
+}
+
 export interface IngestorHealthOptions {
   readonly config: HealthConfig;
   readonly dataDir: string;
@@ -118,6 +125,10 @@ export interface IngestorHealth {
   /** A device's recent readings with ts in the last sinceMs, at most limit (the newest), oldest first. */
   recentReadings(deviceId: string, sinceMs: number, limit: number): RecentReading[];
   observeWritten(items: readonly WrittenReading[]): void;
+  /** Readings written by another ingestor of the fleet (cluster/fleet-sync.ts), taken as observeWritten takes its own. */
+  observe(observations: readonly HealthObservation[]): void;
+  /** Where each tick's alert notifications go instead of straight to the notifiers (a fleet sync claims them first); undefined: straight again. */
+  routeNotifications(route: ((batch: readonly AlertNotification[]) => void) | undefined): void;
   observeStatusMessage(topic: string, payload: Uint8Array): void;
   start(): Promise<void>;
   close(): Promise<void>;
@@ -163,6 +174,16 @@ function recentOf(item: WrittenReading, reading: ObservedReading): RecentReading
   const valid = Array.isArray(flags) && flags.length > 0 && flags.every((f) => typeof f === 'string');
   const ts = item.point ? Number(item.point.timestampNs / 1_000_000n) : reading.ts;
   return { ts, kind: reading.kind, metrics: item.point ? item.point.fields : reading.metrics, ...(valid ? { flags } : {}) };
+}
+
+/** The model's view of written readings: those it cannot read (not validated as a reading) are left out. */
+export function observationsOf(items: readonly WrittenReading[]): HealthObservation[] {
+  const out: HealthObservation[] = [];
+  for (const item of items) {
+    const reading = observed(item);
+    if (reading) out.push({ reading, recent: recentOf(item, reading) });
+  }
+  return out;
 }
 
 export function createIngestorHealth(options: IngestorHealthOptions): IngestorHealth {
@@ -211,6 +232,8 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     notifiers.push(mqttNotifier);
   }
   const hub = createNotifierHub(notifiers, logger);
+  const toHub = (batch: readonly AlertNotification[]): void => hub.send(batch);
+  let route = toHub;
   const recent = new RecentReadings(config.recentReadings);
   /** The model's forgotten count at the last tick: the buffer is swept only when it moved. */
   let forgottenSeen = monitor.fleet.retention().forgottenDevices;
@@ -240,13 +263,29 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     } catch {
       // The dead-letter store is closing; nothing to observe.
     }
-    hub.send(monitor.tick());
+    const batch = monitor.tick();
+    if (batch.length > 0) route(batch);
     // Devices the model forgot (forgetAfter) lose their recent readings too; a sweep of the buffer
     // only on the ticks where something was forgotten, so the usual tick costs nothing here.
     const forgotten = monitor.fleet.retention().forgottenDevices;
     if (forgotten !== forgottenSeen) {
       forgottenSeen = forgotten;
       recent.retain((deviceId) => monitor.fleet.device(deviceId) !== undefined);
+    }
+  }
+
+  function observe(observations: () => readonly HealthObservation[]): void {
+    try {
+      for (const { reading, recent: shown } of observations()) {
+        // A device the model does not track has no page (the API answers 404): nothing kept for it.
+        if (!monitor.observeReading(reading)) {
+          refused(reading.deviceId);
+          continue;
+        }
+        if (shown) recent.add(reading.deviceId, shown);
+      }
+    } catch (err) {
+      logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');
     }
   }
 
@@ -268,23 +307,11 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     recentReadings(deviceId, sinceMs, limit) {
       return recent.readings(deviceId, { sinceTs: clock.now() - sinceMs, limit });
     },
-    observeWritten(items) {
-      // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
-      try {
-        for (const item of items) {
-          const reading = observed(item);
-          if (!reading) continue;
-          // A device the model does not track has no page (the API answers 404): nothing kept for it.
-          if (!monitor.observeReading(reading)) {
-            refused(reading.deviceId);
-            continue;
-          }
-          const shown = recentOf(item, reading);
-          if (shown) recent.add(reading.deviceId, shown);
-        }
-      } catch (err) {
-        logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');
-      }
+    // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
+    observeWritten: (items) => observe(() => observationsOf(items)),
+    observe: (observations) => observe(() => observations),
+    routeNotifications(next) {
+      route = next ?? toHub;
     },
     observeStatusMessage(topic, payload) {
       if (payload.byteLength === 0 || parseUplinkTopic(topic)?.kind !== 'status') return;

@@ -41,6 +41,9 @@ import type { DeviceJournal } from './journal.js';
 import { createDirectIntake } from './intake.js';
 import type { DirectIntake } from './intake.js';
 import { ownsSource } from './partition.js';
+import { redactUrl } from './redact.js';
+import { openClusterState } from './cluster/cluster-state.js';
+import type { ClusterState, ClusterStats } from './cluster/cluster-state.js';
 import { createReadingProcessor } from './process.js';
 import { createRollups } from './rollup.js';
 import type { Rollups } from './rollup.js';
@@ -88,6 +91,8 @@ export interface IngestorStats {
   readonly deviceDuplicates: number;
   /** Direct-device messages journaled and not yet settled. */
   readonly journalRows: number;
+  /** With state.redisUrl: this ingestor's part of the deployment (members, gateways held, batches left to others). */
+  readonly cluster?: ClusterStats;
   /** Messages ignored because another partition owns their gateway or device. */
   readonly notOwned: number;
   /** The latest status each gateway published, with its age (`stale` once the next one is overdue). */
@@ -123,16 +128,6 @@ const REPLAY_WAIT_MS = 10_000;
 /** How long close waits for outgoing acks to reach the broker. */
 const ACK_FLUSH_MS = 2_000;
 
-function redactUrl(url: string): string {
-  try {
-    const u = new URL(url);
-    u.username = '';
-    u.password = '';
-    return u.toString();
-  } catch {
-    return url.replace(/\/\/[^@/]*@/, '//');
-  }
-}
 
 export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = {}): Ingestor {
   const config = parseIngestorConfig(input);
@@ -171,18 +166,37 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   /** The embedded sink writes to the data dir's disk; a remote database's errors are its own. */
   const localSink = deps.sink === undefined && config.sink.type === 'sqlite';
 
-  const dedupe: DedupeStore = openDedupeStore({ path: join(config.dataDir, 'dedupe.db'), windowPerGateway: config.dedupe.windowPerGateway });
+  // With Redis the dedupe records are shared by every ingestor of the deployment (cluster/).
+  const cluster: ClusterState | undefined =
+    config.state.redisUrl === undefined
+      ? undefined
+      : openClusterState({
+          ingestorId: config.ingestorId,
+          redisUrl: config.state.redisUrl,
+          keyPrefix: config.state.keyPrefix,
+          leaseMs: config.state.leaseMs,
+          heartbeatMs: config.state.heartbeatMs,
+          windowPerGateway: config.state.windowPerGateway,
+          deviceWindowMs: config.dedupe.deviceWindowMs,
+          deviceWindowMaxEntries: config.dedupe.deviceWindowMaxEntries,
+          mode: config.broker.sharedGroup === undefined ? 'leases' : 'shared',
+          clock,
+          logger,
+        });
+  const dedupe: DedupeStore = cluster?.dedupe ?? openDedupeStore({ path: join(config.dataDir, 'dedupe.db'), windowPerGateway: config.dedupe.windowPerGateway });
   let deadLetters: DeadLetterStore;
   let sink: Sink;
   let deviceDedupe: DeviceDedupeStore | undefined;
   let journal: DeviceJournal | undefined;
   let deviceTopics: DeviceTopics | undefined;
   try {
-    deviceDedupe = openDeviceDedupeStore({
-      path: join(config.dataDir, 'device-dedupe.db'),
-      windowMs: config.dedupe.deviceWindowMs,
-      maxEntries: config.dedupe.deviceWindowMaxEntries,
-    });
+    deviceDedupe =
+      cluster?.deviceDedupe ??
+      openDeviceDedupeStore({
+        path: join(config.dataDir, 'device-dedupe.db'),
+        windowMs: config.dedupe.deviceWindowMs,
+        maxEntries: config.dedupe.deviceWindowMaxEntries,
+      });
     if (config.direct) {
       deviceTopics = compileDeviceTopics(config.direct.patterns);
       journal = openDeviceJournal({
@@ -198,6 +212,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     dedupe.close();
     deviceDedupe?.close();
     journal?.close();
+    void cluster?.close();
     throw err;
   }
   const deviceStore: DeviceDedupeStore = deviceDedupe;
@@ -237,6 +252,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         onSaved: (err) => storage('health', err),
       })
     : undefined;
+  if (cluster && health) cluster.attachHealth(health);
   const counters = { acksSent: 0, deadLetters: 0, shed: 0, envelopesRejected: 0, batches: 0, replays: 0, deviceDuplicates: 0, notOwned: 0 };
   let sinkUp = false;
   let uplink: Uplink | undefined;
@@ -301,13 +317,20 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     clock,
     logger,
     sendAck: (ack) => {
-      if (!uplink) {
-        logger.error({ gatewayId: ack.gatewayId, batchId: ack.batchId }, 'ack with no broker connection; the gateway will resend');
-        return;
-      }
-      uplink.publishAck(ack);
+      const send = (): void => {
+        if (!uplink) {
+          logger.error({ gatewayId: ack.gatewayId, batchId: ack.batchId }, 'ack with no broker connection; the gateway will resend');
+          return;
+        }
+        uplink.publishAck(ack);
+      };
+      // Shared state: the gateway deletes what an ack names, so its records must be in Redis first.
+      if (cluster) cluster.ackAfterRecords(ack.gatewayId, send);
+      else send();
     },
+    shared: cluster?.loader,
     events: {
+      released: (gatewayId) => cluster?.released(gatewayId),
       batch(result, readings) {
         metrics.batch(result, readings);
         if (result === 'accepted') {
@@ -342,7 +365,10 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         metrics.written(points, seconds);
         if (localSink) storage('sink');
       },
-      readingsWritten: (items) => health?.observeWritten(items),
+      readingsWritten: (items) => {
+        health?.observeWritten(items);
+        cluster?.publishWritten(items);
+      },
       retry(err, attempt, delayMs, stage) {
         metrics.retry(stage);
         if (stage === 'sink' && localSink) storage('sink', err);
@@ -358,6 +384,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       },
     },
   });
+
+  cluster?.attach(pipeline);
 
   const gatewayLetters = createGatewayDeadLetters({
     store: deadLetters,
@@ -392,6 +420,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       journalRows: storesClosed ? 0 : (journal?.rows ?? 0),
       notOwned: counters.notOwned,
       gateways: gatewaysWithFreshness(statuses.snapshot(), clock.now()),
+      ...(cluster ? { cluster: cluster.stats() } : {}),
     };
   }
 
@@ -472,6 +501,11 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     // A database that accepts connections and does not answer yet holds this for its timeout.
     await abortable(pingSink(), startAbort.signal, 'asking the database whether it is up');
     if (startAbort.signal.aborted) throw abortReason(startAbort.signal, 'starting the ingestor');
+    // Gateways are shared out among the live ingestors: this one must be among them first.
+    if (cluster) {
+      logger.info({ redis: redactUrl(config.state.redisUrl ?? ''), memberId: cluster.memberId }, 'waiting for redis (shared state)');
+      await abortable(cluster.ready(), startAbort.signal, 'waiting for redis (shared state)');
+    }
     // Rollup points completed by the last run and not confirmed then are written again first.
     rollups?.start();
     if (journal) {
@@ -489,6 +523,10 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
       sharedGroup: config.broker.sharedGroup,
       onBatch: (topic, payload) => {
         const gatewayId = parseUplinkTopic(topic)?.gatewayId;
+        if (cluster && gatewayId !== undefined) {
+          cluster.admit(gatewayId, topic, payload);
+          return;
+        }
         if (gatewayId !== undefined && !ownsSource(config.partition, gatewayId)) {
           counters.notOwned++;
           return;
@@ -529,6 +567,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     });
     logger.info({ broker: redactUrl(config.broker.url), timeoutMs: config.broker.readyTimeoutMs }, 'waiting for the broker');
     await uplink.ready(config.broker.readyTimeoutMs, startAbort.signal);
+    if (cluster) await abortable(cluster.startFleet(), startAbort.signal, 'catching up with the other ingestors (fleet view)');
     await health?.start();
     logger.info({ broker: redactUrl(config.broker.url), sink: sink.description, httpUrl: ops?.url }, 'ingestor ready');
   }
@@ -537,6 +576,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     // Journal rows taken and unsettled stay in the journal; the next run takes them again.
     intake?.stop();
     const drained = await pipeline.stop(config.write.closeTimeoutMs);
+    // Acks wait for their records to reach Redis; they go out before the broker connection does.
+    await cluster?.acksSent(ACK_FLUSH_MS);
     if (!drained) logger.warn({ inFlight: accounting.totals().inFlight }, 'closing with writes unconfirmed; they were not acked and will be resent');
     const errors: unknown[] = [];
     const step = async (what: string, fn: () => unknown): Promise<void> => {
@@ -549,10 +590,12 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     };
     gatewayLetters.close();
     await step('mqtt', () => uplink?.close(ACK_FLUSH_MS));
+    await step('fleet', () => cluster?.closeFleet());
     await step('health', () => health?.close());
     await step('http', () => ops?.close());
     if (ownsSink) await step('sink', () => sink.close());
     storesClosed = true;
+    await step('cluster', () => cluster?.close());
     await step('dedupe', () => dedupe.close());
     await step('device dedupe', () => deviceStore.close());
     await step('journal', () => journal?.close());

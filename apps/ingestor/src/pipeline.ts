@@ -15,18 +15,19 @@ import type { Clock, Logger } from '@ferry/runtime';
 import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
 import type { Point, PointMapping, Sink, SinkWriteResult } from '@ferry/sinks';
 import { decodeBatchMessage } from './decode.js';
-import { deviceIdOf, seqOf, validateReading } from './validate.js';
+import type { DecodedMessage } from './decode.js';
+import { seqOf } from './validate.js';
 import type { ValidatedReading, ValidationContext } from './validate.js';
 import { applySkewPolicy, limitsWithoutSkew } from './skew.js';
 import type { SkewPolicy } from './skew.js';
-import { contentPointSeq, deviceIdentity, judgeDevice } from './device-dedupe.js';
+import { contentPointSeq, deviceIdentity } from './device-dedupe.js';
 import type { DeviceDedupeStore, DeviceIdentity } from './device-dedupe.js';
 import { decodeDirect } from './direct.js';
 import type { DeviceTopics, DirectEntry } from './direct.js';
-import { judge } from './dedupe.js';
-import { contentHash, readingContentHash, sameContent } from './content-hash.js';
+import { contentHash } from './content-hash.js';
 import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
+import { createClassifier, rawJson } from './classify.js';
 import type { ReadingProcessor } from './process.js';
 import type { ConfirmedReading, Rollups } from './rollup.js';
 import { createReplay } from './replay.js';
@@ -70,14 +71,6 @@ export interface PendingWrite {
   readonly message?: DirectEntry;
 }
 
-type Classified =
-  | { readonly kind: 'refused'; readonly seq: number | null; readonly rejection: Rejection; readonly letter?: NewDeadLetter; readonly record?: DedupeEntry }
-  /** `device`: recognised by the device's own identity, not the gateway seq (a device's republish). */
-  | { readonly kind: 'duplicate'; readonly seq: number; readonly device?: true }
-  /** `seq`: the copy's own gateway seq, when it differs from the original's (a device's republish). */
-  | { readonly kind: 'copy'; readonly of: PendingWrite; readonly seq?: number }
-  | { readonly kind: 'write'; readonly item: PendingWrite };
-
 /** One reading of a direct message (or the message itself, when it could not be read), with whoever waits for it. */
 export type DirectUnit =
   | { readonly kind: 'refused'; readonly rejection: Rejection; readonly deviceId: string | undefined; readonly party: Party }
@@ -86,6 +79,27 @@ export type DirectUnit =
   | { readonly kind: 'write'; readonly item: PendingWrite & { readonly owner: Party } };
 
 export type AcceptResult = 'accepted' | 'shed' | 'envelope-invalid' | 'ignored' | 'failed';
+
+type DecodedBatch = Extract<DecodedMessage, { ok: true }>;
+
+/**
+ * State shared with other ingestors (cluster/types.ts): before a batch is judged, what its seqs and
+ * device identities were recorded as is read from the shared stores.
+ */
+export interface SharedStateLoader {
+  prefetch(gatewayId: string, seqs: readonly number[], identities: readonly DeviceIdentity[]): Promise<void>;
+}
+
+/** The device identities of a batch's valid readings, for SharedStateLoader.prefetch. */
+function identitiesOf(validated: readonly ValidatedReading[], gatewayId: string): DeviceIdentity[] {
+  const out: DeviceIdentity[] = [];
+  for (const v of validated) {
+    if (!v.ok) continue;
+    const identity = deviceIdentity(v.reading, 'gateway', gatewayId);
+    if (identity) out.push(identity);
+  }
+  return out;
+}
 
 /** The ingestor's own SQLite files a reading's path writes to, besides the sink. */
 export type LocalStore = 'dedupe' | 'device-dedupe' | 'deadletters';
@@ -99,6 +113,8 @@ export interface QueueBounds {
 
 export interface PipelineEvents extends WriterEvents {
   batch?(result: AcceptResult, readings: number): void;
+  /** A gateway's batch taken with shared state ended without an ack (failed, dropped at stop): its lease may go. */
+  released?(gatewayId: string): void;
   deadLettered?(code: ErrorCode, count: number): void;
   pruned?(count: number): void;
   /** A reading recognised by its device identity (a device's republish), by origin. */
@@ -150,6 +166,8 @@ export interface PipelineOptions {
   readonly processor?: ReadingProcessor | undefined;
   /** Continuous rollups of what the database confirmed, saved in the dedupe store's transaction. */
   readonly rollups?: Rollups | undefined;
+  /** With state shared through Redis: the batch path waits for its records (cluster/). */
+  readonly shared?: SharedStateLoader | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Publishes an ack; called once per settled batch. */
@@ -191,16 +209,14 @@ export interface Pipeline {
   acceptDirect(entry: DirectEntry, settled: () => void): void;
   replay(id: number, waitMs: number): Promise<ReplayResult>;
   state(): PipelineState;
+  /** Batches of a gateway taken and not acked yet. */
+  inFlight(gatewayId: string): number;
   /** Stops taking batches and waits (bounded) for in-flight writes; true when all were confirmed. */
   stop(timeoutMs: number): Promise<boolean>;
 }
 
 const WRITTEN: ReadingOutcome = { kind: 'written' };
 const DUPLICATE: ReadingOutcome = { kind: 'duplicate' };
-
-function rawJson(raw: unknown): Buffer {
-  return Buffer.from(JSON.stringify(raw) ?? 'null');
-}
 
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { dedupe, deadLetters, accounting, clock, logger, events = {} } = options;
@@ -216,6 +232,15 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   let pendingBatches = 0;
   let pendingReadings = 0;
   let pendingDirect = 0;
+  /** Batches waiting for their shared records (options.shared). */
+  let prefetching = 0;
+  /** Batches per gateway taken and not acked yet (prefetching or tracked): when its lease may go. */
+  const inFlight = new Map<string, number>();
+  const inFlightAdd = (gatewayId: string, n: number): void => {
+    const left = (inFlight.get(gatewayId) ?? 0) + n;
+    if (left > 0) inFlight.set(gatewayId, left);
+    else inFlight.delete(gatewayId);
+  };
   let stopped = false;
 
   const { processor, rollups } = options;
@@ -231,6 +256,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const raw = processed && rollups ? rollups.rawPart(processed) : processed;
     return { point: raw ? mapReading(raw, gatewayTag, options.mapping, namesDropped) : null, rolled: (rollups && processed) || undefined };
   }
+
+  const { check, classify, classifyDevice } = createClassifier({ limits: options.limits, skewPolicy, dedupe, deviceDedupe, inMemory, inMemoryDevice, build, events });
 
   const writer: Writer<PendingWrite> = createWriter<PendingWrite>({
     sink: options.sink,
@@ -345,6 +372,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       armed = false;
       pendingSince.delete(tracker);
       pendingBatches--;
+      inFlightAdd(tracker.gatewayId, -1);
       pendingReadings -= tracker.size;
       options.sendAck(tracker.toAck(clock.now()));
     };
@@ -359,123 +387,6 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         finishIfComplete();
       },
     };
-  }
-
-  /**
-   * Validate (schema, limits), then the skew policy: a skew the policy refuses is a refusal like any
-   * other. `ctx` is built once per batch with the limits minus the skew check (`looseLimits`).
-   */
-  function check(raw: unknown, ctx: ValidationContext): ValidatedReading {
-    const validated = validateReading(raw, ctx);
-    if (!validated.ok) return validated;
-    const verdict = applySkewPolicy(validated.reading, options.limits, skewPolicy, ctx.now);
-    if (!verdict.ok) return { ok: false, rejection: verdict.rejection, seq: seqOf(raw), deviceId: deviceIdOf(raw) };
-    if (verdict.skewed) events.skewed?.(verdict.skewed);
-    return verdict.reading === validated.reading ? validated : { ok: true, reading: verdict.reading };
-  }
-
-  /** Device dedupe for a reading whose gateway seq (if any) is new: a device's republish, or a new reading. */
-  function classifyDevice(device: DeviceIdentity | undefined, batchDevices: ReadonlyMap<string, PendingWrite>): { kind: 'new' } | { kind: 'duplicate' } | { kind: 'conflict'; reason: string } | { kind: 'copy'; of: PendingWrite } {
-    if (!device) return { kind: 'new' };
-    const key = device.slot;
-    const writing = batchDevices.get(key) ?? inMemoryDevice.get(key);
-    if (writing) {
-      const verdict = judgeDevice(writing.device?.hash, device);
-      if (verdict.kind === 'duplicate') return { kind: 'copy', of: writing };
-      return verdict;
-    }
-    return judgeDevice(deviceDedupe.lookup(device), device);
-  }
-
-  /** Validate and dedupe one reading; no side effects yet (those follow once the dead letters are safe). */
-  function classify(
-    raw: unknown,
-    validated: ValidatedReading,
-    gatewayId: string,
-    sameGateway: boolean,
-    owner: Party,
-    batchWrites: Map<number, PendingWrite>,
-    batchDevices: Map<string, PendingWrite>,
-  ): Classified {
-    if (!validated.ok) {
-      const { rejection, seq, deviceId } = validated;
-      const hash = contentHash(raw);
-      if (seq !== null && sameGateway) {
-        const seen = dedupe.lookup(gatewayId, seq);
-        if (seen?.outcome === 'rejected' && sameContent(seen.hash, hash, raw)) {
-          return { kind: 'refused', seq, rejection: { code: seen.code, reason: seen.reason } };
-        }
-      }
-      return {
-        kind: 'refused',
-        seq,
-        rejection,
-        letter: {
-          source: { gatewayId, ...(deviceId !== undefined ? { deviceId } : {}), ...(seq !== null ? { seq } : {}) },
-          code: rejection.code,
-          reason: rejection.reason,
-          ...(rejection.issues ? { issues: rejection.issues } : {}),
-          payload: rawJson(raw),
-        },
-        // Remember the refusal so a resend is refused again without a second dead letter.
-        ...(seq !== null && sameGateway ? { record: { gatewayId, seq, hash, outcome: 'rejected' as const, code: rejection.code, reason: rejection.reason } } : {}),
-      };
-    }
-    const reading = validated.reading;
-    const hash = readingContentHash(raw as Record<string, unknown>); // raw passed the strict schema
-    const conflict = (reason: string): Classified => ({
-      kind: 'refused',
-      seq: reading.seq,
-      rejection: { code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason },
-      letter: {
-        source: { gatewayId, deviceId: reading.deviceId, seq: reading.seq },
-        code: 'FERRY_ERR_DUPLICATE_CONFLICT',
-        reason,
-        payload: rawJson(raw),
-      },
-    });
-    const writing = batchWrites.get(reading.seq) ?? inMemory.get(gatewayId)?.get(reading.seq);
-    if (writing) {
-      return writing.hash === hash ? { kind: 'copy', of: writing } : conflict(`seq is being written with different content (hash ${writing.hash}, now ${hash})`);
-    }
-    const verdict = judge(dedupe.lookup(gatewayId, reading.seq), hash, raw);
-    switch (verdict.kind) {
-      case 'duplicate':
-        return { kind: 'duplicate', seq: reading.seq };
-      case 'conflict':
-        return conflict(verdict.reason);
-      case 'rejected-before':
-        return { kind: 'refused', seq: reading.seq, rejection: { code: verdict.code, reason: verdict.reason } };
-      case 'new': {
-        const device = deviceIdentity(reading, 'gateway', gatewayId);
-        const byDevice = classifyDevice(device, batchDevices);
-        switch (byDevice.kind) {
-          case 'copy':
-            return { kind: 'copy', of: byDevice.of, seq: reading.seq };
-          case 'duplicate':
-            return { kind: 'duplicate', seq: reading.seq, device: true };
-          case 'conflict':
-            return conflict(byDevice.reason);
-          case 'new':
-            return {
-              kind: 'write',
-              item: {
-                origin: 'gateway',
-                gatewayId,
-                seq: reading.seq,
-                device,
-                hash,
-                ...build(reading, gatewayId),
-                deviceId: reading.deviceId,
-                raw,
-                owner,
-                deadLetterOnRefusal: true,
-                copies: [],
-              },
-            };
-        }
-      }
-    }
   }
 
   function register(item: PendingWrite): void {
@@ -510,10 +421,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     return 'envelope-invalid';
   }
 
-  function acceptBatch(topic: string, payload: Uint8Array, counted: { readings: number }): AcceptResult {
+  /** 'deferred': taken, and reported through events.batch once its shared records are read. */
+  function acceptBatch(topic: string, payload: Uint8Array, counted: { readings: number }): AcceptResult | 'deferred' {
     const parsed = parseUplinkTopic(topic);
     if (!parsed || parsed.kind !== 'batch' || stopped) return 'ignored';
-    if (pendingBatches >= options.queue.maxBatches || pendingReadings >= options.queue.maxReadings) {
+    if (pendingBatches + prefetching >= options.queue.maxBatches || pendingReadings >= options.queue.maxReadings) {
       // Not acked: the gateway still holds these readings and resends them after its ack timeout.
       return 'shed';
     }
@@ -533,13 +445,56 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     const sameGateway = decoded.header.gatewayId === gatewayId;
     const ctx: ValidationContext = { topicGatewayId: gatewayId, envelopeGatewayId: decoded.header.gatewayId, limits: looseLimits, now };
     events.batchLag?.(Math.max(0, now - decoded.header.sentAt));
+    const validated = decoded.readings.map((raw) => check(raw, ctx));
+    const shared = options.shared;
+    if (!shared) return takeBatch(gatewayId, decoded, validated, sameGateway, now, counted);
+    // Shared state: the records of these seqs and identities come from Redis first. Later batches
+    // of the gateway wait behind this one (one connection answers in order), so each is judged
+    // after the ones before it have registered what they write.
+    prefetching++;
+    inFlightAdd(gatewayId, 1);
+    counted.readings = decoded.readings.length;
+    shared.prefetch(gatewayId, validated.map((v, i) => (v.ok ? v.reading.seq : seqOf(decoded.readings[i]))).filter((seq): seq is number => seq !== null), identitiesOf(validated, gatewayId)).then(
+      () => {
+        prefetching--;
+        inFlightAdd(gatewayId, -1);
+        const later = { readings: 0 };
+        let result: AcceptResult;
+        try {
+          result = stopped ? 'ignored' : takeBatch(gatewayId, decoded, validated, sameGateway, clock.now(), later);
+        } catch (err) {
+          if (!isDiskFull(err)) logger.error({ err, topic }, 'batch could not be taken; it will be resent');
+          result = 'failed';
+        }
+        events.batch?.(result, later.readings);
+        if (result !== 'accepted') events.released?.(gatewayId);
+      },
+      (err: unknown) => {
+        prefetching--;
+        inFlightAdd(gatewayId, -1);
+        events.released?.(gatewayId);
+        logger.error({ err, topic }, 'shared dedupe records could not be read; the batch is not acked and will be resent');
+        events.batch?.('failed', 0);
+      },
+    );
+    return 'deferred';
+  }
+
+  function takeBatch(
+    gatewayId: string,
+    decoded: DecodedBatch,
+    validated: readonly ValidatedReading[],
+    sameGateway: boolean,
+    now: number,
+    counted: { readings: number },
+  ): AcceptResult {
     // The tracker and its party have no effect until readings are settled or it is armed.
     const tracker = new BatchTracker(gatewayId, decoded.header.batchId, decoded.readings.length, decoded.header.nonce);
     const party = batchParty(tracker);
     const batchWrites = new Map<number, PendingWrite>();
     const batchDevices = new Map<string, PendingWrite>();
-    const classified = decoded.readings.map((raw) => {
-      const c = classify(raw, check(raw, ctx), gatewayId, sameGateway, party, batchWrites, batchDevices);
+    const classified = decoded.readings.map((raw, index) => {
+      const c = classify(raw, validated[index]!, gatewayId, sameGateway, party, batchWrites, batchDevices);
       if (c.kind === 'write') {
         batchWrites.set(c.item.seq, c.item);
         if (c.item.device) batchDevices.set(c.item.device.slot, c.item);
@@ -568,6 +523,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     }
 
     pendingBatches++;
+    inFlightAdd(gatewayId, 1);
     pendingSince.set(tracker, now);
     pendingReadings += tracker.size;
     accounting.received(gatewayId, tracker.size);
@@ -620,10 +576,11 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   return {
     accept(topic, payload) {
-      let result: AcceptResult;
+      let result: AcceptResult | 'deferred';
       const counted = { readings: 0 };
       try {
         result = acceptBatch(topic, payload, counted);
+        if (result === 'deferred') return 'accepted';
       } catch (err) {
         // Local storage failed (dead-letter store): not acked, so the gateway resends it later. A
         // full disk was reported through events.storage, logged once per episode there.
@@ -641,6 +598,10 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
     acceptDirect(entry, settled) {
       acceptDirectEntry(entry, settled);
+    },
+
+    inFlight(gatewayId) {
+      return inFlight.get(gatewayId) ?? 0;
     },
 
     state() {

@@ -62,6 +62,26 @@ export interface AlertNotification {
   readonly alert: Alert;
 }
 
+/**
+ * What a watcher of the engine hears (several ingestors keep one fleet's alerts in step with it,
+ * apps/ingestor/src/cluster/fleet-sync.ts): alerts opening and ending, and what an operator did
+ * here. Changes applied from elsewhere (applyAcknowledgement, applySilence, applySilenceExpired)
+ * are not told again, so they never echo back.
+ */
+export type AlertEngineEvent =
+  | { readonly type: 'opened'; readonly alert: Alert }
+  | { readonly type: 'ended'; readonly alert: Alert }
+  | { readonly type: 'acknowledgement'; readonly alert: Alert; readonly change: AcknowledgementChange }
+  | { readonly type: 'silenced' | 'silence-expired'; readonly silence: Silence };
+
+/** An acknowledgement (or its withdrawal) made elsewhere, applied as it was made. */
+export interface AcknowledgementChange {
+  readonly acknowledged: boolean;
+  readonly by: string;
+  readonly at: number;
+  readonly comment?: string | undefined;
+}
+
 export interface AlertSnapshot {
   readonly alerts: readonly Alert[];
   readonly silences: readonly Silence[];
@@ -158,6 +178,9 @@ export class AlertEngine {
   private readonly heldKeys = new Set<string>();
   private nextId = 1;
   private nextSilenceId = 1;
+  /** Where new silence ids come from when not this engine's own count (ids shared by several engines). */
+  private silenceIds: (() => number) | undefined;
+  private readonly watchers = new Set<(event: AlertEngineEvent) => void>();
   /** Rule evaluations so far: a measure that evaluation follows changes, not fleet size. */
   evaluations = 0;
 
@@ -227,9 +250,9 @@ export class AlertEngine {
   acknowledge(id: number, by: string, comment?: string): Alert {
     const alert = this.get(id);
     if (!alert || alert.state === 'resolved') throw new FerryError('FERRY_ERR_NOT_READY', `alert ${id} is not active`, { id });
-    const now = this.clock.now();
-    alert.acknowledged = { by, at: now, ...(comment !== undefined ? { comment } : {}) };
-    this.record(alert, { at: now, event: 'acknowledged', detail: comment === undefined ? by : `${by}: ${comment}` });
+    const change = { acknowledged: true, by, at: this.clock.now(), comment };
+    this.setAcknowledged(alert, change);
+    this.tell({ type: 'acknowledgement', alert, change });
     return alert;
   }
 
@@ -237,10 +260,48 @@ export class AlertEngine {
   unacknowledge(id: number, by: string, comment?: string): Alert {
     const alert = this.get(id);
     if (!alert || alert.state === 'resolved') throw new FerryError('FERRY_ERR_NOT_READY', `alert ${id} is not active`, { id });
-    const now = this.clock.now();
-    delete alert.acknowledged;
-    this.record(alert, { at: now, event: 'unacknowledged', detail: comment === undefined ? by : `${by}: ${comment}` });
+    const change = { acknowledged: false, by, at: this.clock.now(), comment };
+    this.setAcknowledged(alert, change);
+    this.tell({ type: 'acknowledgement', alert, change });
     return alert;
+  }
+
+  /** The active (pending or firing) alert of this `rule|kind|subject` key. */
+  activeByKey(key: string): Alert | undefined {
+    return this.active.get(key);
+  }
+
+  /** An acknowledgement made elsewhere, applied to the active alert of this key; undefined when none is active. */
+  applyAcknowledgement(key: string, change: AcknowledgementChange): Alert | undefined {
+    const alert = this.active.get(key);
+    if (alert) this.setAcknowledged(alert, change);
+    return alert;
+  }
+
+  private setAcknowledged(alert: Alert, change: AcknowledgementChange): void {
+    const { by, at, comment } = change;
+    if (change.acknowledged) alert.acknowledged = { by, at, ...(comment !== undefined ? { comment } : {}) };
+    else delete alert.acknowledged;
+    this.record(alert, { at, event: change.acknowledged ? 'acknowledged' : 'unacknowledged', detail: comment === undefined ? by : `${by}: ${comment}` });
+  }
+
+  /**
+   * Hears alerts open and end, and what an operator does here (AlertEngineEvent); returns the
+   * unsubscribe function. Called synchronously from evaluate() and the operator methods: a
+   * listener must not throw.
+   */
+  watch(listener: (event: AlertEngineEvent) => void): () => void {
+    this.watchers.add(listener);
+    return () => this.watchers.delete(listener);
+  }
+
+  private tell(event: AlertEngineEvent): void {
+    for (const watcher of this.watchers) watcher(event);
+  }
+
+  /** New silences take their ids from here (unique across the engines sharing them); undefined: this engine's own count. */
+  useSilenceIds(next: (() => number) | undefined): void {
+    this.silenceIds = next;
   }
 
   /** Resolved alerts, the last resolved first: the history an operator looks back on (bounded by resolvedLimit). */
@@ -267,15 +328,39 @@ export class AlertEngine {
 
   silence(input: { matchers: SilenceMatchers; durationMs: number; by: string; comment?: string }): Silence {
     const now = this.clock.now();
-    const silence: Silence = { id: this.nextSilenceId++, matchers: input.matchers, startsAt: now, endsAt: now + input.durationMs, by: input.by, ...(input.comment !== undefined ? { comment: input.comment } : {}) };
-    this.silences.push(silence);
-    for (const alert of this.active.values()) {
-      if (this.silencedBy(alert, now) === silence) this.record(alert, { at: now, event: 'silenced', detail: `until ${new Date(silence.endsAt).toISOString()} by ${input.by}` });
-    }
+    const id = this.silenceIds ? this.silenceIds() : this.nextSilenceId++;
+    const silence: Silence = { id, matchers: input.matchers, startsAt: now, endsAt: now + input.durationMs, by: input.by, ...(input.comment !== undefined ? { comment: input.comment } : {}) };
+    this.addSilence(silence, now);
+    this.tell({ type: 'silenced', silence });
     return silence;
   }
 
+  /** A silence made elsewhere, kept with its id; false when it is over or already known. */
+  applySilence(silence: Silence): boolean {
+    const now = this.clock.now();
+    if (silence.endsAt <= now || this.silences.some((s) => s.id === silence.id)) return false;
+    this.addSilence({ ...silence, matchers: { ...silence.matchers } }, now);
+    return true;
+  }
+
+  private addSilence(silence: Silence, now: number): void {
+    this.silences.push(silence);
+    if (silence.id >= this.nextSilenceId) this.nextSilenceId = silence.id + 1;
+    for (const alert of this.active.values()) {
+      if (this.silencedBy(alert, now) === silence) this.record(alert, { at: now, event: 'silenced', detail: `until ${new Date(silence.endsAt).toISOString()} by ${silence.by}` });
+    }
+  }
+
   expireSilence(id: number): boolean {
+    const silence = this.silences.find((s) => s.id === id);
+    if (!silence) return false;
+    this.silences = this.silences.filter((s) => s !== silence);
+    this.tell({ type: 'silence-expired', silence });
+    return true;
+  }
+
+  /** A silence expired elsewhere; false when it was not known here. */
+  applySilenceExpired(id: number): boolean {
     const before = this.silences.length;
     this.silences = this.silences.filter((s) => s.id !== id);
     return this.silences.length !== before;
@@ -372,6 +457,7 @@ export class AlertEngine {
         };
         this.active.set(key, alert);
         this.record(alert, { at: now, event: 'pending', detail: alert.summary });
+        this.tell({ type: 'opened', alert });
       }
       if (condition.value !== undefined) alert.value = condition.value;
       if (rule.summary === undefined && condition.summary !== undefined) alert.summary = condition.summary;
@@ -508,6 +594,7 @@ export class AlertEngine {
     alert.endsAt = now;
     // Never fired: not kept in the history list (a flapping condition would flood it); the store drops it.
     this.dirty.add(alert);
+    this.tell({ type: 'ended', alert });
   }
 
   private resolve(alert: Alert, now: number, why: string): void {
@@ -519,6 +606,7 @@ export class AlertEngine {
     // A resolve is announced to whoever heard the firing, silence or not.
     if (alert.notified) this.queue.push({ status: 'resolved', alert: structuredClone(alert) });
     this.keepResolved(alert);
+    this.tell({ type: 'ended', alert });
   }
 
   private keepResolved(alert: Alert): void {

@@ -99,6 +99,11 @@ export interface GatewayHealth {
 export interface IngestorHealth {
   broker: boolean;
   sink: boolean;
+  /**
+   * The other ingestors' readings reach this model (scale-out: the fleet sync through Redis is
+   * connected and caught up). Absent, as for a single ingestor, it counts as true.
+   */
+  peers?: boolean;
   /** Time from which silence counts: startup or the end of the last outage. */
   observedSince: number;
   /** Until when alerts are held (grace after a restart or an outage). */
@@ -120,6 +125,12 @@ export interface ObservedReading {
   readonly receivedAt: number;
   readonly deviceSeq?: number | undefined;
   readonly metrics: Readonly<Record<string, MetricValue>>;
+  /**
+   * Stands for the newest of readings this model did not see one by one (another ingestor wrote
+   * them while this one was starting or cut off from it): it updates liveness and the latest
+   * values, but counts no gap, interval or message, which the unseen ones would have filled.
+   */
+  readonly catchUp?: boolean | undefined;
 }
 
 export interface FleetChanges {
@@ -273,7 +284,12 @@ export class FleetHealth {
 
   /** Alerts wait while the ingestor cannot see the fleet (broker or database down) or just started. */
   held(now = this.clock.now()): boolean {
-    return !this.ingestor.broker || !this.ingestor.sink || now < this.ingestor.holdUntil;
+    return this.cutOff() || now < this.ingestor.holdUntil;
+  }
+
+  /** The ingestor cannot see (all of) the fleet: broker, database or its peers away. */
+  private cutOff(): boolean {
+    return !this.ingestor.broker || !this.ingestor.sink || this.ingestor.peers === false;
   }
 
   /** The inactivity timeout in force: per device, per profile, learned, or the default. */
@@ -392,13 +408,14 @@ export class FleetHealth {
     return true;
   }
 
-  /** The ingestor's own links; while either is down, silence is not the devices' fault. */
-  setLinks(links: { broker?: boolean; sink?: boolean }): void {
+  /** The ingestor's own links; while any is down, silence is not the devices' fault. */
+  setLinks(links: { broker?: boolean; sink?: boolean; peers?: boolean }): void {
     const now = this.clock.now();
-    const before = !this.ingestor.broker || !this.ingestor.sink;
+    const before = this.cutOff();
     if (links.broker !== undefined) this.ingestor.broker = links.broker;
     if (links.sink !== undefined) this.ingestor.sink = links.sink;
-    const after = !this.ingestor.broker || !this.ingestor.sink;
+    if (links.peers !== undefined) this.ingestor.peers = links.peers;
+    const after = this.cutOff();
     if (before && !after) {
       // What went unseen during the outage does not count as the devices' silence.
       this.ingestor.observedSince = now;
@@ -452,7 +469,7 @@ export class FleetHealth {
     if (this.wasHeld && !held) this.released = true;
     this.wasHeld = held;
     // While the ingestor is cut off, the devices' own deadlines wait: they are rebased when it returns.
-    if (!this.ingestor.broker || !this.ingestor.sink) return;
+    if (this.cutOff()) return;
     // Gateways first: a gateway gone quiet makes its devices unreachable before their own deadlines count.
     for (const key of this.gatewayDeadlines.popDue(now)) {
       const g = this.gatewaysById.get(key);
@@ -489,8 +506,7 @@ export class FleetHealth {
 
   nextDeadline(): number | undefined {
     // Cut off: nothing is due until the links return (setLinks), only the end of a grace window.
-    const cutOff = !this.ingestor.broker || !this.ingestor.sink;
-    const next = cutOff ? undefined : earliest(this.gatewayDeadlines.peek(), this.deadlines.peek(), this.forgetDevices.peek(), this.forgetGateways.peek());
+    const next = this.cutOff() ? undefined : earliest(this.gatewayDeadlines.peek(), this.deadlines.peek(), this.forgetDevices.peek(), this.forgetGateways.peek());
     const hold = this.held() ? this.ingestor.holdUntil : undefined;
     if (next === undefined) return hold;
     return hold === undefined ? next : Math.min(next, hold);
@@ -622,6 +638,10 @@ export class FleetHealth {
   }
 
   private observeTelemetry(d: DeviceHealth, r: ObservedReading, at: number): void {
+    if (r.catchUp) {
+      this.catchUpTelemetry(d, r, at);
+      return;
+    }
     d.messages++;
     if (d.lastDataAt !== undefined && at > d.lastDataAt) {
       const gap = at - d.lastDataAt;
@@ -647,9 +667,22 @@ export class FleetHealth {
       d.received /= 2;
       d.missed /= 2;
     }
+    this.takeLatest(d, r, at);
+    if (r.tsSource === 'device') d.skewMs = Math.round(ewma(d.skewMs, r.receivedAt - r.ts, FAST));
+  }
+
+  /** The newest of readings not seen one by one: what it says now, not what lay between. */
+  private catchUpTelemetry(d: DeviceHealth, r: ObservedReading, at: number): void {
+    // Not newer than what the model has (it saw this one, or later ones): nothing to take.
+    if (d.lastDataAt !== undefined && at <= d.lastDataAt) return;
+    // The device's count goes on from here, so the next reading seen counts only its own gap.
+    if (r.deviceSeq !== undefined && (d.lastDeviceSeq === undefined || r.deviceSeq > d.lastDeviceSeq)) d.lastDeviceSeq = r.deviceSeq;
+    this.takeLatest(d, r, at);
+  }
+
+  private takeLatest(d: DeviceHealth, r: ObservedReading, at: number): void {
     if (d.lastDataAt === undefined || at > d.lastDataAt) d.lastDataAt = at;
     if (r.seq !== undefined && (d.lastDataSeq === undefined || r.seq > d.lastDataSeq)) d.lastDataSeq = r.seq;
-    if (r.tsSource === 'device') d.skewMs = Math.round(ewma(d.skewMs, r.receivedAt - r.ts, FAST));
     const { battery, rssi, firmware } = this.defaults.fields;
     for (const [name, value] of Object.entries(r.metrics)) {
       if (typeof value === 'number') {

@@ -73,7 +73,8 @@ export class HealthMonitor {
     return this.fleet.observeGatewayStatus(status, receivedAt);
   }
 
-  setLinks(links: { broker?: boolean; sink?: boolean }): void {
+  /** The ingestor's links; `peers`: the other ingestors' readings reach this model (scale-out). */
+  setLinks(links: { broker?: boolean; sink?: boolean; peers?: boolean }): void {
     this.fleet.setLinks(links);
   }
 

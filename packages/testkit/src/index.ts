@@ -9,7 +9,7 @@ export type { ServerHandle } from './server.js';
 export { startMosquitto, type MosquittoOptions } from './mosquitto.js';
 export { startVictoriaMetrics, type VictoriaHandle, type VmSeries } from './victoria-metrics.js';
 export { startInfluxd, type InfluxdHandle, type InfluxSeries, type InfluxQueryOptions } from './influxd.js';
-export { startRedis } from './redis.js';
+export { startRedis, type RedisOptions } from './redis.js';
 export { startReadyChild, killReadyChildren, type ReadyChild, type ReadyChildOptions } from './child.js';
 export { startPowercutDisk, type PowercutDisk } from './powercut.js';
 export { fillDisk, mountSmallDisk, type SmallDisk } from './small-disk.js';

@@ -7,8 +7,18 @@ import { makeTempDir } from './tempdir.js';
 
 const PING = Buffer.from('PING\r\n');
 
-/** Starts redis-server on 127.0.0.1:<free port>, nothing persisted. */
-export async function startRedis(): Promise<ServerHandle> {
+export interface RedisOptions {
+  /**
+   * Keep every write on disk (append-only file, fsync per write, no snapshots), so kill() then
+   * restart(), or restart(), brings back the same keys, as the Redis of the shared ingestor state
+   * is meant to run. Default false: nothing persisted.
+   */
+  readonly persistent?: boolean;
+}
+
+/** Starts redis-server on 127.0.0.1:<free port>; with `persistent`, its data survives restarts. */
+export async function startRedis(options: RedisOptions = {}): Promise<ServerHandle> {
+  const persistence = options.persistent === true ? ['--appendonly', 'yes', '--appendfsync', 'always'] : ['--appendonly', 'no'];
   const binary = findBinary('redis-server');
   const dataDir = await makeTempDir('redis');
   const launched = await launchServer({
@@ -16,12 +26,13 @@ export async function startRedis(): Promise<ServerHandle> {
     binary,
     scheme: 'redis',
     dataDir,
+    realClock: true,
     configure: async (port) => [
       '--port', String(port),
       '--bind', '127.0.0.1',
       '--dir', dataDir,
       '--save', '',
-      '--appendonly', 'no',
+      ...persistence,
       '--daemonize', 'no',
       '--logfile', '',
     ],

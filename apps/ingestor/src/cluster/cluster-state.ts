@@ -1,0 +1,222 @@
+// Scale-out: everything an ingestor shares with the others of its deployment through Redis
+// (`state.redisUrl`), opened in one place: membership, gateway leases, the shared dedupe stores and
+// admission. ingestor.ts asks for it only when Redis is configured. docs/scaling.md has the model.
+import { randomBytes } from 'node:crypto';
+import type { Clock, Logger } from '@ferry/runtime';
+import type { DeviceIdentity } from '../device-dedupe.js';
+import type { SharedStateLoader } from '../pipeline.js';
+import { createAdmission } from './admission.js';
+import type { Admission, AdmissionDrop, AdmissionMode } from './admission.js';
+import { createMembership } from './members.js';
+import type { Membership } from './members.js';
+import { createSourceLeases } from './leases.js';
+import type { SourceLeases } from './leases.js';
+import { preferredOwner } from './rendezvous.js';
+import { connectRedis } from './redis.js';
+import type { RedisClient } from './redis.js';
+import { openSharedDedupeStore } from './shared-dedupe.js';
+import { openSharedDeviceDedupeStore } from './shared-device-dedupe.js';
+import { fleetCounts } from './fleet-accounting.js';
+import { createFleetSync } from './fleet-sync.js';
+import type { FleetSync, FleetSyncHealth } from './fleet-sync.js';
+import type { WrittenReading } from '../health.js';
+import type { FleetCounts } from './fleet-accounting.js';
+import type { SharedDedupeStore, SharedDeviceDedupeStore } from './types.js';
+
+export interface ClusterStateOptions {
+  readonly ingestorId: string;
+  readonly redisUrl: string;
+  readonly keyPrefix: string;
+  readonly leaseMs: number;
+  readonly heartbeatMs: number;
+  readonly windowPerGateway: number;
+  readonly deviceWindowMs: number;
+  readonly deviceWindowMaxEntries: number;
+  /** `shared` behind an MQTT 5 shared subscription, `leases` when every ingestor gets every batch. */
+  readonly mode: AdmissionMode;
+  readonly clock: Clock;
+  readonly logger: Logger;
+}
+
+/** What the pipeline offers admission. */
+export interface AdmittedPipeline {
+  accept(topic: string, payload: Buffer): unknown;
+  inFlight(gatewayId: string): number;
+}
+
+export interface ClusterStats {
+  readonly memberId: string;
+  readonly mode: AdmissionMode;
+  readonly members: readonly string[];
+  /** Gateways this ingestor holds the lease of now. */
+  readonly gatewaysHeld: number;
+  /** Batches waiting for a lease. */
+  readonly waiting: number;
+  /** Batches left to other ingestors (never acked here; their gateways resend). */
+  readonly dropped: Readonly<Record<AdmissionDrop, number>>;
+  /** Acks not sent because their records did not reach Redis. */
+  readonly acksWithheld: number;
+}
+
+export interface ClusterState {
+  readonly memberId: string;
+  readonly redis: RedisClient;
+  readonly dedupe: SharedDedupeStore;
+  readonly deviceDedupe: SharedDeviceDedupeStore;
+  readonly loader: SharedStateLoader;
+  readonly membership: Membership;
+  readonly leases: SourceLeases;
+  /** Connects admission to the pipeline; before the first admit(). */
+  attach(pipeline: AdmittedPipeline): void;
+  /** A gateway batch from the broker: taken once this ingestor holds the gateway, else left to the holder. */
+  admit(gatewayId: string, topic: string, payload: Buffer): void;
+  /** Sends an ack once every record made so far is in Redis, then lets the gateway's lease go if it is quiet. */
+  ackAfterRecords(gatewayId: string, send: () => void): void;
+  /** Waits (at most timeoutMs) for the acks waiting on their records. */
+  acksSent(timeoutMs: number): Promise<void>;
+  /** A batch ended without an ack (failed, or dropped at a stop). */
+  released(gatewayId: string): void;
+  /** One fleet view: this ingestor's health model hears what the others wrote (fleet-sync.ts). */
+  attachHealth(health: FleetSyncHealth): void;
+  /** What this ingestor wrote, for the others' health models. */
+  publishWritten(items: readonly WrittenReading[]): void;
+  /** Subscribes and catches up with the fleet; before the health model starts. */
+  startFleet(): Promise<void>;
+  /** Before the health model closes: notifications waiting on a claim still go out. */
+  closeFleet(): Promise<void>;
+  /** Readings written, rejected per gateway, across every ingestor. */
+  fleetCounts(): Promise<FleetCounts>;
+  stats(): ClusterStats;
+  /** First heartbeat answered (Redis reachable). */
+  ready(): Promise<void>;
+  close(): Promise<void>;
+}
+
+export function openClusterState(options: ClusterStateOptions): ClusterState {
+  const { clock, logger, keyPrefix } = options;
+  // A restarted ingestor is a new member: its old leases expire rather than being taken back
+  // mid-write by a process that knows nothing of them.
+  const memberId = `${options.ingestorId}#${randomBytes(4).toString('hex')}`;
+  const clusterLogger = logger.child({ component: 'cluster', memberId });
+  const redis = connectRedis({ url: options.redisUrl, name: 'state', logger: clusterLogger, clock });
+  const membership = createMembership({ redis, keyPrefix, memberId, heartbeatMs: options.heartbeatMs, clock, logger: clusterLogger });
+  const leases = createSourceLeases({ redis, keyPrefix, memberId, leaseMs: options.leaseMs, clock, logger: clusterLogger });
+  const dedupe = openSharedDedupeStore({ redis, keyPrefix, windowPerGateway: options.windowPerGateway, logger: clusterLogger });
+  const deviceDedupe = openSharedDeviceDedupeStore({ redis, keyPrefix, windowMs: options.deviceWindowMs, maxEntries: options.deviceWindowMaxEntries, logger: clusterLogger });
+  const dropped: Record<AdmissionDrop, number> = { 'not-preferred': 0, 'lease-busy': 0, closing: 0 };
+  let acksWithheld = 0;
+  const acking = new Set<Promise<void>>();
+  let admission: Admission | undefined;
+  let fleet: FleetSync | undefined;
+  let fleetSubscriber: RedisClient | undefined;
+
+  // Records cached while this ingestor held a gateway may be stale once another took it over.
+  const forget = (gatewayId: string): void => {
+    dedupe.evict(gatewayId);
+    deviceDedupe.evict(gatewayId);
+  };
+  leases.onLost((gatewayId) => {
+    clusterLogger.warn({ gatewayId }, 'gateway lease lost (not renewed in time or taken over); its next batches go to the holder');
+    forget(gatewayId);
+  });
+  membership.onChange((members) => {
+    clusterLogger.info({ members }, 'ingestors of the deployment changed');
+    admission?.rebalance();
+  });
+
+  const loader: SharedStateLoader = {
+    prefetch(gatewayId: string, seqs: readonly number[], identities: readonly DeviceIdentity[]) {
+      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities)]).then(() => undefined);
+    },
+  };
+
+  return {
+    memberId,
+    redis,
+    dedupe,
+    deviceDedupe,
+    loader,
+    membership,
+    leases,
+    attach(pipeline) {
+      admission = createAdmission({
+        mode: options.mode,
+        leases,
+        preferred: (gatewayId) => preferredOwner(gatewayId, membership.live()) === memberId,
+        accept: (topic, payload) => void pipeline.accept(topic, payload),
+        inFlight: (gatewayId) => pipeline.inFlight(gatewayId),
+        onTaken: forget,
+        waitMs: options.leaseMs * 2,
+        lingerMs: 200,
+        clock,
+        logger: clusterLogger,
+        onDrop: (why, n) => {
+          dropped[why] += n;
+        },
+      });
+    },
+    admit(gatewayId, topic, payload) {
+      if (!admission) throw new Error('cluster admission used before attach()');
+      admission.admit(gatewayId, topic, payload);
+    },
+    ackAfterRecords(gatewayId, send) {
+      const sending: Promise<void> = Promise.all([dedupe.flush(), deviceDedupe.flush()]).then(
+        () => {
+          send();
+          admission?.settled(gatewayId);
+        },
+        (err: unknown) => {
+          acksWithheld++;
+          clusterLogger.error({ err, gatewayId }, 'records not stored in Redis; the ack is withheld and the gateway resends');
+          admission?.settled(gatewayId);
+        },
+      );
+      acking.add(sending);
+      void sending.finally(() => acking.delete(sending));
+    },
+    async acksSent(timeoutMs) {
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([Promise.all([...acking]), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+      clearTimeout(timer);
+    },
+    released(gatewayId) {
+      admission?.settled(gatewayId);
+    },
+    attachHealth(health) {
+      fleetSubscriber = connectRedis({ url: options.redisUrl, name: 'fleet events', logger: clusterLogger, clock });
+      fleet = createFleetSync({ redis, subscriber: fleetSubscriber, keyPrefix, memberId, health, clock, logger: clusterLogger });
+    },
+    publishWritten(items) {
+      fleet?.publishWritten(items);
+    },
+    startFleet: () => fleet?.start() ?? Promise.resolve(),
+    async closeFleet() {
+      await fleet?.close();
+      fleetSubscriber?.disconnect();
+    },
+    fleetCounts: () => fleetCounts(redis, keyPrefix),
+    stats() {
+      return {
+        memberId,
+        mode: options.mode,
+        members: membership.live(),
+        gatewaysHeld: leases.held().length,
+        waiting: admission?.waiting ?? 0,
+        dropped: { ...dropped },
+        acksWithheld,
+      };
+    },
+    ready: () => membership.ready(),
+    async close() {
+      admission?.close();
+      // Records still on their way first (bounded): a gateway taken over must find them.
+      await Promise.race([Promise.all([dedupe.flush(), deviceDedupe.flush()]).catch(() => undefined), new Promise((resolve) => setTimeout(resolve, 2_000).unref())]);
+      // Then the leases, so the others take the gateways over at once, then membership.
+      await leases.close().catch((err: unknown) => clusterLogger.warn({ err }, 'leases not released; they expire by themselves'));
+      await membership.close().catch((err: unknown) => clusterLogger.warn({ err }, 'membership not left; it times out by itself'));
+      dedupe.close();
+      deviceDedupe.close();
+      redis.disconnect();
+    },
+  };
+}
