@@ -10,7 +10,7 @@ import { makeTempDir, startInfluxd, startMosquitto, startRedis } from '@ferry/te
 import type { InfluxdHandle, ServerHandle } from '@ferry/testkit';
 import { createIngestor, partitionHash } from '@ferry/ingestor';
 import type { Ingestor, IngestorConfigInput } from '@ferry/ingestor';
-import { readings } from '../apps/ingestor/test/fixtures.js';
+import { reading, readings } from '../apps/ingestor/test/fixtures.js';
 import { GatewayPeer } from '../apps/ingestor/test/peer.js';
 import { countPoints } from '../apps/ingestor/test/influx-count.js';
 
@@ -38,7 +38,7 @@ async function ingestor(name: string, brokerUrl: string, db: string, extra: Part
       broker: { url: brokerUrl, ...(extra.broker ?? {}) },
       sink: { type: 'influxdb1', url: influxd.url, database: db },
       write: { lingerMs: 5 },
-      http: false,
+      http: extra.http ?? false,
       logLevel: 'silent',
       ...(extra.partition ? { partition: extra.partition } : {}),
       ...(extra.state ? { state: extra.state } : {}),
@@ -146,7 +146,7 @@ describe('ingestors sharing their state in Redis', () => {
     const url = broker.url!;
     const db = await newDb();
     const state = await redisState();
-    const a = await ingestor('lease-a', url, db, { state });
+    const a = await ingestor('lease-a', url, db, { state, http: { port: 0 } });
     const b = await ingestor('lease-b', url, db, { state });
     await expect.poll(() => a.stats().cluster?.members.length, { timeout: 10_000 }).toBe(2);
     const gateways = Array.from({ length: 8 }, (_, i) => `gw-lease-${i}`);
@@ -159,5 +159,18 @@ describe('ingestors sharing their state in Redis', () => {
     expect(sa.batches + sb.batches).toBe(40);
     expect(sa.batches).toBeGreaterThan(0);
     expect(sb.batches).toBeGreaterThan(0);
+    // The fleet's books, from either ingestor: every reading once, per gateway.
+    const fleet = (await (await fetch(`${a.httpUrl}/api/fleet/counts`)).json()) as { total: { written: number }; gateways: Record<string, { written: number }> };
+    expect(fleet.total.written).toBe(800);
+    for (const id of gateways) expect(fleet.gateways[id]?.written).toBe(100);
+    // One fleet view: a device only one ingestor wrote is known to both health models.
+    const lone = await GatewayPeer.connect(url, 'gw-lone');
+    cleanups.push(() => lone.close());
+    await lone.send(1, [reading(1, { deviceId: 'dev-lone' })]);
+    expect(await lone.waitAck(1, 30_000)).toMatchObject({ accepted: 1 });
+    for (const instance of [a, b]) await expect.poll(() => instance.health?.fleet.device('dev-lone') !== undefined, { timeout: 10_000 }).toBe(true);
+    const metrics = await (await fetch(`${a.httpUrl}/metrics`)).text();
+    expect(metrics).toMatch(/^ferry_ingestor_cluster_members 2$/m);
+    expect(metrics).toMatch(new RegExp(`^ferry_ingestor_cluster_gateways_held ${a.stats().cluster?.gatewaysHeld}$`, 'm'));
   });
 });

@@ -17,6 +17,8 @@ export interface OpsRoutesDeps {
   readonly replay: (id: number) => Promise<ReplayResult | GatewayReplayAnswer>;
   /** The latest dead-letter counts each gateway reported. */
   readonly gatewayDeadLetters?: () => Record<string, GatewayDeadLetterCounts>;
+  /** With shared state: readings written and refused per gateway across every ingestor (cluster/fleet-accounting.ts). */
+  readonly fleetCounts?: (() => Promise<unknown>) | undefined;
 }
 
 const listQuerySchema = z.object({
@@ -49,6 +51,8 @@ const replayStatus: Record<(ReplayResult | GatewayReplayAnswer)['outcome'], numb
 export function addOpsRoutes(app: OpsServer['app'], deps: OpsRoutesDeps): void {
   app.get('/api/stats', async () => deps.stats());
   app.get('/api/gateways', async () => deps.gateways());
+  // Across every ingestor of the deployment; 404 without shared state (use /api/stats then).
+  app.get('/api/fleet/counts', async (_req, reply) => (deps.fleetCounts ? deps.fleetCounts() : reply.code(404).send({ error: 'no shared state (state.redisUrl): this ingestor counts alone, see /api/stats' })));
 
   app.get('/api/deadletters', async (req, reply) => {
     const query = listQuerySchema.safeParse(req.query);

@@ -44,6 +44,7 @@ import { ownsSource } from './partition.js';
 import { redactUrl } from './redact.js';
 import { openClusterState } from './cluster/cluster-state.js';
 import type { ClusterState, ClusterStats } from './cluster/cluster-state.js';
+import { registerClusterMetrics } from './cluster/cluster-metrics.js';
 import { createReadingProcessor } from './process.js';
 import { createRollups } from './rollup.js';
 import type { Rollups } from './rollup.js';
@@ -297,6 +298,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     storageFull: () => diskFull.full,
   });
   createProcessingMetrics(registry, { processor, rollups: () => (storesClosed ? undefined : rollups) });
+  if (cluster) registerClusterMetrics(registry, () => cluster.stats());
 
   const pipeline: Pipeline = createPipeline({
     limits: config.limits,
@@ -494,7 +496,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         now: () => clock.now(),
         grafanaUrl: config.http.grafanaUrl,
       });
-      addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => gatewaysWithFreshness(statuses.snapshot(), clock.now()), replay: (id) => replay(id), gatewayDeadLetters: () => gatewayLetters.counts() });
+      addOpsRoutes(ops.app, { deadLetters, stats, gateways: () => gatewaysWithFreshness(statuses.snapshot(), clock.now()), replay: (id) => replay(id), gatewayDeadLetters: () => gatewayLetters.counts(), fleetCounts: cluster ? () => cluster.fleetCounts() : undefined });
       addProcessingRoutes(ops.app, { processor, rollups, sink, deviceTag: config.mapping.deviceTag, now: () => clock.now() });
       await ops.listen();
     }
