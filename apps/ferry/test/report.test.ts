@@ -128,4 +128,13 @@ describe('status report', () => {
     expect(lines.find((l) => l.includes('gw-quiet'))).toBe('  gw-quiet: online (STALE: reported 38 s ago; last known figures), outbox 2 readings (100 bytes, oldest -), dead letters 0');
     expect(lines.find((l) => l.includes('gw-live'))).toBe('  gw-live: online, outbox 562 readings (9000 bytes, oldest -), dead letters 0, reported 2 s ago');
   });
+
+  it('says which member of a deployment sharing state this ingestor is, and what it holds', () => {
+    const lines = formatStatus(
+      { ok: true, ingestorId: 'ing-1', mqtt: { connected: true }, sink: { up: true } },
+      { cluster: { memberId: 'ing-1#0a1b2c3d', mode: 'leases', members: ['ing-1#0a1b2c3d', 'ing-2#ffee0011', 'ing-3#12345678'], gatewaysHeld: 12, waiting: 0, acksWithheld: 2 } },
+      Date.now(),
+    );
+    expect(lines).toContain('  cluster: member ing-1#0a1b2c3d of 3 (leases), holds 12 gateways, 0 batches waiting, ACKS WITHHELD 2 (records not in Redis)');
+  });
 });

@@ -66,6 +66,14 @@ interface Stats {
   acksSent?: number;
   deadLettersHeld?: number;
   gateways?: Record<string, GatewayView>;
+  /** With shared state (state.redisUrl): this ingestor's part of the deployment. */
+  cluster?: { memberId?: string; mode?: string; members?: string[]; gatewaysHeld?: number; waiting?: number; acksWithheld?: number };
+}
+
+/** `  cluster: member ing-1#ab12 of 3 (leases), holds 12 gateways, 0 batches waiting`. Pure. */
+export function formatCluster(cluster: NonNullable<Stats['cluster']>): string {
+  const withheld = cluster.acksWithheld ? `, ACKS WITHHELD ${cluster.acksWithheld} (records not in Redis)` : '';
+  return `  cluster: member ${cluster.memberId ?? '?'} of ${cluster.members?.length ?? '?'} (${cluster.mode ?? '?'}), holds ${cluster.gatewaysHeld ?? 0} gateways, ${cluster.waiting ?? 0} batches waiting${withheld}`;
 }
 
 function ago(ts: number | undefined, now: number): string {
@@ -82,6 +90,7 @@ export function formatStatus(health: Health, stats: Stats, now: number): string[
     `  sink ${health.sink?.up ? 'up' : 'DOWN'} ${health.sink?.description ?? ''}`.trimEnd(),
     `  readings received ${stats.received ?? 0}, written ${stats.written ?? 0}, duplicates ${stats.duplicates ?? 0}, rejected ${stats.rejected ?? 0}, in flight ${stats.inFlight ?? 0}`,
     `  acks sent ${stats.acksSent ?? 0}, dead letters held ${stats.deadLettersHeld ?? 0}`,
+    ...(stats.cluster ? [formatCluster(stats.cluster)] : []),
   ];
   const gateways = Object.entries(stats.gateways ?? {});
   lines.push(gateways.length === 0 ? 'no gateway has reported a status' : `gateways (${gateways.length}):`);
