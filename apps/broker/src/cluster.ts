@@ -51,14 +51,31 @@ export interface ClusterEngine {
 /** The methods aedes pipes from; aedes-persistence-redis 11 returns async iterables there. */
 const STREAM_METHODS = new Set(['createRetainedStream', 'createRetainedStreamCombi', 'outgoingStream', 'streamWill', 'getClientList']);
 
-/** aedes 1.2 calls `.pipe()` on what those methods return; wrap iterables as streams. */
+/**
+ * aedes 1.2 calls `.pipe()` on what those methods return; wrap iterables as streams.
+ *
+ * And one SUBSCRIBE is stored once: aedes 1.2 calls addSubscriptions once per topic of a
+ * persistent session's SUBSCRIBE, in parallel, each time with the packet's whole list, and
+ * aedes-persistence-redis waits for its own confirmation under a key made from the first topic, so
+ * the parallel calls overwrite each other's wait and one never completes: no SUBACK, and no
+ * delivery on that topic (aedes issues #602, #458). The ingestor subscribes to batches and
+ * statuses in one packet. So every call for one list shares the first call's promise.
+ */
 function withStreams(persistence: AsyncPersistence): AsyncPersistence {
+  const adding = new WeakMap<object, unknown>();
   return new Proxy(persistence, {
     get(target, key) {
       const value: unknown = Reflect.get(target, key, target);
       if (typeof value !== 'function') return value;
       // Bound to the target: the implementation keeps its state in private fields.
       const bound = (value as (...args: unknown[]) => unknown).bind(target);
+      if (key === 'addSubscriptions') {
+        return (client: unknown, subs: unknown) => {
+          if (typeof subs !== 'object' || subs === null) return bound(client, subs);
+          if (!adding.has(subs)) adding.set(subs, bound(client, subs));
+          return adding.get(subs);
+        };
+      }
       if (typeof key !== 'string' || !STREAM_METHODS.has(key)) return bound;
       return (...args: unknown[]) => {
         const result = bound(...args);

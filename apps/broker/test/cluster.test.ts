@@ -85,6 +85,30 @@ describe('cluster mode (mqemitter-redis + aedes-persistence-redis)', () => {
     expect(seen.length).toBeLessThanOrEqual(2);
   });
 
+  it('acknowledges a persistent session subscribing to several topics in one packet, and delivers on each', async () => {
+    // aedes 1.2 stores such a SUBSCRIBE once per topic in parallel; aedes-persistence-redis lost
+    // one of those waits, so the SUBACK never came and a topic stayed silent (the ingestor's
+    // batches and statuses in one packet): before the fix the first packet already got no SUBACK.
+    const pub = await connect(b.url);
+    for (let i = 0; i < 10; i++) {
+      const client = await connect(a.url, { clientId: `multi-${i}`, clean: false });
+      const seen = new Set<string>();
+      client.on('message', (topic) => seen.add(topic.split('/')[0]!));
+      const granted = await Promise.race([
+        client.subscribeAsync({ [`one${i}/#`]: { qos: 1 }, [`two${i}/#`]: { qos: 1 }, [`three${i}/#`]: { qos: 1 } }),
+        new Promise<never>((_resolve, reject) => setTimeout(() => reject(new Error(`no SUBACK for packet ${i}`)), 10_000)),
+      ]);
+      expect(granted.map((g) => g.qos)).toEqual([1, 1, 1]);
+      await waitFor(
+        async () => {
+          for (const level of [`one${i}`, `two${i}`, `three${i}`]) if (!seen.has(level)) await pub.publishAsync(`${level}/x`, 'x', { qos: 1 });
+          return seen.size === 3;
+        },
+        { timeoutMs: 20_000, what: `a publish on every topic of packet ${i}` },
+      );
+    }
+  });
+
   it('gets every CONNACK through when sessions move while their messages are in flight', async () => {
     // Before the CONNACK-first guard, a queued message could reach the client ahead of its CONNACK
     // and MQTT.js then timed out the connect: about 1 move in 30.
