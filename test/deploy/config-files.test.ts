@@ -43,6 +43,7 @@ const FERRY_CONFIGS: Record<string, FerryConfigFile> = {
   'docker/config/broker.yaml': { service: 'broker', composeService: 'broker', fromEnvironment: 'auth' },
   'docker/config/broker-cluster.yaml': { service: 'broker', composeService: 'broker-2', fromEnvironment: 'auth' },
   'docker/config/ingestor.yaml': { service: 'ingestor', composeService: 'ingestor' },
+  'docker/config/ingestor-cluster.yaml': { service: 'ingestor', composeService: 'ingestor-2' },
   'docker/config/gateway.yaml': { service: 'gateway' },
   'deploy/pi/gateway.yaml': { service: 'gateway', text: (raw) => raw.replace('@GATEWAY_ID@', 'pi-1') },
 };
@@ -51,6 +52,7 @@ const FERRY_CONFIGS: Record<string, FerryConfigFile> = {
 const OTHER_FILES: Record<string, string> = {
   'docker/compose.yaml': 'docker.test.ts, cluster.test.ts',
   'docker/prometheus/prometheus.yml': 'docker.test.ts (scrape targets)',
+  'docker/prometheus/prometheus-cluster.yml': 'cluster.test.ts (scrape targets)',
   'docker/prometheus/alerts.yml': 'docker.test.ts (metrics exposed)',
   'docker/prometheus/gateways.yml': 'Prometheus file_sd, no Ferry keys',
   'docker/grafana/provisioning/datasources/ferry.yaml': 'docker.test.ts (data sources)',
