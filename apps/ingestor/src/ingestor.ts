@@ -562,6 +562,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         health?.observeStatusMessage(topic, payload);
       },
       onDeadLetters: (topic, payload) => gatewayLetters.receive(topic, payload),
+      onConnection: (up) => cluster?.setActive(up),
       onAckSent: () => {
         counters.acksSent++;
         metrics.ackSent();

@@ -29,6 +29,8 @@ export interface UplinkOptions {
   readonly onBatch: (topic: string, payload: Buffer) => void;
   readonly onStatus: (topic: string, payload: Buffer) => void;
   readonly onAckSent?: () => void;
+  /** Subscribed (true, after every connect) or the connection dropped (false). */
+  readonly onConnection?: (up: boolean) => void;
   /** Gateways' dead-letter reports and replay results; subscribed on its own, so an ACL without it stops nothing else. */
   readonly onDeadLetters?: (topic: string, payload: Buffer) => void;
   /** MQTT 5 shared-subscription group for batches and device topics; switches to MQTT 5. */
@@ -112,6 +114,7 @@ export function createUplink(options: UplinkOptions): Uplink {
           return;
         }
         subscribed = true;
+        options.onConnection?.(true);
         for (const wake of readyWaiters) wake();
       },
     );
@@ -128,6 +131,7 @@ export function createUplink(options: UplinkOptions): Uplink {
     logger.warn({ err: err.message }, 'broker connection error');
   });
   client.on('offline', () => logger.warn({ url: options.url }, 'broker unreachable; reconnecting'));
+  client.on('close', () => options.onConnection?.(false));
 
   return {
     get connected() {

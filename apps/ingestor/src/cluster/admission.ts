@@ -54,6 +54,11 @@ export interface Admission {
   settled(gatewayId: string): void;
   /** Members changed: quiet gateways now preferred elsewhere are let go (mode leases). */
   rebalance(): void;
+  /**
+   * While this ingestor cannot take batches (its broker connection is down) it keeps none of its
+   * gateways but those with batches still in flight here, each let go once they are acked.
+   */
+  setActive(active: boolean): void;
   /** Batches waiting for a lease. */
   readonly waiting: number;
   close(): void;
@@ -75,6 +80,7 @@ export function createAdmission(options: AdmissionOptions): Admission {
   const queues = new Map<string, Queue>();
   let waiting = 0;
   let closed = false;
+  let active = true;
 
   function drop(gatewayId: string, queue: Queue, why: AdmissionDrop): void {
     const n = queue.items.length;
@@ -135,7 +141,7 @@ export function createAdmission(options: AdmissionOptions): Admission {
       queues.delete(gatewayId);
       return;
     }
-    const keep = options.mode === 'leases' && options.preferred(gatewayId);
+    const keep = active && options.mode === 'leases' && options.preferred(gatewayId);
     if (keep) return;
     queue.releaseTimer = setTimeout(() => {
       queue.releaseTimer = undefined;
@@ -175,6 +181,11 @@ export function createAdmission(options: AdmissionOptions): Admission {
     },
     rebalance() {
       for (const gatewayId of leases.held()) this.settled(gatewayId);
+    },
+    setActive(now) {
+      if (active === now) return;
+      active = now;
+      if (!now) this.rebalance();
     },
     get waiting() {
       return waiting;

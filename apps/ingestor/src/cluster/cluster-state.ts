@@ -2,6 +2,7 @@
 // (`state.redisUrl`), opened in one place: membership, gateway leases, the shared dedupe stores and
 // admission. ingestor.ts asks for it only when Redis is configured. docs/scaling.md has the model.
 import { randomBytes } from 'node:crypto';
+import { FerryError } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { DeviceIdentity } from '../device-dedupe.js';
 import type { SharedStateLoader } from '../pipeline.js';
@@ -54,6 +55,8 @@ export interface ClusterStats {
   readonly waiting: number;
   /** Batches left to other ingestors (never acked here; their gateways resend). */
   readonly dropped: Readonly<Record<AdmissionDrop, number>>;
+  /** Batches given up unacked because the gateway's lease lapsed while their records were read (their gateways resend). */
+  readonly lapsedBeforeWrite: number;
   /** Acks not sent because their records did not reach Redis. */
   readonly acksWithheld: number;
 }
@@ -84,6 +87,12 @@ export interface ClusterState {
   startFleet(): Promise<void>;
   /** Before the health model closes: notifications waiting on a claim still go out. */
   closeFleet(): Promise<void>;
+  /**
+   * Whether this ingestor can take batches now (its broker connection is up). While it cannot it
+   * leaves the members and lets its gateways go (those with batches in flight once acked), so the
+   * others take them over: a broker lost by one ingestor stops no gateway.
+   */
+  setActive(active: boolean): void;
   /** Readings written, rejected per gateway, across every ingestor. */
   fleetCounts(): Promise<FleetCounts>;
   stats(): ClusterStats;
@@ -108,13 +117,19 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
   const acking = new Set<Promise<void>>();
   let admission: Admission | undefined;
   let fleet: FleetSync | undefined;
+  let isActive = true;
   let fleetSubscriber: RedisClient | undefined;
 
   // Records cached while this ingestor held a gateway may be stale once another took it over.
+  // Each drop starts a new tenure of the gateway here: a prefetch begun in an earlier one is stale.
+  const tenures = new Map<string, number>();
+  const tenureOf = (gatewayId: string): number => tenures.get(gatewayId) ?? 0;
   const forget = (gatewayId: string): void => {
+    tenures.set(gatewayId, tenureOf(gatewayId) + 1);
     dedupe.evict(gatewayId);
     deviceDedupe.evict(gatewayId);
   };
+  let lapsedBeforeWrite = 0;
   leases.onLost((gatewayId) => {
     clusterLogger.warn({ gatewayId }, 'gateway lease lost (not renewed in time or taken over); its next batches go to the holder');
     forget(gatewayId);
@@ -126,7 +141,15 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
 
   const loader: SharedStateLoader = {
     prefetch(gatewayId: string, seqs: readonly number[], identities: readonly DeviceIdentity[]) {
-      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities)]).then(() => undefined);
+      const tenure = tenureOf(gatewayId);
+      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities)]).then(() => {
+        // The batch was taken under the gateway's lease, but the records may come back after the
+        // lease lapsed (Redis slow or away) and another ingestor took the gateway's resend: written
+        // now, the batch would land beside that copy. Given up instead; the gateway resends it.
+        if (leases.holds(gatewayId) && tenureOf(gatewayId) === tenure) return;
+        lapsedBeforeWrite++;
+        throw new FerryError('FERRY_ERR_NOT_READY', `the lease of gateway ${gatewayId} lapsed while its batch's records were read from Redis; the batch is left for the gateway to resend`, { gatewayId });
+      });
     },
   };
 
@@ -194,6 +217,16 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
       await fleet?.close();
       fleetSubscriber?.disconnect();
     },
+    setActive(active) {
+      // Every failed reconnect closes again: one change, one line.
+      if (active === isActive) return;
+      isActive = active;
+      if (active) membership.resume();
+      else membership.pause();
+      admission?.setActive(active);
+      if (!active) clusterLogger.warn({ gatewaysHeld: leases.held().length }, 'broker connection lost: leaving the members and letting the gateways go to the others');
+      else clusterLogger.info('broker connection back: a member again');
+    },
     fleetCounts: () => fleetCounts(redis, keyPrefix),
     stats() {
       return {
@@ -203,6 +236,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
         gatewaysHeld: leases.held().length,
         waiting: admission?.waiting ?? 0,
         dropped: { ...dropped },
+        lapsedBeforeWrite,
         acksWithheld,
       };
     },

@@ -41,6 +41,12 @@ export interface Membership {
   ready(): Promise<void>;
   /** Called with the new sorted list whenever it changes; returns an unsubscribe function. */
   onChange(listener: (members: readonly string[]) => void): () => void;
+  /**
+   * Leaves the set while this member cannot take batches (its broker connection is down), so the
+   * others take its gateways over; heartbeats stop until resume().
+   */
+  pause(): void;
+  resume(): void;
   /** Stops heartbeating and removes this member at once, so the others take over without waiting for it to time out. */
   close(): Promise<void>;
 }
@@ -58,6 +64,7 @@ export function createMembership(options: MembershipOptions): Membership {
 
   let members: readonly string[] = [memberId];
   let closed = false;
+  let paused = false;
   let inFlightSince: number | undefined;
   let stallLogged = false;
   let markReady!: () => void;
@@ -85,7 +92,7 @@ export function createMembership(options: MembershipOptions): Membership {
     inFlightSince = clock.now();
     try {
       const reply = await heartbeat([key], [memberId, MISSED_HEARTBEATS * heartbeatMs]);
-      if (closed) return;
+      if (closed || paused) return;
       const names = Array.isArray(reply) ? reply.filter((m): m is string => typeof m === 'string') : [];
       if (!names.includes(memberId)) names.push(memberId);
       if (stallLogged) logger.info({ memberId }, 'membership heartbeat answered again');
@@ -103,7 +110,7 @@ export function createMembership(options: MembershipOptions): Membership {
   }
 
   function tick(): void {
-    if (closed) return;
+    if (closed || paused) return;
     // With Redis away the heartbeat waits in ioredis' offline queue: never stack a second one
     // behind it, and say once that the member list is now only the last one known.
     if (inFlightSince !== undefined) {
@@ -127,6 +134,17 @@ export function createMembership(options: MembershipOptions): Membership {
     onChange(listener) {
       listeners.add(listener);
       return () => listeners.delete(listener);
+    },
+    pause() {
+      if (paused || closed) return;
+      paused = true;
+      // After any heartbeat in flight on the same connection, so that one cannot undo it.
+      redis.zrem(key, memberId).catch((err: Error) => logger.warn({ err: err.message, memberId }, 'could not leave the members while paused; the others drop this one when its heartbeats stop'));
+    },
+    resume() {
+      if (!paused || closed) return;
+      paused = false;
+      if (inFlightSince === undefined) void beat();
     },
     async close() {
       if (closed) return;
