@@ -10,6 +10,7 @@ const NOT_SHIFTABLE = [
   // Go servers keep the real clock (libfaketime cannot reach them) and VictoriaMetrics drops
   // points a year ahead of its own clock.
   'test/e2e.test.ts',
+  'test/faults/scale-out.test.ts',
   'apps/ingestor/test/sink-down.test.ts',
   'packages/testkit/test/servers.test.ts',
   'test/deploy/docker.test.ts',
