@@ -28,6 +28,7 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import { freePort, startMosquitto, startVictoriaMetrics } from '@ferry/testkit';
+import { cpuMsOf, pause, tail, waitUntil } from './lib/processes.mjs';
 
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
 const NODERED_DIR = fileURLToPath(new URL('./.nodered/', import.meta.url));
@@ -42,7 +43,6 @@ const PROBE_READINGS = 10;
 const STALL_MS = 60_000;
 
 const log = (line) => process.stderr.write(`[bench pipeline] ${line}\n`);
-const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const round2 = (x) => Math.round(x * 100) / 100;
 const loadText = () => loadavg().map((l) => l.toFixed(2)).join(' ');
 
@@ -120,36 +120,6 @@ function spawnChild(name, args, { logFile, env = process.env, cwd } = {}) {
 function cpuProfileFlags(name) {
   const dir = process.env.BENCH_CPU_PROF;
   return dir ? ['--cpu-prof', `--cpu-prof-dir=${join(dir, name)}`] : [];
-}
-
-function tail(file) {
-  try {
-    return readFileSync(file, 'utf8').slice(-3000);
-  } catch {
-    return '';
-  }
-}
-
-async function waitUntil(probe, what, timeoutMs = 60_000, intervalMs = 50) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (err) {
-      if (err instanceof Error && err.message.includes('exited')) throw err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await pause(intervalMs);
-  }
-}
-
-/** CPU time (user + system, ms) of a process so far, from /proc/<pid>/stat. */
-function cpuMsOf(pid) {
-  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-  // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name; clock ticks of 10 ms.
-  return (Number(fields[11]) + Number(fields[12])) * 10;
 }
 
 /**

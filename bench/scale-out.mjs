@@ -35,14 +35,12 @@ import { performance } from 'node:perf_hooks';
 import { fileURLToPath } from 'node:url';
 import mqtt from 'mqtt';
 import { stablePort, startMosquitto, startRedis, startVictoriaMetrics } from '@ferry/testkit';
+import { cpuMsOf, pause, tail, waitUntil } from './lib/processes.mjs';
 
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
 const CASES = ['mosquitto', 'ferry', 'single'];
-/** Linux's USER_HZ: /proc/<pid>/stat counts CPU time in ticks of 10 ms. */
-const TICK_MS = 10;
 
 const log = (line) => process.stderr.write(`[bench scale-out] ${line}\n`);
-const pause = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
 const round1 = (x) => Math.round(x * 10) / 10;
 const round2 = (x) => Math.round(x * 100) / 100;
 const round4 = (x) => Math.round(x * 10_000) / 10_000;
@@ -93,40 +91,6 @@ for (const signal of ['SIGINT', 'SIGTERM']) {
     log(`${signal}: stopping`);
     process.exit(130);
   });
-}
-
-function tail(file) {
-  try {
-    return readFileSync(file, 'utf8').slice(-3000);
-  } catch {
-    return '';
-  }
-}
-
-async function waitUntil(probe, what, timeoutMs = 60_000, intervalMs = 50) {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    try {
-      const v = await probe();
-      if (v) return v;
-    } catch (err) {
-      if (err instanceof Error && err.message.includes('exited')) throw err;
-    }
-    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}`);
-    await pause(intervalMs);
-  }
-}
-
-/** CPU time (user + system, ms) of a process so far, from /proc/<pid>/stat; undefined once it is gone. */
-function cpuMsOf(pid) {
-  try {
-    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
-    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
-    // utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
-    return (Number(fields[11]) + Number(fields[12])) * TICK_MS;
-  } catch {
-    return undefined;
-  }
 }
 
 /**

@@ -41,6 +41,7 @@ import type { DedupeCounts, DedupeEntry, SeenRecord } from '../dedupe.js';
 import { windowFloor } from '../dedupe.js';
 import { fleetCountKeys } from './fleet-accounting.js';
 import { defineScript } from './redis.js';
+import { trimCaches } from './cache-bounds.js';
 import type { RedisClient, ScriptCall } from './redis.js';
 import type { SharedDedupeStore } from './types.js';
 
@@ -333,23 +334,9 @@ export function openSharedDedupeStore(options: SharedDedupeStoreOptions): Shared
     cached++;
   }
 
-  /** Keeps the bounds; trims to 7/8 of them so that trimming is not paid on every insert. */
+  /** Keeps the bounds (cache-bounds.ts). */
   function bound(current: GatewayCache): void {
-    if (current.entries.size > perGateway) {
-      let excess = current.entries.size - Math.floor((perGateway * 7) / 8);
-      for (const seq of current.entries.keys()) {
-        if (excess-- <= 0) break;
-        current.entries.delete(seq);
-        cached--;
-      }
-    }
-    if (cached <= totalBound) return;
-    for (const [gatewayId, cache] of caches) {
-      if (cached <= Math.floor((totalBound * 7) / 8)) break;
-      if (cache === current || cache.pending > 0) continue;
-      caches.delete(gatewayId);
-      cached -= cache.entries.size;
-    }
+    cached = trimCaches(caches, current, perGateway, totalBound, cached);
   }
 
   function onRecorded(reply: unknown): void {

@@ -28,6 +28,7 @@
 // The store does not own the Redis client it is given: close() leaves it open.
 import type { Logger } from '@ferry/runtime';
 import type { DeviceIdentity } from '../device-dedupe.js';
+import { trimCaches } from './cache-bounds.js';
 import type { RedisClient } from './redis.js';
 import { createRecordSender } from './shared-dedupe.js';
 import { defineScript } from './redis.js';
@@ -147,23 +148,9 @@ export function openSharedDeviceDedupeStore(options: SharedDeviceDedupeStoreOpti
     cached++;
   }
 
-  /** Keeps the bounds; trims to 7/8 of them so that trimming is not paid on every insert. */
+  /** Keeps the bounds (cache-bounds.ts). */
   function bound(current: ScopeCache): void {
-    if (current.entries.size > perScope) {
-      let excess = current.entries.size - Math.floor((perScope * 7) / 8);
-      for (const slot of current.entries.keys()) {
-        if (excess-- <= 0) break;
-        current.entries.delete(slot);
-        cached--;
-      }
-    }
-    if (cached <= totalBound) return;
-    for (const [scope, cache] of caches) {
-      if (cached <= Math.floor((totalBound * 7) / 8)) break;
-      if (cache === current || cache.pending > 0) continue;
-      caches.delete(scope);
-      cached -= cache.entries.size;
-    }
+    cached = trimCaches(caches, current, perScope, totalBound, cached);
   }
 
   function onRecorded(reply: unknown): void {
