@@ -330,7 +330,10 @@ async function ingestPhase(opts, dir, { nodeDefaults = false } = {}) {
   try {
     const flags = nodeDefaults ? "Node's default flags" : 'the Pi unit\'s flags';
     log(`burst (${flags}): ${opts.ingest} QoS 1 publishes, ${opts.clients} clients x ${opts.window} in flight`);
+    const cpuBefore = cpuOf({ gateway: gw.pid }).gateway;
     const r = await publishLoad({ url: `mqtt://127.0.0.1:${devicePort}`, clients: opts.clients, window: opts.window, total: opts.ingest, prefix: 'ingest' });
+    // The gateway's CPU time per 10,000 publishes: what the flags cost, far less moved by the load than the rate.
+    const cpuMsPer10k = ((cpuOf({ gateway: gw.pid }).gateway - cpuBefore) / opts.ingest) * 10_000;
     const committed = metric(await metrics(httpPort), 'ferry_gateway_committed_total');
     const { rssMB, hwmMB } = rssOf(gw.pid);
     const { peak } = memory;
@@ -338,9 +341,9 @@ async function ingestPhase(opts, dir, { nodeDefaults = false } = {}) {
     const peakRssMB = Math.max(peak.rssMB, hwmMB);
     log(
       `burst (${flags}): ${r.perSec.toFixed(0)}/s (${committed} committed), gateway RSS ${rssMB.toFixed(1)} MB after, ` +
-        `peak ${peakRssMB.toFixed(1)} MB (anonymous ${peak.anonMB.toFixed(1)}, V8 heap ${peak.heapMB.toFixed(1)}); load average ${loadText()}`,
+        `peak ${peakRssMB.toFixed(1)} MB (anonymous ${peak.anonMB.toFixed(1)}, V8 heap ${peak.heapMB.toFixed(1)}), ${cpuMsPer10k.toFixed(0)} ms CPU per 10,000; load average ${loadText()}`,
     );
-    return { ingestPerSec: r.perSec, ingestRssMB: rssMB, committed, peakRssMB, peakAnonMB: peak.anonMB, peakHeapMB: peak.heapMB };
+    return { ingestPerSec: r.perSec, ingestRssMB: rssMB, committed, peakRssMB, peakAnonMB: peak.anonMB, peakHeapMB: peak.heapMB, cpuMsPer10k };
   } finally {
     memory.stop();
     await gw.stop();
@@ -649,6 +652,8 @@ async function main() {
       burstPeakHeapMBNodeDefaults: ingestDefaults && round(ingestDefaults.peakHeapMB),
       ingestPerSec: ingest && Math.round(ingest.ingestPerSec),
       ingestPerSecNodeDefaults: ingestDefaults && Math.round(ingestDefaults.ingestPerSec),
+      burstCpuMsPer10k: ingest && Math.round(ingest.cpuMsPer10k),
+      burstCpuMsPer10kNodeDefaults: ingestDefaults && Math.round(ingestDefaults.cpuMsPer10k),
       aedesQos1RelayPerSec: relay && Math.round(relay.aedesQos1RelayPerSec),
       ingestVsAedesRelay: ratio(ingest?.ingestPerSec, relay?.aedesQos1RelayPerSec),
       ingestNodeDefaultsVsAedesRelay: ratio(ingestDefaults?.ingestPerSec, relay?.aedesQos1RelayPerSec),

@@ -5,8 +5,8 @@ import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
 import { parseDuration } from '@ferry/processing';
 import type { GapRecord, GatewayDisk } from '@ferry/protocol';
-import { createLogger, createOpsServer, opsTokens, createRegistry, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
-import type { Clock, Logger, OpsServer, Registry } from '@ferry/runtime';
+import { createLogger, createBasicOpsServer, opsTokens, createRegistry, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
+import type { BasicOpsServer, Clock, Logger, Registry } from '@ferry/runtime';
 import { createSqliteDeadLetterStore } from '@ferry/deadletter';
 import { GATEWAY_SQLITE_CACHE_KIB } from './outbox-file.js';
 import type { DeadLetterStore } from '@ferry/deadletter';
@@ -130,7 +130,7 @@ interface Running {
   /** The device listener's accounts and per-device rule; none for an attached broker. */
   access?: DeviceAccess;
   attachment?: DeviceAttachment;
-  ops?: OpsServer;
+  ops?: BasicOpsServer;
   uplink?: Uplink;
   reports?: DeadLetterReporter;
   statusTimer?: NodeJS.Timeout;
@@ -504,7 +504,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
         });
       }
       if (config.http !== false) {
-        const ops = createOpsServer({
+        // node:http rather than Fastify: four JSON GET routes do not need a framework's memory.
+        const ops = createBasicOpsServer({
           host: config.http.host,
           port: config.http.port,
           registry,
@@ -522,13 +523,13 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
           }),
         });
         // The ops view of what was lost: every gap record the outbox file holds, newest first.
-        ops.app.get('/gaps', async () => ({
+        ops.get('/gaps', () => ({
           gaps: currentGapsAll(outbox),
           dropped: outbox.droppedByDevice(),
           ...(config.outbox.whenFull === 'compact' ? { compacted: outbox.compactedByDevice() } : {}),
         }));
         // Where every device message went (message-accounting.ts): totals and per device.
-        ops.app.get('/messages', async () => ({ total: accounting.totals(), devices: Object.fromEntries(accounting.devices()) }));
+        ops.get('/messages', () => ({ total: accounting.totals(), devices: Object.fromEntries(accounting.devices()) }));
         run.ops = ops;
         await ops.listen();
       }

@@ -5,11 +5,11 @@ import { createServer } from 'node:net';
 import type { AddressInfo, Server } from 'node:net';
 import { Aedes } from 'aedes';
 import type { AuthenticateError, Client } from 'aedes';
-import mqtt from 'mqtt';
 import type { MqttClient } from 'mqtt';
 import { connectionPeer, guardPacketSize, LogThrottle, maxPacketBytes } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { ConnectRefusal, DeviceAccess } from './device-access.js';
+import { connectMqtt } from './mqtt-connect.js';
 import { paceReconnects, reconnectPolicy } from './reconnect.js';
 
 /** Who published: the user name the device logged in with on the embedded listener. */
@@ -185,7 +185,7 @@ export interface DeviceAttachment {
  */
 export function attachToBroker(options: DeviceAttachmentOptions): DeviceAttachment {
   const { logger } = options;
-  const client: MqttClient = mqtt.connect(options.url, {
+  const client: MqttClient = connectMqtt(options.url, {
     protocolVersion: 4,
     clean: false,
     clientId: options.clientId,

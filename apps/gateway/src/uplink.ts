@@ -5,10 +5,10 @@
 // and every status published over the connection it opens carry it, so the cloud can tell a late
 // Will of an old session from the end of the current one without trusting any clock.
 import { existsSync, readFileSync } from 'node:fs';
-import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { uplinkTopics } from '@ferry/protocol';
 import type { Logger } from '@ferry/runtime';
+import { connectMqtt } from './mqtt-connect.js';
 import { paceReconnects, reconnectPolicy } from './reconnect.js';
 
 export interface UplinkOptions {
@@ -95,7 +95,7 @@ export function connectUplink(options: UplinkOptions, events: UplinkEvents): Upl
     ...(options.password !== undefined ? { password: options.password } : {}),
     ...(options.ca !== undefined ? { ca: readCa(options.ca) } : {}),
   };
-  const client: MqttClient = mqtt.connect(options.url, mqttOptions);
+  const client: MqttClient = connectMqtt(options.url, mqttOptions);
   paceReconnects(client, reconnectPolicy(options.reconnectMinMs, options.reconnectMaxMs));
 
   let up = false;

@@ -1,12 +1,14 @@
 // The gateway's memory settings for a small device: a 2 MiB SQLite page cache on the outbox (not the
 // 16 MiB better-sqlite3 is built with, which a quick_check of a large backlog fills; the dead-letter
 // store gets the same through openSqlite's cacheKiB, tested in packages/runtime), and no
-// mqtt-packet number cache (65,536 Buffers) in the process that runs the gateway.
+// mqtt-packet number cache (65,536 Buffers) in the process that runs the gateway, and V8's heap
+// policy left to node's own flags when it was given some (footprint-process.test.ts runs a process).
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeToStream } from 'mqtt-packet';
 import { applyGatewayFootprint } from '../src/index.js';
+import { hasOwnHeapPolicy } from '../src/footprint.js';
 import { GATEWAY_SQLITE_CACHE_KIB, openOutboxFile } from '../src/outbox-file.js';
 import { tempDir } from './harness.js';
 
@@ -37,5 +39,14 @@ describe('gateway footprint', () => {
     writeToStream.cacheNumbers = true;
     applyGatewayFootprint();
     expect(writeToStream.cacheNumbers).toBe(false);
+  });
+
+  it("takes the heap flags node was started with, the Pi unit's or any in NODE_OPTIONS, as the process's own policy", () => {
+    expect(hasOwnHeapPolicy(['--max-semi-space-size=1', '--optimize-for-size', '--no-concurrent-recompilation'], '')).toBe(true);
+    expect(hasOwnHeapPolicy(['--semi_space_growth_factor=2'], '')).toBe(true);
+    expect(hasOwnHeapPolicy(['--heap-growing-percent=50'], '')).toBe(true);
+    expect(hasOwnHeapPolicy([], '--max-old-space-size=256 --no-optimize-for-size')).toBe(true);
+    expect(hasOwnHeapPolicy([], '')).toBe(false);
+    expect(hasOwnHeapPolicy(['--enable-source-maps', '--max-old-space-size=256'], '--inspect')).toBe(false);
   });
 });

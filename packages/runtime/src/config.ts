@@ -1,7 +1,7 @@
 // Configuration: a file (YAML or JSON), then FERRY_* environment variables, then flags, merged
 // in that order and validated by a zod schema. A bad value stops the start naming the field.
 import { readFileSync } from 'node:fs';
-import { parse as parseYaml } from 'yaml';
+import { createRequire } from 'node:module';
 import type { z } from 'zod';
 import { FerryError } from '@ferry/protocol';
 
@@ -23,6 +23,21 @@ export function mergeConfig(...layers: readonly (PlainObject | undefined)[]): Pl
     }
   }
   return out;
+}
+
+/**
+ * The YAML parser (about 300 KB of code) is loaded for a YAML file only, and let go of once the
+ * file is read: a config is read at start, and a long-running process (a gateway on a Pi) should
+ * not keep a parser in memory for good. Another YAML file read later loads it again.
+ */
+function parseYaml(text: string): unknown {
+  const require = createRequire(import.meta.url);
+  const loaded = new Set(Object.keys(require.cache));
+  try {
+    return (require('yaml') as typeof import('yaml')).parse(text);
+  } finally {
+    for (const path of Object.keys(require.cache)) if (!loaded.has(path)) delete require.cache[path];
+  }
 }
 
 export function readConfigFile(path: string): PlainObject {

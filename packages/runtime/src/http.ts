@@ -2,9 +2,15 @@
 // a component adds (the ingestor's ops API). Beyond loopback it needs a bearer token, as the
 // MQTT listeners need logins: /metrics and the detailed /healthz answer only with it, and a
 // caller without it gets /healthz's verdict alone (a liveness probe needs no secret).
+// Two servers keep that rule: createOpsServer (Fastify, for components with an API of their own)
+// and createBasicOpsServer (node:http, a few JSON GET routes: the gateway, where Fastify with its
+// schema compilers would be a tenth of a Pi gateway's memory). Fastify is loaded only by the first.
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
-import Fastify from 'fastify';
+import { createServer } from 'node:http';
+import type { IncomingMessage, Server, ServerResponse } from 'node:http';
+import { createRequire } from 'node:module';
+import type { AddressInfo } from 'node:net';
 import type { FastifyInstance } from 'fastify';
 import type { Registry } from 'prom-client';
 import { z } from 'zod';
@@ -109,20 +115,38 @@ export interface OpsServer {
   close(): Promise<void>;
 }
 
+/** Whether a request's Authorization header carries one of `tokens` (any header, without tokens). */
+function authorizer(tokens: readonly string[] | undefined): (header: string | undefined) => boolean {
+  const digests = (tokens ?? []).map(digest);
+  return (header) => digests.length === 0 || bearerMatches(header, digests);
+}
+
+/** Whether a request path needs the token: /metrics and the component's protected paths, and what lies under them. */
+function guardedPath(options: OpsServerOptions): (path: string) => boolean {
+  const guarded = ['/metrics', ...(options.protectedPaths ?? [])];
+  return (path) => guarded.some((p) => path === p || path.startsWith(`${p}/`));
+}
+
+const UNAUTHORIZED = { error: 'a valid ops token is required (http.token)' };
+
+/** Fastify is CommonJS and sizeable: required when a component asks for this server, not when @ferry/runtime is imported. */
+function loadFastify(): typeof import('fastify').default {
+  return (createRequire(import.meta.url)('fastify') as typeof import('fastify')).default;
+}
+
 export function createOpsServer(options: OpsServerOptions): OpsServer {
-  const app = Fastify({ logger: false });
+  const app = loadFastify()({ logger: false });
   let url: string | undefined;
-  const tokens = (options.tokens ?? []).map(digest);
-  const authorized = (header: string | undefined): boolean => tokens.length === 0 || bearerMatches(header, tokens);
+  const authorized = authorizer(options.tokens);
+  const isGuarded = guardedPath(options);
   app.get('/healthz', async (req, reply) => {
     const report = await options.health();
     return reply.code(report.ok ? 200 : 503).send(authorized(req.headers.authorization) ? report : { ok: report.ok });
   });
-  const guarded = ['/metrics', ...(options.protectedPaths ?? [])];
   app.addHook('onRequest', async (req, reply) => {
     const path = req.url.split('?')[0] ?? '';
-    if (!guarded.some((p) => path === p || path.startsWith(`${p}/`)) || authorized(req.headers.authorization)) return;
-    return reply.code(401).header('www-authenticate', 'Bearer').send({ error: 'a valid ops token is required (http.token)' });
+    if (!isGuarded(path) || authorized(req.headers.authorization)) return;
+    return reply.code(401).header('www-authenticate', 'Bearer').send(UNAUTHORIZED);
   });
   app.get('/metrics', async (_req, reply) => {
     return reply.header('content-type', options.registry.contentType).send(await options.registry.metrics());
@@ -139,6 +163,101 @@ export function createOpsServer(options: OpsServerOptions): OpsServer {
     },
     async close() {
       await app.close();
+    },
+  };
+}
+
+export interface BasicOpsServer {
+  /** Adds a GET route (HEAD answered too) whose result is sent as JSON; before listen(). */
+  get(path: string, handler: () => unknown): void;
+  /** Whether a request's Authorization header opens what /metrics opens (always, without tokens). */
+  authorized(authorization: string | undefined): boolean;
+  /** Starts listening; resolves with the bound URL. */
+  listen(): Promise<string>;
+  readonly url: string | undefined;
+  close(): Promise<void>;
+}
+
+type Answer = { readonly status: number; readonly body: string; readonly type: string; readonly headers?: Record<string, string> };
+
+const JSON_TYPE = 'application/json; charset=utf-8';
+const json = (status: number, value: unknown): Answer => ({ status, body: JSON.stringify(value), type: JSON_TYPE });
+
+/**
+ * The ops endpoint on node:http alone: /healthz, /metrics and the component's JSON GET routes,
+ * with createOpsServer's token rule and its answers (status codes, bodies, Fastify's 404 and 500
+ * shapes), for a process that needs nothing more.
+ */
+export function createBasicOpsServer(options: OpsServerOptions): BasicOpsServer {
+  const authorized = authorizer(options.tokens);
+  const isGuarded = guardedPath(options);
+  const routes = new Map<string, (authorization: string | undefined) => Promise<Answer>>();
+  routes.set('/healthz', async (authorization) => {
+    const report = await options.health();
+    return json(report.ok ? 200 : 503, authorized(authorization) ? report : { ok: report.ok });
+  });
+  routes.set('/metrics', async () => ({ status: 200, body: await options.registry.metrics(), type: options.registry.contentType }));
+
+  async function answer(req: IncomingMessage): Promise<Answer> {
+    const path = (req.url ?? '/').split('?')[0] ?? '';
+    if (isGuarded(path) && !authorized(req.headers.authorization)) return { ...json(401, UNAUTHORIZED), headers: { 'www-authenticate': 'Bearer' } };
+    const route = req.method === 'GET' || req.method === 'HEAD' ? routes.get(path) : undefined;
+    if (!route) return json(404, { message: `Route ${req.method ?? ''}:${req.url ?? path} not found`, error: 'Not Found', statusCode: 404 });
+    try {
+      return await route(req.headers.authorization);
+    } catch (err) {
+      return json(500, { statusCode: 500, error: 'Internal Server Error', message: err instanceof Error ? err.message : String(err) });
+    }
+  }
+
+  function respond(req: IncomingMessage, res: ServerResponse): void {
+    void answer(req).then((a) => {
+      res.writeHead(a.status, { 'content-type': a.type, 'content-length': Buffer.byteLength(a.body), ...a.headers });
+      res.end(req.method === 'HEAD' ? undefined : a.body);
+    });
+  }
+
+  const server = createServer(respond);
+  /** For `localhost`, the servers on its other addresses (Fastify listens on each, e.g. ::1 and 127.0.0.1). */
+  const others: Server[] = [];
+  let url: string | undefined;
+  return {
+    get(path, handler) {
+      routes.set(path, async () => json(200, await handler()));
+    },
+    authorized,
+    get url() {
+      return url;
+    },
+    async listen() {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(options.port, options.host ?? '127.0.0.1', () => {
+          server.off('error', reject);
+          resolve();
+        });
+      });
+      const { address, port } = server.address() as AddressInfo;
+      if (options.host === 'localhost') {
+        const { lookup } = await import('node:dns/promises');
+        const all = await lookup('localhost', { all: true }).catch(() => []);
+        for (const other of all.filter((a) => a.address !== address)) {
+          const extra = createServer(respond);
+          // Best effort, as Fastify: an address that cannot be bound (no IPv6) is left out.
+          const bound = await new Promise<boolean>((resolve) => {
+            extra.once('error', () => resolve(false));
+            extra.listen(port, other.address, () => resolve(true));
+          });
+          if (bound) others.push(extra);
+        }
+      }
+      // As Fastify reports it: the wildcard as the loopback address, IPv6 in brackets.
+      url = address === '0.0.0.0' ? `http://127.0.0.1:${port}` : address.includes(':') ? `http://[${address}]:${port}` : `http://${address}:${port}`;
+      return url;
+    },
+    async close() {
+      // close() ends idle keep-alive connections (Node 19+) and waits for the busy ones.
+      await Promise.all([server, ...others.splice(0)].filter((s) => s.listening).map((s) => new Promise<void>((resolve) => s.close(() => resolve()))));
     },
   };
 }

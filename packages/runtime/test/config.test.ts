@@ -1,10 +1,11 @@
 import { mkdtempSync, writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { isFerryError } from '@ferry/protocol';
-import { backoffDelay, configFromEnv, loadConfig, ManualClock } from '../src/index.js';
+import { backoffDelay, configFromEnv, loadConfig, ManualClock, readConfigFile } from '../src/index.js';
 
 const schema = z
   .object({
@@ -81,5 +82,25 @@ describe('backoffDelay', () => {
     const clock = new ManualClock(5);
     clock.advance(10);
     expect(clock.now()).toBe(15);
+  });
+});
+
+describe('readConfigFile', () => {
+  it('lets go of the YAML parser once a YAML file is read, and loads it again for the next one', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'ferry-cfg-'));
+    const yaml = join(dir, 'gw.yaml');
+    writeFileSync(yaml, 'name: a\nlist: [1, 2]\n');
+    const json = join(dir, 'gw.json');
+    writeFileSync(json, '{"name":"b"}');
+    const cache = createRequire(import.meta.url).cache;
+    const yamlModules = () => Object.keys(cache).filter((path) => /[\\/]yaml[\\/]/.test(path));
+    expect(yamlModules()).toEqual([]);
+    expect(readConfigFile(json)).toEqual({ name: 'b' });
+    expect(readConfigFile(yaml)).toEqual({ name: 'a', list: [1, 2] });
+    expect(yamlModules()).toEqual([]);
+    expect(readConfigFile(yaml)).toEqual({ name: 'a', list: [1, 2] });
+    writeFileSync(yaml, 'name: [unclosed\n');
+    expect(() => readConfigFile(yaml)).toThrow(/is not valid YAML/);
+    expect(yamlModules()).toEqual([]);
   });
 });

@@ -5,12 +5,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Registry } from 'prom-client';
 import { afterAll, describe, expect, it } from 'vitest';
-import { createOpsServer, opsHttpAuthIssue, opsHttpSchema, opsTokens } from '../src/index.js';
-import type { OpsServer } from '../src/index.js';
+import { createBasicOpsServer, createOpsServer, opsHttpAuthIssue, opsHttpSchema, opsTokens } from '../src/index.js';
+import type { BasicOpsServer, OpsServer, OpsServerOptions } from '../src/index.js';
 
 const TOKEN = 'a-token-of-32-characters-0123456';
 const dir = mkdtempSync(join(tmpdir(), 'ops-http-'));
-const servers: OpsServer[] = [];
+const servers: (OpsServer | BasicOpsServer)[] = [];
 afterAll(async () => {
   await Promise.all(servers.map((s) => s.close()));
   rmSync(dir, { recursive: true, force: true });
@@ -54,37 +54,92 @@ describe('opsTokens', () => {
   });
 });
 
-async function serve(tokens?: string[]): Promise<string> {
+const SERVERS = { fastify: createOpsServer, basic: createBasicOpsServer } as const;
+type Kind = keyof typeof SERVERS;
+
+async function serve(tokens?: string[], kind: Kind = 'fastify', more: Partial<OpsServerOptions> = {}): Promise<string> {
   const registry = new Registry();
-  const server = createOpsServer({ port: 0, registry, health: () => ({ ok: false, detail: 'sink down' }), ...(tokens ? { tokens } : {}) });
+  const server = SERVERS[kind]({ port: 0, registry, health: () => ({ ok: false, detail: 'sink down' }), ...(tokens ? { tokens } : {}), ...more });
   servers.push(server);
   return server.listen();
 }
 
-const get = async (url: string, token?: string) => {
-  const res = await fetch(url, token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } });
-  return { status: res.status, body: await res.text() };
+const get = async (url: string, token?: string, method = 'GET') => {
+  const res = await fetch(url, { method, ...(token === undefined ? {} : { headers: { authorization: `Bearer ${token}` } }) });
+  return { status: res.status, body: await res.text(), type: res.headers.get('content-type') };
 };
 
-describe('createOpsServer with tokens', () => {
+describe.each(Object.keys(SERVERS) as Kind[])('the %s ops server with tokens', (kind) => {
   it('answers /metrics with a valid bearer token only', async () => {
-    const url = await serve([TOKEN]);
+    const url = await serve([TOKEN], kind);
     expect((await get(`${url}/metrics`)).status).toBe(401);
     expect((await get(`${url}/metrics`, `${TOKEN}x`)).status).toBe(401);
     expect((await get(`${url}/metrics`, TOKEN)).status).toBe(200);
   });
 
   it('gives /healthz its verdict to anyone and its details to token holders', async () => {
-    const url = await serve([TOKEN]);
-    expect(await get(`${url}/healthz`)).toEqual({ status: 503, body: '{"ok":false}' });
+    const url = await serve([TOKEN], kind);
+    expect(await get(`${url}/healthz`)).toEqual({ status: 503, body: '{"ok":false}', type: 'application/json; charset=utf-8' });
     const full = await get(`${url}/healthz`, TOKEN);
     expect(full.status).toBe(503);
     expect(JSON.parse(full.body)).toEqual({ ok: false, detail: 'sink down' });
   });
 
   it('is open without tokens (a loopback listener)', async () => {
-    const url = await serve();
+    const url = await serve(undefined, kind);
     expect((await get(`${url}/metrics`)).status).toBe(200);
     expect(JSON.parse((await get(`${url}/healthz`)).body)).toEqual({ ok: false, detail: 'sink down' });
+  });
+});
+
+describe('createBasicOpsServer', () => {
+  it('answers as the Fastify server does: metrics, unknown routes and methods, HEAD, a protected path', async () => {
+    const answers = async (kind: Kind) => {
+      const url = await serve([TOKEN], kind, { protectedPaths: ['/gaps'] });
+      return {
+        metrics: await get(`${url}/metrics?x=1`, TOKEN),
+        unknown: await get(`${url}/nope?x=1`),
+        post: await get(`${url}/healthz`, undefined, 'POST'),
+        head: await get(`${url}/healthz`, TOKEN, 'HEAD'),
+        guarded: await get(`${url}/gaps/under`),
+      };
+    };
+    const fastify = await answers('fastify');
+    expect(await answers('basic')).toEqual(fastify);
+    expect(fastify.unknown).toMatchObject({ status: 404 });
+    expect(fastify.head).toEqual({ status: 503, body: '', type: 'application/json; charset=utf-8' });
+    expect(fastify.guarded.status).toBe(401);
+  });
+
+  it("serves a component's routes as JSON, behind the token when protected, and a failing one as a 500", async () => {
+    const registry = new Registry();
+    const server = createBasicOpsServer({ port: 0, registry, health: () => ({ ok: true }), tokens: [TOKEN], protectedPaths: ['/gaps'] });
+    servers.push(server);
+    server.get('/gaps', () => ({ gaps: [1, 2] }));
+    server.get('/open', () => Promise.resolve({ open: true }));
+    server.get('/broken', () => {
+      throw new Error('no outbox');
+    });
+    const url = await server.listen();
+    expect(server.url).toBe(url);
+    expect((await get(`${url}/gaps`)).status).toBe(401);
+    expect(await get(`${url}/gaps`, TOKEN)).toEqual({ status: 200, body: '{"gaps":[1,2]}', type: 'application/json; charset=utf-8' });
+    expect(JSON.parse((await get(`${url}/open`)).body)).toEqual({ open: true });
+    expect(await get(`${url}/broken`)).toEqual({
+      status: 500,
+      body: JSON.stringify({ statusCode: 500, error: 'Internal Server Error', message: 'no outbox' }),
+      type: 'application/json; charset=utf-8',
+    });
+    expect(server.authorized(`Bearer ${TOKEN}`)).toBe(true);
+    expect(server.authorized(undefined)).toBe(false);
+  });
+
+  it('closes with a keep-alive connection open, and twice', async () => {
+    const server = createBasicOpsServer({ port: 0, registry: new Registry(), health: () => ({ ok: true }) });
+    const url = await server.listen();
+    expect((await fetch(`${url}/healthz`, { keepalive: true })).status).toBe(200);
+    await server.close();
+    await server.close();
+    await expect(fetch(`${url}/healthz`)).rejects.toThrow();
   });
 });
