@@ -141,6 +141,8 @@ describe('liveness you can trust, with real processes', { timeout: 300_000 }, ()
 
     await stack.gateway.start();
     await allOnline('the gateway and its devices back online');
+    // The alert resolves at the model's next tick after the gateway is back, not with the status itself.
+    await until('the gateway-offline alert resolved', async () => (await alertsSince(since)).some((a) => a.rule === 'gateway-offline' && a.state === 'resolved'));
     const after = await alertsSince(since);
     expect(after.filter((a) => a.rule === 'gateway-offline').map((a) => a.state)).toEqual(['resolved']);
     expect(after.filter((a) => a.rule === 'device-offline')).toEqual([]);

@@ -6,8 +6,8 @@
 //
 // Layout (P = keyPrefix):
 //   P device:<scope>/<deviceId>:<key>  string, the content hash, expiring at record time + windowMs
-//                                      (PXAT from the `now` record() is given: the ingestor's
-//                                      clock, NTP-synced like any server's): the window prunes
+//                                      (PXAT: the `now` record() is given, moved into Redis's
+//                                      clock by the clocks' difference at the call): the window prunes
 //                                      itself, nothing ever scans. A key never contains ':', so the
 //                                      last ':' ends the device part.
 //   P device:held                      hash  slot -> identities newly recorded in that slot of
@@ -59,7 +59,11 @@ export function deviceKeys(keyPrefix: string): { identity(identity: DeviceIdenti
   };
 }
 
-// ARGV: the held hash, now, windowMs, maxEntries, slot length, then (key, hash) pairs.
+// ARGV: the held hash, now, windowMs, maxEntries, slot length, the caller's wall clock when it sent
+// this, then (key, hash) pairs. Expiries are absolute in Redis's clock: the caller's record time is
+// moved by the difference of the two clocks, so an ingestor whose clock is off from Redis's (or a
+// test running at a shifted date) still keeps an identity windowMs after it recorded it.
+
 // Returns { identities recorded in the window (the live slots' sum), identities stored with a shortened window }.
 const RECORD_LUA = `
 local heldKey = ARGV[1]
@@ -67,6 +71,8 @@ local now = tonumber(ARGV[2])
 local window = tonumber(ARGV[3])
 local maxEntries = tonumber(ARGV[4])
 local slotMs = tonumber(ARGV[5])
+local t = redis.call('TIME')
+local offset = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) - tonumber(ARGV[6])
 local slot = math.floor(now / slotMs)
 local first = slot - math.ceil(window / slotMs)
 local held = 0
@@ -77,18 +83,18 @@ for k = 1, #counts, 2 do
 end
 local ttl = window
 if held > maxEntries then ttl = math.max(1, math.floor(window * maxEntries / held)) end
-local at = string.format('%d', now + ttl)
+local at = string.format('%d', now + ttl + offset)
 local added = 0
-for i = 6, #ARGV, 2 do
+for i = 7, #ARGV, 2 do
   if not redis.call('SET', ARGV[i], ARGV[i + 1], 'PXAT', at, 'GET') then added = added + 1 end
 end
 if added > 0 then
   redis.call('HINCRBY', heldKey, string.format('%d', slot), added)
-  redis.call('PEXPIREAT', heldKey, string.format('%d', (slot + 1) * slotMs + window), 'GT')
-  redis.call('PEXPIREAT', heldKey, string.format('%d', (slot + 1) * slotMs + window), 'NX')
+  redis.call('PEXPIREAT', heldKey, string.format('%d', (slot + 1) * slotMs + window + offset), 'GT')
+  redis.call('PEXPIREAT', heldKey, string.format('%d', (slot + 1) * slotMs + window + offset), 'NX')
 end
 local shortened = 0
-if ttl < window then shortened = (#ARGV - 5) / 2 end
+if ttl < window then shortened = (#ARGV - 6) / 2 end
 return { held + added, shortened }
 `;
 
@@ -173,7 +179,7 @@ export function openSharedDeviceDedupeStore(options: SharedDeviceDedupeStoreOpti
       shortenedUnreported = 0;
       if (identities.length === 0) return reported;
       if (now > latest) latest = now;
-      const args: (string | number)[] = [keys.held, now, windowMs, maxEntries, slotMs];
+      const args: (string | number)[] = [keys.held, now, windowMs, maxEntries, slotMs, Date.now()];
       let cache: ScopeCache | undefined;
       for (const identity of identities) {
         if (!cache || caches.get(identity.scope) !== cache) {
