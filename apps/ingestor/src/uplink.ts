@@ -100,32 +100,44 @@ export function createUplink(options: UplinkOptions): Uplink {
       onDevice(packet.topic, payload, (err) => (err ? callback(err) : callback()));
     };
   }
+  /** Each connect's subscriptions; a callback of an earlier connection's is ignored. */
+  let connection = 0;
   client.on('connect', (connack) => {
     logger.info({ url: options.url, clientId: options.clientId, sessionPresent: connack.sessionPresent }, 'connected to broker');
-    const subscriptions: Record<string, { qos: 1 }> = { [share(uplinkTopics.allBatches)]: { qos: 1 }, [uplinkTopics.allStatuses]: { qos: 1 } };
-    for (const filter of options.deviceFilters ?? []) subscriptions[share(filter)] = { qos: 1 };
-    client.subscribe(
-      subscriptions,
-      (err, granted) => {
-        const refused = granted?.filter((g) => g.qos === 128) ?? [];
-        if (err || refused.length > 0) {
-          lastError = err ?? new Error(`broker refused subscription to ${refused.map((g) => g.topic).join(', ')}`);
-          logger.error({ err: lastError }, 'subscribe failed');
-          return;
-        }
+    const session = ++connection;
+    const filters = [share(uplinkTopics.allBatches), uplinkTopics.allStatuses, ...(options.deviceFilters ?? []).map(share)];
+    // One filter a SUBSCRIBE, one after the other: a clustered aedes broker (Redis persistence)
+    // can lose the SUBACK of a persistent session's SUBSCRIBE of several filters, or of two in
+    // flight at once (aedes #602, #458), and the ingestor would wait for it for good.
+    const subscribeFrom = (index: number): void => {
+      const filter = filters[index];
+      if (filter === undefined) {
         subscribed = true;
         options.onConnection?.(true);
         for (const wake of readyWaiters) wake();
-      },
-    );
-    if (options.onDeadLetters) {
-      client.subscribe(share(uplinkTopics.allDeadLetters), { qos: 1 }, (err, granted) => {
+        if (options.onDeadLetters) subscribeDeadLetters(session);
+        return;
+      }
+      client.subscribe(filter, { qos: 1 }, (err, granted) => {
+        if (session !== connection) return;
         if (err || !granted || granted.some((g) => g.qos === 128)) {
-          logger.warn({ err, topic: uplinkTopics.allDeadLetters }, 'the broker refused the gateway dead-letter subscription: gateway dead letters stay on the gateways until its ACL grants role ingestor');
+          lastError = err ?? new Error(`broker refused subscription to ${filter}`);
+          logger.error({ err: lastError }, 'subscribe failed');
+          return;
         }
+        subscribeFrom(index + 1);
       });
-    }
+    };
+    subscribeFrom(0);
   });
+  const subscribeDeadLetters = (session: number): void => {
+    client.subscribe(share(uplinkTopics.allDeadLetters), { qos: 1 }, (err, granted) => {
+      if (session !== connection) return;
+      if (err || !granted || granted.some((g) => g.qos === 128)) {
+        logger.warn({ err, topic: uplinkTopics.allDeadLetters }, 'the broker refused the gateway dead-letter subscription: gateway dead letters stay on the gateways until its ACL grants role ingestor');
+      }
+    });
+  };
   client.on('error', (err) => {
     lastError = err;
     logger.warn({ err: err.message }, 'broker connection error');
