@@ -2,11 +2,11 @@
 // resend after an ack was lost, or after an ingestor restart, is recognised.
 //
 // A seq is recorded only after the sink confirmed its point (or refused it for good). A crash
-// between the sink's confirmation and this record costs nothing but an overwrite: the gateway
-// resends, the seq looks new, and readingToPoint yields the very same point (same measurement,
-// tags and nanosecond timestamp), which the database replaces rather than adds. So the record is
-// never needed to avoid a second point; it is what lets the ack say "duplicate" and what catches a
-// seq reused with different content.
+// while the write is in flight, or between the sink's confirmation and this record, leaves the
+// seq unrecorded: the gateway resends and the seq looks new. readingToPoint yields the very same
+// point (same measurement, tags and nanosecond timestamp), which InfluxDB replaces rather than
+// adds; VictoriaMetrics would keep a second sample, so the chunk's write intent (intents.ts, kept
+// in this file and ended in the records' transaction) makes the next writer ask the database first.
 //
 // Window: per gateway only seqs greater than (highest seq seen - windowPerGateway) are kept.
 // Gateway seqs are monotonic, so this is "the newest N" and pruning is one range delete on the
@@ -74,6 +74,8 @@ export interface DedupeStore {
    */
   record(entries: readonly DedupeEntry[]): number;
   counts(): DedupeCounts;
+  /** The highest seq of a gateway the window let go (what lookup() no longer knows), or undefined when none yet. */
+  windowFloor?(gatewayId: string): number | undefined;
   close(): void;
   /**
    * The SQLite connection, when there is one: a stage that must save its own state atomically with
@@ -285,6 +287,10 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
       lastRun.clear();
       for (const e of entries) maxSeqs.set(e.gatewayId, Math.max(maxSeqs.get(e.gatewayId) ?? -1, e.seq));
       return pruned;
+    },
+    windowFloor(gatewayId) {
+      const maxSeq = maxSeqOf(gatewayId);
+      return maxSeq === undefined ? undefined : windowFloor(maxSeq, options.windowPerGateway);
     },
     counts() {
       return { held: (countHeld.get()?.n ?? 0) + (countInRuns.get()?.n ?? 0), pruned: sumPruned.get()?.n ?? 0 };

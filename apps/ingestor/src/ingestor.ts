@@ -13,6 +13,8 @@ import type { Sink } from '@ferry/sinks';
 import { parseIngestorConfig } from './config.js';
 import type { IngestorConfig, IngestorConfigInput } from './config.js';
 import { openDedupeStore } from './dedupe.js';
+import { openSqliteIntentLog } from './intents.js';
+import type { IntentLog } from './intents.js';
 import type { DedupeStore } from './dedupe.js';
 import { Accounting } from './accounting.js';
 import type { GatewayAccount } from './accounting.js';
@@ -185,6 +187,12 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
           logger,
         });
   const dedupe: DedupeStore = cluster?.dedupe ?? openDedupeStore({ path: join(config.dataDir, 'dedupe.db'), windowPerGateway: config.dedupe.windowPerGateway });
+  // Write intents live beside the records they end with: in Redis with the cluster, else in dedupe.db.
+  const intents: IntentLog | undefined =
+    cluster?.intents ?? (dedupe.database ? openSqliteIntentLog({ db: dedupe.database, clock, floorOf: (source) => dedupe.windowFloor?.(source) }) : undefined);
+  if (intents && intents.suspects.size > 0) {
+    logger.warn({ runs: intents.suspects.size }, 'the last run stopped with writes in flight: those readings are looked up in the database before they are written again');
+  }
   let deadLetters: DeadLetterStore;
   let sink: Sink;
   let deviceDedupe: DeviceDedupeStore | undefined;
@@ -316,6 +324,7 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     accounting,
     processor,
     rollups,
+    intents,
     clock,
     logger,
     sendAck: (ack) => {
@@ -371,13 +380,19 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         health?.observeWritten(items);
         cluster?.publishWritten(items);
       },
+      recovered(points) {
+        metrics.recovered(points);
+        logger.info({ points }, 'readings of a write in flight when the last run stopped are in the database already; not written again');
+      },
       retry(err, attempt, delayMs, stage) {
         metrics.retry(stage);
         if (stage === 'sink' && localSink) storage('sink', err);
         // A full disk is logged once per episode (storage above), not once per retry.
-        if ((stage === 'confirm' || localSink) && isDiskFull(err)) return;
+        if ((stage === 'confirm' || stage === 'intent' || localSink) && isDiskFull(err)) return;
         const message = err instanceof Error ? err.message : String(err);
         if (stage === 'sink') logger.warn({ err: message, attempt, delayMs, sink: sink.description }, 'database write failed; retrying, nothing acked meanwhile');
+        else if (stage === 'present') logger.warn({ err: message, attempt, delayMs, sink: sink.description }, 'database could not be asked which readings of an interrupted write it holds; retrying');
+        else if (stage === 'intent') logger.error({ err: message, attempt, delayMs }, 'write intent could not be stored; the chunk waits');
         else logger.error({ err: message, attempt, delayMs }, 'local storage failed after a write; writing the chunk again');
       },
       sinkState(up) {

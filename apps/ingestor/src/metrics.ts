@@ -9,7 +9,9 @@ import type { AcceptResult } from './pipeline.js';
 export interface IngestorMetrics {
   batch(result: AcceptResult, readings: number): void;
   written(points: number, seconds: number): void;
-  retry(stage: 'sink' | 'confirm'): void;
+  retry(stage: 'sink' | 'confirm' | 'intent' | 'present'): void;
+  /** Points a writer that died mid-write had put in the database already: found there, not written again. */
+  recovered(points: number): void;
   deadLettered(code: ErrorCode, count: number): void;
   pruned(count: number): void;
   ackSent(): void;
@@ -126,7 +128,7 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
   });
   const retries = new Counter({
     name: 'ferry_ingestor_write_retries_total',
-    help: 'Writes retried, by stage (sink: the database failed; confirm: local storage failed after it)',
+    help: 'Writes retried, by stage (sink: the database failed; confirm: local storage failed after it; intent: the write intent could not be stored; present: the database could not be asked what an interrupted write left)',
     labelNames: ['stage'],
     registers: [registry],
   });
@@ -200,6 +202,11 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
       this.set(sources.storageFull?.() ? 1 : 0);
     },
   });
+  const recovered = new Counter({
+    name: 'ferry_ingestor_recovered_points_total',
+    help: 'Points of a chunk whose write was in flight when an ingestor died, found in the database on the resend and not written again (write intents)',
+    registers: [registry],
+  });
   const storageFull = new Counter({
     name: 'ferry_ingestor_storage_full_total',
     help: 'Writes to the ingestor\'s own SQLite files that failed because the disk was full, by store (sink: the embedded points.db)',
@@ -217,6 +224,9 @@ export function createIngestorMetrics(registry: Registry, sources: MetricSources
     },
     retry(stage) {
       retries.inc({ stage });
+    },
+    recovered(points) {
+      recovered.inc(points);
     },
     deadLettered(code, count) {
       deadLetters.inc({ code }, count);

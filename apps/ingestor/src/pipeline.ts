@@ -32,6 +32,8 @@ import type { ReadingProcessor } from './process.js';
 import type { ConfirmedReading, Rollups } from './rollup.js';
 import { createReplay } from './replay.js';
 import { createWriter } from './write.js';
+import { intentRuns } from './intents.js';
+import type { Intent, IntentLog } from './intents.js';
 import type { WritePolicy, Writer, WriterEvents } from './write.js';
 import { BatchTracker, envelopeRejectionAck } from './ack.js';
 import type { ReadingOutcome } from './ack.js';
@@ -168,6 +170,10 @@ export interface PipelineOptions {
   readonly rollups?: Rollups | undefined;
   /** With state shared through Redis: the batch path waits for its records (cluster/). */
   readonly shared?: SharedStateLoader | undefined;
+  /** Write intents (intents.ts): what a writer that died mid-write may have left in the database is not written twice. */
+  readonly intents?: IntentLog | undefined;
+  /** How long after a write began it has surely landed or failed, the database's visibility lag included. Default 2000 ms. */
+  readonly intentSettleMs?: number | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Publishes an ack; called once per settled batch. */
@@ -216,6 +222,11 @@ export interface Pipeline {
 }
 
 const WRITTEN: ReadingOutcome = { kind: 'written' };
+
+/** What a reading's write intent is keyed by: its gateway's seq, or a direct reading's journal row. */
+function intentKey(item: PendingWrite): { source: string; seq: number } {
+  return { source: item.origin === 'direct' ? DIRECT_SOURCE : item.gatewayId, seq: item.seq };
+}
 const DUPLICATE: ReadingOutcome = { kind: 'duplicate' };
 
 export function createPipeline(options: PipelineOptions): Pipeline {
@@ -259,11 +270,17 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
   const { check, classify, classifyDevice } = createClassifier({ limits: options.limits, skewPolicy, dedupe, deviceDedupe, inMemory, inMemoryDevice, build, events });
 
+  const intentLog = options.intents;
   const writer: Writer<PendingWrite> = createWriter<PendingWrite>({
     sink: options.sink,
     policy: options.write,
     clock,
     confirm,
+    intents: intentLog && {
+      begin: (chunk) => recordIn('dedupe', () => intentLog.begin(intentRuns(chunk, intentKey))),
+      suspectSince: (item) => intentLog.suspects.covering(intentKey(item).source, item.seq),
+      settleMs: options.intentSettleMs ?? 2000,
+    },
     events,
   });
 
@@ -286,7 +303,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   }
 
   /** Runs when the sink confirmed a chunk: file refusals, record every seq, then settle. */
-  function confirm(chunk: readonly PendingWrite[], result: SinkWriteResult): void {
+  function confirm(chunk: readonly PendingWrite[], result: SinkWriteResult, intent: unknown): void {
     const refused = new Map<number, string>();
     for (const r of result.rejected) refused.set(r.index, r.reason);
     const points = processor || rollups ? chunk.reduce((n, item) => (item.point ? n + 1 : n), 0) : chunk.length;
@@ -336,9 +353,19 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       for (const item of letterItems) filed.add(item);
       events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
     }
-    // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted once.
-    const pruned = recordIn('dedupe', () => (rollups && rolled.length > 0 ? rollups.commit(rolled, () => dedupe.record(entries)) : dedupe.record(entries)));
+    // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted
+    // once. The chunk's write intent ends there too: after a crash, either the records say what the
+    // database holds, or the intent still marks its readings for a look in the database.
+    const recordAll = (): number => {
+      const n = dedupe.record(entries);
+      if (intentLog && intent) intentLog.end(intent as Intent);
+      return n;
+    };
+    const pruned = recordIn('dedupe', () =>
+      rollups && rolled.length > 0 ? rollups.commit(rolled, recordAll) : dedupe.database ? dedupe.database.transaction(recordAll)() : recordAll(),
+    );
     for (const item of chunk) recorded.add(item);
+    if (intentLog && intentLog.suspects.size > 0) for (const item of chunk) intentLog.settled(intentKey(item).source, item.seq);
     const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(identities, clock.now()));
     if (pruned > 0) events.pruned?.(pruned);
     if (devicePruned > 0) events.devicePruned?.(devicePruned);

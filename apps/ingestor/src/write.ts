@@ -77,8 +77,26 @@ export interface WriteItem {
 
 export interface WriterEvents {
   written?(points: number, seconds: number): void;
-  retry?(err: unknown, attempt: number, delayMs: number, stage: 'sink' | 'confirm'): void;
+  retry?(err: unknown, attempt: number, delayMs: number, stage: 'sink' | 'confirm' | 'intent' | 'present'): void;
   sinkState?(up: boolean): void;
+  /** Points of a writer that died mid-write found in the database already, so not written again. */
+  recovered?(points: number): void;
+}
+
+/**
+ * Write intents (intents.ts): the writer notes each chunk before its first write, and asks the
+ * database about readings a writer that is gone may have written already.
+ */
+export interface WriterIntents<T> {
+  /** Durably notes the chunk is about to be written; its result goes to confirm(). Retried while it throws. */
+  begin(chunk: readonly T[]): unknown;
+  /**
+   * When item `i` may be in the database from a writer that is gone: when that writer began the
+   * write (epoch ms). Otherwise undefined.
+   */
+  suspectSince(item: T): number | undefined;
+  /** A write that began at `since` has landed, or will never land, by this long after it (the database's own lag included). */
+  readonly settleMs: number;
 }
 
 export interface WriterOptions<T extends WriteItem> {
@@ -89,7 +107,8 @@ export interface WriterOptions<T extends WriteItem> {
    * Called once the sink confirmed a chunk, to record and settle its items. If it throws (local
    * storage failed) nothing may have been settled, and the chunk is written again: an overwrite.
    */
-  readonly confirm: (chunk: readonly T[], result: SinkWriteResult) => void;
+  readonly confirm: (chunk: readonly T[], result: SinkWriteResult, intent: unknown) => void;
+  readonly intents?: WriterIntents<T> | undefined;
   readonly events?: WriterEvents;
   readonly random?: () => number;
 }
@@ -156,12 +175,64 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
     });
   }
 
-  async function writeChunk(chunk: readonly T[]): Promise<void> {
-    const points: Point[] = [];
-    /** Chunk index of each point: rejections index the points, and some items may have none. */
-    const itemOf: number[] = [];
+  /** Runs `step` until it succeeds, sleeping between tries; undefined once stopped. */
+  async function untilDone<R>(stage: 'sink' | 'intent' | 'present', step: () => R | Promise<R>): Promise<{ value: R } | undefined> {
+    for (let attempt = 0; !stopped; attempt++) {
+      try {
+        return { value: await step() };
+      } catch (err) {
+        if (stage !== 'intent') events.sinkState?.(false);
+        if (stopped) return undefined;
+        const delay = retryDelay(err, attempt, policy.retry, options.random);
+        events.retry?.(err, attempt, delay, stage);
+        await sleep(delay);
+      }
+    }
+    return undefined;
+  }
+
+  /**
+   * Chunk indices of the suspects the database holds already (WriterIntents.suspectSince),
+   * asked once each one's write can have landed. Empty when there are none or the sink
+   * replaces a point written again (no Sink.present).
+   */
+  async function alreadyThere(chunk: readonly T[]): Promise<Set<number> | undefined> {
+    const intents = options.intents;
+    const found = new Set<number>();
+    if (!intents || !sink.present) return found;
+    const asked: number[] = [];
+    let since = -Infinity;
     chunk.forEach((item, i) => {
       if (!item.point) return;
+      const at = intents.suspectSince(item);
+      if (at === undefined) return;
+      asked.push(i);
+      since = Math.max(since, at);
+    });
+    if (asked.length === 0) return found;
+    const wait = since + intents.settleMs - options.clock.now();
+    if (wait > 0) await sleep(wait);
+    const present = sink.present.bind(sink);
+    const answer = await untilDone('present', () => present(asked.map((i) => chunk[i]!.point!)));
+    if (!answer) return undefined;
+    answer.value.forEach((there, k) => {
+      if (there) found.add(asked[k]!);
+    });
+    if (found.size > 0) events.recovered?.(found.size);
+    return found;
+  }
+
+  async function writeChunk(chunk: readonly T[]): Promise<void> {
+    const intents = options.intents;
+    const begun = intents ? await untilDone('intent', () => intents.begin(chunk)) : { value: undefined };
+    if (!begun) return;
+    const there = await alreadyThere(chunk);
+    if (!there) return;
+    const points: Point[] = [];
+    /** Chunk index of each point: rejections index the points, and some items may have none (or are there already). */
+    const itemOf: number[] = [];
+    chunk.forEach((item, i) => {
+      if (!item.point || there.has(i)) return;
       points.push(item.point);
       itemOf.push(i);
     });
@@ -170,7 +241,7 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
       const started = performance.now();
       try {
         result = points.length === 0 ? { written: 0, rejected: [] } : await sink.write(points);
-        if (points.length !== chunk.length) result = { written: result.written, rejected: result.rejected.map((r) => ({ ...r, index: itemOf[r.index] ?? r.index })) };
+        if (points.length !== chunk.length) result = { written: result.written + there.size, rejected: result.rejected.map((r) => ({ ...r, index: itemOf[r.index] ?? r.index })) };
       } catch (err) {
         events.sinkState?.(false);
         if (stopped) return;
@@ -184,12 +255,12 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
         events.written?.(points.length, (performance.now() - started) / 1000);
       }
       // Test-only: die like kill -9 after the database confirmed and before anything is recorded
-      // or acked, to prove the resend is an overwrite (apps/ingestor/test/crash.test.ts).
+      // or acked, to prove the resend is not written twice (apps/ingestor/test/crash.test.ts).
       if (process.env.FERRY_TEST_CRASH_AFTER_WRITE === '1') process.kill(process.pid, 'SIGKILL');
-      // Stopped while the write was out: the stores may be closed; the resend will overwrite.
+      // Stopped while the write was out: the stores may be closed; the resend is judged then.
       if (stopped) return;
       try {
-        options.confirm(chunk, result);
+        options.confirm(chunk, result, begun.value);
         return;
       } catch (err) {
         const delay = retryDelay(err, attempt, policy.retry, options.random);

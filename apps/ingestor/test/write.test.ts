@@ -115,4 +115,82 @@ describe('writer', () => {
     expect(sink.writeCalls).toBe(calls);
     expect(confirmed).toBe(0);
   });
+
+  it('notes each chunk before writing it, and settles suspects the database holds as written without writing them again', async () => {
+    // A sink where a rewrite would add a second sample: it answers present() from what it holds.
+    class SamplesSink extends MemorySink {
+      samples = 0;
+      asked: Point[] = [];
+      override async write(points: readonly Point[]): Promise<SinkWriteResult> {
+        this.samples += points.length;
+        return super.write(points);
+      }
+      async present(points: readonly Point[]): Promise<readonly boolean[]> {
+        this.asked.push(...points);
+        return points.map((p) => this.points.has(MemorySink.key(p)));
+      }
+    }
+    const sink = new SamplesSink();
+    // The dead writer's chunk landed: points 1 and 2 are in the database, 3 never made it.
+    await sink.write([point(1).point, point(2).point]);
+    const clock = new ManualClock(10_000);
+    const begun: number[][] = [];
+    const results: { intent: unknown; written: number }[] = [];
+    let recovered = 0;
+    const writer = createWriter<{ point: Point; key: number }>({
+      sink,
+      clock,
+      policy: { maxPoints: 100, lingerMs: 0, maxInFlight: 1, retry: { initialMs: 5, maxMs: 5, factor: 1 } },
+      intents: {
+        begin: (chunk) => {
+          begun.push(chunk.map((i) => i.key));
+          return `intent-${begun.length}`;
+        },
+        // Keys 1..3 were in the dead writer's intent, begun at 9,990.
+        suspectSince: (item) => (item.key <= 3 ? 9_990 : undefined),
+        settleMs: 30,
+      },
+      confirm: (_chunk, result, intent) => results.push({ intent, written: result.written }),
+      events: { recovered: (n) => (recovered += n) },
+    });
+    writer.push([1, 2, 3, 4].map((k) => ({ ...point(k), key: k })));
+    await waitFor(() => results.length === 1, { timeoutMs: 5000 });
+    expect(begun).toEqual([[1, 2, 3, 4]]);
+    expect(sink.asked.map((p) => p.fields.v)).toEqual([1, 2, 3]);
+    expect(results).toEqual([{ intent: 'intent-1', written: 4 }]);
+    expect(recovered).toBe(2);
+    // Only 3 and 4 were written this time: no second sample of 1 or 2.
+    expect(sink.samples).toBe(2 + 2);
+    expect(await writer.stop(1000)).toBe(true);
+  });
+
+  it('holds a chunk while its intent cannot be stored, and writes it once it can', async () => {
+    const sink = new MemorySink();
+    let failing = true;
+    let tries = 0;
+    const confirmed: unknown[] = [];
+    const writer = createWriter({
+      sink,
+      clock: new ManualClock(0),
+      policy: { maxPoints: 100, lingerMs: 0, maxInFlight: 1, retry: { initialMs: 5, maxMs: 5, factor: 1 } },
+      intents: {
+        begin: () => {
+          tries++;
+          if (failing) throw new Error('disk full');
+          return 'noted';
+        },
+        suspectSince: () => undefined,
+        settleMs: 0,
+      },
+      confirm: (_chunk, _result, intent) => confirmed.push(intent),
+    });
+    writer.push([point(1)]);
+    await waitFor(() => tries >= 3, { timeoutMs: 5000 });
+    expect(sink.writeCalls).toBe(0);
+    failing = false;
+    await waitFor(() => confirmed.length === 1, { timeoutMs: 5000 });
+    expect(confirmed).toEqual(['noted']);
+    expect(sink.points.size).toBe(1);
+    expect(await writer.stop(1000)).toBe(true);
+  });
 });

@@ -1,9 +1,10 @@
 // The part of the InfluxDB v1 and v2 sinks that does not depend on the API: encode the batch,
 // set aside points that cannot be written, send the rest with bisection on refusal, and let
-// close() wait for writes in flight.
-import { FerryError } from '@ferry/protocol';
+// close() wait for writes and presence checks in flight.
+import { FerryError, isFerryError } from '@ferry/protocol';
 import type { Logger } from '@ferry/runtime';
 import type { Point, Sink, SinkWriteResult } from './sink.js';
+import type { Presence } from './presence.js';
 import { encodePoints } from './line-protocol.js';
 import { writeBisecting, type SendLines } from './bisect.js';
 
@@ -11,6 +12,8 @@ export interface HttpSinkParts {
   readonly description: string;
   readonly send: SendLines;
   readonly ping: () => Promise<boolean>;
+  /** Which points the database holds already (presence.ts). */
+  readonly presence: Presence;
   readonly logger?: Logger | undefined;
 }
 
@@ -29,16 +32,27 @@ export function createHttpSink(parts: HttpSinkParts): Sink {
     return { written: sent.written, rejected };
   }
 
+  function tracked<T>(pending: Promise<T>): Promise<T> {
+    inFlight.add(pending);
+    const forget = (): void => {
+      inFlight.delete(pending);
+    };
+    pending.then(forget, (err: unknown) => {
+      forget();
+      // The database failed: it may come back as another server (identify it again).
+      if (isFerryError(err, 'FERRY_ERR_SINK_UNAVAILABLE')) parts.presence.forget();
+    });
+    return pending;
+  }
+
   return {
     description,
     write(points) {
-      const pending = write(points);
-      inFlight.add(pending);
-      const forget = (): void => {
-        inFlight.delete(pending);
-      };
-      pending.then(forget, forget);
-      return pending;
+      return tracked(write(points));
+    },
+    present(points) {
+      if (closed) return Promise.reject(new FerryError('FERRY_ERR_NOT_READY', `${description}: sink is closed`, { sink: description }));
+      return tracked(parts.presence.present(points));
     },
     async ping() {
       if (closed) return false;

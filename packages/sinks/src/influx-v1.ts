@@ -3,10 +3,12 @@
 // the first problem and counts the dropped points; unparsable lines are reported but not counted
 // in `dropped`): the valid points ARE written. The bisection in bisect.ts copes with that
 // (see there); a refused point comes back in `rejected` with InfluxDB's message.
+// VictoriaMetrics serves the same /write; present() tells the two apart (presence.ts).
 import type { Clock, Logger } from '@ferry/runtime';
 import { systemClock } from '@ferry/runtime';
 import type { Sink } from './sink.js';
 import { createHttpSink } from './http-sink.js';
+import { createPresence } from './presence.js';
 import { describeUrl, judgeAnswer, networkReason, unavailable, type WriteAttempt } from './write-answer.js';
 
 export interface InfluxV1SinkOptions {
@@ -34,10 +36,11 @@ export function createInfluxV1Sink(opts: InfluxV1SinkOptions): Sink {
   const query = new URLSearchParams({ db: opts.database, precision: 'ns' });
   if (opts.retentionPolicy) query.set('rp', opts.retentionPolicy);
   const writeUrl = `${base}/write?${query.toString()}`;
-  const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8' };
+  const authHeaders: Record<string, string> = {};
   if (opts.username !== undefined) {
-    headers.authorization = `Basic ${Buffer.from(`${opts.username}:${opts.password ?? ''}`, 'utf8').toString('base64')}`;
+    authHeaders.authorization = `Basic ${Buffer.from(`${opts.username}:${opts.password ?? ''}`, 'utf8').toString('base64')}`;
   }
+  const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', ...authHeaders };
 
   async function send(lines: readonly string[]): Promise<WriteAttempt> {
     let status: number;
@@ -67,5 +70,7 @@ export function createInfluxV1Sink(opts: InfluxV1SinkOptions): Sink {
     return response.status >= 200 && response.status < 300;
   }
 
-  return createHttpSink({ description, send, ping, logger: opts.logger });
+  // VictoriaMetrics labels every point written through /write with db=<the db parameter>.
+  const presence = createPresence({ base, description, headers: authHeaders, timeoutMs, addedLabels: { db: opts.database }, logger: opts.logger });
+  return createHttpSink({ description, send, ping, presence, logger: opts.logger });
 }

@@ -7,11 +7,13 @@
 // process crash would lose it) and gzip off. `flush()` then resolves only once the database
 // answered 2xx, and rejects with the answer otherwise; we retry ourselves, from durable storage.
 // A WriteApi per send also keeps concurrent writes from sharing a buffer.
+// present() tells InfluxDB 2 and VictoriaMetrics apart and reads back from the latter (presence.ts).
 import { HttpError, InfluxDB, setLogger } from '@influxdata/influxdb-client';
 import type { Clock, Logger } from '@ferry/runtime';
 import { systemClock } from '@ferry/runtime';
 import type { Sink } from './sink.js';
 import { createHttpSink } from './http-sink.js';
+import { createPresence } from './presence.js';
 import { describeUrl, judgeAnswer, networkReason, unavailable, type WriteAttempt } from './write-answer.js';
 
 export interface InfluxV2SinkOptions {
@@ -81,5 +83,7 @@ export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
     return response.status >= 200 && response.status < 300;
   }
 
-  return createHttpSink({ description, send, ping, logger });
+  // VictoriaMetrics ignores org and bucket on /api/v2/write: it adds no label.
+  const presence = createPresence({ base, description, headers: { authorization: `Token ${opts.token}` }, timeoutMs, addedLabels: {}, logger });
+  return createHttpSink({ description, send, ping, presence, logger });
 }

@@ -27,6 +27,12 @@ export interface SinkWriteResult {
   readonly rejected: readonly PointRejection[];
 }
 
+/**
+ * Implementations: the InfluxDB v1 and v2 sinks define present(): false for every point on
+ * InfluxDB, a read-back on VictoriaMetrics, which serves both APIs (presence.ts). The SQLite sink
+ * leaves it undefined: it upserts (ON CONFLICT DO UPDATE on series and time), so a point written
+ * again replaces itself.
+ */
 export interface Sink {
   /** e.g. `influxdb2 http://127.0.0.1:8428 bucket=ferry`; never contains credentials. */
   readonly description: string;
@@ -37,6 +43,15 @@ export interface Sink {
    * nothing in that call may be counted as written, and the caller retries.
    */
   write(points: readonly Point[]): Promise<SinkWriteResult>;
+  /**
+   * Recovery after a crash mid-write: which of `points` the database holds already (for each
+   * point, true when every field the database stores is there with the same value at the same
+   * series and timestamp). Only sinks where writing a point again adds a second sample need it;
+   * where a rewrite replaces the point (InfluxDB 1.x and 2, the SQLite sink) it is undefined or
+   * answers false for every point, and the caller simply writes again. Rejects with
+   * FERRY_ERR_SINK_UNAVAILABLE like write() when the database cannot answer.
+   */
+  present?(points: readonly Point[]): Promise<readonly boolean[]>;
   /** Whether the database answers now (for /healthz); never throws. */
   ping(): Promise<boolean>;
   close(): Promise<void>;

@@ -219,6 +219,34 @@ export function sinkContract(name: string, makeSink: () => Promise<SinkUnderTest
       expect(isFerryError(failure, 'FERRY_ERR_NOT_READY')).toBe(true);
     });
 
+    it('present(), where the sink has it, answers one boolean per point and false for every point never written', async () => {
+      const { sink } = await open();
+      if (!sink.present) return;
+      const written = writable([{ measurement: 'telemetry', tags: { device: 'dev-1' }, fields: { temperature: 20.5, state: 'ok' }, timestampNs: T0 }]);
+      await sink.write(written);
+      const never: Point[] = [
+        { measurement: 'telemetry', tags: { device: 'dev-2' }, fields: { temperature: 20.5 }, timestampNs: T0 },
+        { measurement: 'telemetry', tags: { device: 'dev-1' }, fields: { temperature: 20.5 }, timestampNs: T0 + SECOND_NS },
+        { measurement: 'telemetry', tags: { device: 'dev-1' }, fields: { temperature: 21 }, timestampNs: T0 },
+      ];
+      const answer = await sink.present([...written, ...never]);
+      expect(answer).toHaveLength(4);
+      expect(answer.slice(1)).toEqual([false, false, false]);
+      expect(await sink.present([])).toEqual([]);
+    });
+
+    it('present(), where the sink has it, rejects with FERRY_ERR_SINK_UNAVAILABLE while the database is down', async () => {
+      const { sink, stopDatabase } = await open();
+      if (!sink.present) return;
+      await stopDatabase();
+      const point: Point = { measurement: 'telemetry', tags: { device: 'dev-1' }, fields: { temperature: 20 }, timestampNs: T0 };
+      const failure: unknown = await sink.present([point]).then(
+        () => 'resolved',
+        (err: unknown) => err,
+      );
+      expect(isFerryError(failure, 'FERRY_ERR_SINK_UNAVAILABLE')).toBe(true);
+    });
+
     it('describes itself without credentials', async () => {
       const { sink } = await open();
       expect(sink.description.length).toBeGreaterThan(0);

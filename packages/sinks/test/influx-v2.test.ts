@@ -44,6 +44,7 @@ async function readVictoria(vm: VictoriaHandle, names: ReadonlyMap<string, { mea
 
 /** Wraps a sink to remember the measurement and field behind each VictoriaMetrics metric name. */
 function recording(sink: Sink, names: Map<string, { measurement: string; field: string }>): Sink {
+  const present = sink.present?.bind(sink);
   return {
     description: sink.description,
     write: (points) => {
@@ -59,6 +60,7 @@ function recording(sink: Sink, names: Map<string, { measurement: string; field: 
     },
     ping: () => sink.ping(),
     close: () => sink.close(),
+    ...(present ? { present } : {}),
   };
 }
 

@@ -17,6 +17,8 @@ import { connectRedis } from './redis.js';
 import type { RedisClient } from './redis.js';
 import { openSharedDedupeStore } from './shared-dedupe.js';
 import { openSharedDeviceDedupeStore } from './shared-device-dedupe.js';
+import { openSharedIntentLog } from './shared-intents.js';
+import type { SharedIntentLog } from './shared-intents.js';
 import { fleetCounts } from './fleet-accounting.js';
 import { createFleetSync } from './fleet-sync.js';
 import type { FleetSync, FleetSyncHealth } from './fleet-sync.js';
@@ -66,6 +68,8 @@ export interface ClusterState {
   readonly redis: RedisClient;
   readonly dedupe: SharedDedupeStore;
   readonly deviceDedupe: SharedDeviceDedupeStore;
+  /** Write intents, so a gateway taken over mid-write is not written twice (shared-intents.ts). */
+  readonly intents: SharedIntentLog;
   readonly loader: SharedStateLoader;
   readonly membership: Membership;
   readonly leases: SourceLeases;
@@ -111,6 +115,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
   const membership = createMembership({ redis, keyPrefix, memberId, heartbeatMs: options.heartbeatMs, clock, logger: clusterLogger });
   const leases = createSourceLeases({ redis, keyPrefix, memberId, leaseMs: options.leaseMs, clock, logger: clusterLogger });
   const dedupe = openSharedDedupeStore({ redis, keyPrefix, windowPerGateway: options.windowPerGateway, logger: clusterLogger });
+  const intents = openSharedIntentLog({ redis, keyPrefix, memberId, clock, logger: clusterLogger });
   const deviceDedupe = openSharedDeviceDedupeStore({ redis, keyPrefix, windowMs: options.deviceWindowMs, maxEntries: options.deviceWindowMaxEntries, logger: clusterLogger });
   const dropped: Record<AdmissionDrop, number> = { 'not-preferred': 0, 'lease-busy': 0, closing: 0 };
   let acksWithheld = 0;
@@ -128,6 +133,14 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
     tenures.set(gatewayId, tenureOf(gatewayId) + 1);
     dedupe.evict(gatewayId);
     deviceDedupe.evict(gatewayId);
+    intents.evict(gatewayId);
+  };
+  /** The tenure whose write intents were loaded, per gateway: once per takeover, not per batch. */
+  const intentsLoaded = new Map<string, number>();
+  const loadIntents = async (gatewayId: string, tenure: number): Promise<void> => {
+    if (intentsLoaded.get(gatewayId) === tenure) return;
+    await intents.load(gatewayId);
+    intentsLoaded.set(gatewayId, tenure);
   };
   let lapsedBeforeWrite = 0;
   leases.onLost((gatewayId) => {
@@ -142,7 +155,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
   const loader: SharedStateLoader = {
     prefetch(gatewayId: string, seqs: readonly number[], identities: readonly DeviceIdentity[]) {
       const tenure = tenureOf(gatewayId);
-      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities)]).then(() => {
+      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities), loadIntents(gatewayId, tenure)]).then(() => {
         // The batch was taken under the gateway's lease, but the records may come back after the
         // lease lapsed (Redis slow or away) and another ingestor took the gateway's resend: written
         // now, the batch would land beside that copy. Given up instead; the gateway resends it.
@@ -158,6 +171,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
     redis,
     dedupe,
     deviceDedupe,
+    intents,
     loader,
     membership,
     leases,

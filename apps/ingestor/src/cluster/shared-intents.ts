@@ -1,0 +1,146 @@
+// Write intents shared through Redis (intents.ts has the why). The holder of a gateway's lease
+// notes each chunk in the gateway's intents hash before the chunk's first write, and deletes the
+// note after the chunk's records, on the same connection, so Redis applies the two in that order.
+// An ingestor that takes a gateway over (a new tenure, cluster-state.ts) loads the notes that
+// other members left: those readings may be in the database already, and are looked up there
+// before they are written again.
+//
+// Keys: `<prefix>intents:<gatewayId>`, a hash of `<memberId>:<n>` -> JSON {at, runs: [[first, last]]}.
+// The hash expires maxAgeMs after its last note, and a note older than maxAgeMs is dropped on load:
+// a gateway that resends a reading interrupted that long ago gets it written again.
+import type { Logger } from '@ferry/runtime';
+import { Suspects } from '../intents.js';
+import type { Intent, IntentLog, IntentRun, OrphanRun } from '../intents.js';
+import type { RedisClient } from './redis.js';
+
+export interface SharedIntentLog extends IntentLog {
+  /** Loads the notes other members left for a gateway (this ingestor just took it over). */
+  load(gatewayId: string): Promise<void>;
+  /** Forgets a gateway's suspects (its lease went to another ingestor, which loads them itself). */
+  evict(gatewayId: string): void;
+}
+
+export interface SharedIntentLogOptions {
+  readonly redis: RedisClient;
+  readonly keyPrefix: string;
+  readonly memberId: string;
+  readonly clock: { now(): number };
+  readonly logger: Logger;
+  /** Default 7 days. */
+  readonly maxAgeMs?: number | undefined;
+}
+
+interface Note {
+  readonly at: number;
+  readonly runs: readonly (readonly [number, number])[];
+}
+
+interface Ref {
+  readonly field: string;
+  readonly sources: readonly string[];
+}
+
+/** Pure: a stored note, or undefined when it is not one this release wrote. */
+export function parseNote(text: string): Note | undefined {
+  try {
+    const value = JSON.parse(text) as unknown;
+    if (typeof value !== 'object' || value === null) return undefined;
+    const { at, runs } = value as { at?: unknown; runs?: unknown };
+    if (typeof at !== 'number' || !Array.isArray(runs)) return undefined;
+    const pairs: [number, number][] = [];
+    for (const r of runs) {
+      if (!Array.isArray(r) || r.length !== 2 || !Number.isSafeInteger(r[0]) || !Number.isSafeInteger(r[1])) return undefined;
+      pairs.push([r[0] as number, r[1] as number]);
+    }
+    return { at, runs: pairs };
+  } catch {
+    return undefined;
+  }
+}
+
+export function openSharedIntentLog(options: SharedIntentLogOptions): SharedIntentLog {
+  const { redis, keyPrefix, memberId, clock, logger } = options;
+  const maxAgeMs = options.maxAgeMs ?? 7 * 24 * 3_600_000;
+  const keyOf = (gatewayId: string): string => `${keyPrefix}intents:${gatewayId}`;
+  const suspects = new Suspects();
+  /** This process's notes not ended yet: never suspects of its own. */
+  const own = new Set<string>();
+  /** Per loaded foreign note (`gateway\0field`): its runs not settled yet. */
+  const foreignLeft = new Map<string, number>();
+  let next = 0;
+
+  const forget = (gatewayId: string, field: string): void => {
+    redis.hdel(keyOf(gatewayId), field).catch((err: unknown) => logger.warn({ err, gatewayId }, 'could not delete a settled write intent; it expires by itself'));
+  };
+
+  return {
+    suspects,
+    async begin(runs: readonly IntentRun[]): Promise<Intent> {
+      const field = `${memberId}:${next++}`;
+      const bySource = new Map<string, [number, number][]>();
+      for (const r of runs) {
+        let list = bySource.get(r.source);
+        if (!list) bySource.set(r.source, (list = []));
+        list.push([r.first, r.last]);
+      }
+      const at = clock.now();
+      const multi = redis.multi();
+      for (const [source, list] of bySource) {
+        multi.hset(keyOf(source), field, JSON.stringify({ at, runs: list } satisfies Note));
+        multi.pexpire(keyOf(source), maxAgeMs);
+      }
+      own.add(field);
+      const answers = await multi.exec();
+      const failed = answers?.find(([err]) => err !== null)?.[0];
+      if (!answers || failed) {
+        own.delete(field);
+        throw failed ?? new Error('redis discarded the write intent');
+      }
+      return { runs, ref: { field, sources: [...bySource.keys()] } satisfies Ref };
+    },
+    end(intent) {
+      const ref = intent.ref as Ref;
+      own.delete(ref.field);
+      // Sent now, after the chunk's records on the same connection: Redis deletes the note only after them.
+      for (const source of ref.sources) forget(source, ref.field);
+    },
+    settled(source, seq) {
+      for (const id of suspects.settle(source, seq)) {
+        const cut = id.lastIndexOf('#');
+        const key = id.slice(0, cut);
+        const left = (foreignLeft.get(key) ?? 1) - 1;
+        if (left > 0) {
+          foreignLeft.set(key, left);
+          continue;
+        }
+        foreignLeft.delete(key);
+        const field = key.slice(key.indexOf('\u0000') + 1);
+        forget(source, field);
+      }
+    },
+    async load(gatewayId) {
+      const notes = await redis.hgetall(keyOf(gatewayId));
+      const now = clock.now();
+      const runs: OrphanRun[] = [];
+      for (const [field, text] of Object.entries(notes)) {
+        if (own.has(field)) continue;
+        const note = parseNote(text);
+        if (!note || now - note.at > maxAgeMs) {
+          forget(gatewayId, field);
+          continue;
+        }
+        const key = `${gatewayId}\u0000${field}`;
+        if (foreignLeft.has(key)) continue;
+        foreignLeft.set(key, note.runs.length);
+        note.runs.forEach(([first, last], k) => runs.push({ id: `${key}#${k}`, source: gatewayId, first, last, at: note.at }));
+      }
+      if (runs.length > 0) {
+        logger.warn({ gatewayId, runs: runs.length }, 'took over a gateway with writes in flight elsewhere: those readings are looked up in the database before they are written again');
+        suspects.add(runs);
+      }
+    },
+    evict(gatewayId) {
+      for (const id of suspects.drop(gatewayId)) foreignLeft.delete(id.slice(0, id.lastIndexOf('#')));
+    },
+  };
+}
