@@ -127,15 +127,11 @@ function expectNothingLostCountedOnce(name: string, outcome: Outcome, scale: Sca
   reports.push({ name, readings, kills: outcome.faults, lost: delivery.missing.length, duplicates: delivery.extraCopies, seconds: outcome.seconds });
   expect(readings).toBe(GATEWAYS * DEVICES_PER_GATEWAY * PER_DEVICE);
   expect(delivery.missing, `lost readings\n${scale.logs(1500)}`).toEqual([]);
-  // Duplicate raw samples are reported, not asserted: a kill -9 while a chunk's write is in flight
-  // to the database (after VictoriaMetrics stored it, before the ingestor read the answer) leaves
-  // it unrecorded, and its resend is written again. InfluxDB overwrites that point; VictoriaMetrics
-  // keeps both samples (docs/scaling.md, "What window remains"; one ingestor without Redis has the
-  // same window). Issue #20 keeps this open: write intents and a read-back on takeover close it.
-  if (delivery.extraCopies > 0) {
-    const writers = [...outcome.writersOfDuplicates].slice(0, 5).map(([reading, list]) => `${reading} <- ${list.join(', ')}`);
-    process.stderr.write(`[scale-out] ${name}: ${delivery.extraCopies} duplicate samples (a write in flight at a kill -9), first: ${writers.join('; ')}\n`);
-  }
+  // No duplicate raw samples either: a kill -9 while a chunk's write is in flight to the database
+  // leaves the chunk's write intent open, and whoever writes the resend first asks VictoriaMetrics
+  // which of those readings it holds already (apps/ingestor/src/intents.ts, docs/scaling.md).
+  const writers = [...outcome.writersOfDuplicates].slice(0, 5).map(([reading, list]) => `${reading} <- ${list.join(', ')}`);
+  expect(delivery.extraCopies, `duplicate samples, first: ${writers.join('; ')}\n${scale.logs(1500)}`).toBe(0);
   expect(delivery.unexpected).toEqual([]);
   // Accounting across ingestors: each gateway's readings counted once, whoever wrote them.
   const perGateway = Object.fromEntries(scale.gateways.map((g) => [g.id, devicesOf(g.id).reduce((n, d) => n + (expected.get(d)?.size ?? 0), 0)]));
@@ -210,10 +206,10 @@ describe('Redis restarted while readings flow', { timeout: 600_000 }, () => {
       return outages;
     });
     process.stderr.write(`[scale-out] C redis restarted\n${await clusterSummary(scale)}\n`);
-    // Duplicates are reported, not asserted, here too: a write the database confirmed while Redis
-    // was away has its record queued, and once Redis is back and the lease expired another
-    // ingestor may take the gateway's resend before that record lands (docs/scaling.md; seen once:
-    // 44 readings in a CI run).
+    // A write the database confirmed while Redis was away has its record queued; once Redis is
+    // back and the lease expired another ingestor may take the gateway's resend before that record
+    // lands (seen once: 44 readings in a CI run). Its write intent, stored before the write, makes
+    // the taker look in the database first.
     expectNothingLostCountedOnce('C redis restarted', outcome, scale);
     expect(outages).toBe(2);
     // The same processes throughout: they waited rather than failing.
