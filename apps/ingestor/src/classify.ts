@@ -27,6 +27,18 @@ export type Classified =
 
 export type DeviceClassified = { kind: 'new' } | { kind: 'duplicate' } | { kind: 'conflict'; reason: string } | { kind: 'copy'; of: PendingWrite };
 
+/** What a batch's refusals file: new dead letters, and the seqs to remember as refused. A loop, not two flatMaps (an empty array per reading that is not refused). */
+export function refusalsOf(classified: readonly Classified[]): { letters: NewDeadLetter[]; records: DedupeEntry[] } {
+  const letters: NewDeadLetter[] = [];
+  const records: DedupeEntry[] = [];
+  for (const c of classified) {
+    if (c.kind !== 'refused') continue;
+    if (c.letter) letters.push(c.letter);
+    if (c.record) records.push(c.record);
+  }
+  return { letters, records };
+}
+
 export function rawJson(raw: unknown): Buffer {
   return Buffer.from(JSON.stringify(raw) ?? 'null');
 }
@@ -57,6 +69,21 @@ export interface Classifier {
     batchWrites: Map<number, PendingWrite>,
     batchDevices: Map<string, PendingWrite>,
   ) => Classified;
+}
+
+/** A valid reading refused because its seq or device identity was taken with other content. */
+function conflictOf(gatewayId: string, reading: Reading, raw: unknown, reason: string): Classified {
+  return {
+    kind: 'refused',
+    seq: reading.seq,
+    rejection: { code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason },
+    letter: {
+      source: { gatewayId, deviceId: reading.deviceId, seq: reading.seq },
+      code: 'FERRY_ERR_DUPLICATE_CONFLICT',
+      reason,
+      payload: rawJson(raw),
+    },
+  };
 }
 
 export function createClassifier(ctx0: ClassifierContext): Classifier {
@@ -122,27 +149,18 @@ export function createClassifier(ctx0: ClassifierContext): Classifier {
     }
     const reading = validated.reading;
     const hash = readingContentHash(raw as Record<string, unknown>); // raw passed the strict schema
-    const conflict = (reason: string): Classified => ({
-      kind: 'refused',
-      seq: reading.seq,
-      rejection: { code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason },
-      letter: {
-        source: { gatewayId, deviceId: reading.deviceId, seq: reading.seq },
-        code: 'FERRY_ERR_DUPLICATE_CONFLICT',
-        reason,
-        payload: rawJson(raw),
-      },
-    });
     const writing = batchWrites.get(reading.seq) ?? ctx0.inMemory.get(gatewayId)?.get(reading.seq);
     if (writing) {
-      return writing.hash === hash ? { kind: 'copy', of: writing } : conflict(`seq is being written with different content (hash ${writing.hash}, now ${hash})`);
+      return writing.hash === hash
+        ? { kind: 'copy', of: writing }
+        : conflictOf(gatewayId, reading, raw, `seq is being written with different content (hash ${writing.hash}, now ${hash})`);
     }
     const verdict = judge(ctx0.dedupe.lookup(gatewayId, reading.seq), hash, raw);
     switch (verdict.kind) {
       case 'duplicate':
         return { kind: 'duplicate', seq: reading.seq };
       case 'conflict':
-        return conflict(verdict.reason);
+        return conflictOf(gatewayId, reading, raw, verdict.reason);
       case 'rejected-before':
         return { kind: 'refused', seq: reading.seq, rejection: { code: verdict.code, reason: verdict.reason } };
       case 'new': {
@@ -154,24 +172,26 @@ export function createClassifier(ctx0: ClassifierContext): Classifier {
           case 'duplicate':
             return { kind: 'duplicate', seq: reading.seq, device: true };
           case 'conflict':
-            return conflict(byDevice.reason);
-          case 'new':
-            return {
-              kind: 'write',
-              item: {
-                origin: 'gateway',
-                gatewayId,
-                seq: reading.seq,
-                device,
-                hash,
-                ...ctx0.build(reading, gatewayId),
-                deviceId: reading.deviceId,
-                raw,
-                owner,
-                deadLetterOnRefusal: true,
-                copies: [],
-              },
+            return conflictOf(gatewayId, reading, raw, byDevice.reason);
+          case 'new': {
+            // Every property written out (no spread of build's answer): one shape for every reading.
+            const built = ctx0.build(reading, gatewayId);
+            const item: PendingWrite = {
+              origin: 'gateway',
+              gatewayId,
+              seq: reading.seq,
+              device,
+              hash,
+              point: built.point,
+              rolled: built.rolled,
+              deviceId: reading.deviceId,
+              raw,
+              owner,
+              deadLetterOnRefusal: true,
+              copies: [],
             };
+            return { kind: 'write', item };
+          }
         }
       }
     }

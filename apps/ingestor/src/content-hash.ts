@@ -115,11 +115,12 @@ function feedValue(value: unknown): void {
   feed(TAG_NULL);
 }
 
-/** Two hex digits per byte value: the hash's text is eight table lookups a lane, not a number formatted. */
-const HEX_BYTE = Array.from({ length: 256 }, (_, i) => i.toString(16).padStart(2, '0'));
+/** The character codes of the hex digits. */
+const HEX_CODES = Array.from('0123456789abcdef', (c) => c.charCodeAt(0));
 
-function hex8(h: number): string {
-  return HEX_BYTE[h >>> 24]! + HEX_BYTE[(h >>> 16) & 255]! + HEX_BYTE[(h >>> 8) & 255]! + HEX_BYTE[h & 255]!;
+/** The hex digit of `h`'s four bits at `shift`, as a character code. */
+function nibble(h: number, shift: number): number {
+  return HEX_CODES[(h >>> shift) & 15]!;
 }
 
 /** 64 bits of the content of a parsed JSON value, independent of key order: 'x' and 16 hex digits. */
@@ -140,7 +141,13 @@ function finish(): string {
   const h2 = lanes[1]!;
   const a = fmix(h1 ^ h2);
   const b = fmix(h2 ^ Math.imul(a, 0x27d4eb2f));
-  return `x${hex8(a)}${hex8(b)}`;
+  // One flat string of 17 characters, not a concatenation: the hash is kept with every reading in
+  // flight and in the dedupe records, and a concatenated one is three objects (and several more made and dropped).
+  return String.fromCharCode(
+    0x78,
+    nibble(a, 28), nibble(a, 24), nibble(a, 20), nibble(a, 16), nibble(a, 12), nibble(a, 8), nibble(a, 4), nibble(a, 0),
+    nibble(b, 28), nibble(b, 24), nibble(b, 20), nibble(b, 16), nibble(b, 12), nibble(b, 8), nibble(b, 4), nibble(b, 0),
+  );
 }
 
 /** One key of an object whose keys are walked in sorted order by the caller; undefined is left out, as in feedValue. */

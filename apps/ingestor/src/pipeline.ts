@@ -27,7 +27,7 @@ import type { DeviceTopics, DirectEntry } from './direct.js';
 import { contentHash } from './content-hash.js';
 import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
-import { createClassifier, rawJson } from './classify.js';
+import { createClassifier, rawJson, refusalsOf } from './classify.js';
 import type { ReadingProcessor } from './process.js';
 import type { ConfirmedReading, Rollups } from './rollup.js';
 import { createReplay } from './replay.js';
@@ -531,14 +531,13 @@ export function createPipeline(options: PipelineOptions): Pipeline {
 
     // Dead letters first: a refusal is acked only once its reading is kept. If this throws,
     // nothing else has changed and the batch is simply not acked.
-    const letters = classified.flatMap((c) => (c.kind === 'refused' && c.letter ? [c.letter] : []));
+    const { letters, records } = refusalsOf(classified);
     if (letters.length > 0) {
       recordIn('deadletters', () => deadLetters.addMany(letters));
       const byCode = new Map<ErrorCode, number>();
       for (const l of letters) byCode.set(l.code, (byCode.get(l.code) ?? 0) + 1);
       for (const [code, n] of byCode) events.deadLettered?.(code, n);
     }
-    const records = classified.flatMap((c) => (c.kind === 'refused' && c.record ? [c.record] : []));
     if (records.length > 0) {
       try {
         const pruned = recordIn('dedupe', () => dedupe.record(records));

@@ -5,7 +5,7 @@
 // to an equal value.
 import type { Reading } from './reading.js';
 import { DEVICE_ID_PATTERN } from './reading.js';
-import { deviceIdProblem } from './names.js';
+import { deviceIdProblem, isPlainDeviceId } from './names.js';
 
 function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype;
@@ -52,7 +52,9 @@ export function readingFastPath(raw: unknown): Reading | undefined {
         if (!isSafeInteger(value) || value < 0) return undefined;
         break;
       case 'deviceId':
-        if (typeof value !== 'string' || !DEVICE_ID_PATTERN.test(value) || deviceIdProblem(value) !== undefined) return undefined;
+        if (typeof value !== 'string') return undefined;
+        // A plain id passes the pattern and every rule; anything else is checked in full.
+        if (!isPlainDeviceId(value) && (!DEVICE_ID_PATTERN.test(value) || deviceIdProblem(value) !== undefined)) return undefined;
         break;
       case 'kind':
         if (value !== 'telemetry' && value !== 'status') return undefined;

@@ -1,5 +1,6 @@
 import { describe, expect, it } from 'vitest';
-import { checkDeviceId, fieldRejection, parseDeviceTime, parseIsoTime, readingSchema, tagRejection, topicProblem, utf8Text } from '../src/index.js';
+import fc from 'fast-check';
+import { checkDeviceId, fieldRejection, isPlainDeviceId, nameProblem, parseDeviceTime, parseIsoTime, readingSchema, tagRejection, textProblem, topicProblem, utf8Text } from '../src/index.js';
 
 describe('device ids', () => {
   it('normalises to NFC, so composed and decomposed Küche are one device', () => {
@@ -85,5 +86,39 @@ describe('ISO-8601 times', () => {
     expect(parseIsoTime('2026-11-25 12:00')).toBe(Date.UTC(2026, 10, 25, 12));
     expect(parseIsoTime('2026-11-25T10:30:00-0130')).toBe(Date.UTC(2026, 10, 25, 12));
     expect(parseDeviceTime(' 2026-11-25T12:00:00Z ')).toBe(Date.UTC(2026, 10, 25, 12));
+  });
+});
+
+describe('the name rules as loops', () => {
+  // The rules as first written, with regexes: the loops in names.ts must give the same verdicts and reasons.
+  const SUSPECT_NAME = /[\u0000-\u001f\u007f\\\uD800-\uDFFF]/;
+  const SUSPECT_TEXT = /[\n\r\uD800-\uDFFF]/;
+  const PLAIN_DEVICE_ID = /^[\w:@-]+$/;
+  const regexTextProblem = (what: string, value: string): string | undefined => (SUSPECT_TEXT.test(value) ? textProblem(what, value) : undefined);
+  const regexNameProblem = (name: string): string | undefined => (name.length > 0 && !SUSPECT_NAME.test(name) ? undefined : nameProblem(() => 'name', name));
+  const text = fc.oneof(
+    fc.string({ maxLength: 12 }),
+    fc.string({ unit: 'binary', maxLength: 8 }),
+    fc.string({ unit: fc.integer({ min: 0, max: 0x7f }).map((c) => String.fromCharCode(c)), maxLength: 10 }),
+    fc.constantFrom('dev-01', 'a\\', 'x\ny', '\uD83D\uDE00', '\uDC00', 'gw:1@site', '', 'a_b-c', 'tab\there', 'del\u007f'),
+  );
+
+  it('finds a suspect character where the regexes did, so the same names and texts are refused with the same reasons', () => {
+    fc.assert(
+      fc.property(text, (value) => {
+        expect(nameProblem(() => 'name', value)).toBe(regexNameProblem(value));
+        expect(textProblem('text', value)).toBe(regexTextProblem('text', value));
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('calls an id plain exactly when the pattern of letters, digits and _ : @ - alone does, up to the length bound', () => {
+    fc.assert(
+      fc.property(text, fc.integer({ min: 1, max: 12 }), (id, max) => {
+        expect(isPlainDeviceId(id, max)).toBe(id.length <= max && PLAIN_DEVICE_ID.test(id));
+      }),
+      { numRuns: 5_000 },
+    );
   });
 });

@@ -57,11 +57,26 @@ function sortedNames(record: Readonly<Record<string, unknown>>): string[] {
   return names;
 }
 
-/** Encodes a point already known to pass checkPoint. Runs for every point written: plain loops. */
-const NEEDS_MEASUREMENT_ESCAPE = /[, ]/;
+/** The last measurement written and its escaped form: points of one mapping share the same few. */
+let lastMeasurement = '';
+let lastMeasurementEscaped = '';
 
+function escapedMeasurement(measurement: string): string {
+  if (measurement !== lastMeasurement) {
+    lastMeasurementEscaped = escapeMeasurement(measurement);
+    lastMeasurement = measurement;
+  }
+  return lastMeasurementEscaped;
+}
+
+/** A field's value as line protocol; a number, the usual value, is tested first. */
+function fieldText(value: FieldValue): string {
+  return typeof value === 'number' ? formatFloat(value) : formatFieldValue(value);
+}
+
+/** Encodes a point already known to pass checkPoint. Runs for every point written: plain loops. */
 function lineOf(point: Point): string {
-  let line = NEEDS_MEASUREMENT_ESCAPE.test(point.measurement) ? escapeMeasurement(point.measurement) : point.measurement;
+  let line = escapedMeasurement(point.measurement);
   const { tags, fields } = point;
   for (const key of sortedNames(tags)) {
     const value = tags[key]!;
@@ -70,7 +85,7 @@ function lineOf(point: Point): string {
   }
   let separator = ' ';
   for (const key of sortedNames(fields)) {
-    line += `${separator}${escapedKey(key)}=${formatFieldValue(fields[key]!)}`;
+    line += `${separator}${escapedKey(key)}=${fieldText(fields[key]!)}`;
     separator = ',';
   }
   return `${line} ${point.timestampNs}`;
