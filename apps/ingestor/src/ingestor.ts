@@ -217,6 +217,8 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
     }
     deadLetters = createSqliteDeadLetterStore({ path: join(config.dataDir, 'deadletters.db'), maxEntries: config.deadLetters.maxEntries, clock });
     sink = deps.sink ?? createSink(config.sink, { logger });
+    // Readings of the last run's writes in flight come back first: identify the database now.
+    if (intents && intents.suspects.size > 0) sink.present?.([]).catch(() => undefined);
   } catch (err) {
     dedupe.close();
     deviceDedupe?.close();

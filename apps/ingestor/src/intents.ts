@@ -46,8 +46,8 @@ interface SuspectRun {
   readonly id: string;
   readonly first: number;
   readonly last: number;
-  /** When its intent was made (epoch ms): the database is asked only once that write can have landed. */
-  readonly at: number;
+  /** When the dead writer's write has surely landed or failed (epoch ms): the database is asked only then. */
+  readonly askAfter: number;
   left: number;
   readonly settled: Set<number>;
 }
@@ -56,7 +56,8 @@ interface SuspectRun {
 export interface OrphanRun extends IntentRun {
   /** Unique in the log; what `Suspects.settle` reports back once the run is settled. */
   readonly id: string;
-  readonly at: number;
+  /** When the write it notes has surely landed or failed (epoch ms). */
+  readonly askAfter: number;
 }
 
 /**
@@ -77,17 +78,17 @@ export class Suspects {
       let list = this.bySource.get(r.source);
       if (!list) this.bySource.set(r.source, (list = []));
       if (list.some((s) => s.id === r.id)) continue;
-      list.push({ id: r.id, first: r.first, last: r.last, at: r.at, left: r.last - r.first + 1, settled: new Set() });
+      list.push({ id: r.id, first: r.first, last: r.last, askAfter: r.askAfter, left: r.last - r.first + 1, settled: new Set() });
       this.count++;
     }
   }
 
-  /** When the intent covering this key was made, or undefined when no orphan run covers it (or it was settled). */
+  /** When the database may be asked about this key (Suspect.askAfter), or undefined when no orphan run covers it (or it was settled). */
   covering(source: string, seq: number): number | undefined {
     if (this.count === 0) return undefined;
     const list = this.bySource.get(source);
     if (!list) return undefined;
-    for (const r of list) if (seq >= r.first && seq <= r.last && !r.settled.has(seq)) return r.at;
+    for (const r of list) if (seq >= r.first && seq <= r.last && !r.settled.has(seq)) return r.askAfter;
     return undefined;
   }
 
@@ -111,7 +112,7 @@ export class Suspects {
   }
 
   /** Drops a source's runs (its window moved past them, or the log let them go); returns their ids. */
-  drop(source: string, keep: (run: { first: number; last: number; at: number }) => boolean = () => false): string[] {
+  drop(source: string, keep: (run: { first: number; last: number; askAfter: number }) => boolean = () => false): string[] {
     const list = this.bySource.get(source);
     if (!list) return [];
     const dropped = list.filter((r) => !keep(r));
@@ -148,6 +149,12 @@ export interface SqliteIntentLogOptions {
   readonly clock: { now(): number };
   /** Per gateway, orphan runs wholly below this seq are dropped at open (the dedupe window let them go). */
   readonly floorOf: (source: string) => number | undefined;
+  /**
+   * How long after the log is opened the last run's writes have surely landed: that run is dead
+   * (its sockets closed with it), so only a request the database had wholly received can still be
+   * applied, which takes it milliseconds. Default 500 ms.
+   */
+  readonly graceMs?: number | undefined;
 }
 
 interface IntentRow {
@@ -180,10 +187,11 @@ export function openSqliteIntentLog(options: SqliteIntentLogOptions): IntentLog 
   const orphans = db.prepare<[], IntentRow>('SELECT id, source, first_seq, last_seq, at FROM write_intents ORDER BY id').all();
   const gone: number[] = [];
   const kept: OrphanRun[] = [];
+  const askAfter = clock.now() + (options.graceMs ?? 500);
   for (const row of orphans) {
     const floor = options.floorOf(row.source);
     if (floor !== undefined && row.last_seq <= floor) gone.push(row.id);
-    else kept.push({ id: String(row.id), source: row.source, first: row.first_seq, last: row.last_seq, at: row.at });
+    else kept.push({ id: String(row.id), source: row.source, first: row.first_seq, last: row.last_seq, askAfter });
   }
   suspects.add(kept);
   if (gone.length > 0) db.transaction(() => gone.forEach((id) => deleteOne.run(id)))();

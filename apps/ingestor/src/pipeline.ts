@@ -172,8 +172,6 @@ export interface PipelineOptions {
   readonly shared?: SharedStateLoader | undefined;
   /** Write intents (intents.ts): what a writer that died mid-write may have left in the database is not written twice. */
   readonly intents?: IntentLog | undefined;
-  /** How long after a write began it has surely landed or failed, the database's visibility lag included. Default 2000 ms. */
-  readonly intentSettleMs?: number | undefined;
   readonly clock: Clock;
   readonly logger: Logger;
   /** Publishes an ack; called once per settled batch. */
@@ -278,8 +276,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     confirm,
     intents: intentLog && {
       begin: (chunk) => recordIn('dedupe', () => intentLog.begin(intentRuns(chunk, intentKey))),
-      suspectSince: (item) => intentLog.suspects.covering(intentKey(item).source, item.seq),
-      settleMs: options.intentSettleMs ?? 2000,
+      askAfter: (item) => intentLog.suspects.covering(intentKey(item).source, item.seq),
     },
     events,
   });
@@ -341,8 +338,8 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         );
       }
     });
-    // Each may throw (a full disk); nothing is settled yet then, and the writer writes the chunk
-    // again and comes back here. So every step is one a second pass may repeat: dead letters are
+    // Each may throw (a full disk); nothing is settled yet then, and the writer comes back here
+    // with the same result. So every step is one a second pass may repeat: dead letters are
     // filed once per reading (`filed`), the seqs with the rollup windows once per chunk
     // (`recorded`; an idempotent upsert besides), device identities idempotently. The order
     // matters across a crash too: the windows commit before the device identities, so a crash in

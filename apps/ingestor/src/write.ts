@@ -91,12 +91,10 @@ export interface WriterIntents<T> {
   /** Durably notes the chunk is about to be written; its result goes to confirm(). Retried while it throws. */
   begin(chunk: readonly T[]): unknown;
   /**
-   * When item `i` may be in the database from a writer that is gone: when that writer began the
-   * write (epoch ms). Otherwise undefined.
+   * When the item may be in the database from a writer that is gone: the time (epoch ms) by which
+   * that write has surely landed or failed, so the database can be asked. Otherwise undefined.
    */
-  suspectSince(item: T): number | undefined;
-  /** A write that began at `since` has landed, or will never land, by this long after it (the database's own lag included). */
-  readonly settleMs: number;
+  askAfter(item: T): number | undefined;
 }
 
 export interface WriterOptions<T extends WriteItem> {
@@ -105,7 +103,8 @@ export interface WriterOptions<T extends WriteItem> {
   readonly clock: Clock;
   /**
    * Called once the sink confirmed a chunk, to record and settle its items. If it throws (local
-   * storage failed) nothing may have been settled, and the chunk is written again: an overwrite.
+   * storage failed) it is called again with the same result until it goes through: each of its
+   * steps must be one a second call may repeat.
    */
   readonly confirm: (chunk: readonly T[], result: SinkWriteResult, intent: unknown) => void;
   readonly intents?: WriterIntents<T> | undefined;
@@ -192,7 +191,7 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
   }
 
   /**
-   * Chunk indices of the suspects the database holds already (WriterIntents.suspectSince),
+   * Chunk indices of the suspects the database holds already (WriterIntents.askAfter),
    * asked once each one's write can have landed. Empty when there are none or the sink
    * replaces a point written again (no Sink.present).
    */
@@ -201,16 +200,16 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
     const found = new Set<number>();
     if (!intents || !sink.present) return found;
     const asked: number[] = [];
-    let since = -Infinity;
+    let askAfter = -Infinity;
     chunk.forEach((item, i) => {
       if (!item.point) return;
-      const at = intents.suspectSince(item);
+      const at = intents.askAfter(item);
       if (at === undefined) return;
       asked.push(i);
-      since = Math.max(since, at);
+      askAfter = Math.max(askAfter, at);
     });
     if (asked.length === 0) return found;
-    const wait = since + intents.settleMs - options.clock.now();
+    const wait = askAfter - options.clock.now();
     if (wait > 0) await sleep(wait);
     const present = sink.present.bind(sink);
     const answer = await untilDone('present', () => present(asked.map((i) => chunk[i]!.point!)));
@@ -236,29 +235,25 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
       points.push(item.point);
       itemOf.push(i);
     });
+    let started = 0;
+    const written = await untilDone('sink', async (): Promise<SinkWriteResult> => {
+      started = performance.now();
+      return points.length === 0 ? { written: 0, rejected: [] } : sink.write(points);
+    });
+    if (!written) return;
+    let result = written.value;
+    if (points.length !== chunk.length) result = { written: result.written + there.size, rejected: result.rejected.map((r) => ({ ...r, index: itemOf[r.index] ?? r.index })) };
+    if (points.length > 0) {
+      events.sinkState?.(true);
+      events.written?.(points.length, (performance.now() - started) / 1000);
+    }
+    // Test-only: die like kill -9 after the database confirmed and before anything is recorded
+    // or acked, to prove the resend is not written twice (apps/ingestor/test/crash.test.ts).
+    if (process.env.FERRY_TEST_CRASH_AFTER_WRITE === '1') process.kill(process.pid, 'SIGKILL');
+    // The database has the chunk: only recording it is retried (never the write, which
+    // VictoriaMetrics would keep twice). Stopped meanwhile, the stores may be closed: the resend
+    // is judged then, its write intent still open.
     for (let attempt = 0; !stopped; attempt++) {
-      let result: SinkWriteResult;
-      const started = performance.now();
-      try {
-        result = points.length === 0 ? { written: 0, rejected: [] } : await sink.write(points);
-        if (points.length !== chunk.length) result = { written: result.written + there.size, rejected: result.rejected.map((r) => ({ ...r, index: itemOf[r.index] ?? r.index })) };
-      } catch (err) {
-        events.sinkState?.(false);
-        if (stopped) return;
-        const delay = retryDelay(err, attempt, policy.retry, options.random);
-        events.retry?.(err, attempt, delay, 'sink');
-        await sleep(delay);
-        continue;
-      }
-      if (points.length > 0) {
-        events.sinkState?.(true);
-        events.written?.(points.length, (performance.now() - started) / 1000);
-      }
-      // Test-only: die like kill -9 after the database confirmed and before anything is recorded
-      // or acked, to prove the resend is not written twice (apps/ingestor/test/crash.test.ts).
-      if (process.env.FERRY_TEST_CRASH_AFTER_WRITE === '1') process.kill(process.pid, 'SIGKILL');
-      // Stopped while the write was out: the stores may be closed; the resend is judged then.
-      if (stopped) return;
       try {
         options.confirm(chunk, result, begun.value);
         return;

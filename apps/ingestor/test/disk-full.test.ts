@@ -82,7 +82,7 @@ async function metric(ingestor: Ingestor, pattern: RegExp): Promise<number> {
 describe('a full disk under the ingestor', () => {
   it('acks nothing and records no reading while its data dir is full and the database is elsewhere, then writes each reading once', async () => {
     // The database (points.db) on a disk with room, everything the ingestor keeps itself on the
-    // full one: the database confirms each write, and recording it (dedupe.db) is what fails.
+    // full one: noting the chunk's write intent (dedupe.db) fails, so nothing is written or recorded.
     const elsewhere = await mosquitto.dataDir('ingestor-disk-full-points');
     const pointsDb = join(elsewhere, 'points.db');
     const ingestor = await mosquitto.startIngestor(config(onSmallDisk('ingestor'), { sink: { type: 'sqlite', path: pointsDb } }));
@@ -93,10 +93,10 @@ describe('a full disk under the ingestor', () => {
 
     const filler = fillSmallDisk();
     await gw.send(2, readings(20, 20));
-    await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="confirm"\}/)) >= 2, { timeoutMs: 20_000, what: 'confirmations failing' });
+    await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="intent"\}/)) >= 2, { timeoutMs: 20_000, what: 'write intents failing' });
     // The gateway's ack timeout fires and it resends the same readings in a new batch.
     await gw.send(3, readings(20, 20));
-    await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="confirm"\}/)) >= 4, { timeoutMs: 20_000, what: 'more failed confirmations' });
+    await waitFor(async () => (await metric(ingestor, /^ferry_ingestor_write_retries_total\{stage="intent"\}/)) >= 4, { timeoutMs: 20_000, what: 'more failed write intents' });
     expect(gw.acks.map((a) => a.batchId)).toEqual([1]);
     expect(ingestor.stats()).toMatchObject({ received: 60, written: 20, inFlight: 40, pendingBatches: 2 });
     const health = await healthOf(ingestor);
@@ -123,10 +123,12 @@ describe('a full disk under the ingestor', () => {
   });
 
   it('files the dead letter of a reading the database refused once, however often recording the chunk fails', async () => {
-    // Only dedupe.db on the full disk (SQLite follows the link, its WAL goes there too): the refusal's
-    // dead letter is filed, then recording the seqs fails and the chunk is confirmed again, and again.
+    // Only device-dedupe.db on the full disk (SQLite follows the link, its WAL goes there too): the
+    // refusal's dead letter is filed and the seqs recorded, then recording the device identities
+    // fails and the chunk is confirmed again, and again. (With dedupe.db full the chunk's write
+    // intent fails first and nothing is written: the test above.)
     const dataDir = await mosquitto.dataDir('ingestor-disk-full-letters');
-    symlinkSync(join(onSmallDisk('dedupe'), 'dedupe.db'), join(dataDir, 'dedupe.db'));
+    symlinkSync(join(onSmallDisk('device-dedupe'), 'device-dedupe.db'), join(dataDir, 'device-dedupe.db'));
     const sink = new MemorySink();
     sink.refuse = (p) => (p.fields.bad !== undefined ? 'field type conflict: bad is string, was float' : undefined);
     const ingestor = await mosquitto.startIngestor(config(dataDir), sink);

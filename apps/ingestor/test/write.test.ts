@@ -74,7 +74,7 @@ describe('writer', () => {
     expect(await writer.stop(1000)).toBe(true);
   });
 
-  it('writes a chunk again when recording it fails, without settling it twice', async () => {
+  it('records a chunk again when recording it fails, without writing it twice', async () => {
     const sink = new MemorySink();
     let attempts = 0;
     const writer = createWriter({
@@ -88,7 +88,7 @@ describe('writer', () => {
     });
     writer.push([point(1)]);
     await waitFor(() => attempts === 2, { timeoutMs: 5000 });
-    expect(sink.writeCalls).toBe(2);
+    expect(sink.writeCalls).toBe(1);
     expect(sink.points.size).toBe(1);
     expect(await writer.stop(1000)).toBe(true);
   });
@@ -146,9 +146,8 @@ describe('writer', () => {
           begun.push(chunk.map((i) => i.key));
           return `intent-${begun.length}`;
         },
-        // Keys 1..3 were in the dead writer's intent, begun at 9,990.
-        suspectSince: (item) => (item.key <= 3 ? 9_990 : undefined),
-        settleMs: 30,
+        // Keys 1..3 were in the dead writer's intent; the database may be asked 30 ms from now.
+        askAfter: (item) => (item.key <= 3 ? 10_030 : undefined),
       },
       confirm: (_chunk, result, intent) => results.push({ intent, written: result.written }),
       events: { recovered: (n) => (recovered += n) },
@@ -179,8 +178,7 @@ describe('writer', () => {
           if (failing) throw new Error('disk full');
           return 'noted';
         },
-        suspectSince: () => undefined,
-        settleMs: 0,
+        askAfter: () => undefined,
       },
       confirm: (_chunk, _result, intent) => confirmed.push(intent),
     });

@@ -152,8 +152,9 @@ export function createPresence(opts: PresenceOptions): Presence {
 
   return {
     async present(points) {
-      if (points.length === 0) return [];
+      // An empty call identifies the server ahead of need (an ingestor that starts with suspects).
       const kind = await serverKind();
+      if (points.length === 0) return [];
       if (kind !== 'victoria-metrics') return points.map(() => false);
       try {
         return await presentOnVictoria(points);

@@ -49,7 +49,8 @@ export interface Sink {
    * series and timestamp). Only sinks where writing a point again adds a second sample need it;
    * where a rewrite replaces the point (InfluxDB 1.x and 2, the SQLite sink) it is undefined or
    * answers false for every point, and the caller simply writes again. Rejects with
-   * FERRY_ERR_SINK_UNAVAILABLE like write() when the database cannot answer.
+   * FERRY_ERR_SINK_UNAVAILABLE like write() when the database cannot answer. An empty call
+   * prepares what later calls need (identifying the server) and answers [].
    */
   present?(points: readonly Point[]): Promise<readonly boolean[]>;
   /** Whether the database answers now (for /healthz); never throws. */

@@ -28,6 +28,12 @@ export interface SharedIntentLogOptions {
   readonly logger: Logger;
   /** Default 7 days. */
   readonly maxAgeMs?: number | undefined;
+  /**
+   * How long after a note was made its write has surely landed or failed. The member that made it
+   * may be alive (its lease lapsed while Redis was away, or it stalled), so this is counted from
+   * the note, not from the takeover. Default 2,000 ms.
+   */
+  readonly settleMs?: number | undefined;
 }
 
 interface Note {
@@ -61,6 +67,7 @@ export function parseNote(text: string): Note | undefined {
 export function openSharedIntentLog(options: SharedIntentLogOptions): SharedIntentLog {
   const { redis, keyPrefix, memberId, clock, logger } = options;
   const maxAgeMs = options.maxAgeMs ?? 7 * 24 * 3_600_000;
+  const settleMs = options.settleMs ?? 2_000;
   const keyOf = (gatewayId: string): string => `${keyPrefix}intents:${gatewayId}`;
   const suspects = new Suspects();
   /** This process's notes not ended yet: never suspects of its own. */
@@ -132,7 +139,7 @@ export function openSharedIntentLog(options: SharedIntentLogOptions): SharedInte
         const key = `${gatewayId}\u0000${field}`;
         if (foreignLeft.has(key)) continue;
         foreignLeft.set(key, note.runs.length);
-        note.runs.forEach(([first, last], k) => runs.push({ id: `${key}#${k}`, source: gatewayId, first, last, at: note.at }));
+        note.runs.forEach(([first, last], k) => runs.push({ id: `${key}#${k}`, source: gatewayId, first, last, askAfter: note.at + settleMs }));
       }
       if (runs.length > 0) {
         logger.warn({ gatewayId, runs: runs.length }, 'took over a gateway with writes in flight elsewhere: those readings are looked up in the database before they are written again');
