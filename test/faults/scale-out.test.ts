@@ -196,6 +196,8 @@ describe('Redis restarted while readings flow', { timeout: 600_000 }, () => {
           timeoutMs: 30_000,
           what: 'every ingestor to log the lost Redis connection',
         });
+        // /healthz says so: not ok, Redis not connected, while the process waits.
+        for (const p of scale.ingestors) expect(await p.health()).toMatchObject({ ok: false, redis: { connected: false } });
         await new Promise((resolve) => setTimeout(resolve, TIMING.leaseMs + 1_000));
         await scale.redis.restart();
         await waitFor(() => scale.ingestors.every((_, k) => sinceStart(k).split('redis connection back').length - 1 >= outages), {
@@ -214,7 +216,7 @@ describe('Redis restarted while readings flow', { timeout: 600_000 }, () => {
     expect(outages).toBe(2);
     // The same processes throughout: they waited rather than failing.
     expect(scale.ingestors.map((p) => p.pid)).toEqual(pids);
-    for (const p of scale.ingestors) expect((await p.health()).ok).toBe(true);
+    for (const p of scale.ingestors) expect(await p.health()).toMatchObject({ ok: true, redis: { connected: true } });
   });
 });
 

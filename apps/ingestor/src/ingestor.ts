@@ -468,10 +468,13 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
           const mqttConnected = uplink?.connected ?? false;
           const s = pipeline.state();
           const disk = diskFull.report();
+          // With shared state, Redis down holds every batch and ack (they wait, nothing is lost): not ok meanwhile.
+          const redisUp = cluster === undefined || cluster.redis.status === 'ready';
           return {
-            ok: sinkUp && mqttConnected && !disk.full,
+            ok: sinkUp && mqttConnected && !disk.full && redisUp,
             ingestorId: config.ingestorId,
             mqtt: { connected: mqttConnected, url: redactUrl(config.broker.url) },
+            ...(cluster ? { redis: { connected: redisUp, url: redactUrl(config.state.redisUrl ?? '') } } : {}),
             sink: { up: sinkUp, description: sink.description },
             storage: { full: disk.full, since: disk.since, lastError: disk.lastError, lastErrorAt: disk.lastErrorAt, stores: disk.stores, failures: disk.failures },
             pendingBatches: s.pendingBatches,
