@@ -116,6 +116,11 @@ function spawnChild(name, args, { logFile, env = process.env, cwd } = {}) {
   }
 }
 
+/** BENCH_GATEWAY_NODE_FLAGS="..." starts the gateway with these node flags (default: none, a plain `node`). */
+function ferryNodeFlags(kind) {
+  return kind === 'gateway' ? (process.env.BENCH_GATEWAY_NODE_FLAGS ?? '').split(' ').filter(Boolean) : [];
+}
+
 /** BENCH_CPU_PROF=<dir> writes a CPU profile of every Node child (Ferry's three, Node-RED) into <dir>/<name>. */
 function cpuProfileFlags(name) {
   const dir = process.env.BENCH_CPU_PROF;
@@ -254,7 +259,7 @@ async function publishReadings(url, opts, baseTs) {
 async function startFerry(kind, config, dir, httpPort) {
   const file = join(dir, `${kind}.json`);
   writeFileSync(file, JSON.stringify(config));
-  const proc = spawnChild(kind, [...cpuProfileFlags(kind), FERRY_MAIN, kind, '-c', file], { logFile: join(dir, `${kind}.log`) });
+  const proc = spawnChild(kind, [...cpuProfileFlags(kind), ...ferryNodeFlags(kind), FERRY_MAIN, kind, '-c', file], { logFile: join(dir, `${kind}.log`) });
   await waitUntil(async () => {
     if (proc.child.exitCode !== null) throw new Error(`${kind} exited:\n${tail(proc.logFile)}`);
     const res = await fetch(`http://127.0.0.1:${httpPort}/healthz`);

@@ -28,6 +28,8 @@ export interface DropLedger {
   carryOver(counts: readonly { reason: string; deviceId: string; count: number }[]): void;
   /** A reading of this device reached the database: later drops start a new gap. */
   delivered(deviceId: string, seq: number): void;
+  /** True while some device has a gap still growing: only then does a delivery need its device and seq. */
+  hasOpenGaps(): boolean;
   /** Totals by reason, since the outbox was created. */
   totals(): Record<string, number>;
   byDevice(): { reason: string; deviceId: string; count: number }[];
@@ -142,6 +144,9 @@ export function createDropLedger(db: Database.Database): DropLedger {
       if (!reasons) return;
       for (const [reason, gap] of reasons) if (gap.lastSeq < seq) reasons.delete(reason);
       if (reasons.size === 0) open.delete(deviceId);
+    },
+    hasOpenGaps() {
+      return open.size > 0;
     },
     totals() {
       return { ...totals };

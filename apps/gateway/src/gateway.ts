@@ -166,6 +166,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   }
 
   const metrics: GatewayMetrics = createGatewayMetrics(registry, {
+    received: () => counts.received,
+    messages: () => accounting.totals(),
     outboxDepth: () => running?.outbox.stats().depth ?? 0,
     outboxBytes: () => running?.outbox.stats().bytes ?? 0,
     outboxOldestTs: () => running?.outbox.stats().oldestTs ?? null,
@@ -201,10 +203,7 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     }
   }
 
-  const accounting = new MessageAccounting({
-    settled: (outcome) => metrics.messagesSettled.inc({ outcome }),
-    ignored: (reason) => metrics.messagesIgnored.inc({ reason }),
-  });
+  const accounting = new MessageAccounting({ ignored: (reason) => metrics.messagesIgnored.inc({ reason }) });
   const handleDeviceMessage = createDeviceIntake({
     gatewayId,
     validator,

@@ -3,7 +3,7 @@
 // for where the message went (message-accounting.ts). `done` gates the device's acknowledgement:
 // it is called once the message is durable as readings, as a dead letter, or counted as ignored.
 import { FerryError } from '@ferry/protocol';
-import type { Rejection } from '@ferry/protocol';
+import type { DeviceReading, Rejection } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { DeadLetterStore } from '@ferry/deadletter';
 import type { DeviceAccess } from './device-access.js';
@@ -40,8 +40,40 @@ export interface IntakeDeps {
 /** The reason of a message that decoded to no reading while no pattern says to ignore it. */
 export const NO_READING_REASON = 'the message holds no reading, and no pattern ignores its topic (action: ignore)';
 
+/** The first reading the user may not publish as, if any. */
+function firstForeign(readings: readonly DeviceReading[], access: DeviceAccess, username: string | undefined): DeviceReading | undefined {
+  for (const reading of readings) if (!access.mayPublishAs(username, reading.deviceId)) return reading;
+  return undefined;
+}
+
 export function createDeviceIntake(deps: IntakeDeps): DeviceMessageHandler {
   const { validator, clock, logger, metrics, accounting, counts } = deps;
+
+  /** A refused message: dead-lettered, then acknowledged; if it cannot be kept, not acknowledged. */
+  function refuse(
+    run: IntakeTargets,
+    topic: string,
+    payload: Buffer,
+    done: (err: Error | null) => void,
+    rejection: Rejection,
+    deviceId: string | undefined,
+  ): void {
+    try {
+      run.deadLetters.add(deviceDeadLetter(deps.gatewayId, rejection, topic, deviceId, payload, clock.now()));
+      run.reports?.changed();
+    } catch (err) {
+      logger.error({ err, topic }, 'a refused device message could not be dead-lettered');
+      // Not acknowledged: the device sends it again.
+      accounting.settle(deviceId, 'deferred');
+      done(err as Error);
+      return;
+    }
+    counts.rejected += 1;
+    metrics.rejected.inc({ code: rejection.code });
+    accounting.settle(deviceId, 'dead_lettered');
+    logger.debug({ topic, code: rejection.code, reason: rejection.reason }, 'device message refused');
+    done(null);
+  }
 
   return function handleDeviceMessage(topic: string, payload: Buffer, done: (err: Error | null) => void, sender?: DeviceSender): void {
     const run = deps.targets();
@@ -50,25 +82,6 @@ export function createDeviceIntake(deps: IntakeDeps): DeviceMessageHandler {
       return;
     }
     counts.received += 1;
-    metrics.received.inc();
-
-    function refuse(rejection: Rejection, deviceId: string | undefined): void {
-      try {
-        run?.deadLetters.add(deviceDeadLetter(deps.gatewayId, rejection, topic, deviceId, payload, clock.now()));
-        run?.reports?.changed();
-      } catch (err) {
-        logger.error({ err, topic }, 'a refused device message could not be dead-lettered');
-        // Not acknowledged: the device sends it again.
-        accounting.settle(deviceId, 'deferred');
-        done(err as Error);
-        return;
-      }
-      counts.rejected += 1;
-      metrics.rejected.inc({ code: rejection.code });
-      accounting.settle(deviceId, 'dead_lettered');
-      logger.debug({ topic, code: rejection.code, reason: rejection.reason }, 'device message refused');
-      done(null);
-    }
 
     // Who may publish as which device is checked from the topic before decoding, so another
     // device's publish never reaches a stateful decoder's state for that device.
@@ -76,18 +89,18 @@ export function createDeviceIntake(deps: IntakeDeps): DeviceMessageHandler {
     const username = sender?.username;
     const topicDevice = access && sender ? validator.deviceIdOf(topic) : undefined;
     if (access && topicDevice !== undefined && !access.mayPublishAs(username, topicDevice)) {
-      refuse(notAuthorized(username, topicDevice), topicDevice);
+      refuse(run, topic, payload, done, notAuthorized(username, topicDevice), topicDevice);
       return;
     }
     const verdict = validator.validate(topic, payload, Math.floor(clock.now()));
     if (!verdict.ok) {
-      refuse(verdict.rejection, verdict.deviceId);
+      refuse(run, topic, payload, done, verdict.rejection, verdict.deviceId);
       return;
     }
     // A format that takes the id from the payload (deviceIdField) is checked on what it decoded.
-    const foreign = access && sender ? verdict.readings.find((r) => !access.mayPublishAs(username, r.deviceId)) : undefined;
+    const foreign = access && sender ? firstForeign(verdict.readings, access, username) : undefined;
     if (foreign) {
-      refuse(notAuthorized(username, foreign.deviceId), foreign.deviceId);
+      refuse(run, topic, payload, done, notAuthorized(username, foreign.deviceId), foreign.deviceId);
       return;
     }
     const readings = verdict.readings;
@@ -99,7 +112,7 @@ export function createDeviceIntake(deps: IntakeDeps): DeviceMessageHandler {
         accounting.settle(deviceId, 'ignored', verdict.ignored);
         done(null);
       } else {
-        refuse({ code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: NO_READING_REASON }, deviceId);
+        refuse(run, topic, payload, done, { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: NO_READING_REASON }, deviceId);
       }
       return;
     }

@@ -20,7 +20,8 @@ export interface DeviceMessageCounts {
 }
 
 export interface MessageAccountingSink {
-  settled(outcome: MessageOutcome): void;
+  /** Per message; a sink that reads totals() when asked (the gateway's metrics) leaves it out. */
+  settled?(outcome: MessageOutcome): void;
   ignored(reason: string): void;
 }
 
@@ -29,6 +30,15 @@ export const NO_DEVICE = '(none)';
 /** Devices counted one by one; later ones are summed under OTHER_DEVICES, so a flood of ids cannot grow memory. */
 export const MAX_DEVICES_TRACKED = 10_000;
 export const OTHER_DEVICES = '(other)';
+
+function count(counts: DeviceMessageCounts, outcome: MessageOutcome, reason: string | undefined): void {
+  counts.received += 1;
+  counts[outcome] += 1;
+  if (outcome === 'ignored') {
+    const why = reason ?? 'no reading';
+    counts.ignoredBy[why] = (counts.ignoredBy[why] ?? 0) + 1;
+  }
+}
 
 const empty = (): DeviceMessageCounts => ({ received: 0, stored: 0, dead_lettered: 0, ignored: 0, deferred: 0, ignoredBy: {} });
 
@@ -42,10 +52,16 @@ export class MessageAccounting {
   ) {}
 
   #entry(deviceId: string | undefined): DeviceMessageCounts {
-    let key = deviceId ?? NO_DEVICE;
-    if (!this.#devices.has(key) && this.#devices.size >= this.maxDevices) key = OTHER_DEVICES;
-    let entry = this.#devices.get(key);
-    if (!entry) this.#devices.set(key, (entry = empty()));
+    const key = deviceId ?? NO_DEVICE;
+    const known = this.#devices.get(key);
+    if (known) return known;
+    if (this.#devices.size >= this.maxDevices) {
+      let other = this.#devices.get(OTHER_DEVICES);
+      if (!other) this.#devices.set(OTHER_DEVICES, (other = empty()));
+      return other;
+    }
+    const entry = empty();
+    this.#devices.set(key, entry);
     return entry;
   }
 
@@ -54,15 +70,9 @@ export class MessageAccounting {
    * pattern's). Counts the receipt too, so a message is never counted received and not settled.
    */
   settle(deviceId: string | undefined, outcome: MessageOutcome, reason?: string): void {
-    for (const counts of [this.#entry(deviceId), this.#total]) {
-      counts.received += 1;
-      counts[outcome] += 1;
-      if (outcome === 'ignored') {
-        const why = reason ?? 'no reading';
-        counts.ignoredBy[why] = (counts.ignoredBy[why] ?? 0) + 1;
-      }
-    }
-    this.sink.settled(outcome);
+    count(this.#entry(deviceId), outcome, reason);
+    count(this.#total, outcome, reason);
+    this.sink.settled?.(outcome);
     if (outcome === 'ignored') this.sink.ignored(reason ?? 'no reading');
   }
 

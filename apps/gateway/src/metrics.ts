@@ -4,8 +4,14 @@ import { Counter, Gauge } from '@ferry/runtime';
 import type { Registry } from '@ferry/runtime';
 import type { GatewayDisk } from '@ferry/protocol';
 import type { EdgeProcessingStats } from './process.js';
+import { MESSAGE_OUTCOMES } from './message-accounting.js';
+import type { MessageOutcome } from './message-accounting.js';
 
 export interface GaugeSources {
+  /** Device messages received: counted by the intake, read at each scrape rather than bumped per message. */
+  received(): number;
+  /** Device messages by where they ended (message-accounting.ts), read at each scrape. */
+  messages(): Readonly<Record<MessageOutcome, number>>;
   outboxDepth(): number;
   outboxBytes(): number;
   outboxOldestTs(): number | null;
@@ -50,8 +56,21 @@ export interface GatewayMetrics {
 
 export function createGatewayMetrics(registry: Registry, sources: GaugeSources): GatewayMetrics {
   const registers = [registry];
+  // Per-message counts are plain numbers the intake keeps; the counters take what they grew by at
+  // each scrape (prom-client hashes a label set at every inc, a cost per message for nothing).
+  let receivedReported = 0;
+  const settledReported: Record<MessageOutcome, number> = { stored: 0, dead_lettered: 0, ignored: 0, deferred: 0 };
   const metrics: GatewayMetrics = {
-    received: new Counter({ name: 'ferry_gateway_received_total', help: 'Device messages received', registers }),
+    received: new Counter({
+      name: 'ferry_gateway_received_total',
+      help: 'Device messages received',
+      registers,
+      collect() {
+        const received = sources.received();
+        if (received > receivedReported) this.inc(received - receivedReported);
+        receivedReported = received;
+      },
+    }),
     committed: new Counter({ name: 'ferry_gateway_committed_total', help: 'Readings committed to the outbox', registers }),
     rejected: new Counter({
       name: 'ferry_gateway_rejected_total',
@@ -64,6 +83,13 @@ export function createGatewayMetrics(registry: Registry, sources: GaugeSources):
       help: 'Device messages by where they ended: stored (readings in the outbox), dead_lettered, ignored (by a pattern rule) or deferred (not acknowledged, sent again); their sum is ferry_gateway_received_total once none is in flight',
       labelNames: ['outcome'],
       registers,
+      collect() {
+        const totals = sources.messages();
+        for (const outcome of MESSAGE_OUTCOMES) {
+          if (totals[outcome] > settledReported[outcome]) this.inc({ outcome }, totals[outcome] - settledReported[outcome]);
+          settledReported[outcome] = totals[outcome];
+        }
+      },
     }),
     messagesIgnored: new Counter({
       name: 'ferry_gateway_messages_ignored_total',

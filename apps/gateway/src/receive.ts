@@ -66,6 +66,10 @@ export interface DeviceListener {
   close(): Promise<void>;
 }
 
+/** A device connected without a user name; and a publish aedes makes itself (no client). */
+const ANONYMOUS: DeviceSender = Object.freeze({ username: undefined });
+const NO_CLIENT: DeviceSender = Object.freeze({});
+
 function authError(reason: ConnectRefusal): AuthenticateError {
   // MQTT 3.1.1 CONNACK return codes: 5 = not authorized (no user name, as Mosquitto answers an
   // anonymous client), 4 = bad user name or password.
@@ -76,8 +80,9 @@ function authError(reason: ConnectRefusal): AuthenticateError {
 
 export async function listenForDevices(options: DeviceListenerOptions): Promise<DeviceListener> {
   const { logger, onMessage, access } = options;
-  // The user each connected device logged in as, for the per-device rule on its publishes.
-  const users = new WeakMap<Client, string>();
+  // The user each connected device logged in as, for the per-device rule on its publishes: one
+  // sender object per connection, handed along with each of its publishes.
+  const senders = new WeakMap<Client, DeviceSender>();
   const throttles = new Map<ConnectionRefusal, LogThrottle>();
   function refuse(reason: ConnectionRefusal, detail: Record<string, unknown>, message: string): void {
     options.onConnectRefused?.(reason);
@@ -90,7 +95,7 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
     authenticate: (client, givenUser, givenPassword, done) => {
       void access.connect(givenUser, givenPassword).then((refused) => {
         if (refused === null) {
-          if (givenUser !== undefined) users.set(client, givenUser);
+          senders.set(client, givenUser !== undefined ? { username: givenUser } : ANONYMOUS);
           done(null, true);
           return;
         }
@@ -108,7 +113,7 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
       // The gateway is the only consumer: nothing is kept retained to be replayed to anyone.
       packet.retain = false;
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
-      onMessage(packet.topic, payload, (err) => done(err), client ? { username: users.get(client) } : {});
+      onMessage(packet.topic, payload, done, client ? (senders.get(client) ?? ANONYMOUS) : NO_CLIENT);
     },
     // Device messages end in the outbox; none is relayed to other subscribers.
     authorizeForward: () => null,

@@ -4,9 +4,10 @@
 // Live first: while a large backlog drains, readings committed after the drain began form a
 // second stream whose batches go out ahead of the backlog's (docs/durability.md, "Live first").
 import { BATCH_VERSION, encodeBatch, newBatchNonce, uplinkTopics } from '@ferry/protocol';
-import type { Compression, Reading } from '@ferry/protocol';
+import type { BatchHeader, Compression, Reading } from '@ferry/protocol';
 import type { Clock, Logger } from '@ferry/runtime';
 import { decideBatch, READING_OVERHEAD_BYTES, readingsBudget } from './batch.js';
+import { encodeStoredBatch } from './batch-encode.js';
 import type { BatchPolicy } from './batch.js';
 import type { InFlightBatch, InFlightBatches } from './ack.js';
 import type { AppendResult, Outbox } from './outbox.js';
@@ -143,28 +144,46 @@ export function createSender(options: SenderOptions): Sender {
     else cursor = last;
     const batchId = outbox.nextBatchId();
     const sentAt = Math.floor(clock.now());
-    const seqs = entries.map((e) => e.seq);
-    let readings = entries.map((e) => e.reading);
-    if (options.processing) {
-      readings = options.processing.process(batchId, seqs, readings);
-      if (readings.length === 0) {
-        options.processing.nothingToSend(batchId);
-        return true;
-      }
+    const seqs = new Array<number>(entries.length);
+    const sizes = new Array<number>(entries.length);
+    let bytes = 0;
+    for (let i = 0; i < entries.length; i += 1) {
+      const entry = entries[i]!;
+      seqs[i] = entry.seq;
+      sizes[i] = entry.bytes;
+      bytes += entry.bytes;
     }
     // A resend gets a new batch id and so a new nonce; the old id keeps its own (InFlightBatches).
     const nonce = newBatchNonce();
-    const payload = encodeBatch({ v: BATCH_VERSION, gatewayId: options.gatewayId, batchId, sentAt, nonce }, readings, options.compression);
+    const header: BatchHeader = { v: BATCH_VERSION, gatewayId: options.gatewayId, batchId, sentAt, nonce };
+    let payload: Buffer;
+    let readings = entries.length;
+    if (options.processing) {
+      const processed = options.processing.process(
+        batchId,
+        seqs,
+        entries.map((e) => e.reading),
+      );
+      if (processed.length === 0) {
+        options.processing.nothingToSend(batchId);
+        return true;
+      }
+      readings = processed.length;
+      payload = encodeBatch(header, processed, options.compression);
+    } else {
+      // The rows go out as stored: no parse, no second stringify.
+      payload = encodeStoredBatch(header, entries, options.compression);
+    }
     inFlight.add(
       {
         batchId,
         nonce,
         seqs,
-        bytes: entries.reduce((n, e) => n + e.bytes, 0),
+        bytes,
         sentAt,
-        ...(readings.length !== seqs.length ? { readings: readings.length } : {}),
+        ...(readings !== seqs.length ? { readings } : {}),
       },
-      entries.map((e) => e.bytes),
+      sizes,
     );
     ackTimers.set(
       batchId,
@@ -177,7 +196,7 @@ export function createSender(options: SenderOptions): Sender {
       // The ack timeout covers a lost publish; nothing else to do here.
       if (err) logger.debug({ err: err.message, batchId }, 'batch publish failed');
     });
-    options.onBatchSent(readings.length, payload.byteLength);
+    options.onBatchSent(readings, payload.byteLength);
     return true;
   }
 

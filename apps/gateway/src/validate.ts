@@ -39,9 +39,14 @@ export function createDeviceMessageValidator(patterns: readonly FormatConfigInpu
     validate(topic, payload, receivedAt) {
       const outcome = decoders.decode(topic, payload, receivedAt, limits);
       const deviceId = outcome.deviceId ?? outcome.readings[0]?.deviceId;
-      const id = deviceId !== undefined ? { deviceId } : {};
-      if (outcome.rejection) return { ok: false, rejection: outcome.rejection, ...id };
-      return { ok: true, readings: outcome.readings, dropped: outcome.dropped, ...id, ...(outcome.ignored !== undefined ? { ignored: outcome.ignored } : {}) };
+      if (outcome.rejection) return deviceId !== undefined ? { ok: false, rejection: outcome.rejection, deviceId } : { ok: false, rejection: outcome.rejection };
+      // The usual verdict, a device's readings, is built without spreading optional keys.
+      if (outcome.ignored === undefined) {
+        return deviceId !== undefined
+          ? { ok: true, readings: outcome.readings, dropped: outcome.dropped, deviceId }
+          : { ok: true, readings: outcome.readings, dropped: outcome.dropped };
+      }
+      return { ok: true, readings: outcome.readings, dropped: outcome.dropped, ignored: outcome.ignored, ...(deviceId !== undefined ? { deviceId } : {}) };
     },
   };
 }

@@ -96,6 +96,33 @@ export function outboxContract(name: string, makeHarness: () => OutboxHarness): 
       expect(outbox.peek({ limit: 10, maxBytes: 1 << 20, exclude: none }).map((e) => e.seq)).toEqual([seqs[1]]);
     });
 
+    it('stores a large group whole, in order, with consecutive seqs, and hands each row out as stored', () => {
+      const outbox = open();
+      // 64 + 16 + 4 + 1 + 64 + 2: every statement size a group commit is split into.
+      const group = Array.from({ length: 151 }, (_, i) => reading(i, `dev-${i % 7}`));
+      const { seqs } = outbox.append(group);
+      expect(seqs).toHaveLength(group.length);
+      seqs.forEach((seq, i) => expect(seq).toBe(seqs[0]! + i));
+      const peeked = outbox.peek({ limit: 1000, maxBytes: 1 << 30, exclude: none });
+      expect(peeked.map((e) => e.seq)).toEqual(seqs);
+      peeked.forEach((entry, i) => {
+        expect(entry.json).toBe(JSON.stringify(group[i]));
+        expect(entry.reading).toEqual({ seq: seqs[i], ...group[i] });
+      });
+      expect(outbox.stats()).toMatchObject({ depth: group.length, bytes: group.reduce((n, r) => n + Buffer.byteLength(JSON.stringify(r)), 0) });
+    });
+
+    it('deletes only the seqs asked for when others in flight lie between them', () => {
+      const outbox = open();
+      const seqs = outbox.append(Array.from({ length: 10 }, (_, i) => reading(i))).seqs;
+      // A batch that skipped the rows of another batch still in flight (seqs 3 and 4).
+      const batch = [...seqs.slice(0, 3), ...seqs.slice(5, 10)];
+      const sizes = outbox.peek({ limit: 100, maxBytes: 1 << 30, exclude: none }).map((e) => e.bytes);
+      expect(outbox.delete(batch)).toBe(8);
+      expect(outbox.peek({ limit: 100, maxBytes: 1 << 30, exclude: none }).map((e) => e.seq)).toEqual([seqs[3], seqs[4]]);
+      expect(outbox.stats()).toMatchObject({ depth: 2, bytes: sizes[3]! + sizes[4]! });
+    });
+
     it('keeps depth, bytes and the oldest receive time in step with appends and deletes', () => {
       const outbox = open();
       expect(outbox.stats()).toEqual({ depth: 0, bytes: 0, oldestTs: null, dropped: {} });

@@ -5,7 +5,7 @@ import type { CompiledPattern, Limits } from '@ferry/protocol';
 import { compileIgnoreFilter, formatConfigSchema, namesDevice } from './config.js';
 import type { FormatConfig, FormatConfigInput, FormatName } from './config.js';
 import { ignored } from './decoder.js';
-import type { Decoder, DecodeOutcome, DecoderOptions } from './decoder.js';
+import type { Decoder, DecodeOutcome, DecoderOptions, TopicMatch } from './decoder.js';
 import { createEsphomeDecoder } from './formats/esphome.js';
 import { createFerryDecoder } from './formats/ferry.js';
 import { createFlatDecoder } from './formats/flat.js';
@@ -73,10 +73,26 @@ export interface DecoderSet {
   route(topic: string): { readonly deviceId?: string; readonly routingKey: string } | undefined;
 }
 
-/** The topic levels after `{deviceId}`; `{deviceId#}` takes them into the id itself. */
-function tailOf(pattern: string, topic: string): string[] {
-  const idLevel = pattern.split('/').indexOf('{deviceId}');
-  return idLevel === -1 ? [] : topic.split('/').slice(idLevel + 1);
+/** The topic levels after `{deviceId}` (at `idLevel`); `{deviceId#}` (-1) takes them into the id itself. */
+function tailOf(idLevel: number, topic: string): readonly string[] {
+  return idLevel === -1 ? NO_TAIL : Object.freeze(topic.split('/').slice(idLevel + 1));
+}
+
+const NO_TAIL: readonly string[] = Object.freeze([]);
+
+/**
+ * Topics whose route is remembered, at most: a device publishes on the same few topics again and
+ * again, and matching the patterns and splitting the topic for each message cost more than the
+ * lookup. The oldest remembered topic goes first once the bound is reached.
+ */
+export const ROUTE_CACHE_TOPICS = 4096;
+
+/** A topic's first matching entry, as decode and route use it. */
+interface Route {
+  readonly entry: DecoderSetEntry;
+  readonly options: DecoderOptions;
+  /** The device id the pattern found; '' for an ignore pattern that names none. */
+  readonly match: TopicMatch;
 }
 
 /** An ignore pattern without `{deviceId}` as a CompiledPattern: a plain MQTT filter. */
@@ -102,49 +118,73 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
     }
     return { config, compiled: compileEntryPattern(config), decoder };
   });
-  const options = new Map<DecoderSetEntry, DecoderOptions>(
-    entries.map((e) => [
-      e,
-      {
-        kind: e.config.kind,
-        coerce: e.config.coerce ?? {},
-        timestampUnit: e.config.timestampUnit,
-        deviceIdField: e.config.deviceIdField,
-        scalar: e.config.scalar,
-      },
-    ]),
-  );
+  const prepared = entries.map((entry) => ({
+    entry,
+    idLevel: entry.config.pattern.split('/').indexOf('{deviceId}'),
+    options: {
+      kind: entry.config.kind,
+      coerce: entry.config.coerce ?? {},
+      timestampUnit: entry.config.timestampUnit,
+      deviceIdField: entry.config.deviceIdField,
+      scalar: entry.config.scalar,
+    } satisfies DecoderOptions,
+  }));
+  const routes = new Map<string, Route>();
+
+  function find(topic: string): Route | undefined {
+    for (const { entry, idLevel, options } of prepared) {
+      const match = entry.compiled.match(topic);
+      if (!match) continue;
+      // An ignore pattern's decoder never runs: its tail is never read.
+      const tail = entry.config.action === 'ignore' ? NO_TAIL : tailOf(idLevel, topic);
+      return { entry, options, match: Object.freeze({ deviceId: match.deviceId, tail }) };
+    }
+    return undefined;
+  }
+
+  /** The route of a topic topicProblem passed; remembered. */
+  function remember(topic: string, route: Route): void {
+    if (routes.size >= ROUTE_CACHE_TOPICS) {
+      const oldest = routes.keys().next();
+      if (!oldest.done) routes.delete(oldest.value);
+    }
+    routes.set(topic, route);
+  }
+
+  /** The first matching entry for a topic, or why there is none: a bad topic, or no pattern. */
+  function routeOf(topic: string): Route | string | undefined {
+    const known = routes.get(topic);
+    if (known) return known;
+    const badTopic = topicProblem(topic);
+    if (badTopic) return badTopic;
+    const found = find(topic);
+    if (found) remember(topic, found);
+    return found;
+  }
+
   return {
     entries,
     // An ignore pattern only shadows later patterns: subscribing to a topic just to drop it is wasted traffic.
     filters: entries.filter((e) => e.config.action !== 'ignore').map((e) => e.compiled.filter),
     route(topic) {
-      for (const entry of entries) {
-        const match = entry.compiled.match(topic);
-        if (!match) continue;
-        if (entry.config.action === 'ignore') return match.deviceId === '' ? { routingKey: topic } : { deviceId: match.deviceId, routingKey: match.deviceId };
-        const routingKey = entry.decoder.routingKey?.(topic, { deviceId: match.deviceId, tail: tailOf(entry.config.pattern, topic) });
-        return { deviceId: match.deviceId, routingKey: routingKey ?? match.deviceId };
-      }
-      return undefined;
+      // A bad topic is routed by the patterns all the same (decode refuses it); it is not remembered.
+      const known = routeOf(topic);
+      const route = typeof known === 'string' ? find(topic) : known;
+      if (!route) return undefined;
+      const { entry, match } = route;
+      if (entry.config.action === 'ignore') return match.deviceId === '' ? { routingKey: topic } : { deviceId: match.deviceId, routingKey: match.deviceId };
+      const routingKey = entry.decoder.routingKey?.(topic, match);
+      return { deviceId: match.deviceId, routingKey: routingKey ?? match.deviceId };
     },
     decode(topic, payload, receivedAt, limits = defaultLimits) {
-      const badTopic = topicProblem(topic);
-      if (badTopic) return { readings: [], dropped: [], rejection: { code: 'FERRY_ERR_PAYLOAD_ENCODING', reason: badTopic } };
-      for (const entry of entries) {
-        const match = entry.compiled.match(topic);
-        if (!match) continue;
+      const route = routeOf(topic);
+      if (typeof route === 'string') return { readings: [], dropped: [], rejection: { code: 'FERRY_ERR_PAYLOAD_ENCODING', reason: route } };
+      if (route) {
+        const { entry, match } = route;
         if (entry.config.action === 'ignore') {
           return { ...ignored(entry.config.reason ?? entry.config.pattern, match.deviceId === '' ? undefined : match.deviceId), pattern: entry.config.pattern };
         }
-        const outcome = entry.decoder.decode({
-          topic,
-          payload,
-          match: { deviceId: match.deviceId, tail: tailOf(entry.config.pattern, topic) },
-          receivedAt,
-          limits,
-          options: options.get(entry) ?? { kind: undefined, coerce: {}, timestampUnit: undefined, deviceIdField: undefined },
-        });
+        const outcome = entry.decoder.decode({ topic, payload, match, receivedAt, limits, options: route.options });
         return { ...datedAtArrival(outcome, receivedAt), deviceId: outcome.deviceId ?? match.deviceId, pattern: entry.config.pattern, format: entry.config.format };
       }
       return {

@@ -2,6 +2,7 @@
 // one key, from the topic alone, so an ingestor partition receives all of them.
 import { describe, expect, it } from 'vitest';
 import { createDecoderSet } from '../src/index.js';
+import { ROUTE_CACHE_TOPICS } from '../src/decoder-set.js';
 
 const set = createDecoderSet([
   { pattern: 'spBv1.0/{deviceId#}', format: 'sparkplug-b' },
@@ -30,5 +31,28 @@ describe('routing keys', () => {
   it('falls back to the pattern\'s device id, and answers undefined for a topic no pattern matches', () => {
     expect(key('devices/d1/telemetry')).toBe('d1');
     expect(set.route('elsewhere/d1')).toBeUndefined();
+  });
+});
+
+describe('remembered routes', () => {
+  const payload = (n: number): Uint8Array => Buffer.from(JSON.stringify({ ts: 1_700_000_000_000 + n, metrics: { n } }));
+
+  it('decodes a topic the same the first time and every time after, past the bound of topics remembered', () => {
+    const fresh = createDecoderSet([{ pattern: 'devices/{deviceId}/telemetry' }, { pattern: 'tele/{deviceId}/+', format: 'tasmota' }]);
+    const topics = Array.from({ length: ROUTE_CACHE_TOPICS + 10 }, (_, i) => `devices/d${i}/telemetry`);
+    const first = topics.map((topic, i) => fresh.decode(topic, payload(i), 1_700_000_000_000));
+    const again = topics.map((topic, i) => fresh.decode(topic, payload(i), 1_700_000_000_000));
+    expect(again).toEqual(first);
+    expect(first[ROUTE_CACHE_TOPICS + 9]).toMatchObject({ deviceId: `d${ROUTE_CACHE_TOPICS + 9}`, pattern: 'devices/{deviceId}/telemetry' });
+    expect(fresh.decode('tele/plug1/SENSOR', Buffer.from('{"ENERGY":{"Power":5}}'), 1_700_000_000_000)).toEqual(
+      fresh.decode('tele/plug1/SENSOR', Buffer.from('{"ENERGY":{"Power":5}}'), 1_700_000_000_000),
+    );
+  });
+
+  it('refuses a topic that is not valid UTF-8 even after routing it', () => {
+    const bad = 'devices/d\uD800/telemetry';
+    expect(set.route(bad)?.deviceId).toBe('d\uD800');
+    expect(set.decode(bad, payload(1), 1_700_000_000_000).rejection?.code).toBe('FERRY_ERR_PAYLOAD_ENCODING');
+    expect(set.decode(bad, payload(1), 1_700_000_000_000).rejection?.code).toBe('FERRY_ERR_PAYLOAD_ENCODING');
   });
 });
