@@ -214,17 +214,18 @@ export const ingestorConfigSchema = z
   .strict()
   .superRefine((c, ctx) => {
     refineOpsHttp(ctx, c.http, c.http === false ? 0 : c.http.tokens.length);
-    // A shared subscription hands a device's batches to any ingestor of the group: each would hold
-    // part of every window and they would overwrite each other's rollup points.
     if (c.state.redisUrl !== undefined) {
       // Leases in Redis decide which ingestor takes a gateway: a static partition would fight them.
       if (c.partition !== undefined) ctx.addIssue({ code: 'custom', message: 'with state.redisUrl gateways are shared out by leases in Redis: remove partition', path: ['partition'] });
-      // Not shared yet: a rollup window and a direct device's journal and identities live in one process.
-      if (c.processing.rollups.length > 0) ctx.addIssue({ code: 'custom', message: 'rollups are not yet kept in Redis: run them on an ingestor without state.redisUrl (docs/scaling.md)', path: ['processing', 'rollups'] });
+      // Not shared yet: a direct device's journal and identities live in one process. (Rollup
+      // windows are: they move with the gateway's lease, cluster/shared-rollups.ts.)
       if (c.direct !== undefined) ctx.addIssue({ code: 'custom', message: 'direct devices are not yet shared through Redis: take them with an ingestor without state.redisUrl (docs/scaling.md)', path: ['direct'] });
     }
-    if (c.processing.rollups.length > 0 && c.broker.sharedGroup !== undefined) {
-      ctx.addIssue({ code: 'custom', message: 'rollups need every reading of a device on one ingestor: use partition (by gateway) instead of broker.sharedGroup', path: ['processing', 'rollups'] });
+    // Without Redis a shared subscription hands a device's batches to any ingestor of the group:
+    // each would hold part of every window and they would overwrite each other's rollup points.
+    // With it, a gateway's lease keeps its batches, and its windows, on one ingestor at a time.
+    if (c.processing.rollups.length > 0 && c.broker.sharedGroup !== undefined && c.state.redisUrl === undefined) {
+      ctx.addIssue({ code: 'custom', message: 'rollups need every reading of a device on one ingestor: with broker.sharedGroup set state.redisUrl (leases keep a gateway on one ingestor), or use partition (by gateway)', path: ['processing', 'rollups'] });
     }
   })
   .transform((c) => ({

@@ -232,9 +232,9 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
   let rollups: Rollups | undefined;
   if (config.processing.rollups.length > 0) {
     try {
-      // In dedupe.db, so the windows are saved in the transaction that records the seqs (rollup.ts).
-      if (!dedupe.database) throw new FerryError('FERRY_ERR_STORAGE', 'rollups need the SQLite dedupe store');
-      rollups = createRollups({ config: config.processing, db: dedupe.database, sink, mapping: config.mapping, write: config.write, clock, logger });
+      // Saved with the seqs' records: in dedupe.db's transaction, or in Redis's record script call with the cluster (rollup-store.ts).
+      if (!cluster && !dedupe.database) throw new FerryError('FERRY_ERR_STORAGE', 'rollups need the SQLite dedupe store');
+      rollups = createRollups({ config: config.processing, store: cluster?.rollups, db: dedupe.database, sink, mapping: config.mapping, write: config.write, clock, logger });
     } catch (err) {
       dedupe.close();
       deviceStore.close();

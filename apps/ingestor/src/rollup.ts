@@ -5,20 +5,24 @@
 // again and the database overwrites it.
 //
 // Durability (docs/processing.md): the open windows of every series touched by a confirmed chunk,
-// and the rollup points that chunk completed, are saved in dedupe.db in the SAME SQLite
-// transaction that records the chunk's gateway seqs. So after a kill -9 either both happened (the
-// resent batch is a duplicate and never reaches the windows again) or neither did (the resent
-// batch is new and is counted once). Completed points wait in the `rollup_outbox` table until the
-// database confirmed them; a restart writes what is left there again (an overwrite at worst).
+// and the rollup points that chunk completed, are saved by a rollup state store (rollup-store.ts)
+// atomically with the chunk's gateway-seq dedupe records: in the same SQLite transaction of
+// dedupe.db with one ingestor, in the same Redis script call with several (cluster/shared-rollups.ts).
+// So after a kill -9 either both happened (the resent batch is a duplicate and never reaches the
+// windows again) or neither did (the resent batch is new and is counted once). Completed points
+// wait in the store's rollup outbox until the database confirmed them; a restart (or the next
+// holder of the gateway) writes what is left there again (an overwrite at worst).
 //
-// Series: (gateway tag, device, metric, window). Partitioning by gateway (partition.ts) keeps all
-// of a series on one ingestor, so no two ingestors ever write partial windows of one series.
+// Series: (gateway tag, device, metric, window). A gateway is processed by one ingestor at a time
+// (partition.ts, or its lease in Redis), so no two ingestors ever write partial windows of one series.
 import type Database from 'better-sqlite3';
 import type { Reading } from '@ferry/protocol';
 import { compileGlob, formatDuration, ReasonCounts, TumblingWindows } from '@ferry/processing';
 import type { WindowAggregate } from '@ferry/processing';
 import type { Clock, Logger } from '@ferry/runtime';
-import type { Point, PointMapping, Sink } from '@ferry/sinks';
+import type { PointMapping, Sink } from '@ferry/sinks';
+import { openSqliteRollupStore } from './rollup-store.js';
+import type { RollupPointItem, RollupSave, RollupStateStore } from './rollup-store.js';
 import { createWriter } from './write.js';
 import type { WritePolicy, Writer, WriterEvents } from './write.js';
 import type { IngestorProcessingConfig, RollupRule } from './process-config.js';
@@ -43,7 +47,7 @@ export interface RollupStats {
   readonly written: number;
   /** Rollup points the database refused (this run). */
   readonly rejected: number;
-  /** windows (first emissions), corrected, dropped_late, percentiles_skipped, state_discarded. */
+  /** windows (first emissions), corrected, dropped_late, percentiles_skipped, state_discarded, not_held. */
   readonly counts: Readonly<Record<string, number>>;
 }
 
@@ -57,9 +61,10 @@ export interface Rollups {
   /** The part of a reading written raw: metrics of rules with keepRaw=false taken out; null when none is left. */
   rawPart(reading: Reading): Reading | null;
   /**
-   * Adds confirmed readings to their windows and saves the windows and the completed points in one
-   * transaction of `db` together with `alsoRecord` (the dedupe record). If anything throws, nothing
-   * is saved, the windows in memory are reloaded from the database, and the error is rethrown.
+   * Adds confirmed readings to their windows and saves the windows and the completed points
+   * atomically with `alsoRecord` (the dedupe record): one transaction of dedupe.db, or one Redis
+   * script call (rollup-store.ts). If anything throws, nothing is saved, the windows in memory are
+   * reloaded from the store, and the error is rethrown.
    */
   commit<T>(readings: readonly ConfirmedReading[], alsoRecord: () => T): T;
   /** Closes the windows of series quiet for closeIdleAfterMs (when configured). */
@@ -74,8 +79,13 @@ export interface Rollups {
 
 export interface RollupOptions {
   readonly config: IngestorProcessingConfig;
-  /** The dedupe store's connection: the windows are saved in its transaction. */
-  readonly db: Database.Database;
+  /**
+   * Where the windows and the outbox are saved. Default: the SQLite store on `db` (the dedupe
+   * store's connection, so the windows are saved in its transaction).
+   */
+  readonly store?: RollupStateStore | undefined;
+  /** The dedupe store's connection, for the default SQLite store. */
+  readonly db?: Database.Database | undefined;
   readonly sink: Sink;
   readonly mapping: PointMapping;
   readonly write: WritePolicy;
@@ -105,25 +115,27 @@ interface Series {
   readonly metric: string;
   /** Wall-clock time of its last reading, for closeIdle. */
   touchedAt: number;
-}
-
-interface OutboxItem {
-  readonly key: string;
-  readonly version: number;
-  readonly point: Point;
+  /** Saves so far (rollup-store.ts): the next save is one more. */
+  version: number;
 }
 
 const NS_PER_MS = 1_000_000n;
 /**
  * Series kept in memory. Every series is saved whenever it changes, so memory is only a cache:
- * beyond this the least recently used are dropped and load again from dedupe.db when a reading
+ * beyond this the least recently used are dropped and load again from the store when a reading
  * comes (a quiet series that was dropped is then not closed by closeIdleAfterMs).
  */
 const MAX_CACHED_SERIES = 200_000;
 const SEP = '\u0000';
 
+/** How long a direct reading's identity is kept: its longest window and lateness, and an hour for a journal taken again after a long restart. */
+export function onceRetentionMs(config: IngestorProcessingConfig): number {
+  return Math.max(0, ...config.rollups.map((r) => Math.max(...r.windows) + r.allowedLatenessMs)) + 3_600_000;
+}
+
 export function createRollups(options: RollupOptions): Rollups {
-  const { config, db, mapping, clock, logger } = options;
+  const { config, mapping, clock, logger } = options;
+  const store: RollupStateStore = options.store ?? sqliteStoreOf(options.db, config);
   const rules: CompiledRule[] = config.rollups.map((rule) => ({
     rule,
     metric: compileGlob(rule.match.metric),
@@ -132,41 +144,6 @@ export function createRollups(options: RollupOptions): Rollups {
   const counts = new ReasonCounts();
   /** Whether any rule takes its metrics out of the raw point: if none, rawPart costs nothing. */
   const rollupOnly = rules.some((r) => !r.rule.keepRaw);
-  db.exec(`
-    CREATE TABLE IF NOT EXISTS rollup_series (
-      key TEXT PRIMARY KEY,
-      state TEXT NOT NULL
-    ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS rollup_once (
-      key TEXT PRIMARY KEY,
-      at INTEGER NOT NULL
-    ) WITHOUT ROWID;
-    CREATE INDEX IF NOT EXISTS rollup_once_at ON rollup_once (at);
-    CREATE TABLE IF NOT EXISTS rollup_outbox (
-      key TEXT PRIMARY KEY,
-      version INTEGER NOT NULL,
-      point TEXT NOT NULL
-    ) WITHOUT ROWID;
-  `);
-  const selectSeries = db.prepare<[string], { state: string }>('SELECT state FROM rollup_series WHERE key = ?');
-  const upsertSeries = db.prepare<[string, string]>('INSERT INTO rollup_series (key, state) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET state = excluded.state');
-  const upsertOutbox = db.prepare<[string, number, string]>(
-    'INSERT INTO rollup_outbox (key, version, point) VALUES (?, ?, ?) ON CONFLICT (key) DO UPDATE SET version = excluded.version, point = excluded.point',
-  );
-  const deleteOutbox = db.prepare<[string, number]>('DELETE FROM rollup_outbox WHERE key = ? AND version = ?');
-  const selectOutbox = db.prepare<[], { key: string; version: number; point: string }>('SELECT key, version, point FROM rollup_outbox');
-  const insertOnce = db.prepare<[string, number]>('INSERT INTO rollup_once (key, at) VALUES (?, ?) ON CONFLICT (key) DO NOTHING');
-  const deleteOnceBefore = db.prepare<[number]>('DELETE FROM rollup_once WHERE at < ?');
-  /**
-   * How long a direct reading's identity is kept: past its longest window and lateness a copy
-   * would be dropped late anyway; the hour covers a journal taken again after a long restart.
-   */
-  const onceRetentionMs = Math.max(0, ...config.rollups.map((r) => Math.max(...r.windows) + r.allowedLatenessMs)) + 3_600_000;
-  let oncePrunedAt = 0;
-  const countOutbox = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM rollup_outbox');
-  const deleteConfirmed = db.transaction((items: readonly OutboxItem[]) => {
-    for (const item of items) deleteOutbox.run(item.key, item.version);
-  });
 
   /** Metric -> the rule that applies (null: none), per device; rules match by glob, so the answer is cached. */
   const ruleCache = new Map<string, CompiledRule | null>();
@@ -198,7 +175,7 @@ export function createRollups(options: RollupOptions): Rollups {
     return list;
   }
 
-  /** Drops cached series (after a failed commit, or over the bound); the file keeps them. */
+  /** Drops cached series (after a failed commit, or over the bound); the store keeps them. */
   function forget(dropped: Iterable<Series>): void {
     for (const s of dropped) {
       const key = s.key.slice(0, s.key.lastIndexOf(SEP));
@@ -209,11 +186,11 @@ export function createRollups(options: RollupOptions): Rollups {
 
   function loadSeries(rule: RollupRule, key: string, windowMs: number, gatewayTag: string, deviceId: string, metric: string): Series {
     const opts = { windowMs, allowedLatenessMs: rule.allowedLatenessMs, aggregates: rule.aggregates, maxValuesPerWindow: rule.maxValuesPerWindow };
-    const row = selectSeries.get(key);
+    const saved = store.series(key, gatewayTag);
     const windows = new TumblingWindows(opts, counts);
-    if (row) {
+    if (saved) {
       try {
-        windows.loadState(JSON.parse(row.state));
+        windows.loadState(JSON.parse(saved.state));
       } catch (err) {
         // Saved under another configuration (e.g. percentiles added): the series starts afresh
         // rather than failing every commit that touches it.
@@ -221,33 +198,40 @@ export function createRollups(options: RollupOptions): Rollups {
         logger.warn({ err, series: key }, 'saved rollup windows do not fit the configuration; starting the series afresh');
       }
     }
-    return { key, windows, windowMs, measurement: rollupMeasurementName(mapping.measurement, windowMs), gatewayTag, deviceId, metric, touchedAt: clock.now() };
+    return {
+      key,
+      windows,
+      windowMs,
+      measurement: rollupMeasurementName(mapping.measurement, windowMs),
+      gatewayTag,
+      deviceId,
+      metric,
+      touchedAt: clock.now(),
+      version: saved?.version ?? 0,
+    };
   }
 
-  function pointOf(s: Series, w: WindowAggregate): OutboxItem {
+  function pointOf(s: Series, w: WindowAggregate): RollupPointItem {
     const fields: Record<string, number> = {};
     for (const [aggregate, value] of Object.entries(w.values)) fields[`${s.metric}_${aggregate}`] = value;
     const tags: Record<string, string> = { ...mapping.staticTags, [mapping.deviceTag]: s.deviceId, [mapping.gatewayTag]: s.gatewayTag };
     return {
       key: `${s.key}${SEP}${w.windowStart}`,
       version: w.revision,
+      gatewayTag: s.gatewayTag,
       point: { measurement: s.measurement, tags, fields, timestampNs: BigInt(w.windowStart) * NS_PER_MS },
     };
   }
 
-  const serializePoint = (p: Point): string => JSON.stringify({ ...p, timestampNs: p.timestampNs.toString() });
-  const parsePoint = (text: string): Point => {
-    const p = JSON.parse(text) as Omit<Point, 'timestampNs'> & { timestampNs: string };
-    return { ...p, timestampNs: BigInt(p.timestampNs) };
-  };
-
-  /** Saves the touched series and the points they completed, in the caller's transaction. */
-  function save(touched: ReadonlySet<Series>, items: readonly OutboxItem[]): void {
-    for (const s of touched) upsertSeries.run(s.key, JSON.stringify(s.windows.saveState()));
-    for (const item of items) upsertOutbox.run(item.key, item.version, serializePoint(item.point));
+  /** What the store saves for the touched series: their state, one version on. */
+  function saveOf(touched: ReadonlySet<Series>, items: readonly RollupPointItem[]): RollupSave {
+    return {
+      series: [...touched].map((s) => ({ key: s.key, gatewayTag: s.gatewayTag, saved: { state: JSON.stringify(s.windows.saveState()), version: ++s.version } })),
+      points: items,
+    };
   }
 
-  const writer: Writer<OutboxItem> = createWriter<OutboxItem>({
+  const writer: Writer<RollupPointItem> = createWriter<RollupPointItem>({
     sink: options.sink,
     // One chunk at a time: a window's correction must never land before its first version.
     policy: { ...options.write, maxInFlight: 1 },
@@ -257,9 +241,24 @@ export function createRollups(options: RollupOptions): Rollups {
       const refused = new Set(result.rejected.map((r) => r.index));
       for (const r of result.rejected) logger.error({ point: chunk[r.index]?.key, reason: r.reason }, 'database refused a rollup point');
       // Refused points are removed too: a 400 is not retried.
-      deleteConfirmed(chunk);
+      store.confirmed(chunk);
       written += chunk.length - refused.size;
       rejected += refused.size;
+    },
+  });
+
+  store.listen({
+    leftover(items) {
+      if (items.length === 0) return;
+      logger.info({ points: items.length }, 'writing rollup points another ingestor left for a gateway taken over');
+      writer.push(items);
+    },
+    evicted(gatewayTag) {
+      // Another ingestor may move these series now: what is in memory here goes stale.
+      const prefix = `${gatewayTag}${SEP}`;
+      for (const [key, list] of series) {
+        if (key.startsWith(prefix) && series.delete(key)) seriesCount -= list.length;
+      }
     },
   });
 
@@ -269,9 +268,9 @@ export function createRollups(options: RollupOptions): Rollups {
     const after = config.closeIdleAfterMs;
     if (after === undefined) return;
     const touched = new Set<Series>();
-    const items: OutboxItem[] = [];
+    const items: RollupPointItem[] = [];
     for (const s of [...series.values()].flat()) {
-      if (now - s.touchedAt < after) continue;
+      if (now - s.touchedAt < after || !store.holds(s.gatewayTag)) continue;
       const done = s.windows.advance(now - after);
       if (done.length === 0) continue;
       touched.add(s);
@@ -279,7 +278,7 @@ export function createRollups(options: RollupOptions): Rollups {
     }
     if (touched.size === 0) return;
     try {
-      db.transaction(() => save(touched, items))();
+      store.commit(() => saveOf(touched, items), () => undefined);
     } catch (err) {
       forget(touched);
       logger.error({ err }, 'could not save closed rollup windows; they close again later');
@@ -304,16 +303,18 @@ export function createRollups(options: RollupOptions): Rollups {
 
     commit<T>(readings: readonly ConfirmedReading[], alsoRecord: () => T): T {
       const touched = new Set<Series>();
-      const items: OutboxItem[] = [];
+      const items: RollupPointItem[] = [];
       const now = clock.now();
-      const run = db.transaction(() => {
-        if (now - oncePrunedAt > 60_000) {
-          deleteOnceBefore.run(now - onceRetentionMs);
-          oncePrunedAt = now;
-        }
+      const build = (): RollupSave => {
         for (const { gatewayTag, reading, once } of readings) {
           if (reading.kind !== 'telemetry') continue;
-          if (once !== undefined && insertOnce.run(once, now).changes === 0) continue;
+          // A gateway whose lease went elsewhere while this chunk was written: its holder has the
+          // windows now (docs/scaling.md, what window remains).
+          if (!store.holds(gatewayTag)) {
+            counts.add('not_held');
+            continue;
+          }
+          if (once !== undefined && !store.claimOnce(once, now)) continue;
           for (const metric in reading.metrics) {
             const value = reading.metrics[metric];
             if (typeof value !== 'number') continue;
@@ -326,14 +327,13 @@ export function createRollups(options: RollupOptions): Rollups {
             }
           }
         }
-        save(touched, items);
-        return alsoRecord();
-      });
+        return saveOf(touched, items);
+      };
       let result: T;
       try {
-        result = run();
+        result = store.commit(build, alsoRecord);
       } catch (err) {
-        // The windows in memory moved ahead of the database: drop them, they reload from it.
+        // The windows in memory moved ahead of the store: drop them, they reload from it.
         forget(touched);
         throw err;
       }
@@ -350,7 +350,7 @@ export function createRollups(options: RollupOptions): Rollups {
     closeIdle,
 
     start() {
-      const left = selectOutbox.all().map((row) => ({ key: row.key, version: row.version, point: parsePoint(row.point) }));
+      const left = store.leftover();
       if (left.length > 0) logger.info({ points: left.length }, 'writing rollup points left from the last run');
       writer.push(left);
       const after = config.closeIdleAfterMs;
@@ -371,7 +371,12 @@ export function createRollups(options: RollupOptions): Rollups {
     },
 
     stats() {
-      return { series: seriesCount, outbox: countOutbox.get()?.n ?? 0, written, rejected, counts: counts.snapshot() };
+      return { series: seriesCount, outbox: store.outboxSize(), written, rejected, counts: counts.snapshot() };
     },
   };
+}
+
+function sqliteStoreOf(db: Database.Database | undefined, config: IngestorProcessingConfig): RollupStateStore {
+  if (!db) throw new Error('createRollups needs a store or the dedupe store\'s SQLite connection');
+  return openSqliteRollupStore({ db, onceRetentionMs: onceRetentionMs(config) });
 }

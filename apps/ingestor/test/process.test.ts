@@ -79,7 +79,7 @@ describe('processing before the raw write', () => {
     expect(api.pipelines.readings.in).toBe(4);
   });
 
-  it('refuses at start a pipeline step the ingestor does not run, and rollups with a shared subscription', () => {
+  it('refuses at start a pipeline step the ingestor does not run, and rollups with a shared subscription but no Redis', () => {
     const fieldsOf = (input: unknown): unknown => {
       try {
         parseIngestorConfig(input);
@@ -97,6 +97,12 @@ describe('processing before the raw write', () => {
     expect(fieldsOf({ ...base, broker: { ...base.broker, sharedGroup: 'ferry' }, processing: { rollups: [{ match: { metric: 'v' }, windows: ['1m'] }] } })).toEqual([
       'processing.rollups',
     ]);
+    // With Redis the windows move with the gateway's lease (cluster/shared-rollups.ts), whichever way the broker hands out batches.
+    const state = { redisUrl: 'redis://127.0.0.1:6379/0' };
+    const rolled = { rollups: [{ match: { metric: 'v' }, windows: ['1m'] }] };
+    expect(fieldsOf({ ...base, state, processing: rolled })).toBeUndefined();
+    expect(fieldsOf({ ...base, broker: { ...base.broker, sharedGroup: 'ferry' }, state, processing: rolled })).toBeUndefined();
+    expect(fieldsOf({ ...base, state, processing: rolled, partition: { index: 0, count: 2 } })).toEqual(['partition']);
     expect(parseIngestorConfig({ ...base, processing: { rollups: [{ match: { metric: 'v' }, windows: ['1m', 3_600_000] }] } }).processing.rollups[0]).toMatchObject({
       windows: [60_000, 3_600_000],
       keepRaw: true,

@@ -17,6 +17,8 @@ import { connectRedis } from './redis.js';
 import type { RedisClient } from './redis.js';
 import { openSharedDedupeStore } from './shared-dedupe.js';
 import { openSharedDeviceDedupeStore } from './shared-device-dedupe.js';
+import { openSharedRollupStore } from './shared-rollups.js';
+import type { SharedRollupStore } from './shared-rollups.js';
 import { openSharedIntentLog } from './shared-intents.js';
 import type { SharedIntentLog } from './shared-intents.js';
 import { fleetCounts } from './fleet-accounting.js';
@@ -68,6 +70,8 @@ export interface ClusterState {
   readonly redis: RedisClient;
   readonly dedupe: SharedDedupeStore;
   readonly deviceDedupe: SharedDeviceDedupeStore;
+  /** Rollup windows of the gateways held, saved with their records (shared-rollups.ts). */
+  readonly rollups: SharedRollupStore;
   /** Write intents, so a gateway taken over mid-write is not written twice (shared-intents.ts). */
   readonly intents: SharedIntentLog;
   readonly loader: SharedStateLoader;
@@ -115,6 +119,16 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
   const membership = createMembership({ redis, keyPrefix, memberId, heartbeatMs: options.heartbeatMs, clock, logger: clusterLogger });
   const leases = createSourceLeases({ redis, keyPrefix, memberId, leaseMs: options.leaseMs, clock, logger: clusterLogger });
   const dedupe = openSharedDedupeStore({ redis, keyPrefix, windowPerGateway: options.windowPerGateway, logger: clusterLogger });
+  let attached: AdmittedPipeline | undefined;
+  const rollups = openSharedRollupStore({
+    redis,
+    keyPrefix,
+    memberId,
+    dedupe,
+    logger: clusterLogger,
+    busy: (gatewayId) => (attached?.inFlight(gatewayId) ?? 0) > 0,
+    leaseHeld: (gatewayId) => leases.holds(gatewayId),
+  });
   const intents = openSharedIntentLog({ redis, keyPrefix, memberId, clock, logger: clusterLogger });
   const deviceDedupe = openSharedDeviceDedupeStore({ redis, keyPrefix, windowMs: options.deviceWindowMs, maxEntries: options.deviceWindowMaxEntries, logger: clusterLogger });
   const dropped: Record<AdmissionDrop, number> = { 'not-preferred': 0, 'lease-busy': 0, closing: 0 };
@@ -133,6 +147,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
     tenures.set(gatewayId, tenureOf(gatewayId) + 1);
     dedupe.evict(gatewayId);
     deviceDedupe.evict(gatewayId);
+    rollups.evict(gatewayId);
     intents.evict(gatewayId);
   };
   /** The tenure whose write intents were loaded, per gateway: once per takeover, not per batch. */
@@ -155,7 +170,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
   const loader: SharedStateLoader = {
     prefetch(gatewayId: string, seqs: readonly number[], identities: readonly DeviceIdentity[]) {
       const tenure = tenureOf(gatewayId);
-      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities), loadIntents(gatewayId, tenure)]).then(() => {
+      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities), loadIntents(gatewayId, tenure), rollups.load(gatewayId)]).then(() => {
         // The batch was taken under the gateway's lease, but the records may come back after the
         // lease lapsed (Redis slow or away) and another ingestor took the gateway's resend: written
         // now, the batch would land beside that copy. Given up instead; the gateway resends it.
@@ -171,11 +186,13 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
     redis,
     dedupe,
     deviceDedupe,
+    rollups,
     intents,
     loader,
     membership,
     leases,
     attach(pipeline) {
+      attached = pipeline;
       admission = createAdmission({
         mode: options.mode,
         leases,

@@ -104,18 +104,73 @@ end
 return out
 `;
 
-// ARGV: prefix, window, seqs per bucket, the fleet's written and rejected hashes, then per
-// gateway: id, how many seqs, then (seq, record) pairs. Numbers that may exceed 14 digits are kept as the strings they came in or printed with
-// %d: Lua would print them in exponent form. Returns { held, pruned in all, pruned now }.
+// The rider of a record script call (RecordRider): from ARGV[last + 1], the member id, then how
+// many series saves and per save (gateway, series key, version, state), then how many points and
+// per point (gateway, point key, version, point). A gateway whose lease another member holds is
+// fenced off: that member loaded the gateway's windows when it took it over and moves them now,
+// so a save from here (a chunk confirmed after this member lost the lease) would overwrite theirs.
+// A series is kept at a newer version only: a refused call sent again later (createRecordSender)
+// must not put back an older state. A point is kept at its window's newest revision.
+const RIDER_LUA = `
+local r = last + 1
+if r <= #ARGV then
+  local member = ARGV[r]
+  local mayWrite = {}
+  local function writable(gw)
+    local ok = mayWrite[gw]
+    if ok == nil then
+      local holder = redis.call('GET', p .. 'lease:' .. gw)
+      ok = (not holder) or holder == member
+      mayWrite[gw] = ok
+    end
+    return ok
+  end
+  local newer = function(old, version)
+    return (not old) or tonumber(string.match(old, '^%d+')) < version
+  end
+  local n = tonumber(ARGV[r + 1])
+  r = r + 2
+  for j = 1, n do
+    local gw, field, version = ARGV[r], ARGV[r + 1], ARGV[r + 2]
+    if writable(gw) then
+      local key = p .. 'rollup:series:' .. gw
+      if newer(redis.call('HGET', key, field), tonumber(version)) then redis.call('HSET', key, field, version .. ' ' .. ARGV[r + 3]) end
+    else
+      fenced = fenced + 1
+    end
+    r = r + 4
+  end
+  n = tonumber(ARGV[r])
+  r = r + 1
+  for j = 1, n do
+    local gw, field, version = ARGV[r], ARGV[r + 1], ARGV[r + 2]
+    if writable(gw) then
+      local key = p .. 'rollup:outbox:' .. gw
+      if newer(redis.call('HGET', key, field), tonumber(version) + 1) then redis.call('HSET', key, field, version .. ' ' .. ARGV[r + 3]) end
+    else
+      fenced = fenced + 1
+    end
+    r = r + 4
+  end
+end
+`;
+
+// ARGV: prefix, window, seqs per bucket, the fleet's written and rejected hashes, the index of the
+// last ARGV of the records, then per gateway: id, how many seqs, then (seq, record) pairs. Numbers
+// that may exceed 14 digits are kept as the strings they came in or printed with %d: Lua would
+// print them in exponent form. After the records, a rider may follow (RIDER_LUA: the rollup
+// windows and points of the same chunk, shared-rollups.ts), so they land in the same atomic step.
+// Returns { held, pruned in all, pruned now, rider saves fenced off }.
 const RECORD_LUA = `
 local p = ARGV[1]
 local window = tonumber(ARGV[2])
 local per = tonumber(ARGV[3])
 local fleetWritten, fleetRejected = ARGV[4], ARGV[5]
+local last = tonumber(ARGV[6])
 local maxKey = p .. 'dedupe:max'
 local added, pruned = 0, 0
-local i = 6
-while i <= #ARGV do
+local i = 7
+while i <= last do
   local gw = ARGV[i]
   local n = tonumber(ARGV[i + 1])
   i = i + 2
@@ -179,7 +234,9 @@ while i <= #ARGV do
 end
 local held = redis.call('HINCRBY', p .. 'dedupe:stats', 'held', added)
 local total = redis.call('HINCRBY', p .. 'dedupe:stats', 'pruned', pruned)
-return { held, total, pruned }
+local fenced = 0
+` + RIDER_LUA + `
+return { held, total, pruned, fenced }
 `;
 
 /** How long a refused record command waits before it is sent again: 250 ms doubling to 5 s. */
@@ -293,7 +350,28 @@ interface GatewayCache {
   pending: number;
 }
 
-export function openSharedDedupeStore(options: SharedDedupeStoreOptions): SharedDedupeStore {
+/**
+ * What rides with a chunk's record script call (shared-rollups.ts): saved by the same script, so
+ * in the same atomic step as the chunk's records. `args` as RIDER_LUA reads them.
+ */
+export interface RecordRider {
+  readonly args: readonly (string | number)[];
+  /** The rider is on the socket (in the tick of the record call): from now on Redis will have it. */
+  readonly onSent?: () => void;
+  /** Redis ran the call: `fenced` rider saves were skipped (their gateway's lease is another member's). */
+  readonly answered?: (fenced: number) => void;
+}
+
+export interface RidingDedupeStore extends SharedDedupeStore {
+  /**
+   * Runs `fn` (which records the chunk's seqs) with `rider` added to the first record() call it
+   * makes; if it makes none, the rider is sent in a call of its own after it. If `fn` throws
+   * before its record() call, the rider is not sent.
+   */
+  ride<T>(rider: RecordRider, fn: () => T): T;
+}
+
+export function openSharedDedupeStore(options: SharedDedupeStoreOptions): RidingDedupeStore {
   const { redis, keyPrefix, windowPerGateway: window, logger } = options;
   const perGateway = options.cachePerGateway ?? 16_384;
   const totalBound = options.cacheEntries ?? 262_144;
@@ -309,6 +387,8 @@ export function openSharedDedupeStore(options: SharedDedupeStoreOptions): Shared
   let prunedUnreported = 0;
   const sender = createRecordSender({ script: recordScript, logger, what: 'dedupe records' });
   let open = true;
+  /** The rider the next record() call takes (ride()). */
+  let riding: (RecordRider & { sent(): void }) | undefined;
 
   // Counts from before this process: the first answer; any record answer after it updates them.
   let countsSeen = false;
@@ -357,14 +437,16 @@ export function openSharedDedupeStore(options: SharedDedupeStoreOptions): Shared
       if (!open) throw new Error('the shared dedupe store is closed');
       const reported = prunedUnreported;
       prunedUnreported = 0;
-      if (entries.length === 0) return reported;
+      const rider = riding;
+      if (entries.length === 0 && !rider) return reported;
       const byGateway = new Map<string, DedupeEntry[]>();
       for (const e of entries) {
         let list = byGateway.get(e.gatewayId);
         if (!list) byGateway.set(e.gatewayId, (list = []));
         list.push(e);
       }
-      const args: (string | number)[] = [keyPrefix, window, SEQS_PER_BUCKET, fleet.written, fleet.rejected];
+      // ARGV[6], the index of the records' last ARGV, is filled in once they are all in.
+      const args: (string | number)[] = [keyPrefix, window, SEQS_PER_BUCKET, fleet.written, fleet.rejected, 0];
       for (const [gatewayId, list] of byGateway) {
         const cache = cacheOf(gatewayId);
         args.push(gatewayId, list.length);
@@ -377,9 +459,38 @@ export function openSharedDedupeStore(options: SharedDedupeStoreOptions): Shared
         }
         bound(cache);
       }
+      args[5] = args.length;
+      if (rider) {
+        riding = undefined;
+        for (const a of rider.args) args.push(a);
+      }
       // On the socket in this tick (connectRedis: no auto-pipelining); a lost connection only delays it.
-      sender.send(args, onRecorded);
+      sender.send(args, (reply) => {
+        onRecorded(reply);
+        rider?.answered?.(Number((reply as unknown[])[3] ?? 0));
+      });
+      rider?.sent();
       return reported;
+    },
+
+    ride(rider, fn) {
+      if (riding) throw new Error('a record rider is already waiting for its record call');
+      let sent = false;
+      riding = {
+        ...rider,
+        sent: () => {
+          sent = true;
+          rider.onSent?.();
+        },
+      };
+      try {
+        const result = fn();
+        // No record call made (nothing to record): the rider goes in a call of its own.
+        if (!sent) this.record([]);
+        return result;
+      } finally {
+        riding = undefined;
+      }
     },
 
     async prefetch(gatewayId, seqs) {
