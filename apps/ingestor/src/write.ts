@@ -191,57 +191,84 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
   }
 
   /**
-   * Chunk indices of the suspects the database holds already (WriterIntents.askAfter),
-   * asked once each one's write can have landed. Empty when there are none or the sink
-   * replaces a point written again (no Sink.present).
+   * Which of the chunk items at `indices` the database holds already, asked once `askAfter` has
+   * passed; undefined once stopped. Empty without Sink.present (a rewrite replaces the point).
    */
-  async function alreadyThere(chunk: readonly T[]): Promise<Set<number> | undefined> {
-    const intents = options.intents;
+  async function lookFor(chunk: readonly T[], indices: readonly number[], askAfter: number, stage: 'sink' | 'present'): Promise<Set<number> | undefined> {
     const found = new Set<number>();
-    if (!intents || !sink.present) return found;
-    const asked: number[] = [];
-    let askAfter = -Infinity;
-    chunk.forEach((item, i) => {
-      if (!item.point) return;
-      const at = intents.askAfter(item);
-      if (at === undefined) return;
-      asked.push(i);
-      askAfter = Math.max(askAfter, at);
-    });
-    if (asked.length === 0) return found;
+    if (!sink.present || indices.length === 0) return found;
     const wait = askAfter - options.clock.now();
     if (wait > 0) await sleep(wait);
     const present = sink.present.bind(sink);
-    const answer = await untilDone('present', () => present(asked.map((i) => chunk[i]!.point!)));
+    const answer = await untilDone(stage, () => present(indices.map((i) => chunk[i]!.point!)));
     if (!answer) return undefined;
     answer.value.forEach((there, k) => {
-      if (there) found.add(asked[k]!);
+      if (there) found.add(indices[k]!);
     });
     if (found.size > 0) events.recovered?.(found.size);
     return found;
+  }
+
+  /** Items of a writer that is gone which may be in the database (WriterIntents.askAfter): looked for. */
+  function lookForSuspects(chunk: readonly T[]): Promise<Set<number> | undefined> {
+    const intents = options.intents;
+    const asked: number[] = [];
+    let askAfter = -Infinity;
+    if (intents && sink.present) {
+      chunk.forEach((item, i) => {
+        if (!item.point) return;
+        const at = intents.askAfter(item);
+        if (at === undefined) return;
+        asked.push(i);
+        askAfter = Math.max(askAfter, at);
+      });
+    }
+    return lookFor(chunk, asked, askAfter, 'present');
   }
 
   async function writeChunk(chunk: readonly T[]): Promise<void> {
     const intents = options.intents;
     const begun = intents ? await untilDone('intent', () => intents.begin(chunk)) : { value: undefined };
     if (!begun) return;
-    const there = await alreadyThere(chunk);
+    const there = await lookForSuspects(chunk);
     if (!there) return;
-    const points: Point[] = [];
+    let points: Point[] = [];
     /** Chunk index of each point: rejections index the points, and some items may have none (or are there already). */
-    const itemOf: number[] = [];
-    chunk.forEach((item, i) => {
-      if (!item.point || there.has(i)) return;
-      points.push(item.point);
-      itemOf.push(i);
-    });
+    let itemOf: number[] = [];
+    const toWrite = (): void => {
+      points = [];
+      itemOf = [];
+      chunk.forEach((item, i) => {
+        if (!item.point || there.has(i)) return;
+        points.push(item.point);
+        itemOf.push(i);
+      });
+    };
+    toWrite();
+    let result: SinkWriteResult | undefined;
     let started = 0;
-    const written = await untilDone('sink', async (): Promise<SinkWriteResult> => {
-      started = performance.now();
-      return points.length === 0 ? { written: 0, rejected: [] } : sink.write(points);
-    });
-    if (!written) return;
-    let result = written.value;
+    for (let attempt = 0; result === undefined; attempt++) {
+      if (stopped) return;
+      if (attempt > 0 && points.length > 0) {
+        // The failed try may have landed (a timeout after the database took the write): what it
+        // holds now is not written a second time. While the database is down, asking fails like
+        // writing (the same retries).
+        const landed = await lookFor(chunk, itemOf, 0, 'sink');
+        if (!landed) return;
+        for (const i of landed) there.add(i);
+        if (landed.size > 0) toWrite();
+      }
+      try {
+        started = performance.now();
+        result = points.length === 0 ? { written: 0, rejected: [] } : await sink.write(points);
+      } catch (err) {
+        events.sinkState?.(false);
+        if (stopped) return;
+        const delay = retryDelay(err, attempt, policy.retry, options.random);
+        events.retry?.(err, attempt, delay, 'sink');
+        await sleep(delay);
+      }
+    }
     if (points.length !== chunk.length) result = { written: result.written + there.size, rejected: result.rejected.map((r) => ({ ...r, index: itemOf[r.index] ?? r.index })) };
     if (points.length > 0) {
       events.sinkState?.(true);

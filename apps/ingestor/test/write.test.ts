@@ -191,4 +191,35 @@ describe('writer', () => {
     expect(sink.points.size).toBe(1);
     expect(await writer.stop(1000)).toBe(true);
   });
+
+  it('asks the database before writing again after a failed try that may have landed', async () => {
+    // The database takes the write, then the answer is lost (a timeout): the try failed for the writer.
+    class LostAnswerSink extends MemorySink {
+      samples = 0;
+      loseNext = true;
+      override async write(points: readonly Point[]): Promise<SinkWriteResult> {
+        this.samples += points.length;
+        const result = await super.write(points);
+        if (!this.loseNext) return result;
+        this.loseNext = false;
+        throw new FerryError('FERRY_ERR_SINK_UNAVAILABLE', 'socket timed out after 10000 ms');
+      }
+      async present(points: readonly Point[]): Promise<readonly boolean[]> {
+        return points.map((p) => this.points.has(MemorySink.key(p)));
+      }
+    }
+    const sink = new LostAnswerSink();
+    const confirmed: number[] = [];
+    const writer = createWriter({
+      sink,
+      clock: new ManualClock(0),
+      policy: { maxPoints: 100, lingerMs: 0, maxInFlight: 1, retry: { initialMs: 5, maxMs: 5, factor: 1 } },
+      confirm: (_chunk, result) => confirmed.push(result.written),
+    });
+    writer.push([point(1), point(2), point(3)]);
+    await waitFor(() => confirmed.length === 1, { timeoutMs: 5000 });
+    expect(confirmed).toEqual([3]);
+    expect(sink.samples).toBe(3);
+    expect(await writer.stop(1000)).toBe(true);
+  });
 });

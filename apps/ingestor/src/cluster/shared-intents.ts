@@ -1,6 +1,6 @@
 // Write intents shared through Redis (intents.ts has the why). The holder of a gateway's lease
 // notes each chunk in the gateway's intents hash before the chunk's first write, and deletes the
-// note after the chunk's records, on the same connection, so Redis applies the two in that order.
+// note once Redis answered the chunk's records (afterRecords), so the note never goes first.
 // An ingestor that takes a gateway over (a new tenure, cluster-state.ts) loads the notes that
 // other members left: those readings may be in the database already, and are looked up there
 // before they are written again.
@@ -28,6 +28,12 @@ export interface SharedIntentLogOptions {
   readonly logger: Logger;
   /** Default 7 days. */
   readonly maxAgeMs?: number | undefined;
+  /**
+   * Resolves once every dedupe record made so far is in Redis (SharedDedupeStore.flush): a note
+   * is deleted only after its chunk's records landed, even when Redis refused them once (they are
+   * sent again) or had lost its scripts. Rejects when Redis refused them: the note then stays.
+   */
+  readonly afterRecords?: (() => Promise<void>) | undefined;
   /**
    * How long after a note was made its write has surely landed or failed. The member that made it
    * may be alive (its lease lapsed while Redis was away, or it stalled), so this is counted from
@@ -108,8 +114,13 @@ export function openSharedIntentLog(options: SharedIntentLogOptions): SharedInte
     end(intent) {
       const ref = intent.ref as Ref;
       own.delete(ref.field);
-      // Sent now, after the chunk's records on the same connection: Redis deletes the note only after them.
-      for (const source of ref.sources) forget(source, ref.field);
+      const drop = (): void => {
+        for (const source of ref.sources) forget(source, ref.field);
+      };
+      // Deleted once the chunk's records are in Redis: a note gone before them would leave a
+      // crash in between with neither.
+      if (!options.afterRecords) drop();
+      else options.afterRecords().then(drop, (err: unknown) => logger.warn({ err }, 'records refused by redis; the write intent stays and the next holder looks in the database'));
     },
     settled(source, seq) {
       for (const id of suspects.settle(source, seq)) {
