@@ -92,6 +92,15 @@ export class Suspects {
     return undefined;
   }
 
+  /** The id of the orphan run covering this key (not settled yet), or undefined. */
+  runOf(source: string, seq: number): string | undefined {
+    if (this.count === 0) return undefined;
+    const list = this.bySource.get(source);
+    if (!list) return undefined;
+    for (const r of list) if (seq >= r.first && seq <= r.last && !r.settled.has(seq)) return r.id;
+    return undefined;
+  }
+
   /** The key was settled (written, found in the database, or refused): returns the ids of runs now fully settled. */
   settle(source: string, seq: number): string[] {
     if (this.count === 0) return [];
@@ -141,6 +150,12 @@ export interface IntentLog {
   readonly suspects: Suspects;
   /** A suspect key was settled: once a whole run is, it leaves the log. */
   settled(source: string, seq: number): void;
+  /**
+   * Resolves once the writers of the runs covering these suspect keys can no longer write (gone
+   * from the deployment, or their note ended): only then is the database asked. Without it (one
+   * ingestor, whose last run is dead) the database is asked at once.
+   */
+  waitForWriters?(keys: readonly { readonly source: string; readonly seq: number }[]): Promise<void>;
 }
 
 export interface SqliteIntentLogOptions {

@@ -277,6 +277,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     intents: intentLog && {
       begin: (chunk) => recordIn('dedupe', () => intentLog.begin(intentRuns(chunk, intentKey))),
       askAfter: (item) => intentLog.suspects.covering(intentKey(item).source, item.seq),
+      waitForWriters: intentLog.waitForWriters && ((items) => intentLog.waitForWriters!(items.map(intentKey))),
     },
     events,
   });

@@ -95,6 +95,8 @@ export interface WriterIntents<T> {
    * that write has surely landed or failed, so the database can be asked. Otherwise undefined.
    */
   askAfter(item: T): number | undefined;
+  /** Resolves once the writers of these suspect items can no longer write (IntentLog.waitForWriters). */
+  readonly waitForWriters?: ((items: readonly T[]) => Promise<void>) | undefined;
 }
 
 export interface WriterOptions<T extends WriteItem> {
@@ -222,6 +224,9 @@ export function createWriter<T extends WriteItem>(options: WriterOptions<T>): Wr
         asked.push(i);
         askAfter = Math.max(askAfter, at);
       });
+    }
+    if (asked.length > 0 && intents?.waitForWriters) {
+      return intents.waitForWriters(asked.map((i) => chunk[i]!)).then(() => lookFor(chunk, asked, askAfter, 'present'));
     }
     return lookFor(chunk, asked, askAfter, 'present');
   }

@@ -247,4 +247,32 @@ describe('on Redis', () => {
     await redis.ping();
     expect(await redis.hlen(`${keyPrefix}intents:gw`)).toBe(0);
   });
+
+  it('waits, before asking the database, until a live member that lost the gateway ended its note or left', async () => {
+    const clock = new ManualClock(20_000_000);
+    const redis = connectRedis({ url: server.url, name: 'intents-test', logger: silentLogger(), clock });
+    clients.push(redis);
+    const keyPrefix = `live${deployments++}:`;
+    const live = new Set(['stalled', 'dead']);
+    const stalled = openSharedIntentLog({ redis, keyPrefix, memberId: 'stalled', clock, logger: silentLogger() });
+    const dead = openSharedIntentLog({ redis, keyPrefix, memberId: 'dead', clock, logger: silentLogger() });
+    const stalledIntent = await stalled.begin([{ source: 'gw-a', first: 1, last: 10 }]);
+    await dead.begin([{ source: 'gw-b', first: 1, last: 10 }]);
+    const taker = openSharedIntentLog({ redis, keyPrefix, memberId: 'taker', clock, logger: silentLogger(), isLive: (m) => live.has(m) });
+    await taker.load('gw-a');
+    await taker.load('gw-b');
+
+    // The dead member leaves the deployment: its note no longer holds anyone up.
+    live.delete('dead');
+    await taker.waitForWriters!([{ source: 'gw-b', seq: 5 }]);
+
+    // The stalled one is alive with its note open: the taker waits until the note ends.
+    let done = false;
+    const waiting = taker.waitForWriters!([{ source: 'gw-a', seq: 5 }]).then(() => (done = true));
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(done).toBe(false);
+    stalled.end(stalledIntent);
+    await waiting;
+    expect(done).toBe(true);
+  });
 });

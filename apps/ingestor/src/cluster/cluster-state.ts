@@ -129,7 +129,15 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
     busy: (gatewayId) => (attached?.inFlight(gatewayId) ?? 0) > 0,
     leaseHeld: (gatewayId) => leases.holds(gatewayId),
   });
-  const intents = openSharedIntentLog({ redis, keyPrefix, memberId, clock, logger: clusterLogger, afterRecords: () => dedupe.flush() });
+  const intents = openSharedIntentLog({
+    redis,
+    keyPrefix,
+    memberId,
+    clock,
+    logger: clusterLogger,
+    afterRecords: () => dedupe.flush(),
+    isLive: (member) => membership.live().includes(member),
+  });
   const deviceDedupe = openSharedDeviceDedupeStore({ redis, keyPrefix, windowMs: options.deviceWindowMs, maxEntries: options.deviceWindowMaxEntries, logger: clusterLogger });
   const dropped: Record<AdmissionDrop, number> = { 'not-preferred': 0, 'lease-busy': 0, closing: 0 };
   let acksWithheld = 0;

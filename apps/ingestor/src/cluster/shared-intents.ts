@@ -34,6 +34,10 @@ export interface SharedIntentLogOptions {
    * sent again) or had lost its scripts. Rejects when Redis refused them: the note then stays.
    */
   readonly afterRecords?: (() => Promise<void>) | undefined;
+  /** Whether a member is alive (membership): a note of a live member may still be written. */
+  readonly isLive?: ((memberId: string) => boolean) | undefined;
+  /** At most this long a takeover waits for a live member's note to end before asking the database anyway. Default 30 s. */
+  readonly maxWaitMs?: number | undefined;
   /**
    * How long after a note was made its write has surely landed or failed. The member that made it
    * may be alive (its lease lapsed while Redis was away, or it stalled), so this is counted from
@@ -155,6 +159,31 @@ export function openSharedIntentLog(options: SharedIntentLogOptions): SharedInte
       if (runs.length > 0) {
         logger.warn({ gatewayId, runs: runs.length }, 'took over a gateway with writes in flight elsewhere: those readings are looked up in the database before they are written again');
         suspects.add(runs);
+      }
+    },
+    async waitForWriters(keys) {
+      // The notes covering these keys, each with the member that made it.
+      const notes = new Map<string, { gatewayId: string; field: string }>();
+      for (const { source, seq } of keys) {
+        const id = suspects.runOf(source, seq);
+        if (id === undefined) continue;
+        const key = id.slice(0, id.lastIndexOf('#'));
+        notes.set(key, { gatewayId: source, field: key.slice(key.indexOf('\u0000') + 1) });
+      }
+      const isLive = options.isLive;
+      if (!isLive || notes.size === 0) return;
+      const deadline = clock.now() + (options.maxWaitMs ?? 30_000);
+      for (const { gatewayId, field } of notes.values()) {
+        const member = field.slice(0, field.lastIndexOf(':'));
+        // A member that lost the gateway while alive (a stall, Redis away) may still have this
+        // chunk on its way to the database: wait until it ended the note or left.
+        while (isLive(member) && clock.now() < deadline) {
+          if ((await redis.hexists(keyOf(gatewayId), field)) === 0) break;
+          await new Promise((resolve) => setTimeout(resolve, 250));
+        }
+        if (isLive(member) && clock.now() >= deadline) {
+          logger.warn({ gatewayId, member }, 'a live ingestor kept a write intent of a gateway taken over from it; asking the database anyway');
+        }
       }
     },
     evict(gatewayId) {
