@@ -275,4 +275,29 @@ describe('on Redis', () => {
     await waiting;
     expect(done).toBe(true);
   });
+
+  it("covers a holder's batches in flight from their prefetch on, begun or not, until it has none left", async () => {
+    const clock = new ManualClock(30_000_000);
+    const redis = connectRedis({ url: server.url, name: 'intents-test', logger: silentLogger(), clock });
+    clients.push(redis);
+    const keyPrefix = `batch${deployments++}:`;
+    const holder = openSharedIntentLog({ redis, keyPrefix, memberId: 'holder', clock, logger: silentLogger() });
+    await holder.noteBatch('gw', [3, 1, 2]);
+    await holder.noteBatch('gw', [4, 5, 9]);
+    // Its own batches are never its suspects.
+    await holder.load('gw');
+    expect(holder.suspects.size).toBe(0);
+    const taker = openSharedIntentLog({ redis, keyPrefix, memberId: 'taker', clock, logger: silentLogger(), isLive: (m) => m === 'holder' });
+    await taker.load('gw');
+    for (const seq of [1, 2, 3, 4, 5, 9]) expect(taker.suspects.covering('gw', seq)).toBeDefined();
+    expect(taker.suspects.covering('gw', 6)).toBeUndefined();
+    let done = false;
+    const waiting = taker.waitForWriters!([{ source: 'gw', seq: 9 }]).then(() => (done = true));
+    await new Promise((resolve) => setTimeout(resolve, 600));
+    expect(done).toBe(false);
+    holder.endBatches('gw');
+    await waiting;
+    await redis.ping();
+    expect(await redis.hlen(`${keyPrefix}intents:gw`)).toBe(0);
+  });
 });

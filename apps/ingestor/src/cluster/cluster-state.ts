@@ -165,6 +165,10 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
     await intents.load(gatewayId);
     intentsLoaded.set(gatewayId, tenure);
   };
+  /** Nothing of the gateway in flight here any more (its records answered): its batch note goes. */
+  const endBatchesIfIdle = (gatewayId: string): void => {
+    if ((attached?.inFlight(gatewayId) ?? 0) === 0) intents.endBatches(gatewayId);
+  };
   let lapsedBeforeWrite = 0;
   leases.onLost((gatewayId) => {
     clusterLogger.warn({ gatewayId }, 'gateway lease lost (not renewed in time or taken over); its next batches go to the holder');
@@ -178,7 +182,13 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
   const loader: SharedStateLoader = {
     prefetch(gatewayId: string, seqs: readonly number[], identities: readonly DeviceIdentity[]) {
       const tenure = tenureOf(gatewayId);
-      return Promise.all([dedupe.prefetch(gatewayId, seqs), deviceDedupe.prefetch(identities), loadIntents(gatewayId, tenure), rollups.load(gatewayId)]).then(() => {
+      return Promise.all([
+        dedupe.prefetch(gatewayId, seqs),
+        deviceDedupe.prefetch(identities),
+        loadIntents(gatewayId, tenure),
+        rollups.load(gatewayId),
+        intents.noteBatch(gatewayId, seqs),
+      ]).then(() => {
         // The batch was taken under the gateway's lease, but the records may come back after the
         // lease lapsed (Redis slow or away) and another ingestor took the gateway's resend: written
         // now, the batch would land beside that copy. Given up instead; the gateway resends it.
@@ -225,6 +235,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
       const sending: Promise<void> = Promise.all([dedupe.flush(), deviceDedupe.flush()]).then(
         () => {
           send();
+          endBatchesIfIdle(gatewayId);
           admission?.settled(gatewayId);
         },
         (err: unknown) => {
@@ -242,6 +253,7 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
       clearTimeout(timer);
     },
     released(gatewayId) {
+      endBatchesIfIdle(gatewayId);
       admission?.settled(gatewayId);
     },
     attachHealth(health) {

@@ -14,6 +14,14 @@ import type { Intent, IntentLog, IntentRun, OrphanRun } from '../intents.js';
 import type { RedisClient } from './redis.js';
 
 export interface SharedIntentLog extends IntentLog {
+  /**
+   * Notes a batch of a gateway this member took, before it is judged (in its prefetch): the
+   * gateway's note then covers every seq this member has in flight, written or not yet begun, so
+   * an ingestor that takes the gateway from it while it is alive (a stall) waits for them.
+   */
+  noteBatch(gatewayId: string, seqs: readonly number[]): Promise<void>;
+  /** This member has nothing of the gateway in flight any more, its records in Redis: the batch note goes. */
+  endBatches(gatewayId: string): void;
   /** Loads the notes other members left for a gateway (this ingestor just took it over). */
   load(gatewayId: string): Promise<void>;
   /** Forgets a gateway's suspects (its lease went to another ingestor, which loads them itself). */
@@ -85,6 +93,10 @@ export function openSharedIntentLog(options: SharedIntentLogOptions): SharedInte
   /** Per loaded foreign note (`gateway\0field`): its runs not settled yet. */
   const foreignLeft = new Map<string, number>();
   let next = 0;
+  /** Per gateway, the runs of this member's batches in flight (the batch note's content). */
+  const inFlight = new Map<string, [number, number][]>();
+  const batchField = `${memberId}:batches`;
+  own.add(batchField);
 
   const forget = (gatewayId: string, field: string): void => {
     redis.hdel(keyOf(gatewayId), field).catch((err: unknown) => logger.warn({ err, gatewayId }, 'could not delete a settled write intent; it expires by itself'));
@@ -160,6 +172,27 @@ export function openSharedIntentLog(options: SharedIntentLogOptions): SharedInte
         logger.warn({ gatewayId, runs: runs.length }, 'took over a gateway with writes in flight elsewhere: those readings are looked up in the database before they are written again');
         suspects.add(runs);
       }
+    },
+    async noteBatch(gatewayId, seqs) {
+      if (seqs.length === 0) return;
+      const runs = inFlight.get(gatewayId) ?? [];
+      const sorted = [...seqs].sort((a, b) => a - b);
+      for (const seq of sorted) {
+        const last = runs[runs.length - 1];
+        if (last && seq >= last[0] && seq <= last[1] + 1) last[1] = Math.max(last[1], seq);
+        else if (!runs.some(([first, end]) => seq >= first && seq <= end)) runs.push([seq, seq]);
+      }
+      inFlight.set(gatewayId, runs);
+      const multi = redis.multi();
+      multi.hset(keyOf(gatewayId), batchField, JSON.stringify({ at: clock.now(), runs } satisfies Note));
+      multi.pexpire(keyOf(gatewayId), maxAgeMs);
+      const answers = await multi.exec();
+      const failed = answers?.find(([err]) => err !== null)?.[0];
+      if (!answers || failed) throw failed ?? new Error('redis discarded the batch note');
+    },
+    endBatches(gatewayId) {
+      if (!inFlight.delete(gatewayId)) return;
+      forget(gatewayId, batchField);
     },
     async waitForWriters(keys) {
       // The notes covering these keys, each with the member that made it.
