@@ -1,12 +1,17 @@
 // Decoding what devices publish into readings. Pure: bytes, topic match and receive time in,
-// a reading or a typed rejection out. Nothing here throws on bad input.
+// a reading or a typed rejection out. Nothing here throws on bad input. The usual telemetry
+// publish is read by device-fast.ts first; the schemas here decide everything else.
 import { z } from 'zod';
 import type { Limits } from './limits.js';
 import { checkReadingLimits, fieldLimitRejection, metricValueSchema } from './reading.js';
-import { checkDeviceId, fieldRejection, invalidUtf8Rejection, RESERVED_KEYS, tagRejection, utf8Text } from './names.js';
+import { checkDeviceId, fieldRejection, isPlainDeviceId, invalidUtf8Rejection, RESERVED_KEYS, tagRejection, utf8Text } from './names.js';
 import { NON_FINITE_MARKER, OUT_OF_RANGE_MARKER, parseDeviceJson } from './device-json.js';
 import type { DeviceReading, Rejection, MetricValue } from './reading.js';
 import type { TopicKind } from './topics.js';
+import { CLOCK_SYNCED_AFTER_MS, parseDeviceTime } from './device-time.js';
+import { decodeNativeFast } from './device-fast.js';
+
+export { parseDeviceTime, parseIsoTime } from './device-time.js';
 
 /** Ferry's native telemetry payload. */
 export const deviceTelemetrySchema = z
@@ -29,59 +34,6 @@ export const deviceStatusSchema = z.union([
 export type DecodeResult =
   | { readonly ok: true; readonly reading: DeviceReading; readonly dropped: readonly Rejection[] }
   | { readonly ok: false; readonly rejection: Rejection };
-
-/** Earliest device time taken as a set clock: before this the device has not synced (1970, ts 0). */
-const CLOCK_SYNCED_AFTER_MS = Date.UTC(2001, 0, 1);
-
-const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?([zZ]|([+-])(\d{2})(?::?(\d{2}))?)?)?$/;
-
-function daysIn(year: number, month: number): number {
-  if (month === 2) return (year % 4 === 0 && year % 100 !== 0) || year % 400 === 0 ? 29 : 28;
-  return month === 4 || month === 6 || month === 9 || month === 11 ? 30 : 31;
-}
-
-/**
- * Reads an ISO-8601 date or date-time as epoch milliseconds; without an offset it is taken as
- * UTC (the device's zone is unknown). Undefined for anything else, and for a date or time that
- * does not exist (`2023-02-30`, `2023-13-01`, `24:00:01`, Feb 29 of a common year), which
- * Date.parse would roll over into the next month or day.
- */
-export function parseIsoTime(text: string): number | undefined {
-  const m = ISO_TIME.exec(text);
-  if (!m) return undefined;
-  const [year, month, day] = [Number(m[1]), Number(m[2]), Number(m[3])];
-  const [hour, minute, second] = [Number(m[4] ?? 0), Number(m[5] ?? 0), Number(m[6] ?? 0)];
-  if (month < 1 || month > 12 || day < 1 || day > daysIn(year, month)) return undefined;
-  if (hour > 23 || minute > 59 || second > 59) return undefined;
-  const ms = Number((m[7] ?? '0').slice(0, 3).padEnd(3, '0'));
-  let offsetMin = 0;
-  if (m[9] !== undefined) {
-    const [oh, om] = [Number(m[10]), Number(m[11] ?? 0)];
-    if (oh > 23 || om > 59) return undefined;
-    offsetMin = (m[9] === '-' ? -1 : 1) * (oh * 60 + om);
-  }
-  const date = new Date(0);
-  date.setUTCFullYear(year, month - 1, day);
-  date.setUTCHours(hour, minute, second, ms);
-  return date.getTime() - offsetMin * 60_000;
-}
-
-/**
- * Reads a device timestamp: epoch seconds, milliseconds, microseconds or nanoseconds (told apart
- * by magnitude) or an ISO-8601 string (parseIsoTime). Returns undefined when it is not a time.
- */
-export function parseDeviceTime(ts: number | string): number | undefined {
-  if (typeof ts === 'string') {
-    const trimmed = ts.trim();
-    if (/^-?\d+(\.\d+)?$/.test(trimmed)) return parseDeviceTime(Number(trimmed));
-    return parseIsoTime(trimmed);
-  }
-  if (!Number.isFinite(ts) || ts < 0) return undefined;
-  if (ts < 1e11) return Math.round(ts * 1000);
-  if (ts < 1e14) return Math.round(ts);
-  if (ts < 1e17) return Math.round(ts / 1000);
-  return Math.round(ts / 1e6);
-}
 
 interface ParsedJson {
   readonly value: unknown;
@@ -149,12 +101,17 @@ export function decodeDevicePayload(input: DecodeInput): DecodeResult {
       },
     };
   }
-  const id = checkDeviceId(input.deviceId);
-  if (!id.ok) return { ok: false, rejection: id.rejection };
-  const deviceId = id.deviceId;
+  // A plain id (letters, digits, `_:@-`) is ASCII, so NFC leaves it as it is, and breaks no rule.
+  let deviceId = input.deviceId;
+  if (!isPlainDeviceId(deviceId)) {
+    const id = checkDeviceId(deviceId);
+    if (!id.ok) return { ok: false, rejection: id.rejection };
+    deviceId = id.deviceId;
+  }
   const text = utf8Text(payload);
   if (text === undefined) return { ok: false, rejection: invalidUtf8Rejection };
-  return kind === 'status' ? decodeStatus(text, deviceId, receivedAt, limits) : decodeTelemetry(text, deviceId, receivedAt, limits);
+  if (kind === 'status') return decodeStatus(text, deviceId, receivedAt, limits);
+  return decodeNativeFast(text, deviceId, receivedAt, limits) ?? decodeTelemetryText(text, deviceId, receivedAt, limits);
 }
 
 function decodeStatus(text: string, deviceId: string, receivedAt: number, limits: Limits): DecodeResult {
@@ -172,7 +129,11 @@ function decodeStatus(text: string, deviceId: string, receivedAt: number, limits
   return finish({ kind: 'status', deviceId, receivedAt, rawTs, metrics: { state }, tags: undefined, deviceSeq: undefined }, [], limits);
 }
 
-function decodeTelemetry(text: string, deviceId: string, receivedAt: number, limits: Limits): DecodeResult {
+/**
+ * A telemetry text decoded by the schemas alone, without the fast path (device-fast.ts) in front:
+ * the source of truth the fast path is tested against. `deviceId` must already be checked.
+ */
+export function decodeTelemetryText(text: string, deviceId: string, receivedAt: number, limits: Limits): DecodeResult {
   const parsed = parseJson(text);
   if (!parsed) {
     return { ok: false, rejection: { code: 'FERRY_ERR_PAYLOAD_JSON', reason: `payload is not valid JSON: ${preview(text)}` } };
