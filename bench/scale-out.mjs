@@ -397,7 +397,6 @@ async function runCase(kind, opts, baseDir) {
             dataDir: join(dir, `ingestor-${i}`),
             broker: { url: brokerFor(i), ...(kind === 'mosquitto' ? { sharedGroup: 'ferry-ingestors' } : {}) },
             sink: { type: 'influxdb2', url: vm.url, token: 'bench', org: 'ferry', bucket: 'ferry' },
-            mapping: { staticTags: { ingestor: `ingestor-${i}` } },
             http: { host: '127.0.0.1', port: http },
             write: { retry: { initialMs: 100, maxMs: 1000 } },
             ...(single ? {} : { state: { redisUrl: redis.url, leaseMs: opts.leaseMs, heartbeatMs: opts.heartbeatMs } }),

@@ -41,18 +41,18 @@ export async function fleetWritten(redisUrl: string, keyPrefix = 'ferry:'): Prom
 
 // ---------------------------------------------------------------- VictoriaMetrics, raw samples
 
-/** Raw samples of field `n` per device reading, and which ingestor wrote each (its static tag). */
+/** Raw samples of field `n` per device reading, with the sample times of those written twice. */
 export interface VictoriaSamples {
   /** Samples per device and value: a reading's n is its device seq, so above 1 is a duplicate, 0 a loss. */
   readonly copies: Copies;
-  /** `device:n` -> the ingestors that wrote its samples, with their sample times, for readings with more than one. */
+  /** `device:n` -> its samples' times, for readings with more than one. */
   readonly duplicates: Map<string, string[]>;
 }
 
 /**
  * Raw samples of telemetry_n{device=...} from /api/v1/export, not a query: a query would hide
- * samples sharing a timestamp. Each ingestor tags its points `ingestor=<id>` (mapping.staticTags),
- * so a reading written twice shows who wrote it.
+ * samples sharing a timestamp. Every ingestor maps readings to the same points (no tag of its own:
+ * a rewrite by another ingestor must be the same series, or no database could tell it is one).
  */
 export async function victoriaSamples(vm: VictoriaHandle, range: { start: number; end: number }): Promise<VictoriaSamples> {
   await vm.flush();
@@ -67,7 +67,7 @@ export async function victoriaSamples(vm: VictoriaHandle, range: { start: number
       perDevice.set(value, (perDevice.get(value) ?? 0) + 1);
       const key = `${device}:${value}`;
       const list = writers.get(key) ?? [];
-      list.push(`${series.metric.ingestor ?? '?'}@${series.timestamps[k]}`);
+      list.push(`@${series.timestamps[k]}`);
       writers.set(key, list);
     });
   }
@@ -198,8 +198,6 @@ async function startScaleOutOnce(options: ScaleOutOptions): Promise<ScaleOut> {
           dataDir: join(dir, `ingestor-${i}`),
           broker: { url: brokerFor(i), ...(options.broker === 'mosquitto' ? { sharedGroup: 'ferry-ingestors' } : {}) },
           sink: { type: 'influxdb2', url: vm.url, token: 'unused', org: 'ferry', bucket: 'ferry' },
-          // Who wrote a point: a reading written twice shows in VictoriaMetrics with both writers.
-          mapping: { staticTags: { ingestor: ingestorId(i) } },
           http: { host: '127.0.0.1', port: http },
           write: { retry: { initialMs: 100, maxMs: 1000 } },
           state: { redisUrl: redis.url, leaseMs: options.leaseMs, heartbeatMs: options.heartbeatMs },
