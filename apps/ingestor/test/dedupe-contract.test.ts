@@ -4,20 +4,19 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger, systemClock } from '@ferry/runtime';
-import { startRedis, waitFor } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '@ferry/runtime';
+import { waitFor } from '@ferry/testkit';
 import { contentHash } from '../src/content-hash.js';
 import { openDedupeStore } from '../src/dedupe.js';
 import type { DedupeEntry } from '../src/dedupe.js';
 import { fleetCounts } from '../src/cluster/fleet-accounting.js';
-import { connectRedis } from '../src/cluster/redis.js';
 import type { RedisClient } from '../src/cluster/redis.js';
 import { dedupeKeys, openSharedDedupeStore, SEQS_PER_BUCKET } from '../src/cluster/shared-dedupe.js';
 import type { SharedDedupeStore } from '../src/cluster/types.js';
 import { dedupeStoreContract } from './dedupe-contract.js';
 import type { DedupeSubject } from './dedupe-contract.js';
+import { useRedis } from './redis-env.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -49,29 +48,9 @@ dedupeStoreContract({
 });
 
 describe('on Redis', () => {
-  let server: ServerHandle;
-  const clients: RedisClient[] = [];
-  beforeAll(async () => {
-    server = await startRedis();
-  });
-  afterAll(async () => {
-    for (const c of clients.splice(0)) c.disconnect();
-    await server?.stop();
-  });
-  afterEach(async () => {
-    for (const c of clients.splice(0)) await c.quit().catch(() => c.disconnect());
-  });
-
-  /** A connection as the ingestor makes it (connectRedis), closed after the test. */
-  function connect(): RedisClient {
-    const client = connectRedis({ url: server.url, name: 'test', logger: silentLogger(), clock: systemClock });
-    clients.push(client);
-    return client;
-  }
-
-  let prefixes = 0;
-  /** Each test its own deployment in the one Redis. */
-  const freshPrefix = (): string => `t${++prefixes}:`;
+  const redisEnv = useRedis('t');
+  const connect = (): RedisClient => redisEnv.connect();
+  const freshPrefix = (): string => redisEnv.freshPrefix();
 
   function sharedStore(keyPrefix: string, windowPerGateway = 100_000): SharedDedupeStore {
     return openSharedDedupeStore({ redis: connect(), keyPrefix, windowPerGateway, logger: silentLogger() });
@@ -199,13 +178,13 @@ describe('on Redis', () => {
       const store = sharedStore(prefix);
       store.record([written('gw', 0)]);
       await store.flush();
-      await server.kill();
+      await redisEnv.server.kill();
       // Recorded during the outage: nothing throws, flush waits.
       store.record(range(1, 300).map((seq) => written('gw', seq)));
       store.record([refused('gw', 400, 'r')]);
       let flushed = false;
       const flushing = store.flush().then(() => (flushed = true));
-      await server.restart();
+      await redisEnv.server.restart();
       await waitFor(() => flushed, { timeoutMs: 20_000, what: 'the records sent after the restart' });
       await flushing;
       // No persistence in this Redis: what was there before the kill is gone, what was sent after arrived.

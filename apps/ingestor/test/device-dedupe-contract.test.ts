@@ -4,19 +4,18 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import type { DeviceReading } from '@ferry/protocol';
-import { silentLogger, systemClock } from '@ferry/runtime';
-import { startRedis, waitFor } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { silentLogger } from '@ferry/runtime';
+import { waitFor } from '@ferry/testkit';
 import { deviceIdentity, openDeviceDedupeStore } from '../src/device-dedupe.js';
 import type { DeviceIdentity } from '../src/device-dedupe.js';
-import { connectRedis } from '../src/cluster/redis.js';
 import type { RedisClient } from '../src/cluster/redis.js';
 import { deviceKeys, openSharedDeviceDedupeStore } from '../src/cluster/shared-device-dedupe.js';
 import type { SharedDeviceDedupeStore } from '../src/cluster/types.js';
 import { deviceDedupeStoreContract } from './dedupe-contract.js';
 import type { DeviceDedupeSubject } from './dedupe-contract.js';
+import { useRedis } from './redis-env.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -48,27 +47,9 @@ deviceDedupeStoreContract({
 });
 
 describe('on Redis', () => {
-  let server: ServerHandle;
-  const clients: RedisClient[] = [];
-  beforeAll(async () => {
-    server = await startRedis();
-  });
-  afterAll(async () => {
-    for (const c of clients.splice(0)) c.disconnect();
-    await server?.stop();
-  });
-  afterEach(async () => {
-    for (const c of clients.splice(0)) await c.quit().catch(() => c.disconnect());
-  });
-
-  function connect(): RedisClient {
-    const client = connectRedis({ url: server.url, name: 'test', logger: silentLogger(), clock: systemClock });
-    clients.push(client);
-    return client;
-  }
-
-  let prefixes = 0;
-  const freshPrefix = (): string => `d${++prefixes}:`;
+  const redisEnv = useRedis('d');
+  const connect = (): RedisClient => redisEnv.connect();
+  const freshPrefix = (): string => redisEnv.freshPrefix();
 
   function sharedStore(keyPrefix: string, windowMs = 3_600_000, maxEntries = 100_000): SharedDeviceDedupeStore {
     return openSharedDeviceDedupeStore({ redis: connect(), keyPrefix, windowMs, maxEntries, logger: silentLogger() });
@@ -164,12 +145,12 @@ describe('on Redis', () => {
       const store = sharedStore(prefix);
       store.record([identity('gw', 0)], Date.now());
       await store.flush();
-      await server.kill();
+      await redisEnv.server.kill();
       const during = Array.from({ length: 100 }, (_, i) => identity('gw', 1 + i));
       store.record(during, Date.now());
       let flushed = false;
       const flushing = store.flush().then(() => (flushed = true));
-      await server.restart();
+      await redisEnv.server.restart();
       await waitFor(() => flushed, { timeoutMs: 20_000, what: 'the identities sent after the restart' });
       await flushing;
       const next = sharedStore(prefix);

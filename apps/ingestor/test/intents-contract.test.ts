@@ -4,16 +4,13 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { ManualClock, silentLogger } from '@ferry/runtime';
-import { startRedis } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
 import { openDedupeStore } from '../src/dedupe.js';
 import { intentRuns, openSqliteIntentLog, Suspects } from '../src/intents.js';
 import type { IntentLog } from '../src/intents.js';
-import { connectRedis } from '../src/cluster/redis.js';
-import type { RedisClient } from '../src/cluster/redis.js';
 import { openSharedIntentLog, parseNote } from '../src/cluster/shared-intents.js';
+import { useRedis } from './redis-env.js';
 
 describe('intent runs', () => {
   it('groups consecutive keys of one source and starts a new run on a gap or another source', () => {
@@ -196,21 +193,10 @@ contract('SQLite (one ingestor)', async (clock) => {
 });
 
 describe('on Redis', () => {
-  let server: ServerHandle;
-  const clients: RedisClient[] = [];
-  beforeAll(async () => {
-    server = await startRedis();
-  });
-  afterAll(async () => {
-    for (const c of clients.splice(0)) c.disconnect();
-    await server?.stop();
-  });
-
-  let deployments = 0;
+  const redisEnv = useRedis('i');
   let members = 0;
   function redisSubject(keyPrefix: string, clock: ManualClock): Subject {
-    const redis = connectRedis({ url: server.url, name: 'intents-test', logger: silentLogger(), clock });
-    clients.push(redis);
+    const redis = redisEnv.connect(clock);
     const log = openSharedIntentLog({ redis, keyPrefix, memberId: `member-${members++}`, clock, logger: silentLogger() });
     return {
       log,
@@ -229,13 +215,12 @@ describe('on Redis', () => {
     };
   }
 
-  contract('Redis (shared by the ingestors)', async (clock) => redisSubject(`t${deployments++}:`, clock));
+  contract('Redis (shared by the ingestors)', async (clock) => redisSubject(redisEnv.freshPrefix(), clock));
 
   it('drops a note older than its maximum age on load, and never calls its own notes suspects', async () => {
     const clock = new ManualClock(10_000_000);
-    const redis = connectRedis({ url: server.url, name: 'intents-test', logger: silentLogger(), clock });
-    clients.push(redis);
-    const keyPrefix = `age${deployments++}:`;
+    const redis = redisEnv.connect(clock);
+    const keyPrefix = redisEnv.freshPrefix();
     const writer = openSharedIntentLog({ redis, keyPrefix, memberId: 'writer', clock, logger: silentLogger(), maxAgeMs: 60_000 });
     await writer.begin([{ source: 'gw', first: 1, last: 1 }]);
     await writer.load('gw');
@@ -250,9 +235,8 @@ describe('on Redis', () => {
 
   it('waits, before asking the database, until a live member that lost the gateway ended its note or left', async () => {
     const clock = new ManualClock(20_000_000);
-    const redis = connectRedis({ url: server.url, name: 'intents-test', logger: silentLogger(), clock });
-    clients.push(redis);
-    const keyPrefix = `live${deployments++}:`;
+    const redis = redisEnv.connect(clock);
+    const keyPrefix = redisEnv.freshPrefix();
     const live = new Set(['stalled', 'dead']);
     const stalled = openSharedIntentLog({ redis, keyPrefix, memberId: 'stalled', clock, logger: silentLogger() });
     const dead = openSharedIntentLog({ redis, keyPrefix, memberId: 'dead', clock, logger: silentLogger() });
@@ -278,9 +262,8 @@ describe('on Redis', () => {
 
   it("covers a holder's batches in flight from their prefetch on, begun or not, until it has none left", async () => {
     const clock = new ManualClock(30_000_000);
-    const redis = connectRedis({ url: server.url, name: 'intents-test', logger: silentLogger(), clock });
-    clients.push(redis);
-    const keyPrefix = `batch${deployments++}:`;
+    const redis = redisEnv.connect(clock);
+    const keyPrefix = redisEnv.freshPrefix();
     const holder = openSharedIntentLog({ redis, keyPrefix, memberId: 'holder', clock, logger: silentLogger() });
     await holder.noteBatch('gw', [3, 1, 2]);
     await holder.noteBatch('gw', [4, 5, 9]);

@@ -5,23 +5,21 @@
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { silentLogger, systemClock } from '@ferry/runtime';
-import { startRedis } from '@ferry/testkit';
-import type { ServerHandle } from '@ferry/testkit';
+import { afterAll, describe, expect, it } from 'vitest';
+import { silentLogger } from '@ferry/runtime';
 import { openDedupeStore } from '../src/dedupe.js';
 import type { DedupeEntry } from '../src/dedupe.js';
 import { openSqliteRollupStore } from '../src/rollup-store.js';
 import type { RollupPointItem, RollupSave } from '../src/rollup-store.js';
 import { fleetCounts } from '../src/cluster/fleet-accounting.js';
 import { leaseKey } from '../src/cluster/leases.js';
-import { connectRedis } from '../src/cluster/redis.js';
 import type { RedisClient } from '../src/cluster/redis.js';
 import { openSharedDedupeStore } from '../src/cluster/shared-dedupe.js';
 import { openSharedRollupStore, rollupKeys } from '../src/cluster/shared-rollups.js';
 import type { SharedRollupStore } from '../src/cluster/shared-rollups.js';
 import { rollupStoreContract } from './rollup-store-contract.js';
 import type { RollupStoreSubject } from './rollup-store-contract.js';
+import { useRedis } from './redis-env.js';
 
 const dirs: string[] = [];
 afterAll(() => {
@@ -63,27 +61,9 @@ rollupStoreContract({
 });
 
 describe('on Redis', () => {
-  let server: ServerHandle;
-  const clients: RedisClient[] = [];
-  beforeAll(async () => {
-    server = await startRedis();
-  });
-  afterAll(async () => {
-    for (const c of clients.splice(0)) c.disconnect();
-    await server?.stop();
-  });
-  afterEach(async () => {
-    for (const c of clients.splice(0)) await c.quit().catch(() => c.disconnect());
-  });
-
-  function connect(): RedisClient {
-    const client = connectRedis({ url: server.url, name: 'test', logger: silentLogger(), clock: systemClock });
-    clients.push(client);
-    return client;
-  }
-
-  let prefixes = 0;
-  const freshPrefix = (): string => `r${++prefixes}:`;
+  const redisEnv = useRedis('r');
+  const connect = (): RedisClient => redisEnv.connect();
+  const freshPrefix = (): string => redisEnv.freshPrefix();
   let members = 0;
 
   interface Member {
