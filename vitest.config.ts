@@ -12,6 +12,7 @@ const NOT_SHIFTABLE = [
   'test/e2e.test.ts',
   'test/faults/scale-out.test.ts',
   'apps/ingestor/test/sink-down.test.ts',
+  'apps/ingestor/test/crash.test.ts',
   'packages/testkit/test/servers.test.ts',
   'test/deploy/docker.test.ts',
   // Chromium fails under libfaketime (a recursive clock_gettime in its allocator). Redis would
