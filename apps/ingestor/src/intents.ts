@@ -11,6 +11,7 @@
 //
 // Keys: a gateway's seqs, or a direct device's journal rows under DIRECT_SOURCE.
 import type Database from 'better-sqlite3';
+import type { WriterIntents } from './write.js';
 
 /** Consecutive keys first..last of one source that one chunk is writing. */
 export interface IntentRun {
@@ -30,11 +31,12 @@ export interface Intent {
 const MAX_RUN = 10_000;
 
 /** Pure: the keys of a chunk's items as runs of consecutive keys per source, in the order they come. */
-export function intentRuns<T>(items: readonly T[], keyOf: (item: T) => { readonly source: string; readonly seq: number }): IntentRun[] {
+export function intentRuns<T>(items: readonly T[], sourceOf: (item: T) => string, seqOf: (item: T) => number): IntentRun[] {
   const runs: { source: string; first: number; last: number }[] = [];
   let run: { source: string; first: number; last: number } | undefined;
   for (const item of items) {
-    const { source, seq } = keyOf(item);
+    const source = sourceOf(item);
+    const seq = seqOf(item);
     if (run && run.source === source && seq === run.last + 1 && seq - run.first < MAX_RUN) run.last = seq;
     else runs.push((run = { source, first: seq, last: seq }));
   }
@@ -85,20 +87,19 @@ export class Suspects {
 
   /** When the database may be asked about this key (Suspect.askAfter), or undefined when no orphan run covers it (or it was settled). */
   covering(source: string, seq: number): number | undefined {
-    if (this.count === 0) return undefined;
-    const list = this.bySource.get(source);
-    if (!list) return undefined;
-    for (const r of list) if (seq >= r.first && seq <= r.last && !r.settled.has(seq)) return r.askAfter;
-    return undefined;
+    return this.find(source, seq)?.askAfter;
   }
 
   /** The id of the orphan run covering this key (not settled yet), or undefined. */
   runOf(source: string, seq: number): string | undefined {
+    return this.find(source, seq)?.id;
+  }
+
+  private find(source: string, seq: number): SuspectRun | undefined {
     if (this.count === 0) return undefined;
     const list = this.bySource.get(source);
     if (!list) return undefined;
-    for (const r of list) if (seq >= r.first && seq <= r.last && !r.settled.has(seq)) return r.id;
-    return undefined;
+    return list.find((r) => seq >= r.first && seq <= r.last && !r.settled.has(seq));
   }
 
   /** The key was settled (written, found in the database, or refused): returns the ids of runs now fully settled. */
@@ -120,17 +121,31 @@ export class Suspects {
     return done;
   }
 
-  /** Drops a source's runs (its window moved past them, or the log let them go); returns their ids. */
-  drop(source: string, keep: (run: { first: number; last: number; askAfter: number }) => boolean = () => false): string[] {
+  /** Drops a source's runs (its gateway went to another ingestor, which loads them itself); returns their ids. */
+  drop(source: string): string[] {
     const list = this.bySource.get(source);
     if (!list) return [];
-    const dropped = list.filter((r) => !keep(r));
-    const kept = list.filter((r) => keep(r));
-    this.count -= dropped.length;
-    if (kept.length === 0) this.bySource.delete(source);
-    else this.bySource.set(source, kept);
-    return dropped.map((r) => r.id);
+    this.bySource.delete(source);
+    this.count -= list.length;
+    return list.map((r) => r.id);
   }
+}
+
+/**
+ * The writer's view of a log (write.ts): chunks begun as runs, suspects looked up by key. `begin`
+ * wraps the note (the pipeline reports its storage outcome).
+ */
+export function writerIntents<T>(
+  log: IntentLog,
+  key: { readonly source: (item: T) => string; readonly seq: (item: T) => number },
+  begin: (note: () => Intent | Promise<Intent>) => unknown = (note) => note(),
+): WriterIntents<T> {
+  const waitForWriters = log.waitForWriters?.bind(log);
+  return {
+    begin: (chunk) => begin(() => log.begin(intentRuns(chunk, key.source, key.seq))),
+    askAfter: (item) => log.suspects.covering(key.source(item), key.seq(item)),
+    waitForWriters: waitForWriters && ((items) => waitForWriters(items.map((item) => ({ source: key.source(item), seq: key.seq(item) })))),
+  };
 }
 
 /**

@@ -32,7 +32,7 @@ import type { ReadingProcessor } from './process.js';
 import type { ConfirmedReading, Rollups } from './rollup.js';
 import { createReplay } from './replay.js';
 import { createWriter } from './write.js';
-import { intentRuns } from './intents.js';
+import { writerIntents } from './intents.js';
 import type { Intent, IntentLog } from './intents.js';
 import type { WritePolicy, Writer, WriterEvents } from './write.js';
 import { BatchTracker, envelopeRejectionAck } from './ack.js';
@@ -222,8 +222,8 @@ export interface Pipeline {
 const WRITTEN: ReadingOutcome = { kind: 'written' };
 
 /** What a reading's write intent is keyed by: its gateway's seq, or a direct reading's journal row. */
-function intentKey(item: PendingWrite): { source: string; seq: number } {
-  return { source: item.origin === 'direct' ? DIRECT_SOURCE : item.gatewayId, seq: item.seq };
+function intentSource(item: PendingWrite): string {
+  return item.origin === 'direct' ? DIRECT_SOURCE : item.gatewayId;
 }
 const DUPLICATE: ReadingOutcome = { kind: 'duplicate' };
 
@@ -274,11 +274,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     policy: options.write,
     clock,
     confirm,
-    intents: intentLog && {
-      begin: (chunk) => recordIn('dedupe', () => intentLog.begin(intentRuns(chunk, intentKey))),
-      askAfter: (item) => intentLog.suspects.covering(intentKey(item).source, item.seq),
-      waitForWriters: intentLog.waitForWriters && ((items) => intentLog.waitForWriters!(items.map(intentKey))),
-    },
+    intents: intentLog && writerIntents(intentLog, { source: intentSource, seq: (item) => item.seq }, (note) => recordIn('dedupe', note)),
     events,
   });
 
@@ -363,7 +359,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       rollups && rolled.length > 0 ? rollups.commit(rolled, recordAll) : dedupe.database ? dedupe.database.transaction(recordAll)() : recordAll(),
     );
     for (const item of chunk) recorded.add(item);
-    if (intentLog && intentLog.suspects.size > 0) for (const item of chunk) intentLog.settled(intentKey(item).source, item.seq);
+    if (intentLog && intentLog.suspects.size > 0) for (const item of chunk) intentLog.settled(intentSource(item), item.seq);
     const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(identities, clock.now()));
     if (pruned > 0) events.pruned?.(pruned);
     if (devicePruned > 0) events.devicePruned?.(devicePruned);

@@ -22,7 +22,7 @@ describe('intent runs', () => {
       { source: 'a', seq: 4 },
       { source: 'a', seq: 9 },
     ];
-    expect(intentRuns(keys, (k) => k)).toEqual([
+    expect(intentRuns(keys, (k) => k.source, (k) => k.seq)).toEqual([
       { source: 'a', first: 1, last: 3 },
       { source: 'b', first: 3, last: 3 },
       { source: 'a', first: 4, last: 4 },
