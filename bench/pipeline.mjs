@@ -326,6 +326,8 @@ async function startFerrySide(dir, vm) {
           uplink: { url: brokerUrl },
           http: { host: '127.0.0.1', port: gatewayHttp },
           logLevel: 'info',
+          // BENCH_GATEWAY_BATCH='{"lingerMs":100}': the gateway's `batch` settings, to measure their effect.
+          ...(process.env.BENCH_GATEWAY_BATCH ? { batch: JSON.parse(process.env.BENCH_GATEWAY_BATCH) } : {}),
         },
         dir,
         gatewayHttp,
@@ -343,6 +345,11 @@ async function startFerrySide(dir, vm) {
   return {
     url: `mqtt://127.0.0.1:${devicePort}`,
     pids: { gateway: gateway.pid, broker: broker.pid, ingestor: ingestor.pid },
+    /** Batches the ingestor accepted and their readings, from its /metrics. */
+    async batches() {
+      const text = await (await fetch(`http://127.0.0.1:${ingestorHttp}/metrics`)).text();
+      return { count: metric(text, 'ferry_ingestor_batch_readings_count'), readings: metric(text, 'ferry_ingestor_batch_readings_sum') };
+    },
     async stop() {
       // Devices' side first, as a site would go down.
       await gateway.stop();
@@ -547,6 +554,7 @@ async function runRound(side, index, opts, baseDir) {
     await warmUp(stack.url, vm);
     const pids = { ...stack.pids, victoriaMetrics: vm.pid };
     const cpuBefore = Object.fromEntries(Object.entries(pids).map(([k, pid]) => [k, cpuMsOf(pid)]));
+    const batchesBefore = await stack.batches?.();
     const benchCpuBefore = process.cpuUsage();
     const busyBefore = machineBusyMs();
     const cpuStartedAt = performance.now();
@@ -587,6 +595,8 @@ async function runRound(side, index, opts, baseDir) {
     const roundMs = performance.now() - cpuStartedAt;
     const othersCores = Math.max(0, machineBusyMs() - busyBefore - serversCpuMs - benchCpuMs) / roundMs;
     const per10k = (ms) => Math.round((ms / Math.max(count, 1)) * 10_000);
+    const batchesAfter = await stack.batches?.();
+    const batches = batchesBefore && batchesAfter ? batchesAfter.count - batchesBefore.count : undefined;
     const result = {
       round: index + 1,
       side,
@@ -597,6 +607,7 @@ async function runRound(side, index, opts, baseDir) {
       publishAckedPerSec: Math.round(pub.acked / ackSeconds),
       cpuMsPer10k: Object.fromEntries(Object.entries(cpuMs).map(([k, v]) => [k, per10k(v)])),
       serversCpuMsPer10k: per10k(serversCpuMs),
+      ...(batches === undefined ? {} : { ingestorBatches: batches, readingsPerBatch: Math.round((batchesAfter.readings - batchesBefore.readings) / Math.max(batches, 1)) }),
       publisherCpuMsPer10k: per10k(benchCpuMs),
       // Cores' worth of CPU that processes outside this bench took while the round ran.
       otherProcessesCores: round2(othersCores),
