@@ -78,6 +78,28 @@ function authError(reason: ConnectRefusal): AuthenticateError {
     : Object.assign(new Error('bad user name or password'), { returnCode: 4 as const });
 }
 
+type RelayCallback = (error?: Error) => void;
+type AedesPublish = (packet: Parameters<Aedes['publish']>[0], client: Client | RelayCallback | null, done?: RelayCallback) => void;
+
+/**
+ * After authorizePublish took a device publish (stored or dead-lettered it) and aedes sent the
+ * PUBACK, aedes would still relay it: match its topic against the subscriptions twice (offline
+ * queues, then the emitter) and allocate a packet copy, promises and closures for it, per publish,
+ * only for authorizeForward to drop every delivery. Device topics skip that relay; aedes's own
+ * `$SYS` publishes (heartbeat, client takeover, which its will handling relies on) still take it.
+ */
+export function skipRelay(broker: Aedes): void {
+  const relay = broker.publish.bind(broker) as unknown as AedesPublish;
+  const publish: AedesPublish = (packet, client, done) => {
+    if (packet.topic.startsWith('$SYS')) {
+      relay(packet, client, done);
+      return;
+    }
+    (typeof client === 'function' ? client : done)?.();
+  };
+  broker.publish = publish;
+}
+
 export async function listenForDevices(options: DeviceListenerOptions): Promise<DeviceListener> {
   const { logger, onMessage, access } = options;
   // The user each connected device logged in as, for the per-device rule on its publishes: one
@@ -119,6 +141,7 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
     authorizeForward: () => null,
   });
   broker.on('clientError', (client, err) => logger.debug({ clientId: client.id, err: err.message }, 'device connection error'));
+  skipRelay(broker);
 
   const readLimit = maxPacketBytes(deviceReadLimit(options.maxPayloadBytes));
   const server: Server = createServer((socket) => {

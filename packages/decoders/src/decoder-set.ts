@@ -1,7 +1,7 @@
 // The decoders a gateway (or ingestor) uses, one per configured pattern: the first pattern that
 // matches a topic decodes it. State of stateful formats lives here, so each gateway has its own.
 import { compilePattern, defaultLimits, topicProblem } from '@ferry/protocol';
-import type { CompiledPattern, Limits } from '@ferry/protocol';
+import type { CompiledPattern, DeviceReading, Limits } from '@ferry/protocol';
 import { compileIgnoreFilter, formatConfigSchema, namesDevice } from './config.js';
 import type { FormatConfig, FormatConfigInput, FormatName } from './config.js';
 import { ignored } from './decoder.js';
@@ -42,8 +42,29 @@ const FACTORIES: Record<FormatName, () => Decoder> = {
  * it reports would sit before the same session's online (in the database and in health order).
  */
 export function datedAtArrival(outcome: DecodeOutcome, receivedAt: number): DecodeOutcome {
-  if (!outcome.readings.some((r) => r.kind === 'status' && (r.ts !== receivedAt || r.tsSource !== 'gateway'))) return outcome;
+  if (!hasStatusToDate(outcome.readings, receivedAt)) return outcome;
   return { ...outcome, readings: outcome.readings.map((r) => (r.kind === 'status' ? { ...r, ts: receivedAt, tsSource: 'gateway' as const } : r)) };
+}
+
+/** Whether a status reading is not yet dated at its arrival (a loop: this runs per message). */
+function hasStatusToDate(readings: readonly DeviceReading[], receivedAt: number): boolean {
+  for (let i = 0; i < readings.length; i += 1) {
+    const r = readings[i]!;
+    if (r.kind === 'status' && (r.ts !== receivedAt || r.tsSource !== 'gateway')) return true;
+  }
+  return false;
+}
+
+/**
+ * A decoder's outcome with the pattern that routed it. The usual outcome (readings, no rejection,
+ * not ignored) is built as one literal: spreading it cost more per message than the decoding
+ * around it. Others keep every key the decoder set.
+ */
+function routedOutcome(outcome: DecodeOutcome, deviceId: string, config: FormatConfig): DecoderSetOutcome {
+  if (outcome.rejection === undefined && outcome.ignored === undefined) {
+    return { readings: outcome.readings, dropped: outcome.dropped, deviceId, pattern: config.pattern, format: config.format };
+  }
+  return { ...outcome, deviceId, pattern: config.pattern, format: config.format };
 }
 
 /** A fresh decoder for a format; stateful formats start with empty state. */
@@ -185,7 +206,7 @@ export function createDecoderSet(patterns: readonly FormatConfigInput[]): Decode
           return { ...ignored(entry.config.reason ?? entry.config.pattern, match.deviceId === '' ? undefined : match.deviceId), pattern: entry.config.pattern };
         }
         const outcome = entry.decoder.decode({ topic, payload, match, receivedAt, limits, options: route.options });
-        return { ...datedAtArrival(outcome, receivedAt), deviceId: outcome.deviceId ?? match.deviceId, pattern: entry.config.pattern, format: entry.config.format };
+        return routedOutcome(datedAtArrival(outcome, receivedAt), outcome.deviceId ?? match.deviceId, entry.config);
       }
       return {
         readings: [],

@@ -55,4 +55,18 @@ describe('remembered routes', () => {
     expect(set.decode(bad, payload(1), 1_700_000_000_000).rejection?.code).toBe('FERRY_ERR_PAYLOAD_ENCODING');
     expect(set.decode(bad, payload(1), 1_700_000_000_000).rejection?.code).toBe('FERRY_ERR_PAYLOAD_ENCODING');
   });
+
+  it('names the pattern and format of every decoded outcome, and keeps a rejection or an ignore reason', () => {
+    const routed = createDecoderSet([
+      { pattern: 'devices/{deviceId}/telemetry' },
+      { pattern: 'tele/{deviceId}/+', format: 'tasmota' },
+      { pattern: 'meta/{deviceId}', action: 'ignore', reason: 'metadata' },
+    ]);
+    const usual = routed.decode('devices/d1/telemetry', Buffer.from('{"metrics":{"t":1}}'), 1_000);
+    expect(usual).toEqual({ readings: [expect.objectContaining({ deviceId: 'd1', metrics: { t: 1 } })], dropped: [], deviceId: 'd1', pattern: 'devices/{deviceId}/telemetry', format: 'ferry' });
+    const refused = routed.decode('devices/d1/telemetry', Buffer.from('not json'), 1_000);
+    expect(refused).toMatchObject({ readings: [], deviceId: 'd1', pattern: 'devices/{deviceId}/telemetry', format: 'ferry', rejection: { code: 'FERRY_ERR_PAYLOAD_JSON' } });
+    const skipped = routed.decode('meta/d1', Buffer.from('x'), 1_000);
+    expect(skipped).toMatchObject({ readings: [], ignored: 'metadata', deviceId: 'd1', pattern: 'meta/{deviceId}' });
+  });
 });

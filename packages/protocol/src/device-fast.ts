@@ -9,9 +9,13 @@ import type { Limits } from './limits.js';
 import type { DecodeResult } from './device.js';
 import type { DeviceReading, MetricValue } from './reading.js';
 import { checkReadingLimits, fieldLimitRejection } from './reading.js';
+import type { Rejection } from './reading.js';
 import { fieldRejection, RESERVED_KEYS, tagRejection } from './names.js';
 import { CLOCK_SYNCED_AFTER_MS, parseDeviceTime } from './device-time.js';
 import { NON_FINITE_MARKER, OUT_OF_RANGE_MARKER } from './device-json.js';
+
+/** A fast-path reading sets nothing aside: one shared empty list instead of one per message. */
+const NOTHING_DROPPED: readonly Rejection[] = Object.freeze([]);
 
 function parse(text: string): unknown {
   try {
@@ -125,5 +129,5 @@ export function decodeNativeFast(text: string, deviceId: string, receivedAt: num
   if (tags !== undefined) reading.tags = tags;
   if (unsynced) reading.flags = ['clock_unsynced'];
   if (checkReadingLimits(reading, limits, receivedAt)) return undefined;
-  return { ok: true, reading, dropped: [] };
+  return { ok: true, reading, dropped: NOTHING_DROPPED };
 }
