@@ -276,13 +276,14 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
 
   function observe(observations: () => readonly HealthObservation[]): void {
     try {
-      for (const { reading, recent: shown } of observations()) {
+      const chunk = observations();
+      // One call for the chunk (one clock read, each device's deadline once): the model takes them in order.
+      const taken = monitor.observeReadings(chunk.map((o) => o.reading));
+      for (let i = 0; i < chunk.length; i++) {
+        const { reading, recent: shown } = chunk[i]!;
         // A device the model does not track has no page (the API answers 404): nothing kept for it.
-        if (!monitor.observeReading(reading)) {
-          refused(reading.deviceId);
-          continue;
-        }
-        if (shown) recent.add(reading.deviceId, shown);
+        if (!taken[i]) refused(reading.deviceId);
+        else if (shown) recent.add(reading.deviceId, shown);
       }
     } catch (err) {
       logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');

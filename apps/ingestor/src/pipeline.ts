@@ -1,39 +1,41 @@
 // The ingestor's data path, one stage per file, in this order:
-//   decode (decode.ts) -> validate (validate.ts) -> dedupe (dedupe.ts) -> process (process.ts)
-//   -> map (map.ts) -> write (write.ts) -> roll up (rollup.ts) -> ack (ack.ts) -> account (accounting.ts)
+//   decode (decode.ts) -> validate (validate.ts) -> dedupe (dedupe.ts, classify.ts) -> process (process.ts)
+//   -> map (map.ts) -> write (write.ts) -> confirm: record, settle (confirm.ts) -> roll up (rollup.ts)
+//   -> ack (ack.ts) -> account (accounting.ts) -> health (readingsWritten: health.ts)
 // Everything up to handing points to the writer is synchronous and never waits on the database,
 // so the MQTT handler that calls `accept` returns at once. Readings of devices that publish
-// directly come in through `acceptDirect` (from the journal, journal.ts) and take the same path:
-//   direct decode (direct.ts, the gateway's decoders) -> skew (skew.ts) -> device dedupe
-//   (device-dedupe.ts) -> map -> write; a direct dead letter keeps the message and its topic, and
-//   replays through the same steps (replay.ts: an operator's replay of a dead letter joins at the writer).
+// directly come in through `acceptDirect` (from the journal, journal.ts) and take the same path
+// (direct-path.ts): direct decode (direct.ts, the gateway's decoders) -> skew (skew.ts) -> device
+// dedupe (device-dedupe.ts) -> map -> write; a direct dead letter keeps the message and its topic,
+// and replays through the same steps (replay.ts: an operator's replay of a dead letter joins at the writer).
 // Gateway readings also pass skew.ts and device-dedupe.ts after the gateway-seq dedupe.
+// This file holds the batch path and the queue bounds, and wires the stages together.
 import type { Ack, ErrorCode, Limits, Reading, Rejection } from '@ferry/protocol';
 import { BATCH_VERSION, FerryError, parseUplinkTopic } from '@ferry/protocol';
 import { isDiskFull } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
-import type { DeadLetterStore, NewDeadLetter } from '@ferry/deadletter';
-import type { Point, PointMapping, Sink, SinkWriteResult } from '@ferry/sinks';
+import type { DeadLetterStore } from '@ferry/deadletter';
+import type { Point, PointMapping, Sink } from '@ferry/sinks';
 import { decodeBatchMessage } from './decode.js';
 import type { DecodedMessage } from './decode.js';
 import { seqOf } from './validate.js';
 import type { ValidatedReading, ValidationContext } from './validate.js';
-import { applySkewPolicy, limitsWithoutSkew } from './skew.js';
+import { limitsWithoutSkew } from './skew.js';
 import type { SkewPolicy } from './skew.js';
-import { contentPointSeq, deviceIdentity } from './device-dedupe.js';
+import { deviceIdentity } from './device-dedupe.js';
 import type { DeviceDedupeStore, DeviceIdentity } from './device-dedupe.js';
-import { decodeDirect } from './direct.js';
 import type { DeviceTopics, DirectEntry } from './direct.js';
-import { contentHash } from './content-hash.js';
-import type { DedupeEntry, DedupeStore } from './dedupe.js';
+import type { DedupeStore } from './dedupe.js';
 import { mapReading } from './map.js';
-import { createClassifier, rawJson, refusalsOf } from './classify.js';
+import { createClassifier, refusalsOf } from './classify.js';
 import type { ReadingProcessor } from './process.js';
-import type { ConfirmedReading, Rollups } from './rollup.js';
+import type { Rollups } from './rollup.js';
 import { createReplay } from './replay.js';
 import { createWriter } from './write.js';
 import { writerIntents } from './intents.js';
-import type { Intent, IntentLog } from './intents.js';
+import type { IntentLog } from './intents.js';
+import { createConfirm, intentSource, storageRecorder } from './confirm.js';
+import { createDirectPath, fileLetters } from './direct-path.js';
 import type { WritePolicy, Writer, WriterEvents } from './write.js';
 import { BatchTracker, envelopeRejectionAck } from './ack.js';
 import type { ReadingOutcome } from './ack.js';
@@ -44,8 +46,7 @@ export interface Party {
   settle(seq: number | null, outcome: ReadingOutcome): void;
 }
 
-/** The accounting source of readings from devices that publish directly: a '/' is never in a gateway id. */
-export const DIRECT_SOURCE = '/direct';
+export { DIRECT_SOURCE } from './direct-path.js';
 
 /** A reading handed to the writer and not yet settled. */
 export interface PendingWrite {
@@ -219,14 +220,6 @@ export interface Pipeline {
   stop(timeoutMs: number): Promise<boolean>;
 }
 
-const WRITTEN: ReadingOutcome = { kind: 'written' };
-
-/** What a reading's write intent is keyed by: its gateway's seq, or a direct reading's journal row. */
-function intentSource(item: PendingWrite): string {
-  return item.origin === 'direct' ? DIRECT_SOURCE : item.gatewayId;
-}
-const DUPLICATE: ReadingOutcome = { kind: 'duplicate' };
-
 export function createPipeline(options: PipelineOptions): Pipeline {
   const { dedupe, deadLetters, accounting, clock, logger, events = {} } = options;
   const deviceDedupe: DeviceDedupeStore = options.deviceDedupe ?? { lookup: () => undefined, record: () => 0, held: 0, close: () => undefined };
@@ -240,7 +233,6 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const pendingSince = new Map<BatchTracker, number>();
   let pendingBatches = 0;
   let pendingReadings = 0;
-  let pendingDirect = 0;
   /** Batches waiting for their shared records (options.shared). */
   let prefetching = 0;
   /** Batches per gateway taken and not acked yet (prefetching or tracked): when its lease may go. */
@@ -269,6 +261,22 @@ export function createPipeline(options: PipelineOptions): Pipeline {
   const { check, classify, classifyDevice } = createClassifier({ limits: options.limits, skewPolicy, dedupe, deviceDedupe, inMemory, inMemoryDevice, build, events });
 
   const intentLog = options.intents;
+  const recordIn = storageRecorder(events);
+  const confirm = createConfirm({
+    dedupe,
+    deviceDedupe,
+    deadLetters,
+    rollups,
+    intents: intentLog,
+    pointsMayBeMissing: processor !== undefined || rollups !== undefined,
+    sinkDescription: options.sink.description,
+    inMemory,
+    inMemoryDevice,
+    recordIn,
+    clock,
+    logger,
+    events,
+  });
   const writer: Writer<PendingWrite> = createWriter<PendingWrite>({
     sink: options.sink,
     policy: options.write,
@@ -277,114 +285,24 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     intents: intentLog && writerIntents(intentLog, { source: intentSource, seq: (item) => item.seq }, (note) => recordIn('dedupe', note)),
     events,
   });
-
-  /** Readings whose refusal is filed as a dead letter already: a confirmation run again does not file it twice. */
-  const filed = new WeakSet<PendingWrite>();
-  /** Readings whose seqs and rollup windows are committed: a confirmation run again does not roll them up twice. */
-  const recorded = new WeakSet<PendingWrite>();
-
-  /** One write to a local store, reported to `events.storage` either way; a failure is thrown on. */
-  function recordIn<T>(store: LocalStore, write: () => T): T {
-    let result: T;
-    try {
-      result = write();
-    } catch (err) {
-      events.storage?.(store, err);
-      throw err;
-    }
-    events.storage?.(store);
-    return result;
-  }
-
-  /** Runs when the sink confirmed a chunk: file refusals, record every seq, then settle. */
-  function confirm(chunk: readonly PendingWrite[], result: SinkWriteResult, intent: unknown): void {
-    const refused = new Map<number, string>();
-    for (const r of result.rejected) refused.set(r.index, r.reason);
-    const points = processor || rollups ? chunk.reduce((n, item) => (item.point ? n + 1 : n), 0) : chunk.length;
-    if (result.written + refused.size !== points) {
-      logger.warn({ points, written: result.written, rejected: refused.size }, 'sink result does not add up; going by the rejected indices');
-    }
-    const rolled: ConfirmedReading[] = [];
-    const letters: NewDeadLetter[] = [];
-    const letterItems: PendingWrite[] = [];
-    const entries: DedupeEntry[] = [];
-    const identities: DeviceIdentity[] = [];
-    chunk.forEach((item, index) => {
-      const reason = refused.get(index);
-      if (reason === undefined) {
-        if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'written' });
-        if (item.device) identities.push(item.device);
-        if (item.rolled && !recorded.has(item)) {
-          // A direct reading has no dedupe.db record: its identity is kept with the windows instead.
-          rolled.push({ gatewayTag: item.gatewayId, reading: item.rolled, ...(item.origin === 'direct' ? { once: `${item.deviceId}\u0000${item.hash}` } : {}) });
-        }
-        return;
-      }
-      if (item.origin === 'gateway') entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason });
-      if (item.deadLetterOnRefusal && !filed.has(item)) {
-        letterItems.push(item);
-        const refusal = { code: 'FERRY_ERR_SINK_REJECTED' as const, reason, issues: [{ database: options.sink.description, message: reason }] };
-        letters.push(
-          item.message
-            ? directLetter(item.message, refusal, item.deviceId)
-            : {
-                source: item.origin === 'gateway' ? { gatewayId: item.gatewayId, deviceId: item.deviceId, seq: item.seq } : { deviceId: item.deviceId },
-                ...refusal,
-                payload: rawJson(item.raw),
-              },
-        );
-      }
-    });
-    // Each may throw (a full disk); nothing is settled yet then, and the writer comes back here
-    // with the same result. So every step is one a second pass may repeat: dead letters are
-    // filed once per reading (`filed`), the seqs with the rollup windows once per chunk
-    // (`recorded`; an idempotent upsert besides), device identities idempotently. The order
-    // matters across a crash too: the windows commit before the device identities, so a crash in
-    // between leaves a reading that is counted (its seq, or its rollup `once` key, stops a second
-    // count when it comes again), never one that device dedupe calls a duplicate uncounted.
-    if (letters.length > 0) {
-      recordIn('deadletters', () => deadLetters.addMany(letters));
-      for (const item of letterItems) filed.add(item);
-      events.deadLettered?.('FERRY_ERR_SINK_REJECTED', letters.length);
-    }
-    // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted
-    // once. The chunk's write intent ends there too: after a crash, either the records say what the
-    // database holds, or the intent still marks its readings for a look in the database.
-    const recordAll = (): number => {
-      const n = dedupe.record(entries);
-      if (intentLog && intent) intentLog.end(intent as Intent);
-      return n;
-    };
-    const pruned = recordIn('dedupe', () =>
-      rollups && rolled.length > 0 ? rollups.commit(rolled, recordAll) : dedupe.database ? dedupe.database.transaction(recordAll)() : recordAll(),
-    );
-    for (const item of chunk) recorded.add(item);
-    if (intentLog && intentLog.suspects.size > 0) for (const item of chunk) intentLog.settled(intentSource(item), item.seq);
-    const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(identities, clock.now()));
-    if (pruned > 0) events.pruned?.(pruned);
-    if (devicePruned > 0) events.devicePruned?.(devicePruned);
-    const written: { gatewayId: string; origin: 'gateway' | 'direct'; reading: unknown; point: Point | null }[] = [];
-    // A chunk holds runs of one gateway's readings: its map is looked up again only when the gateway changes.
-    let perGatewayOf: string | undefined;
-    let perGateway: Map<number, PendingWrite> | undefined;
-    for (let index = 0; index < chunk.length; index++) {
-      const item = chunk[index]!;
-      if (item.origin === 'gateway') {
-        if (item.gatewayId !== perGatewayOf) {
-          perGatewayOf = item.gatewayId;
-          perGateway = inMemory.get(item.gatewayId);
-        }
-        perGateway?.delete(item.seq);
-      }
-      if (item.device) inMemoryDevice.delete(item.device.slot);
-      const reason = refused.get(index);
-      const outcome: ReadingOutcome = reason === undefined ? WRITTEN : { kind: 'rejected', code: 'FERRY_ERR_SINK_REJECTED', reason };
-      item.owner.settle(item.seq, outcome);
-      for (const copy of item.copies) copy.settle(item.seq, reason === undefined ? DUPLICATE : outcome);
-      if (reason === undefined) written.push({ gatewayId: item.gatewayId, origin: item.origin, reading: item.raw, point: item.point });
-    }
-    events.readingsWritten?.(written);
-  }
+  /** Registers the readings as being written, so a resend or a republish meanwhile waits for them, and hands them to the writer. */
+  const write = (items: PendingWrite[]): void => {
+    for (const item of items) register(item);
+    writer.push(items);
+  };
+  const directPath = createDirectPath({
+    direct: options.direct,
+    limits: options.limits,
+    looseLimits,
+    skewPolicy,
+    classifyDevice,
+    build,
+    deadLetters,
+    accounting,
+    recordIn,
+    events,
+    write,
+  });
 
   function batchParty(tracker: BatchTracker): Party & { arm(): void } {
     let armed = false;
@@ -526,12 +444,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     // Dead letters first: a refusal is acked only once its reading is kept. If this throws,
     // nothing else has changed and the batch is simply not acked.
     const { letters, records } = refusalsOf(classified);
-    if (letters.length > 0) {
-      recordIn('deadletters', () => deadLetters.addMany(letters));
-      const byCode = new Map<ErrorCode, number>();
-      for (const l of letters) byCode.set(l.code, (byCode.get(l.code) ?? 0) + 1);
-      for (const [code, n] of byCode) events.deadLettered?.(code, n);
-    }
+    fileLetters(letters, deadLetters, recordIn, events);
     if (records.length > 0) {
       try {
         const pruned = recordIn('dedupe', () => dedupe.record(records));
@@ -568,13 +481,12 @@ export function createPipeline(options: PipelineOptions): Pipeline {
           break;
         }
         case 'write':
-          register(c.item);
           toWrite.push(c.item);
           break;
       }
     }
     party.arm();
-    writer.push(toWrite);
+    write(toWrite);
     return 'accepted';
   }
 
@@ -586,12 +498,9 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     clock,
     logger,
     writing: (gatewayId, seq) => inMemory.get(gatewayId)?.get(seq),
-    planDirect: (entry, direct, partyFor) => planDirect(entry, direct, partyFor, false),
+    planDirect: (entry, direct, partyFor) => directPath.plan(entry, direct, partyFor, false),
     build,
-    write(items) {
-      for (const item of items) register(item);
-      writer.push(items);
-    },
+    write,
   });
 
   return {
@@ -617,7 +526,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
     },
 
     acceptDirect(entry, settled) {
-      acceptDirectEntry(entry, settled);
+      directPath.accept(entry, settled);
     },
 
     inFlight(gatewayId) {
@@ -630,7 +539,7 @@ export function createPipeline(options: PipelineOptions): Pipeline {
         oldestPendingAt = at;
         break;
       }
-      return { pendingBatches, pendingReadings, pendingDirect, oldestPendingAt, queuedPoints: writer.queued, writingChunks: writer.writing };
+      return { pendingBatches, pendingReadings, pendingDirect: directPath.pending, oldestPendingAt, queuedPoints: writer.queued, writingChunks: writer.writing };
     },
 
     async stop(timeoutMs) {
@@ -642,137 +551,4 @@ export function createPipeline(options: PipelineOptions): Pipeline {
       return drained && rolledUp;
     },
   };
-
-  /** A direct message's dead letter: the message as received, its topic, and its receive time (a replay decodes it as it was). */
-  function directLetter(entry: DirectEntry, r: Rejection, deviceId: string | undefined): NewDeadLetter {
-    return {
-      source: { topic: entry.topic, ...(deviceId !== undefined ? { deviceId } : {}) },
-      code: r.code,
-      reason: r.reason,
-      ...(r.issues ? { issues: r.issues } : {}),
-      payload: entry.payload,
-      at: entry.receivedAt,
-    };
-  }
-
-  /**
-   * Decode, skew policy and device dedupe for one direct message: one unit per reading (or one
-   * refusal for a message that could not be read), each with its own party. No side effects yet
-   * but the skew events: the caller files the dead letters first.
-   */
-  function planDirect(
-    entry: DirectEntry,
-    direct: DirectOptions,
-    partyFor: () => Party,
-    deadLetterOnRefusal: boolean,
-  ): { units: DirectUnit[]; dropped: readonly Rejection[]; deviceId: string | undefined } {
-    const decoded = decodeDirect(entry, direct.topics, looseLimits);
-    const { deviceId } = decoded;
-    if (!decoded.ok) return { units: [{ kind: 'refused', rejection: decoded.rejection, deviceId, party: partyFor() }], dropped: [], deviceId };
-    // Readings of one message (two identical lines of line protocol) dedupe against each other too.
-    const messageDevices = new Map<string, PendingWrite>();
-    const units = decoded.readings.map((decodedReading): DirectUnit => {
-      const party = partyFor();
-      const verdict = applySkewPolicy(decodedReading, options.limits, skewPolicy, entry.receivedAt);
-      if (!verdict.ok) return { kind: 'refused', rejection: verdict.rejection, deviceId: decodedReading.deviceId, party };
-      if (verdict.skewed) events.skewed?.(verdict.skewed);
-      const reading = verdict.reading;
-      // Always defined for a direct reading: at worst (receive time, content).
-      const device = deviceIdentity(reading, 'direct', direct.gatewayTag);
-      const byDevice = classifyDevice(device, messageDevices);
-      switch (byDevice.kind) {
-        case 'conflict':
-          return { kind: 'refused', rejection: { code: 'FERRY_ERR_DUPLICATE_CONFLICT', reason: byDevice.reason }, deviceId: reading.deviceId, party };
-        case 'duplicate':
-          return { kind: 'duplicate', party };
-        case 'copy':
-          return { kind: 'copy', of: byDevice.of, party };
-        case 'new': {
-          const hash = device?.hash ?? contentHash(reading);
-          // The point's sub-millisecond part: the deviceSeq when sent, else from the content, so a
-          // republish maps to the very same point (an overwrite, never a second point).
-          const pointSeq = reading.deviceSeq ?? (device ? contentPointSeq(device) : Number.parseInt(hash.slice(1, 9), 16));
-          const item: PendingWrite = {
-            origin: 'direct',
-            gatewayId: direct.gatewayTag,
-            seq: entry.id,
-            device,
-            hash,
-            ...build({ ...reading, seq: pointSeq }, direct.gatewayTag),
-            deviceId: reading.deviceId,
-            raw: reading,
-            owner: party,
-            deadLetterOnRefusal,
-            copies: [],
-            message: entry,
-          };
-          if (device) messageDevices.set(device.slot, item);
-          return { kind: 'write', item };
-        }
-      }
-    });
-    return { units, dropped: decoded.dropped, deviceId };
-  }
-
-  function acceptDirectEntry(entry: DirectEntry, settled: () => void): void {
-    const direct = options.direct;
-    if (!direct) throw new FerryError('FERRY_ERR_NOT_READY', 'direct devices are not configured');
-    // The journal row goes once every reading of its message is settled.
-    let open = 0;
-    const partyFor = (): Party => {
-      let settledOnce = false;
-      return {
-        settle(_seq, outcome) {
-          if (settledOnce) return;
-          settledOnce = true;
-          pendingDirect--;
-          accounting.settle(DIRECT_SOURCE, outcome.kind === 'rejected' ? { rejected: outcome.code } : outcome.kind);
-          if (--open === 0) settled();
-        },
-      };
-    };
-    const { units, dropped, deviceId } = planDirect(entry, direct, partyFor, true);
-
-    // Kept first: the journal row goes only once its dead letters are safe. If this throws the row stays.
-    const letters = [
-      ...dropped.map((r) => directLetter(entry, { ...r, reason: `${r.reason}; the rest of the reading was kept` }, deviceId)),
-      ...units.flatMap((u) => (u.kind === 'refused' ? [directLetter(entry, u.rejection, u.deviceId)] : [])),
-    ];
-    if (letters.length > 0) {
-      recordIn('deadletters', () => deadLetters.addMany(letters));
-      const byCode = new Map<ErrorCode, number>();
-      for (const l of letters) byCode.set(l.code, (byCode.get(l.code) ?? 0) + 1);
-      for (const [code, n] of byCode) events.deadLettered?.(code, n);
-    }
-
-    if (units.length === 0) {
-      // Nothing to write (a command topic, a Sparkplug BIRTH that only defines aliases).
-      settled();
-      return;
-    }
-    open = units.length;
-    pendingDirect += units.length;
-    accounting.received(DIRECT_SOURCE, units.length);
-    const toWrite: PendingWrite[] = [];
-    for (const unit of units) {
-      switch (unit.kind) {
-        case 'refused':
-          unit.party.settle(null, { kind: 'rejected', code: unit.rejection.code, reason: unit.rejection.reason });
-          break;
-        case 'duplicate':
-          events.deviceDuplicate?.('direct');
-          unit.party.settle(null, { kind: 'duplicate' });
-          break;
-        case 'copy':
-          events.deviceDuplicate?.('direct');
-          unit.of.copies.push(unit.party);
-          break;
-        case 'write':
-          register(unit.item);
-          toWrite.push(unit.item);
-          break;
-      }
-    }
-    writer.push(toWrite);
-  }
 }

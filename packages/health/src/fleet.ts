@@ -336,10 +336,40 @@ export class FleetHealth {
   /** Takes a reading or status message; returns false when the device is new and the fleet is full (refused, counted). */
   observeReading(r: ObservedReading): boolean {
     const now = this.clock.now();
+    const d = this.takeReading(r, now);
+    if (d) this.settleDevice(d, now);
+    return d !== undefined;
+  }
+
+  /**
+   * Takes the readings of one confirmed chunk, in order, as observeReading takes each: the same
+   * model afterwards. One clock read for the chunk, and each device's next deadline worked out
+   * once, after its last reading (nothing reads the deadlines in between). `taken[i]`: whether
+   * readings[i] was taken (false: a new device refused, the fleet full).
+   */
+  observeReadings(readings: readonly ObservedReading[]): boolean[] {
+    const now = this.clock.now();
+    const taken: boolean[] = new Array<boolean>(readings.length);
+    const touched = new Set<DeviceHealth>();
+    for (let i = 0; i < readings.length; i++) {
+      const d = this.takeReading(readings[i]!, now);
+      taken[i] = d !== undefined;
+      // Marked changed at its first reading, as one by one: what changed is listed in the same order.
+      if (d && !touched.has(d)) {
+        touched.add(d);
+        this.touchDevice(d);
+      }
+    }
+    for (const d of touched) this.scheduleLiveness(d, now);
+    return taken;
+  }
+
+  /** A reading's effect on its device but the deadline; undefined when refused (counted). */
+  private takeReading(r: ObservedReading, now: number): DeviceHealth | undefined {
     const d = this.ensureDevice(r.deviceId, now);
     if (!d) {
       this.counts.refused++;
-      return false;
+      return undefined;
     }
     d.lastHeardAt = now;
     if (r.gatewayId !== undefined && r.gatewayId !== d.gatewayId) this.moveDevice(d, r.gatewayId);
@@ -350,9 +380,14 @@ export class FleetHealth {
     const at = Math.min(now, r.receivedAt + offset);
     if (r.kind === 'status') this.observeStatus(d, r, at);
     else this.observeTelemetry(d, r, at);
-    this.refreshDevice(d, now, r.kind === 'status' ? 'status' : 'data');
+    this.updateLiveness(d, now, r.kind === 'status' ? 'status' : 'data');
+    return d;
+  }
+
+  /** After a device's readings: its next deadline, and it is marked changed. */
+  private settleDevice(d: DeviceHealth, now: number): void {
+    this.scheduleLiveness(d, now);
     this.touchDevice(d);
-    return true;
   }
 
   /** Takes a gateway status; returns false when the gateway is new and `maxGateways` are tracked (refused, counted). */
@@ -684,7 +719,10 @@ export class FleetHealth {
     if (d.lastDataAt === undefined || at > d.lastDataAt) d.lastDataAt = at;
     if (r.seq !== undefined && (d.lastDataSeq === undefined || r.seq > d.lastDataSeq)) d.lastDataSeq = r.seq;
     const { battery, rssi, firmware } = this.defaults.fields;
-    for (const [name, value] of Object.entries(r.metrics)) {
+    const metrics = r.metrics;
+    // Own keys in order, as Object.entries lists them, without building its pairs (every reading passes here).
+    for (const name of Object.keys(metrics)) {
+      const value = metrics[name];
       if (typeof value === 'number') {
         if (battery.includes(name)) d.battery = value;
         else if (rssi.includes(name)) d.rssi = value;
@@ -701,7 +739,18 @@ export class FleetHealth {
 
   /** Recomputes the device's liveness at `now` and schedules its next deadline. */
   private refreshDevice(d: DeviceHealth, now: number, reason: string): void {
-    const gatewayDown = d.gatewayId !== undefined && this.gatewaysById.get(d.gatewayId)?.state === 'offline';
+    this.updateLiveness(d, now, reason);
+    this.scheduleLiveness(d, now);
+  }
+
+  /** Behind an offline gateway, silence says nothing about the device. */
+  private gatewayDown(d: DeviceHealth): boolean {
+    return d.gatewayId !== undefined && this.gatewaysById.get(d.gatewayId)?.state === 'offline';
+  }
+
+  /** The device's liveness at `now` (refreshDevice without the deadline). */
+  private updateLiveness(d: DeviceHealth, now: number, reason: string): void {
+    const gatewayDown = this.gatewayDown(d);
     // Behind an offline gateway, silence says nothing about the device: only its own word counts.
     const raw = gatewayDown && reason === 'timeout' ? d.raw : this.rawLiveness(d, now);
     if (raw !== d.raw) {
@@ -721,7 +770,11 @@ export class FleetHealth {
       this.changedDevices.add(d.deviceId);
       this.dirtyDevices.add(d.deviceId);
     }
-    if (gatewayDown) this.deadlines.cancel(d.deviceId);
+  }
+
+  /** The device's next deadline, from its state at `now` (none behind an offline gateway). */
+  private scheduleLiveness(d: DeviceHealth, now: number): void {
+    if (this.gatewayDown(d)) this.deadlines.cancel(d.deviceId);
     else this.scheduleDevice(d, now);
   }
 

@@ -68,6 +68,11 @@ export class HealthMonitor {
     return this.fleet.observeReading(reading);
   }
 
+  /** A confirmed chunk's readings, in order (FleetHealth.observeReadings): per reading, whether it was taken. */
+  observeReadings(readings: readonly ObservedReading[]): boolean[] {
+    return this.fleet.observeReadings(readings);
+  }
+
   /** False when the gateway is new and `maxGateways` are tracked: not tracked, counted in `fleet.retention().refusedGateways`. */
   observeGatewayStatus(status: GatewayStatus, receivedAt?: number): boolean {
     return this.fleet.observeGatewayStatus(status, receivedAt);

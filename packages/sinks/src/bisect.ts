@@ -16,23 +16,50 @@
 //   counts as written: the caller retries the whole batch, which is safe for the same reason.
 // Cost: a batch of n points with k refused ones takes at most about 2k·log2(n) + 1 requests.
 import type { PointRejection, SinkWriteResult } from './sink.js';
-import type { EncodedLine } from './line-protocol.js';
+import type { EncodedBody, EncodedLine } from './line-protocol.js';
+import { linesOf } from './line-protocol.js';
 import type { WriteAttempt } from './write-answer.js';
 
-/** Sends lines as one request; throws FERRY_ERR_SINK_UNAVAILABLE when the database cannot confirm. */
-export type SendLines = (lines: readonly string[]) => Promise<WriteAttempt>;
+/**
+ * Sends one request body (lines joined by '\n', ready to go: the sink does not split or copy
+ * it again); throws FERRY_ERR_SINK_UNAVAILABLE when the database cannot confirm.
+ */
+export type SendBody = (body: string) => Promise<WriteAttempt>;
+
+/** The request body of some encoded lines. */
+export function bodyOf(lines: readonly EncodedLine[]): string {
+  return lines.map((l) => l.line).join('\n');
+}
 
 export interface BisectHooks {
   /** Called for each refused multi-point batch before it is split. */
   readonly onSplit?: (size: number, reason: string) => void;
 }
 
-export async function writeBisecting(lines: readonly EncodedLine[], send: SendLines, hooks: BisectHooks = {}): Promise<SinkWriteResult> {
+/**
+ * Sends the encoded batch as it is, one request; only when the database refuses it are its lines
+ * taken apart and searched by halves (writeBisecting), the first half sent next.
+ */
+export async function writeBody(encoded: EncodedBody, send: SendBody, hooks: BisectHooks = {}): Promise<SinkWriteResult> {
+  const count = encoded.indices.length;
+  if (count === 0) return { written: 0, rejected: [] };
+  const attempt = await send(encoded.body);
+  if (attempt.kind === 'written') return { written: count, rejected: [] };
+  if (count === 1) return { written: 0, rejected: [{ index: encoded.indices[0]!, reason: attempt.reason }] };
+  hooks.onSplit?.(count, attempt.reason);
+  const lines = linesOf(encoded);
+  const middle = Math.ceil(lines.length / 2);
+  const first = await writeBisecting(lines.slice(0, middle), send, hooks);
+  const second = await writeBisecting(lines.slice(middle), send, hooks);
+  return { written: first.written + second.written, rejected: [...first.rejected, ...second.rejected] };
+}
+
+export async function writeBisecting(lines: readonly EncodedLine[], send: SendBody, hooks: BisectHooks = {}): Promise<SinkWriteResult> {
   const rejected: PointRejection[] = [];
   let written = 0;
   const visit = async (part: readonly EncodedLine[]): Promise<void> => {
     if (part.length === 0) return;
-    const attempt = await send(part.map((l) => l.line));
+    const attempt = await send(bodyOf(part));
     if (attempt.kind === 'written') {
       written += part.length;
       return;

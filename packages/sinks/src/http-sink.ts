@@ -5,12 +5,12 @@ import { FerryError, isFerryError } from '@ferry/protocol';
 import type { Logger } from '@ferry/runtime';
 import type { Point, Sink, SinkWriteResult } from './sink.js';
 import type { Presence } from './presence.js';
-import { encodePoints } from './line-protocol.js';
-import { writeBisecting, type SendLines } from './bisect.js';
+import { encodeBody } from './line-protocol.js';
+import { writeBody, type SendBody } from './bisect.js';
 
 export interface HttpSinkParts {
   readonly description: string;
-  readonly send: SendLines;
+  readonly send: SendBody;
   readonly ping: () => Promise<boolean>;
   /** Which points the database holds already (presence.ts). */
   readonly presence: Presence;
@@ -24,8 +24,8 @@ export function createHttpSink(parts: HttpSinkParts): Sink {
 
   async function write(points: readonly Point[]): Promise<SinkWriteResult> {
     if (closed) throw new FerryError('FERRY_ERR_NOT_READY', `${description}: sink is closed`, { sink: description });
-    const batch = encodePoints(points);
-    const sent = await writeBisecting(batch.lines, send, {
+    const batch = encodeBody(points);
+    const sent = await writeBody(batch, send, {
       onSplit: (size, reason) => logger?.warn({ sink: description, size, reason }, 'database refused a batch; splitting it to find the refused points'),
     });
     const rejected = [...batch.rejected, ...sent.rejected].sort((a, b) => a.index - b.index);

@@ -42,7 +42,7 @@ export function createInfluxV1Sink(opts: InfluxV1SinkOptions): Sink {
   }
   const headers: Record<string, string> = { 'content-type': 'text/plain; charset=utf-8', ...authHeaders };
 
-  async function send(lines: readonly string[]): Promise<WriteAttempt> {
+  async function send(requestBody: string): Promise<WriteAttempt> {
     let status: number;
     let body: string;
     let retryAfter: string | null;
@@ -50,7 +50,7 @@ export function createInfluxV1Sink(opts: InfluxV1SinkOptions): Sink {
       const response = await fetch(writeUrl, {
         method: 'POST',
         headers,
-        body: lines.join('\n'),
+        body: requestBody,
         signal: AbortSignal.timeout(timeoutMs),
       });
       status = response.status;

@@ -1,14 +1,14 @@
 // InfluxDB 2.x sink (also VictoriaMetrics, which accepts the same /api/v2/write), through
-// @influxdata/influxdb-client's WriteApi fed with our own line protocol.
+// @influxdata/influxdb-client's transport fed with our own line protocol as one ready body.
 //
-// The client is made to behave like a plain request: each send gets its own WriteApi, sized so
-// that nothing flushes on its own (no timer, no size trigger), with the client's retries off
-// (maxRetries 0: its retry buffer would keep the only copy of unsent data in memory, and a
-// process crash would lose it) and gzip off. `flush()` then resolves only once the database
-// answered 2xx, and rejects with the answer otherwise; we retry ourselves, from durable storage.
-// A WriteApi per send also keeps concurrent writes from sharing a buffer.
+// The client's WriteApi would take the lines one by one (measuring each for its batch bounds),
+// join them again and keep a retry buffer: the only copy of unsent data in memory, lost with the
+// process. So the sink hands the body to the client's transport (InfluxDB.transport, the layer
+// the WriteApi itself sends through) as one request, the way the WriteApi would send it (same
+// path, headers, no gzip), and counts a write only on a 2xx; we retry ourselves, from durable storage.
 // present() tells InfluxDB 2 and VictoriaMetrics apart and reads back from the latter (presence.ts).
 import { HttpError, InfluxDB, setLogger } from '@influxdata/influxdb-client';
+import type { Headers, SendOptions } from '@influxdata/influxdb-client';
 import type { Clock, Logger } from '@ferry/runtime';
 import { systemClock } from '@ferry/runtime';
 import type { Sink } from './sink.js';
@@ -44,18 +44,35 @@ export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
   });
   const influx = new InfluxDB({ url: base, token: opts.token, timeout: timeoutMs });
 
-  async function send(lines: readonly string[]): Promise<WriteAttempt> {
-    const writeApi = influx.getWriteApi(opts.org, opts.bucket, 'ns', {
-      batchSize: lines.length + 1,
-      maxBatchBytes: NEVER,
-      flushInterval: 0,
-      maxRetries: 0,
-      maxBufferLines: 1,
-      gzipThreshold: NEVER,
+  // As the client's WriteApi spells it (WriteApiImpl): org, bucket, precision ns.
+  const writePath = `/api/v2/write?org=${encodeURIComponent(opts.org)}&bucket=${encodeURIComponent(opts.bucket)}&precision=ns`;
+  const sendOptions: SendOptions = { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: NEVER };
+
+  /** One request; resolves once the database answered (2xx: written), rejects on a non-2xx answer or a network failure. */
+  function post(body: string): Promise<void> {
+    return new Promise((resolve, reject) => {
+      let status: number | undefined;
+      let headers: Headers | undefined;
+      influx.transport.send(writePath, body, sendOptions, {
+        responseStarted(h, statusCode) {
+          headers = h;
+          status = statusCode;
+        },
+        error: reject,
+        complete() {
+          // 204 (or 201) only. The WriteApi also took an answer with no status as written; here it
+          // is a failed write, retried (a rewrite is settled by presence, a lost point is not).
+          if (status === 204 || status === 201) resolve();
+          else if (status === undefined) reject(new Error('the database closed the request without an answer'));
+          else reject(new HttpError(status, `204 HTTP response status code expected, but ${status} returned`, undefined, '0', undefined, undefined, headers));
+        },
+      });
     });
+  }
+
+  async function send(body: string): Promise<WriteAttempt> {
     try {
-      writeApi.writeRecords([...lines]);
-      await writeApi.flush();
+      await post(body);
       return { kind: 'written' };
     } catch (err) {
       if (err instanceof HttpError) {
@@ -71,8 +88,6 @@ export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
         );
       }
       throw unavailable(description, `cannot reach the database: ${networkReason(err, timeoutMs)}`, {}, err);
-    } finally {
-      writeApi.dispose();
     }
   }
 

@@ -114,6 +114,44 @@ export interface EncodedBatch {
   readonly rejected: readonly PointRejection[];
 }
 
+export interface EncodedBody {
+  /** The lines of the points that can be written, joined by '\n' (a line never holds one): one request body. */
+  readonly body: string;
+  /** Index in the batch passed to `encodeBody` of each line of the body, in order. */
+  readonly indices: readonly number[];
+  /** Points refused before sending, with the reason. */
+  readonly rejected: readonly PointRejection[];
+}
+
+/**
+ * Encodes a batch as one request body, setting aside the points that cannot be written: what
+ * encodePoints gives with its lines joined, without an object per line (every point written
+ * passes here). `linesOf` takes the body apart again when a refusal must be searched for.
+ */
+export function encodeBody(points: readonly Point[]): EncodedBody {
+  let body = '';
+  const indices: number[] = [];
+  let rejected: PointRejection[] | undefined;
+  for (let index = 0; index < points.length; index++) {
+    const point = points[index]!;
+    const problem = checkPoint(point);
+    if (problem) {
+      (rejected ??= []).push({ index, reason: problem });
+      continue;
+    }
+    const line = lineOf(point);
+    body = indices.length === 0 ? line : `${body}\n${line}`;
+    indices.push(index);
+  }
+  return { body, indices, rejected: rejected ?? [] };
+}
+
+/** The lines of a body, each with its index in the batch. */
+export function linesOf(encoded: EncodedBody): EncodedLine[] {
+  const lines = encoded.indices.length === 0 ? [] : encoded.body.split('\n');
+  return lines.map((line, i) => ({ index: encoded.indices[i]!, line }));
+}
+
 /** Encodes a batch, setting aside the points that cannot be written rather than failing the batch. */
 export function encodePoints(points: readonly Point[]): EncodedBatch {
   const lines: EncodedLine[] = [];

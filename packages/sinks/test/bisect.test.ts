@@ -2,7 +2,8 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { isFerryError } from '@ferry/protocol';
 import type { EncodedLine } from '../src/index.js';
-import { writeBisecting } from '../src/bisect.js';
+import { writeBisecting, writeBody } from '../src/bisect.js';
+import type { EncodedBody } from '../src/index.js';
 import { databaseMessage, judgeAnswer, parseRetryAfter, type WriteAttempt } from '../src/write-answer.js';
 
 /**
@@ -10,14 +11,16 @@ import { databaseMessage, judgeAnswer, parseRetryAfter, type WriteAttempt } from
  * (writes the good lines of a refused batch, then answers 400), otherwise like InfluxDB 2
  * (refuses the whole batch). Keyed storage: writing a line again overwrites it.
  */
-function memoryDatabase(partial: boolean): { stored: Set<string>; requests: string[][]; send: (lines: readonly string[]) => Promise<WriteAttempt> } {
+function memoryDatabase(partial: boolean): { stored: Set<string>; requests: string[][]; send: (body: string) => Promise<WriteAttempt> } {
   const stored = new Set<string>();
   const requests: string[][] = [];
   return {
     stored,
     requests,
-    send: async (lines) => {
-      requests.push([...lines]);
+    send: async (body) => {
+      // One request body, lines joined by '\n' (what the HTTP sinks send as it is).
+      const lines = body.split('\n');
+      requests.push(lines);
       const bad = lines.filter((l) => l.includes('bad'));
       if (bad.length === 0 || partial) for (const l of lines) if (!l.includes('bad')) stored.add(l);
       return bad.length === 0 ? { kind: 'written' } : { kind: 'refused', reason: `partial write: unable to parse '${bad[0]}'` };
@@ -75,7 +78,8 @@ describe('bisection of a refused batch', () => {
 
   it('counts nothing when the database becomes unavailable halfway', async () => {
     let calls = 0;
-    const failing = async (lines: readonly string[]): Promise<WriteAttempt> => {
+    const failing = async (body: string): Promise<WriteAttempt> => {
+      const lines = body.split('\n');
       calls += 1;
       if (calls === 1) return { kind: 'refused', reason: 'bad' };
       if (calls === 2) return { kind: 'written' };
@@ -128,5 +132,31 @@ describe('reading a database answer', () => {
     if (!isFerryError(thrown)) return;
     expect(thrown.message).toMatch(message);
     expect(thrown.details).toMatchObject({ status, retryAfterMs: 7000, sink: 'influxdb2 http://x' });
+  });
+
+  it('sends a whole body first and, refused, finds the same points as bisecting its lines', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.array(fc.boolean(), { maxLength: 20 }), fc.boolean(), async (kinds, partial) => {
+        const lines = batchOf(kinds);
+        const body: EncodedBody = { body: lines.map((l) => l.line).join('\n'), indices: lines.map((l) => l.index), rejected: [] };
+        const viaBody = memoryDatabase(partial);
+        const viaLines = memoryDatabase(partial);
+        const splits: number[] = [];
+        const result = await writeBody(body, viaBody.send, { onSplit: (size) => splits.push(size) });
+        const reference = lines.length === 0 ? { written: 0, rejected: [] } : await writeBisecting(lines, viaLines.send);
+        expect(result).toEqual(reference);
+        expect(viaBody.stored).toEqual(viaLines.stored);
+        expect(viaBody.requests).toEqual(viaLines.requests);
+        // A split for each refused request of more than one line, as writeBisecting reports them.
+        expect(splits).toEqual(viaBody.requests.filter((r) => r.length > 1 && r.some((l) => l.includes('bad'))).map((r) => r.length));
+      }),
+      { numRuns: 300 },
+    );
+  });
+
+  it('sends nothing for an empty body', async () => {
+    const db = memoryDatabase(false);
+    expect(await writeBody({ body: '', indices: [], rejected: [] }, db.send)).toEqual({ written: 0, rejected: [] });
+    expect(db.requests).toHaveLength(0);
   });
 });

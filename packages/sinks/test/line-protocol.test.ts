@@ -2,7 +2,9 @@ import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { isFerryError } from '@ferry/protocol';
 import type { FieldValue, Point } from '../src/index.js';
-import { checkPoint, encodePoint, encodePoints, formatFloat, MAX_TIMESTAMP_NS } from '../src/index.js';
+import { checkPoint, encodeBody, encodePoint, encodePoints, formatFloat, linesOf, MAX_TIMESTAMP_NS } from '../src/index.js';
+import { plainName } from '../src/point-rules.js';
+import { fieldKeyProblem, measurementProblem, nameProblem, stringValueProblem, tagProblem } from '@ferry/protocol';
 
 const T = 1_700_000_000_123_456_789n;
 
@@ -266,6 +268,81 @@ describe('line protocol encoder properties', () => {
         expect(encoded.lines.length + encoded.rejected.length).toBe(points.length);
       }),
       { numRuns: 1000 },
+    );
+  });
+});
+
+describe('encodeBody, the sinks\' one-body encoder', () => {
+  it('gives the lines encodePoints gives, joined, with the same indices and refusals', () => {
+    fc.assert(
+      fc.property(fc.array(anyPoint, { maxLength: 8 }), (points) => {
+        const reference = encodePoints(points);
+        const encoded = encodeBody(points);
+        expect(encoded.body).toBe(reference.lines.map((l) => l.line).join('\n'));
+        expect(encoded.indices).toEqual(reference.lines.map((l) => l.index));
+        expect(encoded.rejected).toEqual(reference.rejected);
+        expect(linesOf(encoded)).toEqual(reference.lines);
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
+  it('is empty when every point is refused', () => {
+    const encoded = encodeBody([{ measurement: 'm', tags: {}, fields: {}, timestampNs: 0n }]);
+    expect(encoded).toEqual({ body: '', indices: [], rejected: [{ index: 0, reason: 'point has no fields' }] });
+    expect(linesOf(encoded)).toEqual([]);
+  });
+});
+
+/** checkPoint spelled with the rule book alone (no fast path), in checkPoint's order. */
+function referenceCheck(point: Point): string | undefined {
+  const m = measurementProblem(point.measurement);
+  if (m) return m;
+  for (const [key, value] of Object.entries(point.tags)) {
+    const problem = tagProblem(key, value);
+    if (problem) return problem;
+  }
+  const fields = Object.entries(point.fields);
+  for (const [key, value] of fields) {
+    const problem =
+      fieldKeyProblem(key) ??
+      (typeof value === 'number'
+        ? Number.isFinite(value)
+          ? undefined
+          : `field ${JSON.stringify(key)} is ${String(value)}, which databases cannot store`
+        : typeof value === 'string'
+          ? stringValueProblem(key, value)
+          : typeof value === 'boolean'
+            ? undefined
+            : `field ${JSON.stringify(key)} has unsupported type ${typeof value}`);
+    if (problem) return problem;
+  }
+  if (fields.length === 0) return 'point has no fields';
+  if (typeof point.timestampNs !== 'bigint') return 'timestamp is not a bigint of nanoseconds';
+  if (point.timestampNs < -MAX_TIMESTAMP_NS || point.timestampNs > MAX_TIMESTAMP_NS) return `timestamp ${point.timestampNs} ns is outside the range InfluxDB can store`;
+  return undefined;
+}
+
+describe('the point rules\' fast path', () => {
+  const nameChars = fc.constantFrom(' ', ',', '=', '"', '\\', '#', 'a', 'é', '🚀', '\n', '\r', '\uD800', '\uDC00', '\u0000', '\t', '\u007f', '\u001f');
+  const names = fc.oneof(fc.string({ unit: nameChars, maxLength: 6 }), fc.string({ unit: 'binary', maxLength: 6 }), fc.string({ maxLength: 6 }));
+
+  it('passes a name only where the rule book passes it', () => {
+    fc.assert(
+      fc.property(names, (name) => {
+        if (plainName(name)) expect(nameProblem(() => 'name', name)).toBeUndefined();
+      }),
+      { numRuns: 5000 },
+    );
+  });
+
+  it('refuses exactly what the rule book refuses, for the same reason', () => {
+    fc.assert(
+      fc.property(anyPoint, (point) => {
+        // A fresh measurement each time: checkPoint remembers the last one that passed.
+        expect(checkPoint(point)).toBe(referenceCheck(point));
+      }),
+      { numRuns: 3000 },
     );
   });
 });
