@@ -1,10 +1,20 @@
 // Entry point of the `ferry` binary (bin/ferry.mjs imports this file).
+// `ferry gateway` builds the root command with the gateway's alone (root.ts), so that a gateway
+// process loads no other command's code; every other command line gets the whole program.
 import { CommanderError } from 'commander';
-import { buildProgram } from './program.js';
+import type { Command } from 'commander';
 import { EXIT_USAGE } from './service.js';
 
+async function program(): Promise<Command> {
+  if (process.argv[2] === 'gateway') {
+    const [{ ferryProgram }, { gatewayCommand }] = await Promise.all([import('./root.js'), import('./commands/gateway.js')]);
+    return ferryProgram([gatewayCommand()]);
+  }
+  return (await import('./program.js')).buildProgram();
+}
+
 try {
-  await buildProgram().parseAsync(process.argv);
+  await (await program()).parseAsync(process.argv);
 } catch (err) {
   if (!(err instanceof CommanderError)) throw err;
   // Help and --version end with exit code 0; anything else commander refused is a usage error.

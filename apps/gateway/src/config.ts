@@ -1,7 +1,7 @@
 // The gateway's configuration: one zod schema with defaults; types come from it.
 import { z } from 'zod';
 import { isLoopbackHost, logLevelSchema, opsHttpSchema, refineOpsHttp } from '@ferry/runtime';
-import { parseDuration, pipelineSchema } from '@ferry/processing';
+import { parseDuration, pipelineSchema } from '@ferry/processing/schema';
 import { gatewayIdSchema, limitsSchema } from '@ferry/protocol';
 import { devicePatternsSchema } from '@ferry/decoders';
 

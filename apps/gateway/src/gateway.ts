@@ -3,7 +3,7 @@
 import { mkdirSync, readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { FerryError, uplinkTopics } from '@ferry/protocol';
-import { parseDuration } from '@ferry/processing';
+import { parseDuration } from '@ferry/processing/schema';
 import type { GapRecord, GatewayDisk } from '@ferry/protocol';
 import { createLogger, createBasicOpsServer, opsTokens, createRegistry, isDiskFull, parseConfig, systemClock } from '@ferry/runtime';
 import type { BasicOpsServer, Clock, Logger, Registry } from '@ferry/runtime';
@@ -42,8 +42,8 @@ import { createDiskGuard, sizeForDisk } from './disk-guard.js';
 import type { DiskGuard } from './disk-guard.js';
 import type { DiskReserve } from './disk-space.js';
 import { createGatewayMetrics } from './metrics.js';
-import { createEdgeProcessing, UplinkSettlement } from './process.js';
-import type { EdgeProcessing, EdgeProcessingStats } from './process.js';
+// Edge processing (and @ferry/processing's operators) is imported in start(), only when pipelines are configured.
+import type { EdgeProcessing, EdgeProcessingStats, UplinkSettlement } from './process.js';
 import type { GatewayMetrics } from './metrics.js';
 
 export interface GatewayDeps {
@@ -146,8 +146,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
   const version = packageVersion();
   const { gatewayId } = config;
   const validator = createDeviceMessageValidator(config.devices.patterns, config.limits);
-  const edge: EdgeProcessing | undefined =
-    config.processing && config.processing.pipelines.length > 0 ? createEdgeProcessing(config.processing, clock) : undefined;
+  /** Set by start() when pipelines are configured. */
+  let edge: EdgeProcessing | undefined;
 
   let state: 'new' | 'starting' | 'ready' | 'closing' | 'closed' = 'new';
   let running: Running | undefined;
@@ -338,7 +338,12 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     state = 'starting';
     let files: { outbox: Outbox; deadLetters: DeadLetterStore; disk: DiskGuard };
     let access: DeviceAccess | undefined;
+    let loadedProcessing: typeof import('./process.js') | undefined;
     try {
+      if (config.processing && config.processing.pipelines.length > 0) {
+        loadedProcessing = await import('./process.js');
+        edge = loadedProcessing.createEdgeProcessing(config.processing, clock);
+      }
       // A missing or malformed device password file stops the start before any file is opened.
       access = config.devices.listen !== false ? createDeviceAccess(config.devices.listen, logger) : undefined;
       files = openFiles();
@@ -347,13 +352,15 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       throw err;
     }
     const { outbox, deadLetters, disk } = files;
+    // Fixed from here on: the stages below close over it.
+    const edgeRun = edge;
     if (edge) {
       rollbackProcessing(outbox);
       const { restoredSeries, discardedSeries } = edge.stats();
       logger.info({ before: edge.before, restoredSeries, discardedSeries }, 'edge processing state restored');
     }
     const inFlight = new InFlightBatches();
-    const settlement = edge?.before === 'uplink' ? new UplinkSettlement() : undefined;
+    const settlement: UplinkSettlement | undefined = edge?.before === 'uplink' && loadedProcessing ? new loadedProcessing.UplinkSettlement() : undefined;
     /** Before the uplink: deletes the rows of every batch acked in order, saving the state they led to. */
     const settleInOrder = (batchId: number): number | undefined => {
       const due = settlement?.acked(batchId);
@@ -392,12 +399,12 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       },
       // Processing before the uplink needs one stream in seq order, so a resend rebuilds the same batches.
       liveFirstAbove: config.drain.liveFirst && !settlement ? config.drain.aboveReadings : undefined,
-      ...(edge && settlement
+      ...(edgeRun && settlement
         ? {
             processing: {
               process: (batchId, seqs, readings) => {
-                const out = edge.process(readings);
-                settlement.built(batchId, seqs, edge.takeState());
+                const out = edgeRun.process(readings);
+                settlement.built(batchId, seqs, edgeRun.takeState());
                 return out;
               },
               nothingToSend: (batchId) => {
@@ -428,8 +435,8 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       lingerMs: config.outbox.commitLingerMs,
       maxReadings: config.outbox.commitMaxReadings,
       inFlight: inFlight.excluded,
-      ...(edge?.before === 'outbox'
-        ? { processing: { process: (readings) => edge.process(readings), takeState: () => edge.takeState(), rollback: () => rollbackProcessing(outbox) } }
+      ...(edgeRun?.before === 'outbox'
+        ? { processing: { process: (readings) => edgeRun.process(readings), takeState: () => edgeRun.takeState(), rollback: () => rollbackProcessing(outbox) } }
         : {}),
       onCommitted: (result) => {
         counts.committed += result.seqs.length;

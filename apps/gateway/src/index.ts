@@ -16,8 +16,9 @@ export type {
   SavedSeriesState,
   SqliteOutboxOptions,
 } from './outbox.js';
-export { createEdgeProcessing, UplinkSettlement } from './process.js';
-export type { EdgeProcessing, EdgeProcessingConfig, EdgeProcessingStats } from './process.js';
+// createEdgeProcessing and UplinkSettlement (process.js) are not re-exported: a gateway loads them,
+// and @ferry/processing's operators, only when pipelines are configured.
+export type { EdgeProcessing, EdgeProcessingConfig, EdgeProcessingStats, UplinkSettlement } from './process.js';
 export type { CorruptOutbox } from './outbox-file.js';
 export { OUTBOX_SCHEMA_VERSION } from './outbox-schema.js';
 export type { CompactedSpan, DropReason, GapRecord } from './drops.js';
