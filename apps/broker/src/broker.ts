@@ -203,7 +203,7 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
       const seq = typeof payload === 'string' ? undefined : journaled.get(payload);
       if (seq !== undefined && typeof payload !== 'string') {
         journaled.delete(payload);
-        ctx.persistence?.journalDone(seq);
+        ctx.persistence?.journalDone(seq, payload);
       }
       done(null);
     },
@@ -348,13 +348,17 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
     }
   }
 
-  /** A client's QoS 1 publish PUBACKed and then not stored: published again from the journal. */
-  function publishNotStored(packet: PersistedPacket): void {
+  /**
+   * A client's QoS 1 publish PUBACKed and then not stored: published again from the journal. With
+   * `journalSeq` its pass through aedes went on (the queueing failed at the commit after it), and
+   * its `published` step still clears the entry, which the persistence then ignores.
+   */
+  function publishNotStored(packet: PersistedPacket, journalSeq?: number): void {
     const payload = packet.payload;
     if (payload === undefined || typeof payload === 'string') return;
-    const seq = journaled.get(payload);
+    const seq = journalSeq ?? journaled.get(payload);
     if (seq === undefined) return;
-    journaled.delete(payload);
+    if (journalSeq === undefined) journaled.delete(payload);
     redelivery?.add(seq, journaledPublish(packet));
   }
   const urls = (): Partial<Record<ListenerKind, string>> => Object.fromEntries(listeners.map((l) => [l.kind, l.url]));

@@ -110,6 +110,55 @@ describe('SQLite persistence across a broker kill -9', () => {
     await broker.stop();
   });
 
+  it('resends to a reconnecting QoS 1 subscriber, after a kill -9, every message it had not acknowledged, each cleared by its PUBACK', async () => {
+    const config = { dataDir: join(dir, 'inflight') };
+    let broker = await startBrokerProcess(dir, 'inflight', config, 0);
+    const sub1 = await connect(broker.url, { clientId: 'inflight-sub', clean: false });
+    await sub1.subscribeAsync('inflight/#', { qos: 1 });
+    await sub1.endAsync();
+    const pub = await connect(broker.url, { clientId: 'inflight-pub' });
+    const sent = ['held-a', 'held-b', 'held-c', 'held-d'];
+    for (const m of sent) await pub.publishAsync('inflight/x', m, { qos: 1 });
+
+    // The subscriber takes its queue but acknowledges nothing: MQTT.js stops at the first message,
+    // whose callback never runs, and the raw bytes show that the broker sent them all.
+    const holder = mqtt.connect(broker.url, { protocolVersion: 4, reconnectPeriod: 0, clientId: 'inflight-sub', clean: false });
+    clients.push(holder);
+    let raw = '';
+    holder.stream.on('data', (chunk: Buffer) => (raw += chunk.toString('latin1')));
+    holder.handleMessage = () => {
+      // no callback: no PUBACK
+    };
+    await waitFor(() => sent.every((m) => raw.includes(m)), { timeoutMs: 20_000, what: 'the queued messages sent at the first connect' });
+    await broker.kill();
+    await holder.endAsync(true);
+
+    broker = await startBrokerProcess(dir, 'inflight', config, 0);
+    const sub2 = mqtt.connect(broker.url, { protocolVersion: 4, reconnectPeriod: 0, clientId: 'inflight-sub', clean: false });
+    clients.push(sub2);
+    const again: { payload: string; messageId: number | undefined }[] = [];
+    sub2.on('message', (_topic, payload, packet) => again.push({ payload: payload.toString(), messageId: packet.messageId }));
+    await waitFor(() => new Set(again.map((m) => m.payload)).size >= sent.length, { timeoutMs: 20_000, what: 'every unacknowledged message after the restart' });
+    expect([...new Set(again.map((m) => m.payload))].sort()).toEqual(sent);
+    // Each in flight under its own packet id, and (MQTT.js acks each) every PUBACK clears its row.
+    expect(new Set(again.map((m) => m.messageId)).size).toBe(again.length);
+    await sub2.endAsync();
+
+    const sub3 = mqtt.connect(broker.url, { protocolVersion: 4, reconnectPeriod: 0, clientId: 'inflight-sub', clean: false });
+    clients.push(sub3);
+    const after = collect(sub3);
+    await new Promise<void>((resolve, reject) => {
+      sub3.once('connect', () => resolve());
+      sub3.once('error', reject);
+    });
+    // A marker published now arrives after anything still queued: nothing else may come before it.
+    const pub2 = await connect(broker.url, { clientId: 'inflight-pub' });
+    await pub2.publishAsync('inflight/x', 'marker', { qos: 1 });
+    await waitFor(() => after.some((m) => m.payload === 'marker'), { timeoutMs: 20_000, what: 'the marker' });
+    expect(after.map((m) => m.payload)).toEqual(['marker']);
+    await broker.stop();
+  });
+
   it('keeps retained messages across the restart', async () => {
     const port = await freePort();
     const config = { dataDir: join(dir, 'retained') };
