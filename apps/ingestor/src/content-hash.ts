@@ -27,11 +27,15 @@ const TAG_END = 9;
 const float = new Float64Array(1);
 const floatWords = new Uint32Array(float.buffer);
 
-// The lanes' state: contentHash is synchronous and the walk never yields, so one pair serves all.
-// In a typed array, not two module variables: a 32-bit value outside the small-integer range
-// stored in a variable is a heap number, an allocation per feed.
+// The lanes' state between the steps of a walk: contentHash is synchronous and the walk never
+// yields, so one pair serves all. In a typed array, not two module variables: a 32-bit value
+// outside the small-integer range stored in a variable is a heap number, an allocation per feed.
 const lanes = new Int32Array(2);
 
+// Each word goes into both lanes: a MurmurHash3 x86_32 round in the first, one with other
+// constants and rotations in the second. The round is written out where it runs (here and in
+// feedString's loop) rather than called: V8 does not always inline a helper called from many
+// places, and a call per word was most of the hash's time.
 function feed(x: number): void {
   let k = Math.imul(x, 0xcc9e2d51);
   k = (k << 15) | (k >>> 17);
@@ -57,10 +61,56 @@ function feedString(s: string): void {
   feed(TAG_STRING);
   const n = s.length;
   feed(n);
-  let i = 0;
-  // Two code units a round: the length fed first keeps "ab" + "c" apart from "a" + "bc".
-  for (; i + 1 < n; i += 2) feed(s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16));
-  if (i < n) feed(s.charCodeAt(i));
+  // Two code units a word: the length fed first keeps "ab" + "c" apart from "a" + "bc". The
+  // lanes stay in locals for the loop, the round as in feed().
+  let h1 = lanes[0]!;
+  let h2 = lanes[1]!;
+  for (let i = 0; i < n; i += 2) {
+    const x = i + 1 < n ? s.charCodeAt(i) | (s.charCodeAt(i + 1) << 16) : s.charCodeAt(i);
+    let k = Math.imul(x, 0xcc9e2d51);
+    k = (k << 15) | (k >>> 17);
+    h1 ^= Math.imul(k, 0x1b873593);
+    h1 = (h1 << 13) | (h1 >>> 19);
+    h1 = (Math.imul(h1, 5) + 0xe6546b64) | 0;
+    let j = Math.imul(x, 0x85ebca6b);
+    j = (j << 16) | (j >>> 16);
+    h2 ^= Math.imul(j, 0xc2b2ae35);
+    h2 = (h2 << 17) | (h2 >>> 15);
+    h2 = (Math.imul(h2, 9) + 0x38b34ae5) | 0;
+  }
+  lanes[0] = h1;
+  lanes[1] = h2;
+}
+
+/** -0 is 0 here as in JSON; an int32 is its own word, anything else its float64 bits. */
+function feedNumber(value: number): void {
+  if ((value | 0) === value) {
+    feed(TAG_INT);
+    feed(value);
+  } else {
+    float[0] = value;
+    feed(TAG_FLOAT);
+    feed(floatWords[0]!);
+    feed(floatWords[1]!);
+  }
+}
+
+/** An object's own keys in UTF-16 order, as Array.prototype.sort's default puts them (an insertion sort: objects here have few keys, and usually come sorted). */
+function sortedKeys(record: Readonly<Record<string, unknown>>): string[] {
+  const keys = Object.keys(record);
+  const n = keys.length;
+  if (n > 16) return keys.sort();
+  for (let i = 1; i < n; i++) {
+    const key = keys[i]!;
+    let j = i - 1;
+    if (!(keys[j]! > key)) continue;
+    while (j >= 0 && keys[j]! > key) {
+      keys[j + 1] = keys[j]!;
+      j--;
+    }
+    keys[j + 1] = key;
+  }
+  return keys;
 }
 
 function feedValue(value: unknown): void {
@@ -69,16 +119,7 @@ function feedValue(value: unknown): void {
       feedString(value);
       return;
     case 'number':
-      // -0 is 0 here as in JSON; an int32 is its own word, anything else its float64 bits.
-      if ((value | 0) === value) {
-        feed(TAG_INT);
-        feed(value);
-      } else {
-        float[0] = value;
-        feed(TAG_FLOAT);
-        feed(floatWords[0] ?? 0);
-        feed(floatWords[1] ?? 0);
-      }
+      feedNumber(value);
       return;
     case 'boolean':
       feed(value ? TAG_TRUE : TAG_FALSE);
@@ -92,9 +133,8 @@ function feedValue(value: unknown): void {
         return;
       } else {
         const record = value as Record<string, unknown>;
-        const keys = Object.keys(record);
-        // The default sort compares UTF-16 code units, as the canonical JSON did.
-        if (keys.length > 1) keys.sort();
+        // Sorted by UTF-16 code units, as the canonical JSON did.
+        const keys = sortedKeys(record);
         feed(TAG_OBJECT);
         for (const key of keys) {
           const v = record[key];
@@ -157,26 +197,29 @@ function feedEntry(key: string, value: unknown): void {
   feedValue(value);
 }
 
-/** contentHash of an object with only these keys (given in UTF-16 order, as Array.prototype.sort puts them), without listing and sorting them. */
-function hashOfKeys(object: Readonly<Record<string, unknown>>, keys: readonly string[]): string {
+/**
+ * contentHash of a reading that passed readingSchema (strict: no key but the schema's). Its keys
+ * are fed in UTF-16 order (as Array.prototype.sort puts them), each read by name. The same value
+ * as contentHash (property tests hold them together: content-hash.test.ts).
+ */
+export function readingContentHash(reading: Readonly<Record<string, unknown>>): string {
   begin();
   feed(TAG_OBJECT);
-  for (const key of keys) feedEntry(key, object[key]);
+  feedEntry('deviceId', reading.deviceId);
+  feedEntry('deviceSeq', reading.deviceSeq);
+  feedEntry('flags', reading.flags);
+  feedEntry('kind', reading.kind);
+  feedEntry('metrics', reading.metrics);
+  feedEntry('receivedAt', reading.receivedAt);
+  feedEntry('seq', reading.seq);
+  feedEntry('tags', reading.tags);
+  feedEntry('ts', reading.ts);
+  feedEntry('tsSource', reading.tsSource);
   feed(TAG_END);
   return finish();
 }
 
-const READING_KEYS = ['deviceId', 'deviceSeq', 'flags', 'kind', 'metrics', 'receivedAt', 'seq', 'tags', 'ts', 'tsSource'] as const;
-
-/**
- * contentHash of a reading that passed readingSchema (strict: no key but the schema's). The same
- * value as contentHash (a property test holds them together: content-hash.test.ts).
- */
-export function readingContentHash(reading: Readonly<Record<string, unknown>>): string {
-  return hashOfKeys(reading, READING_KEYS);
-}
-
-/** What a device said, as hashed for its identity (device-dedupe.ts): the object of these five, sorted, without building it. */
+/** What a device said, as hashed for its identity (device-dedupe.ts): the object of these five. */
 export interface DeviceContent {
   readonly kind: unknown;
   readonly metrics: unknown;
@@ -185,11 +228,22 @@ export interface DeviceContent {
   readonly ts: number | undefined;
 }
 
-const DEVICE_CONTENT_KEYS = ['deviceSeq', 'kind', 'metrics', 'tags', 'ts'] as const;
+/** contentHash of a DeviceContent object given field by field, without building it; the same value (content-hash.test.ts). */
+export function deviceFieldsHash(kind: unknown, metrics: unknown, tags: unknown, deviceSeq: number | undefined, ts: number | undefined): string {
+  begin();
+  feed(TAG_OBJECT);
+  feedEntry('deviceSeq', deviceSeq);
+  feedEntry('kind', kind);
+  feedEntry('metrics', metrics);
+  feedEntry('tags', tags);
+  feedEntry('ts', ts);
+  feed(TAG_END);
+  return finish();
+}
 
-/** contentHash of a DeviceContent object without building it; the same value (content-hash.test.ts). */
+/** contentHash of a DeviceContent object; the same value (content-hash.test.ts). */
 export function deviceContentHash(content: DeviceContent): string {
-  return hashOfKeys(content as unknown as Readonly<Record<string, unknown>>, DEVICE_CONTENT_KEYS);
+  return deviceFieldsHash(content.kind, content.metrics, content.tags, content.deviceSeq, content.ts);
 }
 
 /** JSON with object keys sorted, so equal content always serialises equally whatever the key order. */

@@ -27,8 +27,9 @@
 // Persisted (SQLite, WAL, synchronous=FULL) so the window survives restarts and power cuts: what it
 // records is acknowledged right after.
 import type Database from 'better-sqlite3';
+import type { Statement } from 'better-sqlite3';
 import type { DeviceReading } from '@ferry/protocol';
-import { deviceContentHash, legacyContentHash, sameContent } from './content-hash.js';
+import { deviceFieldsHash, legacyContentHash, sameContent } from './content-hash.js';
 import type { DeviceContent } from './content-hash.js';
 import { openSqlite } from '@ferry/runtime';
 
@@ -51,7 +52,7 @@ export interface DeviceIdentity {
   readonly slot: string;
 }
 
-/** A device identity; `content` is built only when asked (a record of an earlier release's hash form to match). */
+/** A device identity; `content` is built from the reading only when asked (a record of an earlier release's hash form to match). */
 class Identity implements DeviceIdentity {
   constructor(
     readonly scope: string,
@@ -62,13 +63,54 @@ class Identity implements DeviceIdentity {
     readonly ts: number | undefined,
     readonly device: string,
     readonly slot: string,
-    private readonly said: DeviceContent,
-  ) {}
-
-  get content(): unknown {
-    const { kind, metrics, tags, deviceSeq, ts } = this.said;
-    return { kind, metrics, tags, deviceSeq, ts };
+    reading: DeviceReading,
+  ) {
+    this.#reading = reading;
   }
+
+  // Private: two identities of the same content are equal whatever else their readings carry.
+  readonly #reading: DeviceReading;
+
+  get content(): DeviceContent {
+    const { kind, metrics, tags, deviceSeq } = this.#reading;
+    return { kind, metrics, tags, deviceSeq, ts: this.ts };
+  }
+}
+
+/** Device strings per scope and device id, kept: one string per device rather than one per reading, so the maps keyed by it hash it once. */
+const devices = new Map<string, Map<string, string>>();
+/** Device strings kept at most; past this they start over (they are only a shortcut). */
+const DEVICE_STRINGS_KEPT = 100_000;
+let devicesHeld = 0;
+
+/** `${scope}/${deviceId}`, the same string each time. */
+function deviceOf(scope: string, deviceId: string): string {
+  let ofScope = devices.get(scope);
+  if (!ofScope) devices.set(scope, (ofScope = new Map<string, string>()));
+  let device = ofScope.get(deviceId);
+  if (device === undefined) {
+    if (devicesHeld >= DEVICE_STRINGS_KEPT) {
+      devices.clear();
+      devicesHeld = 0;
+      devices.set(scope, (ofScope = new Map<string, string>()));
+    }
+    ofScope.set(deviceId, (device = `${scope}/${deviceId}`));
+    devicesHeld++;
+  }
+  return device;
+}
+
+/**
+ * `${n}`, faster for the integers of epoch milliseconds: V8 writes an integer above 2^31 out as a
+ * double (about 250 ns), two small integers in under half that. Every other number as `${n}`
+ * (device.test.ts holds them equal).
+ */
+export function decimal(n: number): string {
+  if (n >= 1e8 && n <= Number.MAX_SAFE_INTEGER && Number.isInteger(n)) {
+    const low = n % 1e8;
+    return `${(n - low) / 1e8}${String(low + 1e8).slice(1)}`;
+  }
+  return `${n}`;
 }
 
 /** Pure: the identity of a reading, or undefined when the device gave nothing to recognise it by. */
@@ -77,19 +119,18 @@ export function deviceIdentity(reading: DeviceReading, origin: 'gateway' | 'dire
   const { deviceId, deviceSeq } = reading;
   // Nothing to recognise the reading by: no hash to compute either.
   if (deviceSeq === undefined && deviceTime === undefined && origin === 'gateway') return undefined;
-  const said: DeviceContent = { kind: reading.kind, metrics: reading.metrics, tags: reading.tags, deviceSeq, ts: deviceTime };
-  const hash = deviceContentHash(said);
+  const hash = deviceFieldsHash(reading.kind, reading.metrics, reading.tags, deviceSeq, deviceTime);
   const strict = deviceSeq !== undefined && deviceTime !== undefined;
   const key =
     deviceSeq !== undefined
       ? strict
-        ? `s${deviceSeq}@${deviceTime}`
+        ? `s${deviceSeq}@${decimal(deviceTime)}`
         : `s${deviceSeq}#${hash}`
       : deviceTime !== undefined
-        ? `t${deviceTime}#${hash}`
-        : `r${reading.receivedAt}#${hash}`;
-  const device = `${scope}/${deviceId}`;
-  return new Identity(scope, deviceId, key, hash, strict, deviceTime, device, `${device}\u0000${key}`, said);
+        ? `t${decimal(deviceTime)}#${hash}`
+        : `r${decimal(reading.receivedAt)}#${hash}`;
+  const device = deviceOf(scope, deviceId);
+  return new Identity(scope, deviceId, key, hash, strict, deviceTime, device, `${device}\u0000${key}`, reading);
 }
 
 /** The key an earlier release stored for a loose identity (its hash form inside the key); a strict key has no hash in it. */
@@ -141,28 +182,67 @@ const PRUNE_EVERY_MS = 10_000;
 const MAX_CACHED_DEVICES = 100_000;
 
 /**
- * A run (one row of device_runs) covers at most this much device time, so a lookup reads only the
- * runs that start in [ts - RUN_SPAN_MS, ts]. Never lower it: runs stored with a wider span would no
- * longer be found.
+ * Devices whose newest time in the spans is known (read once from the spans, then kept up by
+ * record()). A device beyond it is bounded by the newest time of any device: correct, but each of
+ * its readings at or below that time is looked up.
+ */
+const MAX_KNOWN_DEVICES = 200_000;
+
+/**
+ * An earlier release's run (one row of device_runs, one device) covers at most this much device
+ * time, so a lookup reads only the runs that start in [ts - RUN_SPAN_MS, ts].
  */
 const RUN_SPAN_MS = 60_000;
 
-/** Identities a run holds at most. */
-const RUN_MAX_ENTRIES = 2_000;
+/**
+ * A span (one row of device_spans) holds the identities of one record() whose device times fall
+ * in one second (Math.floor(ts / SPAN_MS)), every device together: a lookup reads only the spans
+ * of its own second. Never change it: spans stored with another width would no longer be found.
+ */
+const SPAN_MS = 1_000;
 
-/** Runs whose entries are kept parsed for lookups (a drain of older readings looks into the same runs again and again). */
-const PARSED_RUNS = 64;
+/** Identities a span holds at most (a larger group is cut into several spans of the same second). */
+const SPAN_MAX_ENTRIES = 5_000;
 
-interface RunRow {
+/** Identities kept parsed for lookups, in the spans and runs they came in (a drain of older readings looks into the same ones again and again). */
+const PARSED_ENTRIES = 50_000;
+
+interface StoredRow {
   id: number;
-  entries: string;
+  n: number;
+}
+
+/** Pure: a record's identities with a device time, grouped by second and cut at SPAN_MAX_ENTRIES. */
+export function spansOf(identities: readonly DeviceIdentity[]): { second: number; entries: DeviceIdentity[] }[] {
+  const bySecond = new Map<number, DeviceIdentity[]>();
+  for (const i of identities) {
+    if (i.ts === undefined) continue;
+    const second = Math.floor(i.ts / SPAN_MS);
+    let list = bySecond.get(second);
+    if (!list) bySecond.set(second, (list = []));
+    list.push(i);
+  }
+  const spans: { second: number; entries: DeviceIdentity[] }[] = [];
+  for (const [second, list] of bySecond) {
+    for (let at = 0; at < list.length; at += SPAN_MAX_ENTRIES) spans.push({ second, entries: list.length <= SPAN_MAX_ENTRIES ? list : list.slice(at, at + SPAN_MAX_ENTRIES) });
+  }
+  return spans;
+}
+
+/** The JSON of a slot's device part, opening quote and the NUL after it included: what a span's key starts with. */
+export function slotPrefixJson(device: string): string {
+  // A device id may hold '"' and '\\' (and a scope or id anything JSON must escape): quoted by JSON.stringify.
+  const quoted = JSON.stringify(`${device}\u0000`);
+  return quoted.slice(0, quoted.length - 1);
 }
 
 export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedupeStore {
-  // Two tables. device_runs: the identities with a device time, one row per device per recorded
-  // chunk and minute of device time (a JSON object key -> hash), so recording a chunk costs a row
-  // per device, not per reading. device_seen: one row per identity without a device time (their
-  // keys carry no time to find a run by), and the rows of releases before the runs.
+  // Three tables. device_spans: the identities with a device time, one row per recorded chunk and
+  // second of device time, all devices together (a JSON object slot -> hash), so recording a chunk
+  // costs a row per second of device time it covers, not per reading or per device. device_seen:
+  // one row per identity without a device time (their keys carry no time to find a span by), and
+  // the rows of releases before the runs. device_runs: the per-device runs of the releases before
+  // the spans, read until the window lets them go (nothing writes them any more).
   const db = openSqlite({
     path: options.path,
     what: 'device dedupe store',
@@ -190,6 +270,15 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       );
       CREATE INDEX IF NOT EXISTS device_runs_by_time ON device_runs (device, first_ts);
       CREATE INDEX IF NOT EXISTS device_runs_at ON device_runs (seen_at);
+      CREATE TABLE IF NOT EXISTS device_spans (
+        id INTEGER PRIMARY KEY,
+        second INTEGER NOT NULL,
+        seen_at INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        entries TEXT NOT NULL
+      );
+      CREATE INDEX IF NOT EXISTS device_spans_by_second ON device_spans (second);
+      CREATE INDEX IF NOT EXISTS device_spans_at ON device_spans (seen_at);
     `);
       addDeviceTimeColumn(d);
     },
@@ -197,64 +286,78 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   const select = db.prepare<[string, string], { hash: string }>('SELECT hash FROM device_seen WHERE device = ? AND key = ?');
   const selectNewest = db.prepare<[string], { ts: number | null }>('SELECT MAX(ts) AS ts FROM device_seen WHERE device = ?');
   const selectNewestRun = db.prepare<[string], { ts: number | null }>('SELECT MAX(last_ts) AS ts FROM device_runs WHERE device = ?');
+  const selectNewestSpan = db.prepare<[], { second: number | null }>('SELECT MAX(second) AS second FROM device_spans');
   const insert = db.prepare<[string, string, string, number, number | null]>('INSERT OR IGNORE INTO device_seen (device, key, hash, seen_at, ts) VALUES (?, ?, ?, ?, ?)');
   const update = db.prepare<[string, number, string, string]>('UPDATE device_seen SET hash = ?, seen_at = ? WHERE device = ? AND key = ?');
-  const insertRun = db.prepare<[string, number, number, number, number, string]>(
-    'INSERT INTO device_runs (device, first_ts, last_ts, seen_at, n, entries) VALUES (?, ?, ?, ?, ?, ?)',
+  const insertSpan = db.prepare<[number, number, number, string]>('INSERT INTO device_spans (second, seen_at, n, entries) VALUES (?, ?, ?, ?)');
+  const selectSpans = db.prepare<[number], StoredRow>('SELECT id, n FROM device_spans WHERE second = ?');
+  const spanEntries = db.prepare<[number], { entries: string }>('SELECT entries FROM device_spans WHERE id = ?');
+  const selectRuns = db.prepare<[string, number, number, number], StoredRow>(
+    'SELECT id, n FROM device_runs WHERE device = ? AND first_ts BETWEEN ? AND ? AND last_ts >= ?',
   );
-  const selectRuns = db.prepare<[string, number, number, number], RunRow>(
-    'SELECT id, entries FROM device_runs WHERE device = ? AND first_ts BETWEEN ? AND ? AND last_ts >= ?',
-  );
+  const runEntries = db.prepare<[number], { entries: string }>('SELECT entries FROM device_runs WHERE id = ?');
   const deleteOlder = db.prepare<[number]>('DELETE FROM device_seen WHERE seen_at < ?');
   const runsOlder = db.prepare<[number], { n: number | null }>('SELECT SUM(n) AS n FROM device_runs WHERE seen_at < ?');
   const deleteRunsOlder = db.prepare<[number]>('DELETE FROM device_runs WHERE seen_at < ?');
-  const oldestRuns = db.prepare<[], { id: number; n: number }>('SELECT id, n FROM device_runs ORDER BY seen_at, id');
+  const spansOlder = db.prepare<[number], { n: number | null }>('SELECT SUM(n) AS n FROM device_spans WHERE seen_at < ?');
+  const deleteSpansOlder = db.prepare<[number]>('DELETE FROM device_spans WHERE seen_at < ?');
+  const oldestRuns = db.prepare<[], StoredRow>('SELECT id, n FROM device_runs ORDER BY seen_at, id');
   const deleteRunsUpTo = db.prepare<[number]>('DELETE FROM device_runs WHERE id IN (SELECT id FROM device_runs ORDER BY seen_at, id LIMIT ?)');
+  const oldestSpans = db.prepare<[], StoredRow>('SELECT id, n FROM device_spans ORDER BY seen_at, id');
+  const deleteSpansUpTo = db.prepare<[number]>('DELETE FROM device_spans WHERE id IN (SELECT id FROM device_spans ORDER BY seen_at, id LIMIT ?)');
   const deleteOldestByKey = db.prepare<[number]>(
     'DELETE FROM device_seen WHERE (device, key) IN (SELECT device, key FROM device_seen ORDER BY seen_at LIMIT ?)',
   );
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM device_seen');
   const countRuns = db.prepare<[], { n: number | null }>('SELECT SUM(n) AS n FROM device_runs');
+  const countSpans = db.prepare<[], { n: number | null }>('SELECT SUM(n) AS n FROM device_spans');
   let heldRows = count.get()?.n ?? 0;
   let heldInRuns = countRuns.get()?.n ?? 0;
+  let heldInSpans = countSpans.get()?.n ?? 0;
+  const everySpan = db.prepare<[], { second: number; entries: string }>('SELECT second, entries FROM device_spans');
+  // The newest second any span holds: an upper bound of every device's newest time in the spans.
+  const newestSecond = selectNewestSpan.get()?.second;
+  let spansNewest = newestSecond === null || newestSecond === undefined ? -Infinity : newestSecond * SPAN_MS + SPAN_MS - 1;
   let lastPrune = 0;
-  // Set when a record deleted runs: an emptied table hands their ids out again, so parsed entries
-  // kept under those ids must go.
-  let runsDeleted = false;
+  // Set when a record deleted spans or runs: an emptied table hands their ids out again, so
+  // parsed entries kept under those ids must go.
+  let rowsDeleted = false;
   // Rows an earlier release stored (its hash form): while any are left in the window, a loose
   // identity not found under its key is looked up under the key that release would have used.
   const anyLegacy = db.prepare<[], { one: number }>('SELECT 1 AS one FROM device_seen WHERE length(hash) = 16 LIMIT 1');
   let legacyRows = anyLegacy.get() !== undefined;
+  // Timed rows (device_seen rows with a ts, and device_runs) are only an earlier release's: while
+  // none are left, a device's newest time is the spans' alone and its lookups never read them.
+  const anyTimedRows = db.prepare<[], { one: number }>('SELECT 1 AS one FROM device_seen WHERE ts IS NOT NULL UNION ALL SELECT 1 FROM device_runs LIMIT 1');
+  let timedRows = anyTimedRows.get() !== undefined;
 
-  /** Pure: a chunk's identities with a device time, as runs per device (sorted by time, each within RUN_SPAN_MS). */
-  function runsOf(identities: readonly DeviceIdentity[]): { device: string; first: number; last: number; entries: DeviceIdentity[] }[] {
-    const byDevice = new Map<string, DeviceIdentity[]>();
-    for (const i of identities) {
-      if (i.ts === undefined) continue;
-      let list = byDevice.get(i.device);
-      if (!list) byDevice.set(i.device, (list = []));
-      list.push(i);
+  // Each device's slotPrefixJson, kept: a chunk holds many identities of a device, and the device strings are shared (deviceIdentity).
+  const prefixes = new Map<string, string>();
+  /** A span's entries as stored: a JSON object slot (device, NUL, key) -> hash. Keys and hashes need no escaping (letters, digits, '-', '.', '+', '@', '#', hex). */
+  function spanJson(entries: readonly DeviceIdentity[]): string {
+    if (prefixes.size >= MAX_CACHED_DEVICES) prefixes.clear();
+    let out = '{';
+    for (let k = 0; k < entries.length; k++) {
+      const i = entries[k]!;
+      let prefix = prefixes.get(i.device);
+      if (prefix === undefined) prefixes.set(i.device, (prefix = slotPrefixJson(i.device)));
+      out += `${k > 0 ? ',' : ''}${prefix}${i.key}":"${i.hash}"`;
     }
-    const runs: { device: string; first: number; last: number; entries: DeviceIdentity[] }[] = [];
-    for (const [device, list] of byDevice) {
-      list.sort((a, b) => a.ts! - b.ts!);
-      let run: { device: string; first: number; last: number; entries: DeviceIdentity[] } | undefined;
-      for (const i of list) {
-        const ts = i.ts!;
-        if (!run || ts - run.first > RUN_SPAN_MS || run.entries.length >= RUN_MAX_ENTRIES) runs.push((run = { device, first: ts, last: ts, entries: [] }));
-        run.last = ts;
-        run.entries.push(i);
-      }
-    }
-    return runs;
+    return `${out}}`;
   }
 
-  function entriesJson(entries: readonly DeviceIdentity[]): string {
-    // Keys are a letter, numbers (digits, '-', '.', 'e', '+'), '@' or '#' and a hash; hashes are
-    // hex: nothing in them needs escaping in JSON (device-dedupe.test.ts parses what this writes).
-    let out = '{';
-    for (let k = 0; k < entries.length; k++) out += `${k > 0 ? ',"' : '"'}${entries[k]!.key}":"${entries[k]!.hash}"`;
-    return `${out}}`;
+  /** Deletes the oldest whole rows (runs or spans) holding at least `excess` identities; returns how many they held. */
+  function dropOldest(oldest: Statement<[], StoredRow>, deleteUpTo: Statement<[number]>, excess: number): number {
+    let rows = 0;
+    let removed = 0;
+    for (const r of oldest.iterate()) {
+      if (removed >= excess) break;
+      rows++;
+      removed += r.n;
+    }
+    deleteUpTo.run(rows);
+    rowsDeleted = true;
+    return removed;
   }
 
   const recordAll = db.transaction((identities: readonly DeviceIdentity[], now: number): number => {
@@ -263,36 +366,44 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       if (insert.run(i.device, i.key, i.hash, now, null).changes > 0) heldRows++;
       else update.run(i.hash, now, i.device, i.key);
     }
-    for (const run of runsOf(identities)) {
-      insertRun.run(run.device, run.first, run.last, now, run.entries.length, entriesJson(run.entries));
-      heldInRuns += run.entries.length;
+    for (const span of spansOf(identities)) {
+      insertSpan.run(span.second, now, span.entries.length, spanJson(span.entries));
+      heldInSpans += span.entries.length;
     }
     let discarded = 0;
     if (now - lastPrune >= PRUNE_EVERY_MS) {
       lastPrune = now;
       const cutoff = now - options.windowMs;
       heldRows -= deleteOlder.run(cutoff).changes;
-      const aged = runsOlder.get(cutoff)?.n ?? 0;
+      if (heldInRuns > 0) {
+        const aged = runsOlder.get(cutoff)?.n ?? 0;
+        if (aged > 0) {
+          deleteRunsOlder.run(cutoff);
+          heldInRuns -= aged;
+          rowsDeleted = true;
+        }
+      }
+      const aged = spansOlder.get(cutoff)?.n ?? 0;
       if (aged > 0) {
-        deleteRunsOlder.run(cutoff);
-        heldInRuns -= aged;
-        runsDeleted = true;
+        deleteSpansOlder.run(cutoff);
+        heldInSpans -= aged;
+        rowsDeleted = true;
       }
       if (legacyRows) legacyRows = anyLegacy.get() !== undefined;
+      if (timedRows) timedRows = anyTimedRows.get() !== undefined;
     }
-    // Over the bound: the oldest runs go first (whole runs), then the oldest rows.
-    let excess = heldRows + heldInRuns - options.maxEntries;
+    // Over the bound: the oldest runs go first (an earlier release's, whole), then the oldest
+    // spans (whole), then the oldest rows.
+    let excess = heldRows + heldInRuns + heldInSpans - options.maxEntries;
     if (excess > 0 && heldInRuns > 0) {
-      let runs = 0;
-      let removed = 0;
-      for (const r of oldestRuns.iterate()) {
-        if (removed >= excess) break;
-        runs++;
-        removed += r.n;
-      }
-      deleteRunsUpTo.run(runs);
-      runsDeleted = true;
+      const removed = dropOldest(oldestRuns, deleteRunsUpTo, excess);
       heldInRuns -= removed;
+      discarded += removed;
+      excess -= removed;
+    }
+    if (excess > 0 && heldInSpans > 0) {
+      const removed = dropOldest(oldestSpans, deleteSpansUpTo, excess);
+      heldInSpans -= removed;
       discarded += removed;
       excess -= removed;
     }
@@ -304,35 +415,88 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     return discarded;
   });
 
-  // The newest device time stored per device (-Infinity: none). A key with a device time can only
-  // match an identity stored with that same time, so a reading newer than the device's newest stored
-  // time is new without a query: the common case of a device reporting forward in time.
-  const newest = new Map<string, number>();
-  const newestOf = (device: string): number => {
-    let ts = newest.get(device);
+  // The newest device time stored per device (-Infinity: none), or a bound above it. A key with a
+  // device time can only match an identity stored with that same time, so a reading newer than
+  // the device's newest stored time is new without a query: the common case of a device
+  // reporting forward in time.
+  //
+  // In the spans, per device: read from every span once, when first needed (a span's second gives
+  // the bound: its last millisecond), then kept up by record(). Spans are not kept per device (a
+  // row per device per chunk was most of recording's cost), so this is the one full read.
+  let known: Map<string, number> | undefined;
+  // False once `known` reached its bound: a device not in it may have spans all the same.
+  let everyDevice = true;
+  function note(map: Map<string, number>, device: string, ts: number): void {
+    const was = map.get(device);
+    if (was === undefined) {
+      if (map.size >= MAX_KNOWN_DEVICES) everyDevice = false;
+      else map.set(device, ts);
+    } else if (ts > was) map.set(device, ts);
+  }
+  function knownDevices(): Map<string, number> {
+    if (known) return known;
+    known = new Map();
+    for (const row of everySpan.iterate()) {
+      const last = row.second * SPAN_MS + SPAN_MS - 1;
+      for (const slot of Object.keys(JSON.parse(row.entries) as Record<string, string>)) note(known, slot.slice(0, slot.indexOf('\u0000')), last);
+    }
+    return known;
+  }
+  // In the rows an earlier release wrote (device_seen with a ts, device_runs), per device, while any are left.
+  const olderNewest = new Map<string, number>();
+  function olderNewestOf(device: string): number {
+    let ts = olderNewest.get(device);
     if (ts === undefined) {
-      if (newest.size >= MAX_CACHED_DEVICES) newest.clear();
+      if (olderNewest.size >= MAX_CACHED_DEVICES) olderNewest.clear();
       ts = Math.max(selectNewest.get(device)?.ts ?? -Infinity, selectNewestRun.get(device)?.ts ?? -Infinity);
-      newest.set(device, ts);
+      olderNewest.set(device, ts);
     }
     return ts;
+  }
+  const newestOf = (device: string): number => {
+    const inSpans = knownDevices().get(device) ?? (everyDevice ? -Infinity : spansNewest);
+    return timedRows ? Math.max(inSpans, olderNewestOf(device)) : inSpans;
   };
 
-  const parsed = new Map<number, Record<string, string>>();
-  function runEntries(row: RunRow): Record<string, string> {
-    let entries = parsed.get(row.id);
+  // Parsed entries of spans and runs by id (one map per table), oldest first; bounded by the identities they hold.
+  const parsedSpans = new Map<number, Record<string, string>>();
+  const parsedRuns = new Map<number, Record<string, string>>();
+  const parsedOrder: { readonly from: Map<number, Record<string, string>>; readonly id: number; readonly n: number }[] = [];
+  let parsedEntries = 0;
+  function entriesOf(from: Map<number, Record<string, string>>, read: Statement<[number], { entries: string }>, row: StoredRow): Record<string, string> {
+    let entries = from.get(row.id);
     if (!entries) {
-      entries = JSON.parse(row.entries) as Record<string, string>;
-      if (parsed.size >= PARSED_RUNS) parsed.delete(parsed.keys().next().value!);
-      parsed.set(row.id, entries);
+      entries = JSON.parse(read.get(row.id)?.entries ?? '{}') as Record<string, string>;
+      while (parsedOrder.length > 0 && parsedEntries + row.n > PARSED_ENTRIES) {
+        const gone = parsedOrder.shift()!;
+        gone.from.delete(gone.id);
+        parsedEntries -= gone.n;
+      }
+      from.set(row.id, entries);
+      parsedOrder.push({ from, id: row.id, n: row.n });
+      parsedEntries += row.n;
     }
     return entries;
+  }
+  function forgetParsed(): void {
+    parsedSpans.clear();
+    parsedRuns.clear();
+    parsedOrder.length = 0;
+    parsedEntries = 0;
+  }
+
+  function inSpans(identity: DeviceIdentity, ts: number): string | undefined {
+    for (const row of selectSpans.all(Math.floor(ts / SPAN_MS))) {
+      const entries = entriesOf(parsedSpans, spanEntries, row);
+      // Spans are this release's: their slots and hashes are in its form, never an earlier one's.
+      if (Object.hasOwn(entries, identity.slot)) return entries[identity.slot];
+    }
+    return undefined;
   }
 
   function inRuns(identity: DeviceIdentity, ts: number): string | undefined {
     for (const row of selectRuns.all(identity.device, ts - RUN_SPAN_MS, ts, ts)) {
-      const entries = runEntries(row);
-      // Runs are this release's: their keys and hashes are in its form, never an earlier one's.
+      const entries = entriesOf(parsedRuns, runEntries, row);
       if (Object.hasOwn(entries, identity.key)) return entries[identity.key];
     }
     return undefined;
@@ -344,8 +508,10 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       const device = identity.device;
       if (identity.ts !== undefined) {
         if (identity.ts > newestOf(device)) return undefined;
-        const found = inRuns(identity, identity.ts);
+        const found = inSpans(identity, identity.ts) ?? (heldInRuns > 0 ? inRuns(identity, identity.ts) : undefined);
         if (found !== undefined) return found;
+        // Only an earlier release put an identity with a device time into device_seen.
+        if (!timedRows) return undefined;
       }
       const found = select.get(device, identity.key)?.hash;
       if (found !== undefined || !legacyRows) return found;
@@ -354,20 +520,19 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     },
     record(identities, now) {
       if (identities.length === 0) return 0;
-      runsDeleted = false;
+      rowsDeleted = false;
       const discarded = recordAll(identities, now);
-      if (runsDeleted) parsed.clear();
-      // After the commit only; a device not cached is read from the tables when next needed.
+      if (rowsDeleted) forgetParsed();
+      // After the commit only. Before `known` is first read, the spans it is read from hold these.
       for (const i of identities) {
         if (i.ts === undefined) continue;
-        const device = i.device;
-        const ts = newest.get(device);
-        if (ts !== undefined && i.ts > ts) newest.set(device, i.ts);
+        if (i.ts > spansNewest) spansNewest = i.ts;
+        if (known) note(known, i.device, i.ts);
       }
       return discarded;
     },
     get held() {
-      return heldRows + heldInRuns;
+      return heldRows + heldInRuns + heldInSpans;
     },
     close() {
       if (!open) return;

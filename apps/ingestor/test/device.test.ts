@@ -5,12 +5,13 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
 import type { Ack, DeviceReading } from '@ferry/protocol';
 import { defaultLimits, uplinkTopics } from '@ferry/protocol';
 import type { DeadLetterStore } from '@ferry/deadletter';
 import { waitFor } from '@ferry/testkit';
 import { Accounting, imbalances } from '../src/accounting.js';
-import { deviceIdentity, judgeDevice, legacyKeyOf, openDeviceDedupeStore } from '../src/device-dedupe.js';
+import { decimal, deviceIdentity, judgeDevice, legacyKeyOf, openDeviceDedupeStore } from '../src/device-dedupe.js';
 import { legacyContentHash } from '../src/content-hash.js';
 import type { DeviceIdentity } from '../src/device-dedupe.js';
 import { compileDeviceTopics } from '../src/direct.js';
@@ -87,6 +88,16 @@ const deviceReading = (over: Partial<DeviceReading> = {}): DeviceReading => ({
 });
 
 describe('device identity', () => {
+  it('writes the times in its keys as plain template strings would, for every number', () => {
+    const edges = fc.constantFrom(1e8 - 1, 1e8, 1e8 + 1, 2 ** 31, 2 ** 53 - 1, 2 ** 53, 2 ** 53 + 2, 1e21, -1e8, -0, 0.5, 1e8 + 0.5, NaN, Infinity);
+    fc.assert(
+      fc.property(fc.oneof(fc.maxSafeInteger(), fc.maxSafeNat(), fc.integer(), fc.double(), edges), (n) => {
+        expect(decimal(n)).toBe(`${n}`);
+      }),
+      { numRuns: 20_000 },
+    );
+  });
+
   it('keys a reading by deviceSeq and device time, strictly, and ignores what the gateway added', () => {
     const a = deviceIdentity(deviceReading({ deviceSeq: 7 }), 'gateway', 'gw')!;
     const b = deviceIdentity(deviceReading({ deviceSeq: 7, receivedAt: T0 + 999, flags: ['x'] }), 'gateway', 'gw')!;
@@ -170,11 +181,14 @@ describe('device dedupe store', () => {
     const noTime = deviceIdentity(deviceReading({ tsSource: 'gateway', deviceSeq: 1 }), 'gateway', 'gw')!;
     expect(store.record([...first, noTime], NOW)).toBe(0);
     expect(store.held).toBe(31);
-    // 30 more: 61 held is over the bound of 50; the oldest run (the first 30) goes whole.
+    // 30 more: 61 held is over the bound of 50; the oldest spans (a second of device time each,
+    // here one identity each) go whole until 11 are gone.
     const second = Array.from({ length: 30 }, (_, k) => at(T0 + 100_000 + k * 1000));
-    expect(store.record(second, NOW + 1)).toBe(30);
-    expect(store.held).toBe(31);
+    expect(store.record(second, NOW + 1)).toBe(11);
+    expect(store.held).toBe(50);
     expect(store.lookup(first[0]!)).toBeUndefined();
+    expect(store.lookup(first[10]!)).toBeUndefined();
+    expect(store.lookup(first[11]!)).toBe(first[11]!.hash);
     expect(store.lookup(second[0]!)).toBe(second[0]!.hash);
     expect(store.lookup(noTime)).toBe(noTime.hash);
     // Past the window (and the prune interval), runs and rows alike are forgotten.
@@ -220,6 +234,98 @@ describe('device dedupe store', () => {
     for (const i of [strict, loose, noTime]) expect(store.lookup(i)).toBe(i.hash);
     expect(store.lookup(identity(T0 + 30))).toBeUndefined();
   });
+  it("keeps finding identities an earlier release stored as per-device runs, and forgets them with the window", () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const strict = identity(T0 + 10, 4);
+    const loose = identity(T0 + 20);
+    const first = openDeviceDedupeStore({ path, windowMs: 600_000, maxEntries: 1000 });
+    first.close();
+    // One run of device d1 as that release wrote it: its keys (not slots) to hashes.
+    const old = new Database(path);
+    old
+      .prepare('INSERT INTO device_runs (device, first_ts, last_ts, seen_at, n, entries) VALUES (?, ?, ?, ?, ?, ?)')
+      .run('gw/d1', T0 + 10, T0 + 20, NOW, 2, JSON.stringify({ [strict.key]: strict.hash, [loose.key]: loose.hash }));
+    old.close();
+    const store = openDeviceDedupeStore({ path, windowMs: 600_000, maxEntries: 1000 });
+    closers.push(() => store.close());
+    expect(store.held).toBe(2);
+    for (const i of [strict, loose]) expect(store.lookup(i)).toBe(i.hash);
+    const other = deviceIdentity(deviceReading({ ts: T0 + 10, deviceSeq: 4, metrics: { t: 99 } }), 'gateway', 'gw')!;
+    expect(judgeDevice(store.lookup(other), other)).toMatchObject({ kind: 'conflict' });
+    // New records go to spans, next to the old run; both are found.
+    const later = identity(T0 + 15, 5);
+    store.record([later], NOW + 1);
+    expect(store.held).toBe(3);
+    for (const i of [strict, loose, later]) expect(store.lookup(i)).toBe(i.hash);
+    // Past the window the old run goes like any record.
+    const next = identity(T0 + 30);
+    store.record([next], NOW + 700_000);
+    expect(store.held).toBe(1);
+    for (const i of [strict, loose, later]) expect(store.lookup(i)).toBeUndefined();
+    expect(store.lookup(next)).toBe(next.hash);
+  });
+
+  it('finds identities of devices whose ids hold quotes and backslashes, with gateways of any id, after a reopen', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const ids = ['a"b', 'c\\d', 'e\\"f', 'g\u00e9h', 'plain'];
+    const all = ids.flatMap((deviceId, k) =>
+      ['gw', 'gw"2'].map((scope) => deviceIdentity(deviceReading({ deviceId, ts: T0 + k * 300, deviceSeq: k }), 'gateway', scope)!),
+    );
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    store.record(all, NOW);
+    for (const i of all) expect(store.lookup(i)).toBe(i.hash);
+    store.close();
+    const again = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    closers.push(() => again.close());
+    expect(again.held).toBe(all.length);
+    for (const i of all) expect(again.lookup(i)).toBe(i.hash);
+    // The same key under another device (or the same device through another gateway) is not found.
+    expect(again.lookup(deviceIdentity(deviceReading({ deviceId: 'a', ts: T0, deviceSeq: 0 }), 'gateway', 'gw')!)).toBeUndefined();
+  });
+
+  it('finds every identity of many devices recorded in chunks over many seconds, and only those, after a reopen', () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    // 100 devices, 3 readings a second each for 20 s, recorded in chunks of 500, out of order.
+    const all: DeviceIdentity[] = [];
+    for (let k = 0; k < 60; k++) {
+      for (let d = 0; d < 100; d++) all.push(deviceIdentity(deviceReading({ deviceId: `d${d}`, ts: T0 + k * 333 + d, deviceSeq: k }), 'gateway', 'gw')!);
+    }
+    const chunks = Array.from({ length: all.length / 500 }, (_, c) => all.slice(c * 500, c * 500 + 500)).reverse();
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1_000_000 });
+    for (const chunk of chunks) store.record(chunk, NOW);
+    store.close();
+    const again = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1_000_000 });
+    closers.push(() => again.close());
+    expect(again.held).toBe(all.length);
+    expect(all.filter((i) => again.lookup(i) !== i.hash)).toEqual([]);
+    // A millisecond no reading of the device had, next to ones it had: new.
+    expect(again.lookup(deviceIdentity(deviceReading({ deviceId: 'd7', ts: T0 + 333 + 8, deviceSeq: 1 }), 'gateway', 'gw')!)).toBeUndefined();
+  });
+
+  it("judges each device by its own newest time after a reopen, whatever another device's clock says", () => {
+    const path = join(tempDir(), 'device-dedupe.db');
+    const at = (deviceId: string, ts: number, deviceSeq: number, t = 1): DeviceIdentity =>
+      deviceIdentity(deviceReading({ deviceId, ts, deviceSeq, metrics: { t } }), 'gateway', 'gw')!;
+    const behind = at('behind', T0 + 10, 1);
+    const ahead = at('ahead', T0 + 3_600_000, 1);
+    const first = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    first.record([behind, ahead], NOW);
+    first.close();
+    const store = openDeviceDedupeStore({ path, windowMs: 3_600_000, maxEntries: 1000 });
+    closers.push(() => store.close());
+    // In the same second as its recorded reading, and after it: found, and new.
+    expect(store.lookup(behind)).toBe(behind.hash);
+    expect(store.lookup(at('behind', T0 + 11, 2))).toBeUndefined();
+    expect(judgeDevice(store.lookup(at('behind', T0 + 10, 1, 2)), at('behind', T0 + 10, 1, 2))).toMatchObject({ kind: 'conflict' });
+    // A device the store never saw, and one recorded after the reopen.
+    expect(store.lookup(at('new', T0 + 10, 1))).toBeUndefined();
+    const later = at('new', T0 + 20, 2);
+    store.record([later], NOW + 1);
+    expect(store.lookup(later)).toBe(later.hash);
+    expect(store.lookup(at('new', T0 + 15, 3))).toBeUndefined();
+    expect(store.lookup(ahead)).toBe(ahead.hash);
+  });
+
   it('recognises identities an earlier release stored with its hash form, in the hash and inside loose keys', () => {
     const path = join(tempDir(), 'device-dedupe.db');
     const strict = identity(T0 + 10, 4);
