@@ -2,13 +2,14 @@
 // 16 MiB better-sqlite3 is built with, which a quick_check of a large backlog fills; the dead-letter
 // store gets the same through openSqlite's cacheKiB, tested in packages/runtime), and no
 // mqtt-packet number cache (65,536 Buffers) in the process that runs the gateway, and V8's heap
-// policy left to node's own flags when it was given some (footprint-process.test.ts runs a process).
+// policy left to node's own flags when it was given some, else a young generation bounded at 4 MiB
+// semi-spaces (footprint-process.test.ts runs a process).
 import { join } from 'node:path';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeToStream } from 'mqtt-packet';
 import { applyGatewayFootprint } from '../src/index.js';
-import { hasOwnHeapPolicy } from '../src/footprint.js';
+import { GATEWAY_YOUNG_BYTES, hasOwnHeapPolicy, youngGrowthFactor } from '../src/footprint.js';
 import { GATEWAY_SQLITE_CACHE_KIB, openOutboxFile } from '../src/outbox-file.js';
 import { tempDir } from './harness.js';
 
@@ -48,5 +49,13 @@ describe('gateway footprint', () => {
     expect(hasOwnHeapPolicy([], '--max-old-space-size=256 --no-optimize-for-size')).toBe(true);
     expect(hasOwnHeapPolicy([], '')).toBe(false);
     expect(hasOwnHeapPolicy(['--enable-source-maps', '--max-old-space-size=256'], '--inspect')).toBe(false);
+  });
+
+  it('lets the young generation double up to two 4 MiB semi-spaces and grow no further', () => {
+    const MiB = 1024 * 1024;
+    expect(GATEWAY_YOUNG_BYTES).toBe(8 * MiB);
+    // node starts at 1 MiB semi-spaces; each growth doubles, so it lands on the bound.
+    expect([2 * MiB, 4 * MiB].map((bytes) => youngGrowthFactor(bytes))).toEqual([2, 2]);
+    expect([8 * MiB, 32 * MiB].map((bytes) => youngGrowthFactor(bytes))).toEqual([1, 1]);
   });
 });
