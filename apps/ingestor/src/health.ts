@@ -173,7 +173,9 @@ function recentOf(item: WrittenReading, reading: ObservedReading): RecentReading
   const flags = (item.reading as Partial<Record<string, unknown>>)['flags'];
   const valid = Array.isArray(flags) && flags.length > 0 && flags.every((f) => typeof f === 'string');
   const ts = item.point ? Number(item.point.timestampNs / 1_000_000n) : reading.ts;
-  return { ts, kind: reading.kind, metrics: item.point ? item.point.fields : reading.metrics, ...(valid ? { flags } : {}) };
+  const metrics = item.point ? item.point.fields : reading.metrics;
+  // Written out rather than spread: every reading written passes here.
+  return valid ? { ts, kind: reading.kind, metrics, flags } : { ts, kind: reading.kind, metrics };
 }
 
 /** The model's view of written readings: those it cannot read (not validated as a reading) are left out. */
@@ -274,20 +276,49 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     }
   }
 
-  function observe(observations: () => readonly HealthObservation[]): void {
+  /** The model takes a chunk's readings in order (one call: one clock read, each device's deadline once); the device pages keep what was taken. */
+  function take(readings: readonly ObservedReading[], shown: readonly (RecentReadingInput | undefined)[]): void {
+    const taken = monitor.observeReadings(readings);
+    for (let i = 0; i < readings.length; i++) {
+      const deviceId = readings[i]!.deviceId;
+      const recentInput = shown[i];
+      // A device the model does not track has no page (the API answers 404): nothing kept for it.
+      if (!taken[i]) refused(deviceId);
+      else if (recentInput) recent.add(deviceId, recentInput);
+    }
+  }
+
+  function guarded(fn: () => void): void {
     try {
-      const chunk = observations();
-      // One call for the chunk (one clock read, each device's deadline once): the model takes them in order.
-      const taken = monitor.observeReadings(chunk.map((o) => o.reading));
-      for (let i = 0; i < chunk.length; i++) {
-        const { reading, recent: shown } = chunk[i]!;
-        // A device the model does not track has no page (the API answers 404): nothing kept for it.
-        if (!taken[i]) refused(reading.deviceId);
-        else if (shown) recent.add(reading.deviceId, shown);
-      }
+      fn();
     } catch (err) {
       logger.error({ err: err instanceof Error ? err.message : String(err) }, 'health model failed to take written readings');
     }
+  }
+
+  /** observationsOf without an observation object per reading: every reading written passes here. */
+  function observeItems(items: readonly WrittenReading[]): void {
+    guarded(() => {
+      const readings: ObservedReading[] = [];
+      const shown: (RecentReadingInput | undefined)[] = [];
+      for (const item of items) {
+        const reading = observed(item);
+        if (!reading) continue;
+        readings.push(reading);
+        shown.push(recentOf(item, reading));
+      }
+      take(readings, shown);
+    });
+  }
+
+  function observe(observations: () => readonly HealthObservation[]): void {
+    guarded(() => {
+      const chunk = observations();
+      take(
+        chunk.map((o) => o.reading),
+        chunk.map((o) => o.recent),
+      );
+    });
   }
 
   function flush(): void {
@@ -309,7 +340,7 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
       return recent.readings(deviceId, { sinceTs: clock.now() - sinceMs, limit });
     },
     // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
-    observeWritten: (items) => observe(() => observationsOf(items)),
+    observeWritten: (items) => observeItems(items),
     observe: (observations) => observe(() => observations),
     routeNotifications(next) {
       route = next ?? toHub;

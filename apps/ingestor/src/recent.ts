@@ -71,14 +71,20 @@ export interface RecentReadingsStats {
 
 /** One device's readings: a ring in arrival order that grows up to perDevice, then overwrites. */
 interface DeviceRing {
+  readonly deviceId: string;
   readonly items: RecentReading[];
   /** Index of the oldest item once the ring is full; 0 while it grows. */
   start: number;
+  /** Neighbours in update order (a list through the rings: moving a device to the end costs no map update). */
+  older: DeviceRing | undefined;
+  newer: DeviceRing | undefined;
 }
 
 export class RecentReadings {
-  /** Map order is update order: the first entry is the least recently updated device. */
   private readonly byDevice = new Map<string, DeviceRing>();
+  /** Update order: `oldest` is the least recently updated device, `newest` the last one updated. */
+  private oldest: DeviceRing | undefined;
+  private newest: DeviceRing | undefined;
   private total = 0;
   private evictedDevices = 0;
   private evictedReadings = 0;
@@ -102,9 +108,14 @@ export class RecentReadings {
     if (trimmed) this.trimmedReadings++;
     const reading: RecentReading = metrics === input.metrics ? (input as RecentReading) : { ...input, metrics };
     let ring = this.byDevice.get(deviceId);
-    if (ring) this.byDevice.delete(deviceId);
-    else ring = { items: [], start: 0 };
-    this.byDevice.set(deviceId, ring);
+    if (!ring) {
+      ring = { deviceId, items: [], start: 0, older: undefined, newer: undefined };
+      this.byDevice.set(deviceId, ring);
+      this.append(ring);
+    } else if (ring !== this.newest) {
+      this.unlink(ring);
+      this.append(ring);
+    }
     if (ring.items.length < this.options.perDevice) {
       ring.items.push(reading);
       this.total++;
@@ -113,11 +124,11 @@ export class RecentReadings {
       ring.start = (ring.start + 1) % ring.items.length;
     }
     while (this.total > this.options.maxTotal) {
-      const oldest = this.byDevice.keys().next();
-      if (oldest.done === true) break;
-      const evicted = this.byDevice.get(oldest.value);
-      this.byDevice.delete(oldest.value);
-      const n = evicted?.items.length ?? 0;
+      const evicted = this.oldest;
+      if (!evicted) break;
+      this.unlink(evicted);
+      this.byDevice.delete(evicted.deviceId);
+      const n = evicted.items.length;
       this.total -= n;
       this.evictedDevices++;
       this.evictedReadings += n;
@@ -150,6 +161,7 @@ export class RecentReadings {
     const ring = this.byDevice.get(deviceId);
     if (!ring) return false;
     this.byDevice.delete(deviceId);
+    this.unlink(ring);
     this.total -= ring.items.length;
     return true;
   }
@@ -157,13 +169,34 @@ export class RecentReadings {
   /** Drops the devices `keep` says no to (the health model forgot them); returns how many. */
   retain(keep: (deviceId: string) => boolean): number {
     let dropped = 0;
-    for (const deviceId of [...this.byDevice.keys()]) if (!keep(deviceId) && this.forget(deviceId)) dropped++;
+    for (const deviceId of this.devices()) if (!keep(deviceId) && this.forget(deviceId)) dropped++;
     return dropped;
   }
 
   /** Device ids, least recently updated first. */
   devices(): string[] {
-    return [...this.byDevice.keys()];
+    const out: string[] = [];
+    for (let ring = this.oldest; ring; ring = ring.newer) out.push(ring.deviceId);
+    return out;
+  }
+
+  /** Puts a ring (not in the list) at the end of the update order. */
+  private append(ring: DeviceRing): void {
+    ring.older = this.newest;
+    ring.newer = undefined;
+    if (this.newest) this.newest.newer = ring;
+    else this.oldest = ring;
+    this.newest = ring;
+  }
+
+  /** Takes a ring out of the update order. */
+  private unlink(ring: DeviceRing): void {
+    if (ring.older) ring.older.newer = ring.newer;
+    else this.oldest = ring.newer;
+    if (ring.newer) ring.newer.older = ring.older;
+    else this.newest = ring.older;
+    ring.older = undefined;
+    ring.newer = undefined;
   }
 
   stats(): RecentReadingsStats {

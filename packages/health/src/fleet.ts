@@ -232,9 +232,16 @@ export class FleetHealth {
   private wasHeld: boolean;
   readonly ingestor: IngestorHealth;
 
+  /**
+   * The per-device overrides of `defaults.devices`, read on every reading (profile, interval,
+   * timeout): a map, and none at all when there are none, the usual fleet.
+   */
+  private readonly overrides: ReadonlyMap<string, HealthDefaults['devices'][string]> | undefined;
+
   constructor(options: FleetOptions) {
     this.clock = options.clock;
     this.defaults = options.defaults;
+    this.overrides = Object.keys(this.defaults.devices).length > 0 ? new Map(Object.entries(this.defaults.devices)) : undefined;
     this.watched = new Set(options.watchedMetrics ?? []);
     for (const name of [...this.defaults.fields.battery, ...this.defaults.fields.rssi]) this.watched.add(name);
     const now = this.clock.now();
@@ -294,7 +301,7 @@ export class FleetHealth {
 
   /** The inactivity timeout in force: per device, per profile, learned, or the default. */
   timeoutOf(d: DeviceHealth): number {
-    const own = this.defaults.devices[d.deviceId];
+    const own = this.overrides?.get(d.deviceId);
     if (own?.timeoutMs !== undefined) return own.timeoutMs;
     const profile = d.profile === undefined ? undefined : this.defaults.profiles[d.profile];
     if (profile?.timeoutMs !== undefined) return profile.timeoutMs;
@@ -311,7 +318,7 @@ export class FleetHealth {
   }
 
   expectedIntervalOf(d: DeviceHealth): number | undefined {
-    const own = this.defaults.devices[d.deviceId]?.expectedIntervalMs;
+    const own = this.overrides?.get(d.deviceId)?.expectedIntervalMs;
     if (own !== undefined) return own;
     const profile = d.profile === undefined ? undefined : this.defaults.profiles[d.profile]?.expectedIntervalMs;
     if (profile !== undefined) return profile;
@@ -373,7 +380,7 @@ export class FleetHealth {
     }
     d.lastHeardAt = now;
     if (r.gatewayId !== undefined && r.gatewayId !== d.gatewayId) this.moveDevice(d, r.gatewayId);
-    const profile = this.defaults.devices[d.deviceId]?.profile;
+    const profile = this.overrides?.get(d.deviceId)?.profile;
     if (profile !== undefined) d.profile = profile;
     // The gateway's receive time put on our clock (its offset learned from its statuses), never later than now.
     const offset = r.gatewayId === undefined ? 0 : (this.gatewaysById.get(r.gatewayId)?.clockOffsetMs ?? 0);

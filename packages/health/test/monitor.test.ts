@@ -141,6 +141,18 @@ describe('device liveness and the offline alert', () => {
     expect(m1 && monitor.fleet.timeoutOf(m1)).toBe(7_200_000);
     expect(m2 && monitor.fleet.timeoutOf(m2)).toBe(600_000);
   });
+
+  it('gives a device without overrides the default timeout, whatever its id, with or without overrides for others', () => {
+    for (const devices of [{}, { m2: { timeoutMs: '10m' } }]) {
+      const { clock, monitor } = setup([], { timeoutMs: '5m', devices });
+      for (const id of ['m1', 'constructor', 'toString', '__proto__', 'hasOwnProperty']) {
+        monitor.observeReading(reading(clock, id));
+        const d = monitor.fleet.device(id);
+        expect(d && monitor.fleet.timeoutOf(d)).toBe(300_000);
+        expect(d?.profile).toBeUndefined();
+      }
+    }
+  });
 });
 
 describe('device facts', () => {

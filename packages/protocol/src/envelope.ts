@@ -20,8 +20,10 @@ export const LEGACY_BATCH_VERSION = 1;
 
 export const gatewayIdSchema = z.string().regex(ID_PATTERN, 'a gateway id is 1-128 characters without / # + or control characters');
 
+const NONCE_PATTERN = /^[A-Za-z0-9_-]{22,128}$/;
+
 /** At least 128 random bits, base64url. */
-export const batchNonceSchema = z.string().regex(/^[A-Za-z0-9_-]{22,128}$/, 'a batch nonce is 22-128 base64url characters');
+export const batchNonceSchema = z.string().regex(NONCE_PATTERN, 'a batch nonce is 22-128 base64url characters');
 
 /** A fresh nonce for one batch id: 128 random bits. */
 export function newBatchNonce(): string {
@@ -80,6 +82,40 @@ export type DecodedBatch =
   | { readonly ok: true; readonly header: BatchHeader; readonly readings: readonly unknown[] }
   | { readonly ok: false; readonly rejection: Rejection; readonly header?: Partial<BatchHeader> };
 
+function isSafeInteger(value: unknown): value is number {
+  return typeof value === 'number' && Number.isSafeInteger(value);
+}
+
+/**
+ * The usual envelope (uncompressed, of the schema's keys and types only) read by hand, in front of
+ * batchEnvelopeSchema: the schema copies the readings array item by item, this takes it as it is.
+ * It only says "certainly valid" or "ask the schema", so every refusal and its message still come
+ * from zod; a property test (test/envelope-fast.test.ts) holds that whatever this accepts, the
+ * schema accepts as an equal value. `raw` is JSON.parse output (no holes, no undefined).
+ */
+export function plainBatchFastPath(raw: unknown): Extract<DecodedBatch, { ok: true }> | undefined {
+  if (raw === null || typeof raw !== 'object' || Object.getPrototypeOf(raw) !== Object.prototype) return undefined;
+  const env = raw as Record<string, unknown>;
+  let keys = 0;
+  for (const key in env) {
+    if (!Object.hasOwn(env, key)) return undefined;
+    if (key !== 'v' && key !== 'gatewayId' && key !== 'batchId' && key !== 'sentAt' && key !== 'nonce' && key !== 'compression' && key !== 'readings') return undefined;
+    keys++;
+  }
+  const { v, gatewayId, batchId, sentAt, nonce, compression, readings } = env;
+  if (compression !== 'none' || !Array.isArray(readings)) return undefined;
+  if (typeof gatewayId !== 'string' || !ID_PATTERN.test(gatewayId)) return undefined;
+  if (!isSafeInteger(batchId) || batchId < 0 || !isSafeInteger(sentAt)) return undefined;
+  if (v === BATCH_VERSION) {
+    if (typeof nonce !== 'string' || !NONCE_PATTERN.test(nonce) || keys !== 7) return undefined;
+    return { ok: true, header: { v, gatewayId, batchId, sentAt, nonce }, readings: readings as unknown[] };
+  }
+  if (v === LEGACY_BATCH_VERSION && keys === 6 && nonce === undefined) {
+    return { ok: true, header: { v, gatewayId, batchId, sentAt }, readings: readings as unknown[] };
+  }
+  return undefined;
+}
+
 /**
  * Decodes an envelope down to its header and the raw readings; each reading is validated on its
  * own afterwards so that one bad reading never blocks the good ones of its batch.
@@ -94,6 +130,8 @@ export function decodeBatch(payload: Uint8Array, maxBytes: number): DecodedBatch
   } catch {
     return { ok: false, rejection: { code: 'FERRY_ERR_ENVELOPE_INVALID', reason: 'batch envelope is not valid JSON' } };
   }
+  const fast = plainBatchFastPath(raw);
+  if (fast) return fast;
   const parsed = batchEnvelopeSchema.safeParse(raw);
   if (!parsed.success) {
     const partial = envelopeHeaderSchema.partial().safeParse(raw);
