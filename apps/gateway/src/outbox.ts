@@ -13,6 +13,7 @@ import type { CompactedSpan, DropReason, DroppedRow, GapRecord } from './drops.j
 import { DEFAULT_WAL_AUTOCHECKPOINT_PAGES, openOutboxFile } from './outbox-file.js';
 import type { CorruptOutbox } from './outbox-file.js';
 import { migrateOutbox } from './outbox-schema.js';
+import { RecentRows } from './outbox-recent.js';
 
 export interface OutboxEntry {
   readonly seq: number;
@@ -211,6 +212,8 @@ export interface SqliteOutboxOptions {
   readonly compactIntervalMs?: number;
   /** Limits a summary must pass at the ingestor (default: the protocol's defaults). */
   readonly summaryLimits?: SummaryLimits;
+  /** Just-committed rows peek() may serve from memory, at most (default RECENT_MAX_ROWS; tests set it small). */
+  readonly recentRows?: number;
   readonly clock?: Clock;
 }
 
@@ -253,6 +256,12 @@ const INSERT_CHUNKS = [64, 16, 4, 1] as const;
 const INSERT_COLUMNS = 5;
 /** Rows peek() reads beyond what the byte budget is expected to take, so one read is nearly always enough. */
 const PEEK_SLACK_ROWS = 16;
+/**
+ * The newest committed rows peek() serves from memory (outbox-recent.ts): a few batches' worth,
+ * enough for a sender that keeps up; one that falls behind reads the file as before.
+ */
+const RECENT_MAX_ROWS = 4096;
+const RECENT_MAX_BYTES = 1024 * 1024;
 /** Batch ids are reserved in blocks so that handing one out rarely writes. */
 const BATCH_ID_BLOCK = 1024;
 /** Rows read at a time when looking for the oldest rows to drop. */
@@ -336,6 +345,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   const writeSentinel = db.prepare('INSERT OR IGNORE INTO outbox_sent (first_seq, last_seq) VALUES (-1, -1)');
   const dropSentinel = db.prepare('DELETE FROM outbox_sent WHERE first_seq = -1');
   const oldest = db.prepare<[], { received_at: number }>('SELECT received_at FROM outbox ORDER BY seq LIMIT 1');
+  const oldestReceived = db.prepare<[], number>('SELECT received_at FROM outbox ORDER BY received_at LIMIT 1').pluck(true);
   const scan = db
     .prepare<[number, number, number], [number, number, string]>('SELECT seq, bytes, payload FROM outbox WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?')
     .raw(true);
@@ -367,6 +377,14 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   let bytes = initial.bytes;
   let oldestTs: number | null = oldest.get()?.received_at ?? null;
   let newest: number | null = readNewestSeq.get()?.seq ?? null;
+  /**
+   * No row was received before this (epoch ms): the oldest receive time, read when an age trim
+   * found nothing to drop, lowered by every receive time written since. Until the cutoff passes
+   * it the age trim has nothing to look for, and group commits skip its query.
+   */
+  let receivedFloor = Number.NEGATIVE_INFINITY;
+  /** The rows committed last, as stored, for peek(); it is told of every row removed or rewritten. */
+  const recent = new RecentRows<StoredReading>(newest ?? -1, options.recentRows ?? RECENT_MAX_ROWS, RECENT_MAX_BYTES);
   // Never reuse an id handed out by a previous run: start past everything reserved before.
   let batchIdNext = initial.batch_id_reserved;
   let batchIdReserved = initial.batch_id_reserved;
@@ -433,13 +451,17 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
   function trimAged(totals: Totals, inFlight: { has(seq: number): boolean }, drops: Map<DropReason, Victim[]>): void {
     if (maxAgeMs === undefined) return;
     const cutoff = Math.floor(clock.now()) - maxAgeMs;
+    if (cutoff <= receivedFloor) return;
     // Pages of rows, oldest first; in-flight rows stay and come back in the next page, so a page
     // is made larger than any send window. At most AGE_TRIM_MAX a transaction keeps one
     // commit short after a long outage; the rest go at the next append or expire().
     let removed = 0;
     while (removed < AGE_TRIM_MAX) {
       const victims: Victim[] = [];
-      for (const row of agedRows.all(cutoff, AGE_TRIM_PAGE)) {
+      const aged = agedRows.all(cutoff, AGE_TRIM_PAGE);
+      // Only when this trim removed nothing: a rollback would bring back what it removed.
+      if (aged.length === 0 && removed === 0) receivedFloor = oldestReceived.get() ?? Number.POSITIVE_INFINITY;
+      for (const row of aged) {
         if (!inFlight.has(row.seq)) victims.push(toVictim(row));
       }
       if (victims.length === 0) return;
@@ -602,6 +624,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       const [keep, ...rest] = group.summary.seqs;
       if (keep === undefined) continue;
       writeSummary.run(reading.ts, reading.receivedAt, size, payload, keep);
+      if (reading.receivedAt < receivedFloor) receivedFloor = reading.receivedAt;
       for (const seq of rest) deleteVictim.run(seq);
       totals.depth -= rest.length;
       totals.bytes += size - group.rawBytes;
@@ -628,7 +651,15 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       readings: readonly DeviceReading[],
       inFlight: { has(seq: number): boolean },
       pipelineState: readonly SavedSeriesState[],
-    ): { seqs: number[]; droppedSeqs: number[]; refused: number; totals: Totals; compacted: CompactionResult | undefined } => {
+    ): {
+      seqs: number[];
+      payloads: string[];
+      sizes: number[];
+      droppedSeqs: number[];
+      refused: number;
+      totals: Totals;
+      compacted: CompactionResult | undefined;
+    } => {
       const totals: Totals = { depth, bytes };
       const drops = new Map<DropReason, Victim[]>();
       trimAged(totals, inFlight, drops);
@@ -636,7 +667,9 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       const sizes: number[] = new Array<number>(readings.length);
       let groupBytes = 0;
       for (let i = 0; i < readings.length; i += 1) {
-        const payload = JSON.stringify(readings[i]);
+        const reading = readings[i]!;
+        if (reading.receivedAt < receivedFloor) receivedFloor = reading.receivedAt;
+        const payload = JSON.stringify(reading);
         payloads[i] = payload;
         sizes[i] = Buffer.byteLength(payload);
         groupBytes += sizes[i]!;
@@ -659,7 +692,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       writeState.run(totals.depth, totals.bytes);
       // A refused group was not processed as far as the devices know: they publish it again.
       if (seqs.length === readings.length) savePipelineState(pipelineState);
-      return { seqs, droppedSeqs, refused: readings.length - seqs.length, totals, compacted };
+      return { seqs, payloads, sizes, droppedSeqs, refused: readings.length - seqs.length, totals, compacted };
     },
   );
 
@@ -804,8 +837,53 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
 
   /** What peek hands out; under `whenFull: 'compact'` remembered first as possibly sent. */
   function remembered(out: OutboxEntry[]): OutboxEntry[] {
-    if (compact && out.length > 0) rememberSent(out[0]!.seq, out[out.length - 1]!.seq);
+    const last = out[out.length - 1];
+    if (last === undefined) return out;
+    if (compact) rememberSent(out[0]!.seq, last.seq);
+    // Handed out, the recent rows have done their work: held on, they would only cost the
+    // collector (a batch resent after a timeout reads the file).
+    recent.forgetUpTo(last.seq);
     return out;
+  }
+
+  /** After an append committed: what it stored joins the recent rows, what it removed or rewrote leaves them. */
+  function rememberRecent(result: {
+    seqs: readonly number[];
+    payloads: readonly string[];
+    sizes: readonly number[];
+    droppedSeqs: readonly number[];
+    compacted: CompactionResult | undefined;
+  }): void {
+    if (result.compacted) recent.clear(newest ?? -1);
+    else forgetRecent(result.droppedSeqs);
+    const { seqs, payloads, sizes } = result;
+    if (!recent.holding) {
+      recent.forgetUpTo(seqs[seqs.length - 1] ?? -1);
+      return;
+    }
+    const rows = new Array<StoredReading>(seqs.length);
+    for (let i = 0; i < seqs.length; i += 1) rows[i] = new StoredReading(seqs[i]!, sizes[i]!, payloads[i]!);
+    recent.committed(rows);
+  }
+
+  /** Rows about to be removed (or just removed) leave the recent rows, with every older one. */
+  function forgetRecent(seqs: readonly number[]): void {
+    let highest = -1;
+    for (const seq of seqs) if (seq > highest) highest = seq;
+    recent.forgetUpTo(highest);
+  }
+
+  /** Up to `wanted` rows above `after`, from memory when the recent rows hold all of them, else from the file up to where they begin. */
+  function peekPage(after: number, upToSeq: number, wanted: number): { rows: readonly StoredReading[]; complete: boolean } {
+    if (after >= recent.floor) return { rows: recent.page(after, upToSeq, wanted), complete: true };
+    const page = scan.all(after, Math.min(upToSeq, recent.floor), wanted);
+    const rows = new Array<StoredReading>(page.length);
+    for (let i = 0; i < page.length; i += 1) {
+      const [seq, stored, json] = page[i]!;
+      rows[i] = new StoredReading(seq, stored, json);
+    }
+    // A short page from the file ends only the file's part when the recent rows go further.
+    return { rows, complete: upToSeq <= recent.floor };
   }
 
   function afterDrops(droppedSeqs: readonly number[], totals: Totals): void {
@@ -827,6 +905,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
         afterDrops(result.droppedSeqs, result.totals);
         const last = result.seqs[result.seqs.length - 1];
         if (last !== undefined) newest = last;
+        rememberRecent(result);
         if (result.droppedSeqs.length === 0 && wasEmpty && result.seqs.length > 0) oldestTs = readings[0]?.receivedAt ?? null;
         if (result.compacted) {
           oldestTs = depth === 0 ? null : (oldest.get()?.received_at ?? null);
@@ -852,22 +931,27 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
         let after = afterSeq;
         for (;;) {
           const wanted = Math.max(1, Math.min(limit - out.length, Math.ceil((budget - total) / Math.max(1, meanRow)) + PEEK_SLACK_ROWS));
-          const page = scan.all(after, upToSeq, wanted);
-          for (const [seq, stored, json] of page) {
-            after = seq;
-            if (exclude.has(seq)) continue;
-            const size = stored + rowOverhead;
+          const { rows, complete } = peekPage(after, upToSeq, wanted);
+          for (const row of rows) {
+            after = row.seq;
+            if (exclude.has(row.seq)) continue;
+            const size = row.bytes + rowOverhead;
             if (out.length > 0 && total + size > budget) return remembered(out);
-            out.push(new StoredReading(seq, stored, json));
+            out.push(row);
             total += size;
             if (out.length >= limit) return remembered(out);
           }
-          if (page.length < wanted) return remembered(out);
+          if (rows.length < wanted) {
+            if (complete) return remembered(out);
+            // The file held nothing more up to where the recent rows begin: continue in memory.
+            after = Math.max(after, recent.floor);
+          }
         }
       });
     },
     delete(seqs) {
       if (seqs.length === 0) return 0;
+      forgetRecent(seqs);
       return drainStorage('delete', () => {
         const { rows, freed } = deleteTx(seqs);
         if (rows > 0) {
@@ -880,6 +964,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     },
     settle(seqs, pipelineState) {
       if (seqs.length === 0 && pipelineState.length === 0) return 0;
+      forgetRecent(seqs);
       return drainStorage('settle', () => {
         const { rows, freed } = settleTx(seqs, pipelineState);
         if (rows > 0) {
@@ -897,6 +982,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
       if (maxAgeMs === undefined) return [];
       return drainStorage('expire', () => {
         const result = expireTx(expireOptions.inFlight ?? nothingInFlight);
+        forgetRecent(result.droppedSeqs);
         afterDrops(result.droppedSeqs, result.totals);
         return result.droppedSeqs;
       });
