@@ -2,9 +2,12 @@
 import { execFile, spawn } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
 import { once } from 'node:events';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
+import { afterAll, afterEach, beforeAll } from 'vitest';
 
 export const REPO_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 export const CLI = join(REPO_ROOT, 'apps', 'ferry', 'dist', 'main.js');
@@ -96,4 +99,38 @@ export function startCli(args: readonly string[], env: Record<string, string> = 
 
 export function runCli(args: readonly string[], env: Record<string, string> = {}): Promise<Finished> {
   return startCli(args, env).exited;
+}
+
+/** Kills (SIGKILL) every process of `running` still alive, and waits for each to exit; empties the list. */
+export async function killAll(running: Running[]): Promise<void> {
+  for (const r of running.splice(0)) {
+    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
+    await r.exited;
+  }
+}
+
+/**
+ * A test file's CLI processes and temp dirs: the CLI is built before its tests, what a test left
+ * running (pushed to `running`) is killed after it, and the dirs `tempDir` made are removed after all.
+ */
+export function cliTestbed(prefix: string): { readonly running: Running[]; readonly tempDir: () => string } {
+  const dirs: string[] = [];
+  const running: Running[] = [];
+  beforeAll(async () => {
+    await buildCli();
+  });
+  afterEach(async () => {
+    await killAll(running);
+  });
+  afterAll(() => {
+    for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+  });
+  return {
+    running,
+    tempDir() {
+      const dir = mkdtempSync(join(tmpdir(), prefix));
+      dirs.push(dir);
+      return dir;
+    },
+  };
 }

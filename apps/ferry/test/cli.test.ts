@@ -1,37 +1,13 @@
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import { createSqliteSink } from '@ferry/sinks';
 import { startInfluxd, waitFor } from '@ferry/testkit';
 import type { InfluxdHandle } from '@ferry/testkit';
-import { buildCli, runCli, startCli } from './cli-process.js';
-import type { Running } from './cli-process.js';
+import { cliTestbed, runCli, startCli } from './cli-process.js';
 
-const dirs: string[] = [];
-const running: Running[] = [];
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-cli-test-'));
-  dirs.push(dir);
-  return dir;
-}
-
-beforeAll(async () => {
-  await buildCli();
-});
-
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.exited;
-  }
-});
-
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
+const { running, tempDir } = cliTestbed('ferry-cli-test-');
 
 function lastJson(lines: readonly string[]): Record<string, unknown> {
   return JSON.parse(lines.at(-1) ?? 'null') as Record<string, unknown>;

@@ -1,38 +1,15 @@
 // What `ferry gateway` loads as it starts (the built CLI, as the Pi unit runs it): the gateway's
 // command alone, and @ferry/processing's operators only when pipelines are configured; with them
 // configured, loaded on demand, the pipelines still run.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
+import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import { waitFor } from '@ferry/testkit';
-import { buildCli, startCli } from './cli-process.js';
+import { cliTestbed, startCli } from './cli-process.js';
 import type { Running } from './cli-process.js';
 
-const dirs: string[] = [];
-const running: Running[] = [];
-
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-gateway-start-'));
-  dirs.push(dir);
-  return dir;
-}
-
-beforeAll(async () => {
-  await buildCli();
-});
-
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.exited;
-  }
-});
-
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
+const { running, tempDir } = cliTestbed('ferry-gateway-start-');
 
 /** Starts `ferry gateway` on `config` (its uplink nowhere: it connects in the background) until it is ready. */
 async function startGateway(config: Record<string, unknown>): Promise<{ gateway: Running; deviceUrl: string; httpUrl: string }> {

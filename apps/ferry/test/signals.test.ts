@@ -1,46 +1,27 @@
 // SIGTERM and SIGINT stop every service at any moment, start-up waits included: the built `ferry`
 // binary as a child process, pointed at a broker, a database or a Redis that never answers on
 // loopback. A stop is asked for, so the exit code is 0 (EXIT_OK), with a log line saying why.
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import type { Server, Socket } from 'node:net';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { afterEach, describe, expect, it } from 'vitest';
 import { waitFor } from '@ferry/testkit';
-import { buildCli, startCli } from './cli-process.js';
+import { cliTestbed, killAll, startCli } from './cli-process.js';
 import type { Finished, Running } from './cli-process.js';
 
 /** Far longer than a stop takes; a process still running then has ignored the signal. */
 const EXIT_DEADLINE_MS = 20_000;
 
-const dirs: string[] = [];
-const running: Running[] = [];
+const { running, tempDir } = cliTestbed('ferry-signals-test-');
 const servers: Server[] = [];
 const sockets: Socket[][] = [];
 
-function tempDir(): string {
-  const dir = mkdtempSync(join(tmpdir(), 'ferry-signals-test-'));
-  dirs.push(dir);
-  return dir;
-}
-
-beforeAll(async () => {
-  await buildCli();
-});
-
 afterEach(async () => {
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.exited;
-  }
+  await killAll(running);
   // A server's close() waits for its open sockets.
   for (const list of sockets.splice(0)) for (const socket of list) socket.destroy();
   for (const server of servers.splice(0)) await new Promise<void>((resolve) => server.close(() => resolve()));
-});
-
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
 });
 
 function start(args: readonly string[], env: Record<string, string> = {}): Running {

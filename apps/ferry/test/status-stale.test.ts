@@ -1,31 +1,12 @@
 // `ferry status` never shows a silent gateway's figures as current: broker, ingestor and gateway as
 // separate processes; once the gateway is killed its statuses stop, and the report says the row is
 // stale with the age of its last report.
-import { mkdtempSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { waitFor } from '@ferry/testkit';
-import { buildCli, runCli, startCli } from './cli-process.js';
-import type { Running } from './cli-process.js';
+import { cliTestbed, runCli, startCli } from './cli-process.js';
 
-const dirs: string[] = [];
-const running: Running[] = [];
-
-beforeAll(async () => {
-  await buildCli();
-});
-
-afterEach(async () => {
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.exited;
-  }
-});
-
-afterAll(() => {
-  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
-});
+const { running, tempDir } = cliTestbed('ferry-status-stale-');
 
 interface GatewayEntry {
   ageMs: number | null;
@@ -39,8 +20,7 @@ interface Report {
 
 describe('ferry status and a gateway that stops reporting', () => {
   it('shows the gateway current while it reports, then stale with the age of its last report', async () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-status-stale-'));
-    dirs.push(dir);
+    const dir = tempDir();
     const broker = startCli(['broker', '--port', '0', '--log-level', 'warn']);
     running.push(broker);
     const brokerUrl = (JSON.parse(await broker.waitForLine(/"state":"ready"/)) as { url: string }).url;

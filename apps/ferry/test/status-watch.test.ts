@@ -7,7 +7,7 @@ import { silentLogger } from '@ferry/runtime';
 import { createIngestor } from '@ferry/ingestor';
 import { makeTempDir, startMosquitto, waitFor } from '@ferry/testkit';
 import type { ServerHandle } from '@ferry/testkit';
-import { buildCli, startCli } from './cli-process.js';
+import { buildCli, killAll, startCli } from './cli-process.js';
 import type { Running } from './cli-process.js';
 
 let broker: ServerHandle;
@@ -20,10 +20,7 @@ beforeAll(async () => {
 });
 
 afterEach(async () => {
-  for (const r of running.splice(0)) {
-    if (r.child.exitCode === null && r.child.signalCode === null) r.child.kill('SIGKILL');
-    await r.exited;
-  }
+  await killAll(running);
   for (const c of cleanups.splice(0).reverse()) await c();
 });
 

@@ -2,7 +2,6 @@
 // per-series state machines, and the configured pipeline that runs them on readings.
 export * from './sample.js';
 export { medianOfSorted, percentileOfSorted, sortedCopy, sortSmall } from './order-statistics.js';
-export { parseDuration, formatDuration } from './duration.js';
 export { compileGlob } from './series-match.js';
 export { RangeCheck, type RangeOptions } from './range.js';
 export { HampelFilter, MAD_TO_SIGMA, type HampelOptions } from './hampel.js';
@@ -15,17 +14,8 @@ export { CounterRate, isWrap, type RateOptions } from './rate.js';
 export { Integrator, type IntegrateOptions } from './integrate.js';
 export { Deadband, type DeadbandOptions } from './deadband.js';
 export { ExponentialMovingAverage, SimpleMovingAverage, type EmaOptions, type SmaOptions } from './smoothing.js';
-export {
-  processingConfigSchema,
-  pipelineSchema,
-  stepSchema,
-  parseProcessingConfig,
-  type ProcessingConfig,
-  type ProcessingConfigInput,
-  type PipelineConfig,
-  type StepConfig,
-  type StepOp,
-} from './config.js';
+// The config schema and durations: the same exports as @ferry/processing/schema.
+export * from './schema.js';
 export { createOperator, createWindows } from './steps.js';
 export {
   createPipeline,
