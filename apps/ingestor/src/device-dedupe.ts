@@ -19,7 +19,8 @@
 //   dedupes; a direct device gets key (ingestor receive time, content hash), which catches the
 //   journal being replayed after a crash but not a republish (it has a new receive time).
 //
-// Limits: the window is `deviceWindowMs` of ingest time and `deviceWindowMaxEntries` rows; a
+// Limits: the window is `deviceWindowMs` of ingest time and `deviceWindowMaxEntries` identities
+// (rows, and the entries of spans and runs; past the bound whole spans of up to 5,000 go); a
 // republish arriving later is written again (for the strict key that is an overwrite of the same
 // point; otherwise a second point). Identical readings a device really meant to send twice with the
 // same deviceSeq or device millisecond are taken for one.
@@ -213,7 +214,7 @@ interface StoredRow {
 }
 
 /** Pure: a record's identities with a device time, grouped by second and cut at SPAN_MAX_ENTRIES. */
-export function spansOf(identities: readonly DeviceIdentity[]): { second: number; entries: DeviceIdentity[] }[] {
+function spansOf(identities: readonly DeviceIdentity[]): { second: number; entries: DeviceIdentity[] }[] {
   const bySecond = new Map<number, DeviceIdentity[]>();
   for (const i of identities) {
     if (i.ts === undefined) continue;
@@ -230,7 +231,7 @@ export function spansOf(identities: readonly DeviceIdentity[]): { second: number
 }
 
 /** The JSON of a slot's device part, opening quote and the NUL after it included: what a span's key starts with. */
-export function slotPrefixJson(device: string): string {
+function slotPrefixJson(device: string): string {
   // A device id may hold '"' and '\\' (and a scope or id anything JSON must escape): quoted by JSON.stringify.
   const quoted = JSON.stringify(`${device}\u0000`);
   return quoted.slice(0, quoted.length - 1);
@@ -438,7 +439,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     known = new Map();
     for (const row of everySpan.iterate()) {
       const last = row.second * SPAN_MS + SPAN_MS - 1;
-      for (const slot of Object.keys(JSON.parse(row.entries) as Record<string, string>)) note(known, slot.slice(0, slot.indexOf('\u0000')), last);
+      for (const slot of Object.keys(JSON.parse(row.entries) as Record<string, string>)) note(known, slot.slice(0, slot.lastIndexOf('\u0000')), last);
     }
     return known;
   }

@@ -27,7 +27,7 @@ import type { WriteAttempt } from './write-answer.js';
 export type SendBody = (body: string) => Promise<WriteAttempt>;
 
 /** The request body of some encoded lines. */
-export function bodyOf(lines: readonly EncodedLine[]): string {
+function bodyOf(lines: readonly EncodedLine[]): string {
   return lines.map((l) => l.line).join('\n');
 }
 

@@ -103,7 +103,7 @@ export function encodePoint(point: Point): string {
 }
 
 export interface EncodedLine {
-  /** Index of the point in the batch passed to `encodePoints`. */
+  /** Index of the point in the batch it was encoded from. */
   readonly index: number;
   readonly line: string;
 }
