@@ -349,16 +349,16 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
   }
 
   /**
-   * A client's QoS 1 publish PUBACKed and then not stored: published again from the journal. With
-   * `journalSeq` its pass through aedes went on (the queueing failed at the commit after it), and
-   * its `published` step still clears the entry, which the persistence then ignores.
+   * A client's QoS 1 publish PUBACKed and then not stored: published again from the journal, whose
+   * entry only that redelivery clears. Its first pass through aedes, should it still reach its
+   * `published` step, no longer finds the entry and clears nothing.
    */
   function publishNotStored(packet: PersistedPacket, journalSeq?: number): void {
     const payload = packet.payload;
     if (payload === undefined || typeof payload === 'string') return;
     const seq = journalSeq ?? journaled.get(payload);
     if (seq === undefined) return;
-    if (journalSeq === undefined) journaled.delete(payload);
+    journaled.delete(payload);
     redelivery?.add(seq, journaledPublish(packet));
   }
   const urls = (): Partial<Record<ListenerKind, string>> => Object.fromEntries(listeners.map((l) => [l.kind, l.url]));

@@ -117,7 +117,7 @@ export interface SqlitePersistenceOptions {
    * survives a process crash (kill -9) but a power cut may lose the last commits.
    */
   readonly synchronous?: 'full' | 'normal';
-  /** Each write: went through (no `err`) or failed; `op` names the persistence call. */
+  /** Each commit: went through (no `err`) or failed; `op` names the persistence call that opened its transaction. */
   readonly onWrite?: (op: string, err?: unknown) => void;
   /**
    * A packet aedes could not store (retained, or queued for its subscribers) in its publish
@@ -208,11 +208,6 @@ export class SqlitePersistence {
   #journalClearRetry: number[] = [];
   /** The journal entry of each committed, not yet cleared publish, by payload (aedes' packet copies keep it). */
   readonly #journalSeqs = new WeakMap<Buffer, number>();
-  /**
-   * Journal entries whose queueing failed with its transaction after the publish went on: handed to
-   * `onPublishNotStored`. The clear its first pass through aedes asks for is ignored.
-   */
-  readonly #notStored = new Set<number>();
   /**
    * Clients whose will could not be deleted (a full disk): deleted with the next commit (QoS 1
    * traffic, or the broker's close), never read or published meanwhile.
@@ -368,12 +363,10 @@ export class SqlitePersistence {
       }
     }
     // A journaled publish queued in it is published again, and its clear (if in it) not retried.
-    const cleared = new Set(open.cleared);
     const notStored = new Set<number>();
     for (const { seq, packet } of open.journaledStores) {
       if (notStored.has(seq)) continue;
       notStored.add(seq);
-      if (!cleared.has(seq)) this.#notStored.add(seq);
       // Published again, it waits for its queueing like any publish the journal does not hold.
       if (packet.payload !== undefined && typeof packet.payload !== 'string') this.#journalSeqs.delete(packet.payload);
       this.#options.onPublishNotStored?.(packet, seq);
@@ -430,7 +423,8 @@ export class SqlitePersistence {
       }
       this.#stage(op, write);
     } catch (err) {
-      // The broker may have to publish the packet again.
+      // The broker may have to publish the packet again; that pass waits for its queueing.
+      if (journalSeq !== undefined && payload !== undefined && typeof payload !== 'string') this.#journalSeqs.delete(payload);
       this.#options.onPublishNotStored?.(packet, journalSeq);
       throw err;
     }
@@ -457,8 +451,9 @@ export class SqlitePersistence {
   // clears it once aedes has stored and relayed it, and replays what is left after a crash
   // (at least once, as QoS 1 allows).
 
-  // Group commit: every publish and clear asked for in one turn of the event loop goes into its
-  // transaction (one WAL commit, or one fsync with synchronous=full), not one each. aedes handles
+  // Group commit: every publish asked for in one turn of the event loop goes into one transaction
+  // (one WAL commit, or one fsync with synchronous=full), not one each; clears go with it or with
+  // the next commit (at most DEFERRED_COMMIT_MS later). aedes handles
   // all the packets of a socket read at once, so a busy publisher's window shares a commit.
 
   /** Records an accepted QoS 1 publish; `done` gets the entry's seq once it is committed, and only then may aedes ack it. */
@@ -490,15 +485,12 @@ export class SqlitePersistence {
    */
   journalDone(seq: number, payload?: Buffer): void {
     if (payload) this.#journalSeqs.delete(payload);
-    // Its queueing failed after it went on: the clear of its first pass is not the one to do.
-    if (this.#notStored.delete(seq)) return;
     try {
       // A clear that fails (with its transaction) is done again with the next commit; until then a
       // crash would only replay the publish (at least once).
       this.#stage('journal', () => this.#stmt.journalDel.run(seq));
     } catch {
-      // Unless its own queueing failed with that transaction (then this was the clear to ignore).
-      if (!this.#notStored.delete(seq)) this.#journalClearRetry.push(seq);
+      this.#journalClearRetry.push(seq);
       return;
     }
     this.#open?.cleared.push(seq);
