@@ -5,7 +5,7 @@ import { Command } from 'commander';
 export const CLI_VERSION = '0.1.0';
 
 /** Usage errors throw (CommanderError) instead of exiting, so main can map them to exit code 2. */
-export function throwOnUsageErrors(command: Command): void {
+function throwOnUsageErrors(command: Command): void {
   command.exitOverride();
   for (const sub of command.commands) throwOnUsageErrors(sub);
 }

@@ -11,7 +11,7 @@ import type { DedupeEntry, DedupeStore } from './dedupe.js';
 import type { DeviceDedupeStore, DeviceIdentity } from './device-dedupe.js';
 import type { Intent, IntentLog } from './intents.js';
 import type { ConfirmedReading, Rollups } from './rollup.js';
-import { DIRECT_SOURCE, directLetter } from './direct-path.js';
+import { DIRECT_SOURCE, directLetter, fileLetters } from './direct-path.js';
 import type { LocalStore, PendingWrite, PipelineEvents } from './pipeline.js';
 
 /** What a reading's write intent is keyed by: its gateway's seq, or a direct reading's journal row. */
@@ -134,11 +134,8 @@ export function createConfirm(options: ConfirmOptions): (chunk: readonly Pending
    * duplicate uncounted.
    */
   function record(chunk: readonly PendingWrite[], records: ChunkRecords, intent: unknown): void {
-    if (records.letters.length > 0) {
-      recordIn('deadletters', () => deadLetters.addMany(records.letters));
-      for (const item of records.letterItems) filed.add(item);
-      events.deadLettered?.('FERRY_ERR_SINK_REJECTED', records.letters.length);
-    }
+    fileLetters(records.letters, deadLetters, recordIn, events);
+    for (const item of records.letterItems) filed.add(item);
     // The windows are saved in the same transaction as the seqs: a resend is a duplicate, or counted
     // once. The chunk's write intent ends there too: after a crash, either the records say what the
     // database holds, or the intent still marks its readings for a look in the database.

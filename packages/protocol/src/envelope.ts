@@ -6,6 +6,7 @@ import { ID_PATTERN } from './topics.js';
 import type { Reading, Rejection } from './reading.js';
 import type { ErrorCode } from './errors.js';
 import { errorCodes } from './errors.js';
+import { isPlainObject, isSafeInteger } from './reading-fast.js';
 
 /** Version of the gateway status message. */
 export const ENVELOPE_VERSION = 1;
@@ -82,10 +83,6 @@ export type DecodedBatch =
   | { readonly ok: true; readonly header: BatchHeader; readonly readings: readonly unknown[] }
   | { readonly ok: false; readonly rejection: Rejection; readonly header?: Partial<BatchHeader> };
 
-function isSafeInteger(value: unknown): value is number {
-  return typeof value === 'number' && Number.isSafeInteger(value);
-}
-
 /**
  * The usual envelope (uncompressed, of the schema's keys and types only) read by hand, in front of
  * batchEnvelopeSchema: the schema copies the readings array item by item, this takes it as it is.
@@ -94,8 +91,8 @@ function isSafeInteger(value: unknown): value is number {
  * schema accepts as an equal value. `raw` is JSON.parse output (no holes, no undefined).
  */
 export function plainBatchFastPath(raw: unknown): Extract<DecodedBatch, { ok: true }> | undefined {
-  if (raw === null || typeof raw !== 'object' || Object.getPrototypeOf(raw) !== Object.prototype) return undefined;
-  const env = raw as Record<string, unknown>;
+  if (!isPlainObject(raw)) return undefined;
+  const env = raw;
   let keys = 0;
   for (const key in env) {
     if (!Object.hasOwn(env, key)) return undefined;

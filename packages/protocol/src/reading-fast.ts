@@ -7,11 +7,12 @@ import type { Reading } from './reading.js';
 import { DEVICE_ID_PATTERN } from './reading.js';
 import { deviceIdProblem, isPlainDeviceId } from './names.js';
 
-function isPlainObject(value: unknown): value is Record<string, unknown> {
+/** A JSON object as JSON.parse makes it (not an array, not null, no other prototype). */
+export function isPlainObject(value: unknown): value is Record<string, unknown> {
   return value !== null && typeof value === 'object' && Object.getPrototypeOf(value) === Object.prototype;
 }
 
-function isSafeInteger(value: unknown): value is number {
+export function isSafeInteger(value: unknown): value is number {
   return typeof value === 'number' && Number.isSafeInteger(value);
 }
 
