@@ -1,10 +1,17 @@
 // A keyed min-heap of deadlines: each key has at most one live due time, so evaluating the fleet
 // costs what is due now, not the fleet's size. Rescheduling leaves the old entry behind to be
-// skipped when popped (lazy deletion); the heap is compacted when stale entries pile up.
+// skipped when popped (lazy deletion); the heap is compacted when stale entries pile up. Equal due
+// times are ordered by key, so what is due together comes out in one order whatever the history of
+// the heap (a chunk's readings taken at once leave the same model as taken one by one).
 
 interface Entry {
   readonly at: number;
   readonly key: string;
+}
+
+/** Earlier due time first; among equal ones, the smaller key. */
+function before(a: Entry, b: Entry): boolean {
+  return a.at < b.at || (a.at === b.at && a.key < b.key);
 }
 
 export class DeadlineQueue {
@@ -70,7 +77,7 @@ export class DeadlineQueue {
     while (i > 0) {
       const parent = (i - 1) >> 1;
       const p = heap[parent] as Entry;
-      if (p.at <= entry.at) break;
+      if (!before(entry, p)) break;
       heap[i] = p;
       i = parent;
     }
@@ -94,9 +101,9 @@ export class DeadlineQueue {
       const l = 2 * i + 1;
       if (l >= n) break;
       const r = l + 1;
-      const child = r < n && (heap[r] as Entry).at < (heap[l] as Entry).at ? r : l;
+      const child = r < n && before(heap[r] as Entry, heap[l] as Entry) ? r : l;
       const c = heap[child] as Entry;
-      if (c.at >= entry.at) break;
+      if (!before(c, entry)) break;
       heap[i] = c;
       i = child;
     }
