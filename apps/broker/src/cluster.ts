@@ -4,6 +4,7 @@
 // session can reconnect to any broker.
 import { createRequire } from 'node:module';
 import { Readable } from 'node:stream';
+import { FerryError } from '@ferry/protocol';
 
 const require = createRequire(import.meta.url);
 
@@ -30,11 +31,20 @@ interface RedisClient {
 const Redis = createRequire(require.resolve('aedes-persistence-redis/asyncPersistence.js'))('ioredis') as new (opts: RedisConnection) => RedisClient;
 /** An mqemitter; aedes types it as any. */
 export type Emitter = object;
+/** mqemitter-redis's subscriber connection (ioredis). */
+interface SubscriberConnection extends RedisClient {
+  on(event: 'error', listener: (err: Error) => void): void;
+  on(event: 'ready', listener: () => void): void;
+  subscribe(channel: string): Promise<unknown>;
+  psubscribe(pattern: string): Promise<unknown>;
+}
 interface RedisEmitter extends Emitter {
   /** mqemitter-redis re-emits its connections' errors here; with no listener the process would crash. */
   readonly state: { on(event: 'error', listener: (err: Error) => void): void };
-  readonly subConn: RedisClient;
+  readonly subConn: SubscriberConnection;
   readonly pubConn: RedisClient;
+  /** mqemitter-redis's record of what it subscribed in Redis: each channel or pattern, with its listener count. */
+  readonly _topics: Readonly<Record<string, number>>;
 }
 const mqemitterRedis = require('mqemitter-redis') as (opts: { connectionString: string }) => RedisEmitter;
 
@@ -72,7 +82,7 @@ function withStreams(persistence: AsyncPersistence): AsyncPersistence {
       if (key === 'addSubscriptions') {
         return (client: unknown, subs: unknown) => {
           if (typeof subs !== 'object' || subs === null) return bound(client, subs);
-          if (!adding.has(subs)) adding.set(subs, bound(client, subs));
+          if (!adding.has(subs)) adding.set(subs, broadcastWithin(bound(client, subs) as Promise<unknown>, SUBSCRIPTION_BROADCAST_WAIT_MS));
           return adding.get(subs);
         };
       }
@@ -82,6 +92,47 @@ function withStreams(persistence: AsyncPersistence): AsyncPersistence {
         return result instanceof Readable ? result : Readable.from(result as AsyncIterable<unknown>);
       };
     },
+  });
+}
+
+/**
+ * How long a persistent session's SUBSCRIBE waits for its own broadcast to come back through
+ * Redis (normally milliseconds). Redis pub/sub keeps nothing for a subscriber connection that is
+ * down: a broadcast published then is lost, and aedes-persistence-redis would wait for it, and the
+ * client for its SUBACK, for good. Past this wait the SUBSCRIBE fails instead, aedes closes the
+ * connection, and the client connects and subscribes again.
+ */
+export const SUBSCRIPTION_BROADCAST_WAIT_MS = 10_000;
+
+/** `adding`, or a FERRY_ERR_NOT_READY failure after `ms`. */
+export function broadcastWithin(adding: Promise<unknown>, ms: number): Promise<unknown> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () => reject(new FerryError('FERRY_ERR_NOT_READY', `the subscription was stored in Redis, but its broadcast to the brokers did not come back within ${ms} ms; the client subscribes again`)),
+      ms,
+    );
+  });
+  return Promise.race([adding, late]).finally(() => clearTimeout(timer));
+}
+
+/**
+ * Subscribes the emitter's subscriber connection, on every (re)connect, to every channel and
+ * pattern the emitter has listeners for. ioredis restores a connection's subscriptions after a
+ * reconnect only if the connection it lost had been ready: a (P)SUBSCRIBE it sent while the new
+ * connection was still being checked, confirmed and then lost with that connection, is not sent
+ * again. A broker started while Redis was down lost its `$SYS/sub/+` subscription that way once
+ * (Redis came up and went at once), and every persistent session's SUBSCRIBE on it then waited for
+ * its own broadcast for good: no SUBACK. Subscribing again to what is subscribed changes nothing.
+ */
+function keepSubscribed(mq: RedisEmitter, onError: (err: Error) => void): void {
+  mq.subConn.on('ready', () => {
+    for (const key of Object.keys(mq._topics)) {
+      // mqemitter-redis turns MQTT wildcards into '*' and psubscribes those. A topic with a literal
+      // '*' subscribed as a pattern only lets more through to the emitter, which matches topics itself.
+      const subscribing = key.includes('*') ? mq.subConn.psubscribe(key) : mq.subConn.subscribe(key);
+      subscribing.catch(onError);
+    }
   });
 }
 
@@ -102,6 +153,7 @@ function connectionOf(redisUrl: string): RedisConnection {
 export function openClusterEngine(redisUrl: string, onError: (err: Error) => void): ClusterEngine {
   const mq = mqemitterRedis({ connectionString: redisUrl });
   mq.state.on('error', onError);
+  keepSubscribed(mq, onError);
   // Without a listener ioredis prints "Unhandled error event" for every failed reconnect.
   const conn = new Redis(connectionOf(redisUrl));
   conn.on('error', onError);
