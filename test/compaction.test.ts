@@ -16,7 +16,7 @@ import type { Ingestor } from '@ferry/ingestor';
 import { decodeGatewayStatus, uplinkTopics } from '@ferry/protocol';
 import { createRegistry, silentLogger } from '@ferry/runtime';
 import { createSqliteSink } from '@ferry/sinks';
-import { freePort, waitFor } from '@ferry/testkit';
+import { stablePort, waitFor } from '@ferry/testkit';
 import { BASE_TS, deviceId, drained, expectedTemperature, publishReadings } from './stack.js';
 
 const DEVICES = 4;
@@ -46,7 +46,7 @@ describe('outbox compaction end to end', { timeout: 240_000 }, () => {
     dataDir = await mkdtemp(join(tmpdir(), 'ferry-compact-'));
     const logger = silentLogger();
     const registry = createRegistry();
-    const port = await freePort();
+    const port = await stablePort();
     const brokerUrl = `mqtt://127.0.0.1:${port}`;
     // Nothing listens on the uplink port yet: the gateway keeps everything in its outbox.
     gateway = createGateway(

@@ -16,7 +16,7 @@ import type { IngestorConfig, IngestorStats } from '@ferry/ingestor';
 import { decodeAck, uplinkTopics } from '@ferry/protocol';
 import type { Ack } from '@ferry/protocol';
 import { configFromEnv, mergeConfig, parseConfig, readConfigFile } from '@ferry/runtime';
-import { findBinary, freePort, makeTempDir, startRedis, startVictoriaMetrics, waitFor } from '@ferry/testkit';
+import { findBinary, stablePort, makeTempDir, startRedis, startVictoriaMetrics, waitFor } from '@ferry/testkit';
 import type { ServerHandle, VictoriaHandle } from '@ferry/testkit';
 import { batch, reading } from '../../apps/ingestor/test/fixtures.js';
 import { httpText, metricValue, runCommand, startChild, waitHealthy } from './child.js';
@@ -268,8 +268,8 @@ function hereRedisUrl(composeUrl: string): string {
 async function startClusterBroker(name: string): Promise<RunningBroker> {
   const mounts = mountedFiles(name, clusterEnv);
   const composeUrl = (readConfigFile(mounts.get(CONFIG) ?? '')['cluster'] as { redisUrl: string }).redisUrl;
-  const port = await freePort();
-  const httpPort = await freePort();
+  const port = await stablePort();
+  const httpPort = await stablePort();
   const child = startChild({
     command: process.execPath,
     args: hostArgs(containerCommand(name), mounts),
@@ -282,7 +282,7 @@ async function startClusterBroker(name: string): Promise<RunningBroker> {
       FERRY_BROKER__LISTEN__HOST: '127.0.0.1',
       FERRY_BROKER__LISTEN__PORT: String(port),
       FERRY_BROKER__TLS__HOST: '127.0.0.1',
-      FERRY_BROKER__TLS__PORT: String(await freePort()),
+      FERRY_BROKER__TLS__PORT: String(await stablePort()),
       FERRY_BROKER__HTTP__HOST: '127.0.0.1',
       FERRY_BROKER__HTTP__PORT: String(httpPort),
       FERRY_BROKER__CLUSTER__REDIS_URL: hereRedisUrl(composeUrl),
@@ -419,7 +419,7 @@ describe('the clustered brokers run outside Docker against a real Redis', () => 
     async function startClusterIngestor(name: (typeof INGESTORS)[number]): Promise<RunningIngestor> {
       const mounts = mountedFiles(name, clusterEnv);
       const composeUrl = (readConfigFile(mounts.get(INGESTOR_CONFIG) ?? '')['state'] as { redisUrl: string }).redisUrl;
-      const httpPort = await freePort();
+      const httpPort = await stablePort();
       const child = startChild({
         command: process.execPath,
         args: hostArgs(containerCommand(name), mounts),

@@ -10,7 +10,7 @@ import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { passwordFileLine, readConfigFile } from '@ferry/runtime';
-import { freePort, makeTempDir, startVictoriaMetrics, waitFor } from '@ferry/testkit';
+import { stablePort, makeTempDir, startVictoriaMetrics, waitFor } from '@ferry/testkit';
 import type { VictoriaHandle } from '@ferry/testkit';
 import { httpText, startChild, waitHealthy } from './child.js';
 import type { Child } from './child.js';
@@ -79,9 +79,9 @@ beforeAll(async () => {
   vm = await startVictoriaMetrics();
   const vmUrl = new URL(vm.url);
 
-  brokerPort = await freePort();
-  brokerTlsPort = await freePort();
-  const brokerHttp = await freePort();
+  brokerPort = await stablePort();
+  brokerTlsPort = await stablePort();
+  const brokerHttp = await stablePort();
   broker = await startService('broker', {
     ...composeEnv('broker'),
     // aclFile, tls.cert, tls.key and http.tokenFile: the files compose mounts there.
@@ -95,7 +95,7 @@ beforeAll(async () => {
     FERRY_BROKER__DATA_DIR: join(work, 'broker'),
   }, brokerHttp);
 
-  const ingestorHttp = await freePort();
+  const ingestorHttp = await stablePort();
   const ingestorEnv = Object.fromEntries(
     Object.entries(composeEnv('ingestor')).map(([k, v]) => [
       k,
@@ -113,8 +113,8 @@ beforeAll(async () => {
   // The gateway image is not in compose (gateways run at the sites); its CMD and config, with a
   // site account from .env.example.
   const site = siteAccount();
-  const gatewayHttp = await freePort();
-  gatewayDevicePort = await freePort();
+  const gatewayHttp = await stablePort();
+  gatewayDevicePort = await stablePort();
   const devicesPasswd = join(work, 'devices.passwd');
   writeFileSync(devicesPasswd, `${passwordFileLine('docker-dev-1', DEVICE_PASSWORD, { N: 1024, r: 8, p: 1 })}\n`);
   const gatewayCommand = [...(inherited(dockerfile.stages, 'gateway', 'ENTRYPOINT') ?? []), ...(inherited(dockerfile.stages, 'gateway', 'CMD') ?? [])];

@@ -14,7 +14,7 @@ import { createIngestor } from '@ferry/ingestor';
 import type { Ingestor } from '@ferry/ingestor';
 import { gatewayConfigSchema, OUTBOX_SCHEMA_VERSION } from '@ferry/gateway';
 import { parseConfig, readConfigFile, silentLogger } from '@ferry/runtime';
-import { findBinary, freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { findBinary, stablePort, makeTempDir, waitFor } from '@ferry/testkit';
 import { httpText, metricValue, runCommand, startChild, waitHealthy } from './child.js';
 import type { Child } from './child.js';
 
@@ -59,8 +59,8 @@ function passwordFileEnv(): Record<string, string> {
  * The device listener keeps the shipped host (0.0.0.0) and login settings; only its port moves.
  */
 async function runInstalledGateway(uplink: string): Promise<RunningGateway> {
-  const devicePort = await freePort();
-  const httpPort = await freePort();
+  const devicePort = await stablePort();
+  const httpPort = await stablePort();
   const child = startChild({
     setpriv: ['--reuid', String(user.uid), '--regid', String(user.gid), '--clear-groups', '--no-new-privs'],
     command: process.execPath,
@@ -233,7 +233,7 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     const writtenBefore = ingestor.stats().written;
 
     // Uplink down (nothing listens there): readings stay in the outbox.
-    const closedPort = await freePort();
+    const closedPort = await stablePort();
     const offline = await runInstalledGateway(`mqtt://127.0.0.1:${closedPort}`);
     try {
       await publishReadings(offline.deviceUrl, 'pi-sensor-2', 5);
@@ -285,7 +285,7 @@ describe('deploy/pi/install.sh into a temporary root', () => {
     const current = db.pragma('user_version', { simple: true }) as number;
     db.pragma(`user_version = ${current + 100}`);
     db.close();
-    const devicePort = await freePort();
+    const devicePort = await stablePort();
     const child = startChild({
       setpriv: ['--reuid', String(user.uid), '--regid', String(user.gid), '--clear-groups', '--no-new-privs'],
       command: process.execPath,

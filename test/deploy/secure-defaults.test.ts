@@ -8,7 +8,7 @@ import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { uplinkTopics } from '@ferry/protocol';
-import { findBinary, freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { findBinary, stablePort, makeTempDir, waitFor } from '@ferry/testkit';
 import { httpText, runCommand, startChild, waitHealthy } from './child.js';
 import type { Child } from './child.js';
 import { composeEnv, containerCommand, DOCKER, dotenv, hostArgs, hostFileEnv, initSecrets, mountedFiles, REPO_CLI as cli } from './compose.js';
@@ -41,8 +41,8 @@ const clients: MqttClient[] = [];
 
 /** The broker container's environment, on loopback and free ports. */
 async function brokerEnv(): Promise<{ env: Record<string, string>; port: number; httpPort: number }> {
-  const port = await freePort();
-  const httpPort = await freePort();
+  const port = await stablePort();
+  const httpPort = await stablePort();
   // The TLS certificate and ops token it reads; the ACL file only where a test wants the shipped one.
   const { FERRY_BROKER__ACL_FILE: _acl, ...files } = hostFileEnv('broker', CONFIG, 'FERRY_BROKER__', work);
   const env = {
@@ -53,7 +53,7 @@ async function brokerEnv(): Promise<{ env: Record<string, string>; port: number;
     FERRY_BROKER__LISTEN__HOST: '127.0.0.1',
     FERRY_BROKER__LISTEN__PORT: String(port),
     FERRY_BROKER__TLS__HOST: '127.0.0.1',
-    FERRY_BROKER__TLS__PORT: String(await freePort()),
+    FERRY_BROKER__TLS__PORT: String(await stablePort()),
     FERRY_BROKER__HTTP__HOST: '127.0.0.1',
     FERRY_BROKER__HTTP__PORT: String(httpPort),
     FERRY_BROKER__DATA_DIR: join(work, `broker-${port}`),

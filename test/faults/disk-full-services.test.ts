@@ -9,7 +9,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import mqtt from 'mqtt';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { fillDisk, freePort, makeTempDir, mountSmallDisk, waitFor } from '@ferry/testkit';
+import { fillDisk, stablePort, makeTempDir, mountSmallDisk, waitFor } from '@ferry/testkit';
 import { compareDelivery, expectedSet, mergeExpected, publishReadings, sqliteCopies, totalOf } from './devices.js';
 import type { PublishResult } from './devices.js';
 import { FERRY_MAIN, gatewayOutbox, metricValue, startFerryProcess } from './processes.js';
@@ -59,7 +59,7 @@ interface Stack {
  * points.db, lives in its data dir).
  */
 async function startStack(dir: string, where: { ingestorDataDir: string; brokerDataDir?: string }): Promise<Stack> {
-  const [brokerPort, brokerHttp, ingestorHttp, devicePort, gatewayHttp] = [await freePort(), await freePort(), await freePort(), await freePort(), await freePort()];
+  const [brokerPort, brokerHttp, ingestorHttp, devicePort, gatewayHttp] = [await stablePort(), await stablePort(), await stablePort(), await stablePort(), await stablePort()];
   const brokerUrl = `mqtt://127.0.0.1:${brokerPort}`;
   const broker = startFerryProcess({
     kind: 'broker',

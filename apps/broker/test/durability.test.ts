@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import mqtt from 'mqtt';
 import type { IClientOptions, MqttClient } from 'mqtt';
-import { freePort, makeTempDir, waitFor } from '@ferry/testkit';
+import { stablePort, makeTempDir, waitFor } from '@ferry/testkit';
 import { killBrokerProcesses, startBrokerProcess } from './broker-process.js';
 
 let dir: string;
@@ -37,7 +37,7 @@ function collect(client: MqttClient): { topic: string; payload: string; qos: num
 
 describe('SQLite persistence across a broker kill -9', () => {
   it('delivers QoS 1 and QoS 2 messages queued for an offline persistent session after the restart', async () => {
-    const port = await freePort();
+    const port = await stablePort();
     const config = { dataDir: join(dir, 'queued') };
     let broker = await startBrokerProcess(dir, 'queued', config, port);
 
@@ -160,7 +160,7 @@ describe('SQLite persistence across a broker kill -9', () => {
   });
 
   it('keeps retained messages across the restart', async () => {
-    const port = await freePort();
+    const port = await stablePort();
     const config = { dataDir: join(dir, 'retained') };
     let broker = await startBrokerProcess(dir, 'retained', config, port);
     const pub = await connect(broker.url, { clientId: 'retain-pub' });

@@ -35,9 +35,11 @@ function ephemeralLow(): number {
 }
 
 /**
- * A free port below the kernel's ephemeral range, for a child that must restart on the same port
- * (kill -9 tests): no port-0 listener or outgoing connection of another test can take it while
- * the child is down, as one did from freePort()'s range.
+ * A free port below the kernel's ephemeral range, for a child process to listen on: a child
+ * cannot retry on EADDRINUSE with a port of our choosing, and one that restarts on the same port
+ * (kill -9 tests) must find it free. No port-0 listener or outgoing connection can take a port
+ * here between the probe and the child's bind, as one did from freePort()'s range: a clustered
+ * broker's own Redis connections, made before it listens, took its port once.
  */
 export async function stablePort(): Promise<number> {
   const high = ephemeralLow() - 1;
