@@ -20,7 +20,8 @@
 //   journal being replayed after a crash but not a republish (it has a new receive time).
 //
 // Limits: the window is `deviceWindowMs` of ingest time and `deviceWindowMaxEntries` identities
-// (rows, and the entries of spans and runs; past the bound whole spans of up to 5,000 go); a
+// (rows, and the entries of spans and runs; past the bound whole spans go, each of at most a tenth
+// of the bound and 5,000); a
 // republish arriving later is written again (for the strict key that is an overwrite of the same
 // point; otherwise a second point). Identical readings a device really meant to send twice with the
 // same deviceSeq or device millisecond are taken for one.
@@ -167,6 +168,8 @@ export interface DeviceDedupeStore {
   /** Records written identities at `now` and prunes the window; returns how many identities the bound discarded. */
   record(identities: readonly DeviceIdentity[], now: number): number;
   readonly held: number;
+  /** Lookups that had to read the stored identities (the others were new by the device's newest time alone). */
+  readonly queried?: number;
   close(): void;
 }
 
@@ -174,6 +177,8 @@ export interface DeviceDedupeOptions {
   readonly path: string;
   readonly windowMs: number;
   readonly maxEntries: number;
+  /** Devices whose newest device time is kept in memory (default 200,000); see MAX_KNOWN_DEVICES. */
+  readonly maxKnownDevices?: number;
 }
 
 /** Pruning by age runs at most this often: it is a range delete, cheap but not free. */
@@ -185,7 +190,9 @@ const MAX_CACHED_DEVICES = 100_000;
 /**
  * Devices whose newest time in the spans is known (read once from the spans, then kept up by
  * record()). A device beyond it is bounded by the newest time of any device: correct, but each of
- * its readings at or below that time is looked up.
+ * its readings at or below that time is looked up. Once the bound is reached, the map is read
+ * again from the spans after the window has let devices go (at most once per window), so devices
+ * that came and went over the process's life do not hold it full for good.
  */
 const MAX_KNOWN_DEVICES = 200_000;
 
@@ -202,7 +209,11 @@ const RUN_SPAN_MS = 60_000;
  */
 const SPAN_MS = 1_000;
 
-/** Identities a span holds at most (a larger group is cut into several spans of the same second). */
+/**
+ * Identities a span holds at most (a larger group is cut into several spans of the same second),
+ * and at most a tenth of the window's bound: the bound drops whole spans, so a span as large as
+ * the bound would take the whole window with it.
+ */
 const SPAN_MAX_ENTRIES = 5_000;
 
 /** Identities kept parsed for lookups, in the spans and runs they came in (a drain of older readings looks into the same ones again and again). */
@@ -213,8 +224,8 @@ interface StoredRow {
   n: number;
 }
 
-/** Pure: a record's identities with a device time, grouped by second and cut at SPAN_MAX_ENTRIES. */
-function spansOf(identities: readonly DeviceIdentity[]): { second: number; entries: DeviceIdentity[] }[] {
+/** Pure: a record's identities with a device time, grouped by second and cut at `maxPerSpan`. */
+function spansOf(identities: readonly DeviceIdentity[], maxPerSpan: number): { second: number; entries: DeviceIdentity[] }[] {
   const bySecond = new Map<number, DeviceIdentity[]>();
   for (const i of identities) {
     if (i.ts === undefined) continue;
@@ -225,7 +236,7 @@ function spansOf(identities: readonly DeviceIdentity[]): { second: number; entri
   }
   const spans: { second: number; entries: DeviceIdentity[] }[] = [];
   for (const [second, list] of bySecond) {
-    for (let at = 0; at < list.length; at += SPAN_MAX_ENTRIES) spans.push({ second, entries: list.length <= SPAN_MAX_ENTRIES ? list : list.slice(at, at + SPAN_MAX_ENTRIES) });
+    for (let at = 0; at < list.length; at += maxPerSpan) spans.push({ second, entries: list.length <= maxPerSpan ? list : list.slice(at, at + maxPerSpan) });
   }
   return spans;
 }
@@ -312,6 +323,8 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   const count = db.prepare<[], { n: number }>('SELECT COUNT(*) AS n FROM device_seen');
   const countRuns = db.prepare<[], { n: number | null }>('SELECT SUM(n) AS n FROM device_runs');
   const countSpans = db.prepare<[], { n: number | null }>('SELECT SUM(n) AS n FROM device_spans');
+  const maxPerSpan = Math.max(1, Math.min(SPAN_MAX_ENTRIES, Math.floor(options.maxEntries / 10)));
+  const maxKnownDevices = options.maxKnownDevices ?? MAX_KNOWN_DEVICES;
   let heldRows = count.get()?.n ?? 0;
   let heldInRuns = countRuns.get()?.n ?? 0;
   let heldInSpans = countSpans.get()?.n ?? 0;
@@ -367,7 +380,7 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       if (insert.run(i.device, i.key, i.hash, now, null).changes > 0) heldRows++;
       else update.run(i.hash, now, i.device, i.key);
     }
-    for (const span of spansOf(identities)) {
+    for (const span of spansOf(identities, maxPerSpan)) {
       insertSpan.run(span.second, now, span.entries.length, spanJson(span.entries));
       heldInSpans += span.entries.length;
     }
@@ -427,10 +440,14 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
   let known: Map<string, number> | undefined;
   // False once `known` reached its bound: a device not in it may have spans all the same.
   let everyDevice = true;
+  // When `known` was last let go to be read again (ingest time of that record()).
+  let knownDroppedAt = -Infinity;
+  // Lookups that read the database (for a device time at or below the device's newest, or without one).
+  let queried = 0;
   function note(map: Map<string, number>, device: string, ts: number): void {
     const was = map.get(device);
     if (was === undefined) {
-      if (map.size >= MAX_KNOWN_DEVICES) everyDevice = false;
+      if (map.size >= maxKnownDevices) everyDevice = false;
       else map.set(device, ts);
     } else if (ts > was) map.set(device, ts);
   }
@@ -509,11 +526,12 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       const device = identity.device;
       if (identity.ts !== undefined) {
         if (identity.ts > newestOf(device)) return undefined;
+        queried++;
         const found = inSpans(identity, identity.ts) ?? (heldInRuns > 0 ? inRuns(identity, identity.ts) : undefined);
         if (found !== undefined) return found;
         // Only an earlier release put an identity with a device time into device_seen.
         if (!timedRows) return undefined;
-      }
+      } else queried++;
       const found = select.get(device, identity.key)?.hash;
       if (found !== undefined || !legacyRows) return found;
       const legacyKey = legacyKeyOf(identity);
@@ -524,6 +542,12 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
       rowsDeleted = false;
       const discarded = recordAll(identities, now);
       if (rowsDeleted) forgetParsed();
+      // `known` full, and the window has let spans go: read it again from what is left, once a window.
+      if (!everyDevice && rowsDeleted && now - knownDroppedAt >= options.windowMs) {
+        known = undefined;
+        everyDevice = true;
+        knownDroppedAt = now;
+      }
       // After the commit only. Before `known` is first read, the spans it is read from hold these.
       for (const i of identities) {
         if (i.ts === undefined) continue;
@@ -534,6 +558,9 @@ export function openDeviceDedupeStore(options: DeviceDedupeOptions): DeviceDedup
     },
     get held() {
       return heldRows + heldInRuns + heldInSpans;
+    },
+    get queried() {
+      return queried;
     },
     close() {
       if (!open) return;

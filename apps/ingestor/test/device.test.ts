@@ -200,6 +200,40 @@ describe('device dedupe store', () => {
     expect(store.lookup(later)).toBe(later.hash);
   });
 
+  it('keeps the newest identities up to a bound smaller than a chunk of one second, rather than dropping them all', () => {
+    const store = openDeviceDedupeStore({ path: join(tempDir(), 'device-dedupe.db'), windowMs: 3_600_000, maxEntries: 100 });
+    closers.push(() => store.close());
+    // 300 identities of one device within one second or two of device time, in one chunk: the
+    // bound drops whole spans, and no span holds more than a tenth of the bound.
+    const chunk = Array.from({ length: 300 }, (_, k) => identity(T0 + k, k + 1));
+    expect(store.record(chunk, NOW)).toBeGreaterThanOrEqual(200);
+    expect(store.held).toBeGreaterThanOrEqual(90);
+    expect(store.held).toBeLessThanOrEqual(100);
+    expect(store.lookup(chunk[299]!)).toBe(chunk[299]!.hash);
+    expect(store.lookup(chunk[210]!)).toBe(chunk[210]!.hash);
+    expect(store.lookup(chunk[0]!)).toBeUndefined();
+  });
+
+  it('reads the devices it knows again once the window let them go, after they filled its bound', () => {
+    const store = openDeviceDedupeStore({ path: join(tempDir(), 'device-dedupe.db'), windowMs: 1_000, maxEntries: 1000, maxKnownDevices: 3 });
+    closers.push(() => store.close());
+    const of = (deviceId: string, ts: number): DeviceIdentity => deviceIdentity(deviceReading({ deviceId, ts, deviceSeq: 1 }), 'gateway', 'gw')!;
+    store.record(['a', 'b', 'c', 'd', 'e'].map((d) => of(d, T0)), NOW);
+    // Five devices over a bound of three: a device it does not know is bounded by the newest time
+    // of any device, so its older reading is looked up.
+    const before = store.queried ?? 0;
+    expect(store.lookup(of('f', T0 - 5_000))).toBeUndefined();
+    expect(store.queried).toBe(before + 1);
+    // Past the window (and the prune interval) the spans of those five go; the devices it knows
+    // are read again from what is left, and a new device's older reading is new without a query.
+    store.record([of('g', T0)], NOW + 20_000);
+    const after = store.queried ?? 0;
+    expect(store.lookup(of('h', T0 - 5_000))).toBeUndefined();
+    expect(store.queried).toBe(after);
+    // And the one device recorded since is still judged by its own newest time.
+    expect(store.lookup(of('g', T0))).toBe(of('g', T0).hash);
+  });
+
   it('never answers from a run that was pruned, even when a new run takes its id', () => {
     const path = join(tempDir(), 'device-dedupe.db');
     const store = openDeviceDedupeStore({ path, windowMs: 600_000, maxEntries: 1000 });
