@@ -124,7 +124,11 @@ export interface IngestorHealth {
   readonly recent: RecentReadings;
   /** A device's recent readings with ts in the last sinceMs, at most limit (the newest), oldest first. */
   recentReadings(deviceId: string, sinceMs: number, limit: number): RecentReading[];
-  observeWritten(items: readonly WrittenReading[]): void;
+  /**
+   * Takes the readings the database confirmed; returns them as observed, worked out once per
+   * chunk, for the fleet sync to share (cluster/fleet-sync.ts). Never throws.
+   */
+  observeWritten(items: readonly WrittenReading[]): WrittenObservations;
   /** Readings written by another ingestor of the fleet (cluster/fleet-sync.ts), taken as observeWritten takes its own. */
   observe(observations: readonly HealthObservation[]): void;
   /** Where each tick's alert notifications go instead of straight to the notifiers (a fleet sync claims them first); undefined: straight again. */
@@ -178,14 +182,29 @@ function recentOf(item: WrittenReading, reading: ObservedReading): RecentReading
   return valid ? { ts, kind: reading.kind, metrics, flags } : { ts, kind: reading.kind, metrics };
 }
 
+/**
+ * A written chunk as the model takes it: parallel lists, not an object per reading (every reading
+ * written passes here). Worked out once per chunk, for the model and the fleet sync alike.
+ */
+export interface WrittenObservations {
+  readonly readings: readonly ObservedReading[];
+  /** `recent[i]`: what the device page shows of `readings[i]`. */
+  readonly recent: readonly (RecentReadingInput | undefined)[];
+}
+
+const NOTHING_OBSERVED: WrittenObservations = { readings: [], recent: [] };
+
 /** The model's view of written readings: those it cannot read (not validated as a reading) are left out. */
-export function observationsOf(items: readonly WrittenReading[]): HealthObservation[] {
-  const out: HealthObservation[] = [];
+export function observationsOf(items: readonly WrittenReading[]): WrittenObservations {
+  const readings: ObservedReading[] = [];
+  const recent: (RecentReadingInput | undefined)[] = [];
   for (const item of items) {
     const reading = observed(item);
-    if (reading) out.push({ reading, recent: recentOf(item, reading) });
+    if (!reading) continue;
+    readings.push(reading);
+    recent.push(recentOf(item, reading));
   }
-  return out;
+  return { readings, recent };
 }
 
 export function createIngestorHealth(options: IngestorHealthOptions): IngestorHealth {
@@ -296,19 +315,14 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     }
   }
 
-  /** observationsOf without an observation object per reading: every reading written passes here. */
-  function observeItems(items: readonly WrittenReading[]): void {
+  /** The chunk observed once; after a throw (logged) the fleet sync gets what was observed, or nothing. */
+  function observeWritten(items: readonly WrittenReading[]): WrittenObservations {
+    let written = NOTHING_OBSERVED;
     guarded(() => {
-      const readings: ObservedReading[] = [];
-      const shown: (RecentReadingInput | undefined)[] = [];
-      for (const item of items) {
-        const reading = observed(item);
-        if (!reading) continue;
-        readings.push(reading);
-        shown.push(recentOf(item, reading));
-      }
-      take(readings, shown);
+      written = observationsOf(items);
+      take(written.readings, written.recent);
     });
+    return written;
   }
 
   function observe(observations: () => readonly HealthObservation[]): void {
@@ -340,7 +354,7 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
       return recent.readings(deviceId, { sinceTs: clock.now() - sinceMs, limit });
     },
     // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
-    observeWritten: (items) => observeItems(items),
+    observeWritten,
     observe: (observations) => observe(() => observations),
     routeNotifications(next) {
       route = next ?? toHub;

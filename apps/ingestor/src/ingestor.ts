@@ -379,8 +379,9 @@ export function createIngestor(input: IngestorConfigInput, deps: IngestorDeps = 
         if (localSink) storage('sink');
       },
       readingsWritten: (items) => {
-        health?.observeWritten(items);
-        cluster?.publishWritten(items);
+        // Observed once per chunk: the fleet sync shares what the model took (it exists only with health).
+        const written = health?.observeWritten(items);
+        if (written) cluster?.publishWritten(written);
       },
       recovered(points) {
         metrics.recovered(points);

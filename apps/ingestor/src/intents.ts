@@ -138,7 +138,7 @@ export class Suspects {
 export function writerIntents<T>(
   log: IntentLog,
   key: { readonly source: (item: T) => string; readonly seq: (item: T) => number },
-  begin: (note: () => Intent | Promise<Intent>) => unknown = (note) => note(),
+  begin: (note: () => Intent | Promise<Intent>) => unknown,
 ): WriterIntents<T> {
   const waitForWriters = log.waitForWriters?.bind(log);
   return {

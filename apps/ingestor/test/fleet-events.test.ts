@@ -34,7 +34,7 @@ describe('fleet wire formats', () => {
       { gatewayId: 'gw1', origin: 'gateway', reading: { deviceId: 'pump-3', kind: 'telemetry', ts: now, tsSource: 'gateway', receivedAt: now, metrics: { temp: 5 } }, point: null },
     ];
     const own = observationsOf(items);
-    const wire = own.map((o) => toWire(o, policy));
+    const wire = own.readings.map((reading, i) => toWire({ reading, recent: own.recent[i] }, policy));
     const message = writtenMessageSchema.parse(JSON.parse(JSON.stringify({ v: 1, from: 'a', r: wire })));
     const theirs = message.r.map((w) => fromWire(w, { catchUp: false, withRecent: true }));
 

@@ -82,8 +82,7 @@ async function member(name: string, url: string, clock: ManualClock): Promise<Me
     write(deviceId, metrics = { temperature: 21 }) {
       const now = clock.now();
       const items: WrittenReading[] = [{ gatewayId: 'gw1', origin: 'gateway', reading: { deviceId, kind: 'telemetry', ts: now, tsSource: 'device', receivedAt: now, metrics } }];
-      health.observeWritten(items);
-      sync.publishWritten(items);
+      sync.publishWritten(health.observeWritten(items));
     },
     alert: (deviceId) => health.monitor.alerts.list({ subject: deviceId }).find((a) => a.state !== 'resolved'),
   };

@@ -340,18 +340,19 @@ export class FleetHealth {
 
   // ---- feeding the model ----
 
-  /** Takes a reading or status message; returns false when the device is new and the fleet is full (refused, counted). */
+  /**
+   * Takes a reading or status message; returns false when the device is new and the fleet is full
+   * (refused, counted). A chunk of one: the ingestor feeds chunks (observeReadings), so this is
+   * kept for callers with a single message.
+   */
   observeReading(r: ObservedReading): boolean {
-    const now = this.clock.now();
-    const d = this.takeReading(r, now);
-    if (d) this.settleDevice(d, now);
-    return d !== undefined;
+    return this.observeReadings([r])[0] === true;
   }
 
   /**
-   * Takes the readings of one confirmed chunk, in order, as observeReading takes each: the same
-   * model afterwards. One clock read for the chunk, and each device's next deadline worked out
-   * once, after its last reading (nothing reads the deadlines in between). `taken[i]`: whether
+   * Takes the readings of one confirmed chunk, in order: the same model afterwards as taking them
+   * one by one. One clock read for the chunk, and each device's next deadline worked out once,
+   * after its last reading (nothing reads the deadlines in between). `taken[i]`: whether
    * readings[i] was taken (false: a new device refused, the fleet full).
    */
   observeReadings(readings: readonly ObservedReading[]): boolean[] {
@@ -389,12 +390,6 @@ export class FleetHealth {
     else this.observeTelemetry(d, r, at);
     this.updateLiveness(d, now, r.kind === 'status' ? 'status' : 'data');
     return d;
-  }
-
-  /** After a device's readings: its next deadline, and it is marked changed. */
-  private settleDevice(d: DeviceHealth, now: number): void {
-    this.scheduleLiveness(d, now);
-    this.touchDevice(d);
   }
 
   /** Takes a gateway status; returns false when the gateway is new and `maxGateways` are tracked (refused, counted). */

@@ -36,9 +36,17 @@ export interface BisectHooks {
   readonly onSplit?: (size: number, reason: string) => void;
 }
 
+/** A search in progress: how to send, and what was written and refused so far. */
+interface Search {
+  readonly send: SendBody;
+  readonly hooks: BisectHooks;
+  written: number;
+  readonly rejected: PointRejection[];
+}
+
 /**
  * Sends the encoded batch as it is, one request; only when the database refuses it are its lines
- * taken apart and searched by halves (writeBisecting), the first half sent next.
+ * taken apart and searched by halves, the first half sent next.
  */
 export async function writeBody(encoded: EncodedBody, send: SendBody, hooks: BisectHooks = {}): Promise<SinkWriteResult> {
   const count = encoded.indices.length;
@@ -46,34 +54,37 @@ export async function writeBody(encoded: EncodedBody, send: SendBody, hooks: Bis
   const attempt = await send(encoded.body);
   if (attempt.kind === 'written') return { written: count, rejected: [] };
   if (count === 1) return { written: 0, rejected: [{ index: encoded.indices[0]!, reason: attempt.reason }] };
-  hooks.onSplit?.(count, attempt.reason);
-  const lines = linesOf(encoded);
-  const middle = Math.ceil(lines.length / 2);
-  const first = await writeBisecting(lines.slice(0, middle), send, hooks);
-  const second = await writeBisecting(lines.slice(middle), send, hooks);
-  return { written: first.written + second.written, rejected: [...first.rejected, ...second.rejected] };
+  const search: Search = { send, hooks, written: 0, rejected: [] };
+  await splitRefused(linesOf(encoded), attempt.reason, search);
+  return { written: search.written, rejected: search.rejected };
 }
 
 export async function writeBisecting(lines: readonly EncodedLine[], send: SendBody, hooks: BisectHooks = {}): Promise<SinkWriteResult> {
-  const rejected: PointRejection[] = [];
-  let written = 0;
-  const visit = async (part: readonly EncodedLine[]): Promise<void> => {
-    if (part.length === 0) return;
-    const attempt = await send(bodyOf(part));
-    if (attempt.kind === 'written') {
-      written += part.length;
-      return;
-    }
-    const [only] = part;
-    if (part.length === 1 && only) {
-      rejected.push({ index: only.index, reason: attempt.reason });
-      return;
-    }
-    hooks.onSplit?.(part.length, attempt.reason);
-    const middle = Math.ceil(part.length / 2);
-    await visit(part.slice(0, middle));
-    await visit(part.slice(middle));
-  };
-  await visit(lines);
-  return { written, rejected };
+  const search: Search = { send, hooks, written: 0, rejected: [] };
+  await visit(lines, search);
+  return { written: search.written, rejected: search.rejected };
+}
+
+/** Sends a part; a refused one is searched further (one point: refused alone). */
+async function visit(part: readonly EncodedLine[], search: Search): Promise<void> {
+  if (part.length === 0) return;
+  const attempt = await search.send(bodyOf(part));
+  if (attempt.kind === 'written') {
+    search.written += part.length;
+    return;
+  }
+  const [only] = part;
+  if (part.length === 1 && only) {
+    search.rejected.push({ index: only.index, reason: attempt.reason });
+    return;
+  }
+  await splitRefused(part, attempt.reason, search);
+}
+
+/** The split step: a refused part of several points is reported, then its halves are sent in order. */
+async function splitRefused(part: readonly EncodedLine[], reason: string, search: Search): Promise<void> {
+  search.hooks.onSplit?.(part.length, reason);
+  const middle = Math.ceil(part.length / 2);
+  await visit(part.slice(0, middle), search);
+  await visit(part.slice(middle), search);
 }

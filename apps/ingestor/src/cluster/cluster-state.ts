@@ -24,7 +24,7 @@ import type { SharedIntentLog } from './shared-intents.js';
 import { fleetCounts } from './fleet-accounting.js';
 import { createFleetSync } from './fleet-sync.js';
 import type { FleetSync, FleetSyncHealth } from './fleet-sync.js';
-import type { WrittenReading } from '../health.js';
+import type { WrittenObservations } from '../health.js';
 import type { FleetCounts } from './fleet-accounting.js';
 import type { SharedDedupeStore, SharedDeviceDedupeStore } from './types.js';
 
@@ -90,7 +90,7 @@ export interface ClusterState {
   /** One fleet view: this ingestor's health model hears what the others wrote (fleet-sync.ts). */
   attachHealth(health: FleetSyncHealth): void;
   /** What this ingestor wrote, for the others' health models. */
-  publishWritten(items: readonly WrittenReading[]): void;
+  publishWritten(written: WrittenObservations): void;
   /** Subscribes and catches up with the fleet; before the health model starts. */
   startFleet(): Promise<void>;
   /** Before the health model closes: notifications waiting on a claim still go out. */
@@ -260,8 +260,8 @@ export function openClusterState(options: ClusterStateOptions): ClusterState {
       fleetSubscriber = connectRedis({ url: options.redisUrl, name: 'fleet events', logger: clusterLogger, clock });
       fleet = createFleetSync({ redis, subscriber: fleetSubscriber, keyPrefix, memberId, health, clock, logger: clusterLogger });
     },
-    publishWritten(items) {
-      fleet?.publishWritten(items);
+    publishWritten(written) {
+      fleet?.publishWritten(written);
     },
     startFleet: () => fleet?.start() ?? Promise.resolve(),
     async closeFleet() {

@@ -14,8 +14,7 @@
 import type { AlertEngineEvent, AlertNotification, Silence } from '@ferry/health';
 import { LogThrottle } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
-import { observationsOf } from '../health.js';
-import type { HealthObservation, IngestorHealth, WrittenReading } from '../health.js';
+import type { HealthObservation, IngestorHealth, WrittenObservations } from '../health.js';
 import {
   ackRecordOf,
   ackSupersedes,
@@ -84,8 +83,8 @@ export interface FleetSyncStats {
 }
 
 export interface FleetSync {
-  /** Shares readings this member wrote; call right after health.observeWritten(items). Never throws. */
-  publishWritten(items: readonly WrittenReading[]): void;
+  /** Shares readings this member wrote, as health.observeWritten(items) returned them. Never throws. */
+  publishWritten(written: WrittenObservations): void;
   /** Connected to Redis and caught up: the model sees every member's readings. */
   connected(): boolean;
   stats(): FleetSyncStats;
@@ -407,10 +406,10 @@ export function createFleetSync(options: FleetSyncOptions): FleetSync {
   }
 
   return {
-    publishWritten(items) {
+    publishWritten(written) {
       if (closed) return;
       try {
-        const readings = observationsOf(items).map((o) => toWire(o, policy));
+        const readings = written.readings.map((reading, i) => toWire({ reading, recent: written.recent[i] }, policy));
         if (readings.length === 0) return;
         // Redis away: no queue of every chunk in memory, only each device's newest, sent on return.
         if (redis.status !== 'ready') newestPerDevice(readings, unsent);
