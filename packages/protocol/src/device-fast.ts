@@ -11,7 +11,7 @@ import type { DeviceReading, MetricValue } from './reading.js';
 import { checkReadingLimits, fieldLimitRejection } from './reading.js';
 import type { Rejection } from './reading.js';
 import { fieldRejection, RESERVED_KEYS, tagRejection } from './names.js';
-import { CLOCK_SYNCED_AFTER_MS, parseDeviceTime } from './device-time.js';
+import { dateDeviceTs } from './device-time.js';
 import { NON_FINITE_MARKER, OUT_OF_RANGE_MARKER } from './device-json.js';
 
 /** A fast-path reading sets nothing aside: one shared empty list instead of one per message. */
@@ -98,18 +98,8 @@ export function decodeNativeFast(text: string, deviceId: string, receivedAt: num
   if (rawTs !== undefined && (!isPlainValue(rawTs) || typeof rawTs === 'boolean')) return undefined;
   if (rawSeq !== undefined && (typeof rawSeq !== 'number' || !Number.isSafeInteger(rawSeq) || rawSeq < 0)) return undefined;
 
-  let ts = receivedAt;
-  let tsSource: 'device' | 'gateway' = 'gateway';
-  let unsynced = false;
-  if (rawTs !== undefined) {
-    const parsed = parseDeviceTime(rawTs);
-    if (parsed === undefined) return undefined;
-    if (parsed < CLOCK_SYNCED_AFTER_MS) unsynced = true;
-    else {
-      ts = parsed;
-      tsSource = 'device';
-    }
-  }
+  const dating = dateDeviceTs(rawTs);
+  if (dating === undefined) return undefined;
 
   // Every field and tag passes the name rules (a bad one would be set aside: the schema path's to report).
   let count = 0;
@@ -124,10 +114,11 @@ export function decodeNativeFast(text: string, deviceId: string, receivedAt: num
   }
 
   // Keys in the order the schema path gives them (finish in device.ts).
-  const reading: DeviceReading = { deviceId, kind: 'telemetry', ts, tsSource, receivedAt, metrics };
+  const ts = typeof dating === 'number' ? dating : receivedAt;
+  const reading: DeviceReading = { deviceId, kind: 'telemetry', ts, tsSource: typeof dating === 'number' ? 'device' : 'gateway', receivedAt, metrics };
   if (rawSeq !== undefined) reading.deviceSeq = rawSeq;
   if (tags !== undefined) reading.tags = tags;
-  if (unsynced) reading.flags = ['clock_unsynced'];
+  if (dating === 'unsynced') reading.flags = ['clock_unsynced'];
   if (checkReadingLimits(reading, limits, receivedAt)) return undefined;
   return { ok: true, reading, dropped: NOTHING_DROPPED };
 }

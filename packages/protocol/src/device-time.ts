@@ -2,7 +2,25 @@
 // by the schema path (device.ts) and the fast path (device-fast.ts), so both date alike.
 
 /** Earliest device time taken as a set clock: before this the device has not synced (1970, ts 0). */
-export const CLOCK_SYNCED_AFTER_MS = Date.UTC(2001, 0, 1);
+const CLOCK_SYNCED_AFTER_MS = Date.UTC(2001, 0, 1);
+
+/**
+ * How a reading is dated: by the device's time (epoch ms), or by its receive time, either because
+ * the device sent no `ts` (`'received'`) or because it sent one from before its clock was set
+ * (`'unsynced'`: the reading is flagged clock_unsynced).
+ */
+export type DeviceDating = number | 'received' | 'unsynced';
+
+/**
+ * Dates a reading by the `ts` its device sent, if any; undefined when that is not a time. No
+ * object: it runs for every reading.
+ */
+export function dateDeviceTs(rawTs: number | string | undefined): DeviceDating | undefined {
+  if (rawTs === undefined) return 'received';
+  const parsed = parseDeviceTime(rawTs);
+  if (parsed === undefined) return undefined;
+  return parsed < CLOCK_SYNCED_AFTER_MS ? 'unsynced' : parsed;
+}
 
 const ISO_TIME = /^(\d{4})-(\d{2})-(\d{2})(?:[T ](\d{2}):(\d{2})(?::(\d{2})(?:[.,](\d+))?)?([zZ]|([+-])(\d{2})(?::?(\d{2}))?)?)?$/;
 

@@ -4,11 +4,11 @@
 import { z } from 'zod';
 import type { Limits } from './limits.js';
 import { checkReadingLimits, fieldLimitRejection, metricValueSchema } from './reading.js';
-import { checkDeviceId, fieldRejection, isPlainDeviceId, invalidUtf8Rejection, RESERVED_KEYS, tagRejection, utf8Text } from './names.js';
+import { checkedDeviceId, fieldRejection, invalidUtf8Rejection, RESERVED_KEYS, tagRejection, utf8Text } from './names.js';
 import { NON_FINITE_MARKER, OUT_OF_RANGE_MARKER, parseDeviceJson } from './device-json.js';
 import type { DeviceReading, Rejection, MetricValue } from './reading.js';
 import type { TopicKind } from './topics.js';
-import { CLOCK_SYNCED_AFTER_MS, parseDeviceTime } from './device-time.js';
+import { dateDeviceTs } from './device-time.js';
 import { decodeNativeFast } from './device-fast.js';
 
 export { parseDeviceTime, parseIsoTime } from './device-time.js';
@@ -101,13 +101,8 @@ export function decodeDevicePayload(input: DecodeInput): DecodeResult {
       },
     };
   }
-  // A plain id (letters, digits, `_:@-`) is ASCII, so NFC leaves it as it is, and breaks no rule.
-  let deviceId = input.deviceId;
-  if (!isPlainDeviceId(deviceId)) {
-    const id = checkDeviceId(deviceId);
-    if (!id.ok) return { ok: false, rejection: id.rejection };
-    deviceId = id.deviceId;
-  }
+  const deviceId = checkedDeviceId(input.deviceId);
+  if (typeof deviceId !== 'string') return { ok: false, rejection: deviceId };
   const text = utf8Text(payload);
   if (text === undefined) return { ok: false, rejection: invalidUtf8Rejection };
   if (kind === 'status') return decodeStatus(text, deviceId, receivedAt, limits);
@@ -192,19 +187,9 @@ interface Draft {
 }
 
 function finish(draft: Draft, dropped: Rejection[], limits: Limits): DecodeResult {
-  let ts = draft.receivedAt;
-  let tsSource: 'device' | 'gateway' = 'gateway';
-  const flags: string[] = [];
-  if (draft.rawTs !== undefined) {
-    const parsed = parseDeviceTime(draft.rawTs);
-    if (parsed === undefined) {
-      return { ok: false, rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: `ts "${String(draft.rawTs).slice(0, 40)}" is not a time` } };
-    }
-    if (parsed < CLOCK_SYNCED_AFTER_MS) flags.push('clock_unsynced');
-    else {
-      ts = parsed;
-      tsSource = 'device';
-    }
+  const dating = dateDeviceTs(draft.rawTs);
+  if (dating === undefined) {
+    return { ok: false, rejection: { code: 'FERRY_ERR_PAYLOAD_SCHEMA', reason: `ts "${String(draft.rawTs).slice(0, 40)}" is not a time` } };
   }
   // The database's name rules per field and per tag: a bad one is set aside alone.
   const metrics: Record<string, MetricValue> = {};
@@ -225,13 +210,13 @@ function finish(draft: Draft, dropped: Rejection[], limits: Limits): DecodeResul
   const reading: DeviceReading = {
     deviceId: draft.deviceId,
     kind: draft.kind,
-    ts,
-    tsSource,
+    ts: typeof dating === 'number' ? dating : draft.receivedAt,
+    tsSource: typeof dating === 'number' ? 'device' : 'gateway',
     receivedAt: draft.receivedAt,
     metrics,
     ...(draft.deviceSeq !== undefined ? { deviceSeq: draft.deviceSeq } : {}),
     ...(tags !== undefined ? { tags } : {}),
-    ...(flags.length > 0 ? { flags } : {}),
+    ...(dating === 'unsynced' ? { flags: ['clock_unsynced'] } : {}),
   };
   const violation = checkReadingLimits(reading, limits, draft.receivedAt);
   if (violation) return { ok: false, rejection: violation };

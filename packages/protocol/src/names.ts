@@ -30,13 +30,18 @@ function hasSuspectText(text: string): boolean {
   return false;
 }
 
-/** Whether a name has a character nameProblem looks at (controls, DEL, backslash, surrogates): a name without one passes them all. */
-function hasSuspectName(name: string): boolean {
+/**
+ * Whether nameProblem passes a name without looking further: not empty, and none of the characters
+ * it looks at (controls, DEL, backslash, surrogates). A loop, not a regex: it runs for every name
+ * of every point, and the callers below skip building the name's description for a plain one.
+ */
+function isPlainName(name: string): boolean {
+  if (name.length === 0) return false;
   for (let i = 0; i < name.length; i++) {
     const c = name.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return true;
+    if (c < 0x20 || c === 0x7f || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
   }
-  return false;
+  return true;
 }
 
 /** Why a text (name or string value) cannot be carried by line protocol, or undefined. */
@@ -52,8 +57,8 @@ export function textProblem(what: string, text: string): string | undefined {
  * names it in the refusal and is called only for one (this runs for every name of every point).
  */
 export function nameProblem(describe: () => string, name: string): string | undefined {
+  if (isPlainName(name)) return undefined;
   if (name.length === 0) return `${describe()} is empty`;
-  if (!hasSuspectName(name)) return undefined;
   const what = describe();
   const problem = textProblem(what, name);
   if (problem) return problem;
@@ -80,6 +85,7 @@ export const RESERVED_KEYS: ReadonlySet<string> = new Set(['__proto__', 'constru
 
 /** Why a field (metric) name cannot be written, or undefined. */
 export function fieldKeyProblem(key: string): string | undefined {
+  if (isPlainName(key) && !key.includes('"')) return undefined;
   const problem = nameProblem(() => `field key ${quotedName(key)}`, key);
   if (problem) return problem;
   // InfluxDB reads `\"` in a field key as `"`; VictoriaMetrics loses or misreads a line whose
@@ -90,6 +96,7 @@ export function fieldKeyProblem(key: string): string | undefined {
 
 /** Why a tag (key and value) cannot be written, or undefined. An empty value means "no such tag" and passes. */
 export function tagProblem(key: string, value: string): string | undefined {
+  if (isPlainName(key) && (value.length === 0 || isPlainName(value))) return undefined;
   const keyProblem = nameProblem(() => `tag key ${quotedName(key)}`, key);
   if (keyProblem) return keyProblem;
   return value.length > 0 ? nameProblem(() => `value of tag ${quotedName(key)}`, value) : undefined;
@@ -141,11 +148,6 @@ export function normalizeDeviceId(id: string): string {
 }
 
 /**
- * Why a device id (already NFC) is not valid, or undefined. Beyond the MQTT rules (no `#`, `+`),
- * the id is a tag value in the database and a path-like name for operators: no invisible or
- * direction-changing characters, no `.` or `..` level, and the database's tag-value rules.
- */
-/**
  * An id of letters, digits and `_ : @ -` alone, 1 to maxLength of them, breaks none of the rules
  * below (checked once per reading: the usual id skips them). A loop, cheaper than a regex call.
  */
@@ -161,6 +163,11 @@ export function isPlainDeviceId(id: string, maxLength = 256): boolean {
   return true;
 }
 
+/**
+ * Why a device id (already NFC) is not valid, or undefined. Beyond the MQTT rules (no `#`, `+`),
+ * the id is a tag value in the database and a path-like name for operators: no invisible or
+ * direction-changing characters, no `.` or `..` level, and the database's tag-value rules.
+ */
 export function deviceIdProblem(id: string, maxLength = 256): string | undefined {
   if (isPlainDeviceId(id, maxLength)) return undefined;
   const shown = quotedName(id);
@@ -179,11 +186,22 @@ export function deviceIdProblem(id: string, maxLength = 256): string | undefined
 
 export type DeviceIdVerdict = { readonly ok: true; readonly deviceId: string } | { readonly ok: false; readonly rejection: Rejection };
 
-/** Normalises a device id (NFC) and checks it: the id a reading carries is the one returned here. */
-export function checkDeviceId(raw: string, maxLength = 256): DeviceIdVerdict {
+/**
+ * checkDeviceId without its verdict object, for the path every device message takes: the id
+ * normalised (NFC) and checked, or why it is refused. A plain id (isPlainDeviceId) is ASCII, which
+ * NFC leaves as it is, and breaks no rule: it is taken as it came.
+ */
+export function checkedDeviceId(raw: string, maxLength = 256): string | Rejection {
+  if (isPlainDeviceId(raw, maxLength)) return raw;
   const deviceId = normalizeDeviceId(raw);
   const problem = deviceIdProblem(deviceId, maxLength);
-  return problem ? { ok: false, rejection: { code: 'FERRY_ERR_DEVICE_ID_INVALID', reason: problem } } : { ok: true, deviceId };
+  return problem ? { code: 'FERRY_ERR_DEVICE_ID_INVALID', reason: problem } : deviceId;
+}
+
+/** Normalises a device id (NFC) and checks it: the id a reading carries is the one returned here. */
+export function checkDeviceId(raw: string, maxLength = 256): DeviceIdVerdict {
+  const checked = checkedDeviceId(raw, maxLength);
+  return typeof checked === 'string' ? { ok: true, deviceId: checked } : { ok: false, rejection: checked };
 }
 
 const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });

@@ -1,6 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import fc from 'fast-check';
-import { checkDeviceId, fieldRejection, isPlainDeviceId, nameProblem, parseDeviceTime, parseIsoTime, readingSchema, tagRejection, textProblem, topicProblem, utf8Text } from '../src/index.js';
+import { checkDeviceId, deviceIdProblem, fieldKeyProblem, fieldRejection, isPlainDeviceId, nameProblem, normalizeDeviceId, parseDeviceTime, parseIsoTime, quotedName, readingSchema, tagProblem, tagRejection, textProblem, topicProblem, utf8Text } from '../src/index.js';
 
 describe('device ids', () => {
   it('normalises to NFC, so composed and decomposed Küche are one device', () => {
@@ -108,6 +108,33 @@ describe('the name rules as loops', () => {
       fc.property(text, (value) => {
         expect(nameProblem(() => 'name', value)).toBe(regexNameProblem(value));
         expect(textProblem('text', value)).toBe(regexTextProblem('text', value));
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('passes a tag or a field key at once only where the full rules pass it, and refuses the rest for the same reason', () => {
+    // The rules spelled without the shortcut for plain names in tagProblem and fieldKeyProblem.
+    const fullTagProblem = (key: string, value: string): string | undefined =>
+      nameProblem(() => `tag key ${quotedName(key)}`, key) ?? (value.length > 0 ? nameProblem(() => `value of tag ${quotedName(key)}`, value) : undefined);
+    const fullFieldKeyProblem = (key: string): string | undefined =>
+      nameProblem(() => `field key ${quotedName(key)}`, key) ??
+      (key.includes('"') ? `field key ${quotedName(key)} contains a double quote, which VictoriaMetrics cannot read in a field key` : undefined);
+    fc.assert(
+      fc.property(text, text, (key, value) => {
+        expect(tagProblem(key, value)).toBe(fullTagProblem(key, value));
+        expect(fieldKeyProblem(key)).toBe(fullFieldKeyProblem(key));
+      }),
+      { numRuns: 5_000 },
+    );
+  });
+
+  it('takes a plain device id as it came and checks any other in full, with the same verdicts', () => {
+    fc.assert(
+      fc.property(fc.oneof(text, fc.constantFrom('Ku\u0308che', 'K\u00FCche', 'a\u0301/b')), fc.integer({ min: 1, max: 12 }), (raw, max) => {
+        const deviceId = normalizeDeviceId(raw);
+        const problem = deviceIdProblem(deviceId, max);
+        expect(checkDeviceId(raw, max)).toEqual(problem ? { ok: false, rejection: { code: 'FERRY_ERR_DEVICE_ID_INVALID', reason: problem } } : { ok: true, deviceId });
       }),
       { numRuns: 5_000 },
     );

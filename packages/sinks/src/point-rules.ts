@@ -12,31 +12,6 @@ function quoted(name: string): string {
   return quotedName(name);
 }
 
-/**
- * Whether nameProblem passes the name without looking further: not empty, and none of the
- * characters it looks at (controls, DEL, backslash, surrogates). Runs for every name of every
- * point, twice (withoutBadNames when a point is built, checkPoint when it is written): a loop
- * without a call into the rule book, which is asked only about a name this does not pass.
- */
-export function plainName(name: string): boolean {
-  if (name.length === 0) return false;
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c < 0x20 || c === 0x7f || c === 0x5c || (c >= 0xd800 && c <= 0xdfff)) return false;
-  }
-  return true;
-}
-
-/** A field key fieldKeyProblem passes without looking further: a plain name without a double quote. */
-function plainFieldKey(key: string): boolean {
-  return plainName(key) && !key.includes('"');
-}
-
-/** tagProblem, asked only about a tag that is not plain. */
-function tagProblemOf(key: string, value: string): string | undefined {
-  return plainName(key) && (value.length === 0 || plainName(value)) ? undefined : tagProblem(key, value);
-}
-
 /** The last measurement that passed: points of one mapping share the same few, checked once. */
 let passedMeasurement: string | undefined;
 
@@ -50,7 +25,7 @@ export function checkPoint(point: Point): string | undefined {
   for (const key in point.tags) {
     if (!Object.hasOwn(point.tags, key)) continue;
     // An empty tag value means "no such tag" (line protocol cannot express it): it is dropped, not refused.
-    const problem = tagProblemOf(key, point.tags[key]!);
+    const problem = tagProblem(key, point.tags[key]!);
     if (problem) return problem;
   }
   // Own keys in order, as Object.entries lists them, without building its pairs.
@@ -74,7 +49,7 @@ function timestampProblem(timestampNs: unknown): string | undefined {
 }
 
 function fieldProblem(key: string, value: unknown): string | undefined {
-  const keyProblem = plainFieldKey(key) ? undefined : fieldKeyProblem(key);
+  const keyProblem = fieldKeyProblem(key);
   if (keyProblem) return keyProblem;
   if (typeof value === 'number') return Number.isFinite(value) ? undefined : `field ${quoted(key)} is ${String(value)}, which databases cannot store`;
   if (typeof value === 'string') return stringValueProblem(key, value);
@@ -93,7 +68,7 @@ export function withoutBadNames(point: Point): { readonly point: Point; readonly
   let tags: Record<string, string> | undefined;
   for (const key in point.tags) {
     if (!Object.hasOwn(point.tags, key)) continue;
-    const problem = tagProblemOf(key, point.tags[key]!);
+    const problem = tagProblem(key, point.tags[key]!);
     if (!problem) continue;
     (dropped ??= []).push(problem);
     tags ??= copyOf(point.tags);

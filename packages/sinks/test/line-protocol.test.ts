@@ -3,8 +3,7 @@ import fc from 'fast-check';
 import { isFerryError } from '@ferry/protocol';
 import type { FieldValue, Point } from '../src/index.js';
 import { checkPoint, encodeBody, encodePoint, encodePoints, formatFloat, linesOf, MAX_TIMESTAMP_NS } from '../src/index.js';
-import { plainName } from '../src/point-rules.js';
-import { fieldKeyProblem, measurementProblem, nameProblem, stringValueProblem, tagProblem } from '@ferry/protocol';
+import { fieldKeyProblem, measurementProblem, stringValueProblem, tagProblem } from '@ferry/protocol';
 
 const T = 1_700_000_000_123_456_789n;
 
@@ -294,7 +293,7 @@ describe('encodeBody, the sinks\' one-body encoder', () => {
   });
 });
 
-/** checkPoint spelled with the rule book alone (no fast path), in checkPoint's order. */
+/** checkPoint spelled with the rule book alone (no remembered measurement), in checkPoint's order. */
 function referenceCheck(point: Point): string | undefined {
   const m = measurementProblem(point.measurement);
   if (m) return m;
@@ -323,19 +322,7 @@ function referenceCheck(point: Point): string | undefined {
   return undefined;
 }
 
-describe('the point rules\' fast path', () => {
-  const nameChars = fc.constantFrom(' ', ',', '=', '"', '\\', '#', 'a', 'é', '🚀', '\n', '\r', '\uD800', '\uDC00', '\u0000', '\t', '\u007f', '\u001f');
-  const names = fc.oneof(fc.string({ unit: nameChars, maxLength: 6 }), fc.string({ unit: 'binary', maxLength: 6 }), fc.string({ maxLength: 6 }));
-
-  it('passes a name only where the rule book passes it', () => {
-    fc.assert(
-      fc.property(names, (name) => {
-        if (plainName(name)) expect(nameProblem(() => 'name', name)).toBeUndefined();
-      }),
-      { numRuns: 5000 },
-    );
-  });
-
+describe('the point rules', () => {
   it('refuses exactly what the rule book refuses, for the same reason', () => {
     fc.assert(
       fc.property(anyPoint, (point) => {
