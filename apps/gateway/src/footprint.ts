@@ -47,8 +47,8 @@ export function hasOwnHeapPolicy(execArgv: readonly string[] = process.execArgv,
  * The semi-space growth factor for a young generation of `youngBytes`: V8's own doubling below the
  * bound, none at or above it. A growth doubles from a power of two, so it lands on the bound.
  */
-export function youngGrowthFactor(youngBytes: number, boundBytes = GATEWAY_YOUNG_BYTES): 1 | 2 {
-  return youngBytes < boundBytes ? 2 : 1;
+export function youngGrowthFactor(youngBytes: number): 1 | 2 {
+  return youngBytes < GATEWAY_YOUNG_BYTES ? 2 : 1;
 }
 
 export function applyGatewayFootprint(): void {

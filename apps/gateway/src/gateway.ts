@@ -338,11 +338,13 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
     state = 'starting';
     let files: { outbox: Outbox; deadLetters: DeadLetterStore; disk: DiskGuard };
     let access: DeviceAccess | undefined;
-    let loadedProcessing: typeof import('./process.js') | undefined;
+    /** Before the uplink, the edge pipelines' rows are deleted only as their batches are acked, in order. */
+    let settlement: UplinkSettlement | undefined;
     try {
       if (config.processing && config.processing.pipelines.length > 0) {
-        loadedProcessing = await import('./process.js');
-        edge = loadedProcessing.createEdgeProcessing(config.processing, clock);
+        const processing = await import('./process.js');
+        edge = processing.createEdgeProcessing(config.processing, clock);
+        if (edge.before === 'uplink') settlement = new processing.UplinkSettlement();
       }
       // A missing or malformed device password file stops the start before any file is opened.
       access = config.devices.listen !== false ? createDeviceAccess(config.devices.listen, logger) : undefined;
@@ -360,7 +362,6 @@ export function createGateway(configInput: GatewayConfigInput, deps: GatewayDeps
       logger.info({ before: edge.before, restoredSeries, discardedSeries }, 'edge processing state restored');
     }
     const inFlight = new InFlightBatches();
-    const settlement: UplinkSettlement | undefined = edge?.before === 'uplink' && loadedProcessing ? new loadedProcessing.UplinkSettlement() : undefined;
     /** Before the uplink: deletes the rows of every batch acked in order, saving the state they led to. */
     const settleInOrder = (batchId: number): number | undefined => {
       const due = settlement?.acked(batchId);

@@ -11,6 +11,9 @@ export interface RecentRow {
   readonly json: string;
 }
 
+/** Makes the row to hold for one just committed: its seq, stored size and stored JSON. */
+export type RowOf<T extends RecentRow> = (seq: number, bytes: number, json: string) => T;
+
 /**
  * Invariant: every row stored in the outbox with a seq above `floor` is held here, as stored, and
  * nothing else is. So a read whose cursor is at or above the floor can be served from memory
@@ -30,11 +33,13 @@ export class RecentRows<T extends RecentRow = RecentRow> {
    * @param floor the newest seq the file holds (or ever gave out) when this starts: nothing above it exists yet.
    * @param maxRows rows held at most: past it, all are forgotten and none held until a read catches up.
    * @param maxBytes stored bytes held at most (payload sizes), likewise.
+   * @param rowOf makes a row, for the rows held only (none while paused).
    */
   constructor(
     floor: number,
     private readonly maxRows: number,
     private readonly maxBytes: number,
+    private readonly rowOf: RowOf<T>,
   ) {
     this.floorSeq = floor;
   }
@@ -53,24 +58,29 @@ export class RecentRows<T extends RecentRow = RecentRow> {
     return !this.paused;
   }
 
-  /** Rows just committed, in seq order, each above every seq the outbox gave out before. */
-  committed(rows: readonly T[]): void {
-    const last = rows[rows.length - 1];
+  /**
+   * Rows just committed, in seq order, each above every seq the outbox gave out before: their
+   * seqs, stored sizes and stored JSON, one entry each.
+   */
+  committed(seqs: readonly number[], sizes: readonly number[], jsons: readonly string[]): void {
+    const last = seqs[seqs.length - 1];
     if (last === undefined) return;
     if (this.paused) {
-      this.forgetUpTo(last.seq);
+      this.forgetUpTo(last);
       return;
     }
-    for (const row of rows) {
+    for (let i = 0; i < seqs.length; i += 1) {
+      const seq = seqs[i]!;
       // A row at or below the floor (rewritten by the commit that stored it) is the file's to serve.
-      if (row.seq <= this.floorSeq) continue;
-      this.rows.push(row);
-      this.heldBytes += row.bytes;
+      if (seq <= this.floorSeq) continue;
+      const bytes = sizes[i]!;
+      this.rows.push(this.rowOf(seq, bytes, jsons[i]!));
+      this.heldBytes += bytes;
     }
     if (this.size > this.maxRows || this.heldBytes > this.maxBytes) {
       // Nobody is reading them (the uplink is down, or the sender is behind): the file serves.
       this.paused = true;
-      this.forgetUpTo(last.seq);
+      this.forgetUpTo(last);
     }
   }
 
@@ -80,11 +90,6 @@ export class RecentRows<T extends RecentRow = RecentRow> {
     this.floorSeq = seq;
     while (this.size > 0 && this.rows[this.head]!.seq <= seq) this.dropOldest();
     this.compactStorage();
-  }
-
-  /** Forgets every row: after anything that rewrites rows in place (compaction). */
-  clear(newestSeq: number): void {
-    this.forgetUpTo(Math.max(newestSeq, this.rows[this.rows.length - 1]?.seq ?? newestSeq));
   }
 
   /**

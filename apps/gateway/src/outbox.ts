@@ -384,7 +384,7 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
    */
   let receivedFloor = Number.NEGATIVE_INFINITY;
   /** The rows committed last, as stored, for peek(); it is told of every row removed or rewritten. */
-  const recent = new RecentRows<StoredReading>(newest ?? -1, options.recentRows ?? RECENT_MAX_ROWS, RECENT_MAX_BYTES);
+  const recent = new RecentRows(newest ?? -1, options.recentRows ?? RECENT_MAX_ROWS, RECENT_MAX_BYTES, (seq, size, json) => new StoredReading(seq, size, json));
   // Never reuse an id handed out by a previous run: start past everything reserved before.
   let batchIdNext = initial.batch_id_reserved;
   let batchIdReserved = initial.batch_id_reserved;
@@ -854,16 +854,10 @@ export function createSqliteOutbox(options: SqliteOutboxOptions): Outbox {
     droppedSeqs: readonly number[];
     compacted: CompactionResult | undefined;
   }): void {
-    if (result.compacted) recent.clear(newest ?? -1);
+    // Compaction rewrites rows in place: every row held (none above the newest seq) goes.
+    if (result.compacted) recent.forgetUpTo(newest ?? -1);
     else forgetRecent(result.droppedSeqs);
-    const { seqs, payloads, sizes } = result;
-    if (!recent.holding) {
-      recent.forgetUpTo(seqs[seqs.length - 1] ?? -1);
-      return;
-    }
-    const rows = new Array<StoredReading>(seqs.length);
-    for (let i = 0; i < seqs.length; i += 1) rows[i] = new StoredReading(seqs[i]!, sizes[i]!, payloads[i]!);
-    recent.committed(rows);
+    recent.committed(result.seqs, result.sizes, result.payloads);
   }
 
   /** Rows about to be removed (or just removed) leave the recent rows, with every older one. */

@@ -85,7 +85,8 @@ type AedesPublish = (packet: Parameters<Aedes['publish']>[0], client: Client | R
  * After authorizePublish took a device publish (stored or dead-lettered it) and aedes sent the
  * PUBACK, aedes would still relay it: match its topic against the subscriptions twice (offline
  * queues, then the emitter) and allocate a packet copy, promises and closures for it, per publish,
- * only for authorizeForward to drop every delivery. Device topics skip that relay; aedes's own
+ * only for authorizeForward to drop every delivery. Skipping it also keeps a retained device
+ * publish from being stored (aedes stores retained messages in that relay) and replayed to anyone. Device topics skip that relay; aedes's own
  * `$SYS` publishes (heartbeat, client takeover, which its will handling relies on) still take it.
  */
 export function skipRelay(broker: Aedes): void {
@@ -132,8 +133,6 @@ export async function listenForDevices(options: DeviceListenerOptions): Promise<
         done(new Error('$SYS topics are reserved'));
         return;
       }
-      // The gateway is the only consumer: nothing is kept retained to be replayed to anyone.
-      packet.retain = false;
       const payload = typeof packet.payload === 'string' ? Buffer.from(packet.payload) : packet.payload;
       onMessage(packet.topic, payload, done, client ? (senders.get(client) ?? ANONYMOUS) : NO_CLIENT);
     },

@@ -10,14 +10,26 @@ import type { Outbox, PeekOptions, SqliteOutboxOptions } from '../src/outbox.js'
 import { reading } from './outbox-contract.js';
 import { tempDir } from './harness.js';
 
-function rows(first: number, count: number, bytes = 10): RecentRow[] {
-  return Array.from({ length: count }, (_, i) => ({ seq: first + i, bytes, json: `{"n":${first + i}}` }));
+const rowOf = (seq: number, bytes: number, json: string): RecentRow => ({ seq, bytes, json });
+
+function recentRows(floor: number, maxRows: number, maxBytes: number): RecentRows {
+  return new RecentRows(floor, maxRows, maxBytes, rowOf);
+}
+
+/** Commits `count` rows from seq `first` on, `bytes` each. */
+function commit(recent: RecentRows, first: number, count: number, bytes = 10): void {
+  const seqs = Array.from({ length: count }, (_, i) => first + i);
+  recent.committed(
+    seqs,
+    seqs.map(() => bytes),
+    seqs.map((seq) => `{"n":${seq}}`),
+  );
 }
 
 describe('RecentRows', () => {
   it('serves every row committed above its floor, oldest first, within the bounds asked', () => {
-    const recent = new RecentRows(100, 100, 10_000);
-    recent.committed(rows(101, 10));
+    const recent = recentRows(100, 100, 10_000);
+    commit(recent, 101, 10);
     expect(recent.floor).toBe(100);
     expect(recent.page(100, Number.MAX_SAFE_INTEGER, 3).map((r) => r.seq)).toEqual([101, 102, 103]);
     expect(recent.page(105, 108, 10).map((r) => r.seq)).toEqual([106, 107, 108]);
@@ -25,49 +37,49 @@ describe('RecentRows', () => {
   });
 
   it('moves its floor past rows that may have changed, so they are read from the file', () => {
-    const recent = new RecentRows(0, 100, 10_000);
-    recent.committed(rows(1, 10));
+    const recent = recentRows(0, 100, 10_000);
+    commit(recent, 1, 10);
     recent.forgetUpTo(4);
     expect(recent.floor).toBe(4);
     expect(recent.size).toBe(6);
     expect(recent.page(4, Number.MAX_SAFE_INTEGER, 100).map((r) => r.seq)).toEqual([5, 6, 7, 8, 9, 10]);
     recent.forgetUpTo(2);
     expect(recent.floor).toBe(4);
-    recent.clear(10);
+    recent.forgetUpTo(10);
     expect(recent.floor).toBe(10);
     expect(recent.size).toBe(0);
   });
 
   it('holds nothing more once its row or byte bound is reached unread, until a read catches up', () => {
-    for (const recent of [new RecentRows(0, 5, 10_000), new RecentRows(0, 100, 35)]) {
-      recent.committed(rows(1, 3));
+    for (const recent of [recentRows(0, 5, 10_000), recentRows(0, 100, 35)]) {
+      commit(recent, 1, 3);
       expect(recent.holding).toBe(true);
-      recent.committed(rows(4, 5));
+      commit(recent, 4, 5);
       expect(recent.holding).toBe(false);
       expect(recent.size).toBe(0);
       expect(recent.floor).toBe(8);
-      recent.committed(rows(9, 2));
+      commit(recent, 9, 2);
       expect(recent.size).toBe(0);
       expect(recent.floor).toBe(10);
       // The sender read the file up to the floor: rows are held again.
       expect(recent.page(10, Number.MAX_SAFE_INTEGER, 100)).toEqual([]);
       expect(recent.holding).toBe(true);
-      recent.committed(rows(11, 2));
+      commit(recent, 11, 2);
       expect(recent.page(10, Number.MAX_SAFE_INTEGER, 100).map((r) => r.seq)).toEqual([11, 12]);
     }
   });
 
   it('does not hold rows committed at or below its floor (rewritten by the commit that stored them)', () => {
-    const recent = new RecentRows(10, 100, 10_000);
-    recent.committed(rows(8, 5));
+    const recent = recentRows(10, 100, 10_000);
+    commit(recent, 8, 5);
     expect(recent.size).toBe(2);
     expect(recent.page(10, Number.MAX_SAFE_INTEGER, 100).map((r) => r.seq)).toEqual([11, 12]);
   });
 
   it('stays correct over long runs (its storage is compacted as rows go)', () => {
-    const recent = new RecentRows(0, 3000, Number.POSITIVE_INFINITY);
+    const recent = recentRows(0, 3000, Number.POSITIVE_INFINITY);
     for (let seq = 1; seq <= 20_000; seq += 100) {
-      recent.committed(rows(seq, 100));
+      commit(recent, seq, 100);
       recent.forgetUpTo(seq + 49);
     }
     expect(recent.page(recent.floor, Number.MAX_SAFE_INTEGER, 100).map((r) => r.seq)).toEqual(Array.from({ length: 50 }, (_, i) => 19_951 + i));
