@@ -91,9 +91,6 @@ function verifiedCertificateName(client: Client): string | undefined {
   return typeof cn === 'string' && cn.length > 0 ? cn : undefined;
 }
 
-/** Journal entries of QoS 1 publishes aedes has acked but not yet stored, keyed by payload buffer (kept through aedes' packet copy). */
-const journaled = new WeakMap<object, number>();
-
 /** The aedes hooks, each named after the step of the connect or publish pipeline it gates. */
 function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'authorizePublish' | 'authorizeSubscribe' | 'published'> {
   const refuseAuth = (client: Client, username: string | undefined, reason: string, done: (err: AuthenticateError | null, ok: boolean) => void): void => {
@@ -166,8 +163,7 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
       if (client) ctx.accepted(packet.qos, size);
       if (client && packet.qos === 1 && ctx.persistence && typeof packet.payload !== 'string') {
         // The PUBACK waits for the journal's group commit.
-        const payload = packet.payload;
-        ctx.persistence.journalInbound(packet, (err, seq) => {
+        ctx.persistence.journalInbound(packet, (err) => {
           if (err) {
             ctx.metrics.refused.inc({ reason: 'storage' });
             // A full disk is logged once per episode (where the broker counts it), not once per publish.
@@ -177,7 +173,6 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
             done(err);
             return;
           }
-          if (seq !== undefined) journaled.set(payload, seq);
           done(null);
         });
         return;
@@ -200,10 +195,9 @@ function brokerHooks(ctx: HookContext): Pick<AedesOptions, 'authenticate' | 'aut
     published(packet, _client, done) {
       // Last step of aedes' publish pipeline: retained and offline queues are stored by now.
       const payload = packet.payload;
-      const seq = typeof payload === 'string' ? undefined : journaled.get(payload);
-      if (seq !== undefined && typeof payload !== 'string') {
-        journaled.delete(payload);
-        ctx.persistence?.journalDone(seq, payload);
+      if (typeof payload !== 'string') {
+        const seq = ctx.persistence?.journalSeqOf(payload);
+        if (seq !== undefined) ctx.persistence?.journalDone(seq, payload);
       }
       done(null);
     },
@@ -354,12 +348,7 @@ export function createBroker(configInput: BrokerConfigInput, deps: BrokerDeps = 
    * `published` step, no longer finds the entry and clears nothing.
    */
   function publishNotStored(packet: PersistedPacket, journalSeq?: number): void {
-    const payload = packet.payload;
-    if (payload === undefined || typeof payload === 'string') return;
-    const seq = journalSeq ?? journaled.get(payload);
-    if (seq === undefined) return;
-    journaled.delete(payload);
-    redelivery?.add(seq, journaledPublish(packet));
+    if (journalSeq !== undefined) redelivery?.add(journalSeq, journaledPublish(packet));
   }
   const urls = (): Partial<Record<ListenerKind, string>> => Object.fromEntries(listeners.map((l) => [l.kind, l.url]));
 

@@ -103,8 +103,6 @@ interface OpenTransaction {
   readonly waiters: Settle[];
   /** Journal seqs deleted in it: deleted again with a later commit if it fails. */
   readonly cleared: number[];
-  /** Clients whose will it deletes, from `#willsToDelete`. */
-  readonly willsDeleted: string[];
   /** Journaled publishes it stores (queued for subscribers, retained) without committing: published again if it fails. */
   readonly journaledStores: { seq: number; packet: PersistedPacket }[];
 }
@@ -122,6 +120,8 @@ export interface SqlitePersistenceOptions {
   /**
    * A packet aedes could not store (retained, or queued for its subscribers) in its publish
    * pipeline: for a client's QoS 1 publish that is after the PUBACK, so the client will not send it again.
+   * `journalSeq` is its journal entry when it was journaled (undefined otherwise); that entry is
+   * already forgotten (journalSeqOf), so only its redelivery clears it.
    */
   readonly onPublishNotStored?: (packet: PersistedPacket, journalSeq?: number) => void;
 }
@@ -295,7 +295,7 @@ export class SqlitePersistence {
 
   #begin(op: string): OpenTransaction {
     this.#stmt.begin.run();
-    const open: OpenTransaction = { op, waiters: [], cleared: [], willsDeleted: [], journaledStores: [] };
+    const open: OpenTransaction = { op, waiters: [], cleared: [], journaledStores: [] };
     this.#open = open;
     // Every transaction gets committed, whether or not anyone waits for it.
     this.#deferred();
@@ -333,18 +333,18 @@ export class SqlitePersistence {
     try {
       if (!alone) {
         for (const seq of this.#journalClearRetry) this.#stmt.journalDel.run(seq);
-        for (const clientId of this.#willsToDelete) {
-          this.#stmt.willDel.run(clientId);
-          open.willsDeleted.push(clientId);
-        }
+        for (const clientId of this.#willsToDelete) this.#stmt.willDel.run(clientId);
       }
       this.#stmt.commit.run();
     } catch (err) {
       return this.#abort(open, err, atTurnEnd);
     }
     this.#open = undefined;
-    if (!alone) this.#journalClearRetry = [];
-    for (const clientId of open.willsDeleted) this.#willsToDelete.delete(clientId);
+    // Nothing can join either list between the statements above and here (no callback runs).
+    if (!alone) {
+      this.#journalClearRetry = [];
+      this.#willsToDelete.clear();
+    }
     this.#options.onWrite?.(open.op);
     this.#settle(open.waiters, null, atTurnEnd);
     return undefined;
@@ -475,6 +475,11 @@ export class SqlitePersistence {
       if (typeof payload !== 'string') this.#journalSeqs.set(payload, seq);
       done(null, seq);
     });
+  }
+
+  /** The journal entry of a committed, not yet cleared publish, by its payload (aedes' packet copies share it). */
+  journalSeqOf(payload: Buffer): number | undefined {
+    return this.#journalSeqs.get(payload);
   }
 
   /**
@@ -619,14 +624,14 @@ export class SqlitePersistence {
     const messageId = packet.messageId ?? null;
     const row = this.#stmt.outFind.get({ clientId: client.id, brokerId, brokerCounter, messageId });
     if (!row) throw new Error('no such packet');
-    if (row.same === 1 && packet.qos === 1) {
+    if (row.same === 1) {
       // The message got its packet id for delivery: the id goes in its column (readers take it from
-      // there), the stored packet stays as it is. Committed with the next commit: sent again after a
-      // kill -9 under a new id, it is only a duplicate, which QoS 1 allows.
-      this.#stage('outgoingUpdate', () => this.#stmt.outSetMessageId.run(messageId, row.seq));
-    } else if (row.same === 1) {
-      // A QoS 2 message keeps its id across a crash (exactly once): committed before it is sent.
-      this.#write('outgoingUpdate', () => this.#stmt.outSetMessageId.run(messageId, row.seq));
+      // there), the stored packet stays as it is. QoS 1: committed with the next commit (sent again
+      // after a kill -9 under a new id, it is only a duplicate, which QoS 1 allows). A QoS 2 message
+      // keeps its id across a crash (exactly once): committed before it is sent.
+      const setMessageId = (): unknown => this.#stmt.outSetMessageId.run(messageId, row.seq);
+      if (packet.qos === 1) this.#stage('outgoingUpdate', setMessageId);
+      else this.#write('outgoingUpdate', setMessageId);
     } else {
       // A PUBREL (or another broker's packet) takes the place of the packet with its message id.
       this.#write('outgoingUpdate', () => this.#stmt.outSet.run(brokerId, brokerCounter, messageId, pack(packet), row.seq));
