@@ -2,9 +2,9 @@
 // listeners for is subscribed again on every reconnect, even a subscription ioredis forgot (one
 // confirmed on a connection lost before it was ready is never sent again by ioredis). And a
 // persistent session's SUBSCRIBE whose broadcast never comes back fails instead of waiting for good.
-import { execFileSync } from 'node:child_process';
+import { createConnection } from 'node:net';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { findBinary, startRedis, waitFor } from '@ferry/testkit';
+import { startRedis, waitFor } from '@ferry/testkit';
 import type { ServerHandle } from '@ferry/testkit';
 import { broadcastWithin, openClusterEngine } from '../src/cluster.js';
 import type { ClusterEngine } from '../src/cluster.js';
@@ -28,8 +28,26 @@ afterAll(async () => {
   await redis?.stop();
 });
 
-function redisCli(...args: string[]): string {
-  return execFileSync(findBinary('redis-cli'), ['-h', '127.0.0.1', '-p', String(redis.port), ...args], { encoding: 'utf8' });
+/**
+ * One Redis command with an integer reply, over a plain socket (RESP): no child process (redis-cli
+ * hangs under libfaketime, and a synchronous call would hang the test past its timeout).
+ */
+function redisInteger(...args: string[]): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const socket = createConnection({ host: '127.0.0.1', port: redis.port });
+    let reply = '';
+    socket.setTimeout(5_000, () => socket.destroy(new Error(`redis ${args.join(' ')}: no reply within 5 s`)));
+    socket.on('error', reject);
+    socket.on('data', (chunk) => {
+      reply += chunk.toString('latin1');
+      const end = reply.indexOf('\r\n');
+      if (end < 0) return;
+      socket.end();
+      if (reply[0] === ':') resolve(Number(reply.slice(1, end)));
+      else reject(new Error(`redis ${args.join(' ')}: ${reply.slice(0, end)}`));
+    });
+    socket.write(`*${args.length}\r\n${args.map((a) => `$${Buffer.byteLength(a)}\r\n${a}\r\n`).join('')}`);
+  });
 }
 
 describe('the cluster emitter', () => {
@@ -44,9 +62,9 @@ describe('the cluster emitter', () => {
     // The state a subscription confirmed on a connection lost before ready leaves behind: the
     // emitter holds a listener for the pattern, ioredis's connection is not subscribed to it.
     await mq.subConn.punsubscribe('$SYS/sub/*');
-    expect(redisCli('PUBSUB', 'NUMPAT').trim()).toBe('0');
+    expect(await redisInteger('PUBSUB', 'NUMPAT')).toBe(0);
 
-    expect(redisCli('CLIENT', 'KILL', 'TYPE', 'pubsub').trim()).toBe('1');
+    expect(await redisInteger('CLIENT', 'KILL', 'TYPE', 'pubsub')).toBe(1);
     await waitFor(
       async () => {
         await new Promise<void>((resolve, reject) => mq.emit({ topic: '$SYS/sub/add', payload: Buffer.from('{}') }, (err) => (err ? reject(err) : resolve())));
@@ -55,7 +73,7 @@ describe('the cluster emitter', () => {
       { timeoutMs: 10_000, what: 'a $SYS/sub/add broadcast back at the emitter after its connection came back' },
     );
     expect(seen[0]).toBe('$SYS/sub/add');
-    expect(redisCli('PUBSUB', 'NUMPAT').trim()).toBe('1');
+    expect(await redisInteger('PUBSUB', 'NUMPAT')).toBe(1);
   });
 });
 
