@@ -490,15 +490,24 @@ export class SqlitePersistence {
    */
   journalDone(seq: number, payload?: Buffer): void {
     if (payload) this.#journalSeqs.delete(payload);
+    let open: OpenTransaction;
     try {
-      // A clear that fails (with its transaction) is done again with the next commit; until then a
-      // crash would only replay the publish (at least once).
-      this.#stage('journal', () => this.#stmt.journalDel.run(seq));
+      open = this.#open ?? this.#begin('journal');
     } catch {
       this.#journalClearRetry.push(seq);
       return;
     }
-    this.#open?.cleared.push(seq);
+    // Noted before the delete runs: should it fail, `#abort` decides with the rest of the
+    // transaction. A clear is done again with the next commit (until then a crash only replays the
+    // publish, at least once), unless the same transaction held the publish's store: then the
+    // publish was handed to redelivery and only that clears the entry. Retried anyway, a crash
+    // between that commit and the redelivery's store would lose a PUBACKed publish.
+    open.cleared.push(seq);
+    try {
+      this.#stage('journal', () => this.#stmt.journalDel.run(seq));
+    } catch {
+      // Rolled back and sorted out by `#abort`.
+    }
   }
 
   /** Publishes the journal holds from before a crash, oldest first. */

@@ -20,8 +20,8 @@ function freshPath(): string {
   return join(dir, `broker-${files}.db`);
 }
 
-async function open(path: string): Promise<SqlitePersistence> {
-  const persistence = createSqlitePersistence({ path, synchronous: 'normal' });
+async function open(path: string, onPublishNotStored?: (packet: PersistedPacket, journalSeq?: number) => void): Promise<SqlitePersistence> {
+  const persistence = createSqlitePersistence({ path, synchronous: 'normal', ...(onPublishNotStored ? { onPublishNotStored } : {}) });
   await persistence.setup({ id: 'broker-a' });
   return persistence;
 }
@@ -110,6 +110,31 @@ describe('SQLite persistence', () => {
     persistence = await open(path);
     expect(persistence.journalPending()).toEqual([]);
     expect((await queued(persistence, 'ingestor')).map((p) => String(p.payload))).toEqual(['batch']);
+    await persistence.destroy();
+  });
+
+  it('keeps the journal entry of a publish whose clear failed with its queueing: only its redelivery clears it, so a crash before that loses nothing', async () => {
+    const path = freshPath();
+    const handed: (number | undefined)[] = [];
+    let persistence = await open(path, (_packet, journalSeq) => handed.push(journalSeq));
+    const payload = Buffer.from('batch');
+    const seq = await new Promise<number | undefined>((resolve, reject) => {
+      persistence.journalInbound({ topic: 'ferry/v1/gw/g1/batch', payload, qos: 1, retain: false }, (err, s) => (err ? reject(err) : resolve(s)));
+    });
+    // The clear's DELETE fails (as on a full disk) in the transaction that queued the publish.
+    const other = new Database(path);
+    other.exec("CREATE TRIGGER refuse_clear BEFORE DELETE ON inbound_journal BEGIN SELECT RAISE(ABORT, 'clear refused'); END;");
+    await persistence.outgoingEnqueueCombi([{ clientId: 'ingestor' }], { ...publish(1, 'batch'), payload });
+    persistence.journalDone(seq ?? 0, payload);
+    // Rolled back together: the queueing is gone, and the publish is handed back for redelivery.
+    expect(handed).toEqual([seq]);
+    other.exec('DROP TRIGGER refuse_clear');
+    other.close();
+    // A crash before the redelivery stored it (the stop commits whatever is left to retry).
+    await persistence.destroy();
+    persistence = await open(path);
+    expect(await queued(persistence, 'ingestor')).toEqual([]);
+    expect(persistence.journalPending().map((e) => [e.seq, String(e.packet.payload)])).toEqual([[seq, 'batch']]);
     await persistence.destroy();
   });
 });
