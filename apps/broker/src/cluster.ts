@@ -96,11 +96,13 @@ function withStreams(persistence: AsyncPersistence): AsyncPersistence {
 }
 
 /**
- * How long a persistent session's SUBSCRIBE waits for its own broadcast to come back through
- * Redis (normally milliseconds). Redis pub/sub keeps nothing for a subscriber connection that is
- * down: a broadcast published then is lost, and aedes-persistence-redis would wait for it, and the
- * client for its SUBACK, for good. Past this wait the SUBSCRIBE fails instead, aedes closes the
- * connection, and the client connects and subscribes again.
+ * How long a persistent session's SUBSCRIBE waits to be stored in Redis and for its own broadcast
+ * to come back (normally milliseconds). Redis pub/sub keeps nothing for a subscriber connection
+ * that is down: a broadcast published then is lost, and aedes-persistence-redis would wait for it,
+ * and the client for its SUBACK, for good. Past this wait the SUBSCRIBE fails instead and aedes
+ * closes the connection; the client connects again (Ferry's ingestor subscribes on every connect).
+ * What aedes-persistence-redis still had queued may store the subscription afterwards: then the
+ * session has it on its next connect, as a SUBSCRIBE that went through would.
  */
 export const SUBSCRIPTION_BROADCAST_WAIT_MS = 10_000;
 
@@ -109,9 +111,11 @@ export function broadcastWithin(adding: Promise<unknown>, ms: number): Promise<u
   let timer: NodeJS.Timeout | undefined;
   const late = new Promise<never>((_, reject) => {
     timer = setTimeout(
-      () => reject(new FerryError('FERRY_ERR_NOT_READY', `the subscription was stored in Redis, but its broadcast to the brokers did not come back within ${ms} ms; the client subscribes again`)),
+      () => reject(new FerryError('FERRY_ERR_NOT_READY', `the subscription was not stored in Redis and broadcast to the brokers within ${ms} ms; the connection is closed for the client to subscribe again`)),
       ms,
     );
+    // A wait must not hold the process open at shutdown.
+    timer.unref();
   });
   return Promise.race([adding, late]).finally(() => clearTimeout(timer));
 }
