@@ -1,11 +1,22 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { afterAll, describe, expect, it } from 'vitest';
 import { z } from 'zod';
 import { isFerryError } from '@ferry/protocol';
 import { backoffDelay, configFromEnv, loadConfig, ManualClock, readConfigFile } from '../src/index.js';
+
+/** Temp dirs for config files, removed after the file's tests. */
+const dirs: string[] = [];
+afterAll(() => {
+  for (const dir of dirs.splice(0)) rmSync(dir, { recursive: true, force: true });
+});
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'ferry-cfg-'));
+  dirs.push(dir);
+  return dir;
+}
 
 const schema = z
   .object({
@@ -27,7 +38,7 @@ function configError(fn: () => unknown): { message: string; fields: unknown } {
 
 describe('loadConfig', () => {
   it('merges file, environment and flags in that order', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-cfg-'));
+    const dir = tempDir();
     const file = join(dir, 'gw.yaml');
     writeFileSync(file, 'name: from-file\nuplink:\n  url: mqtt://file:1883\n  ackTimeoutMs: 5\n');
     const cfg = loadConfig({
@@ -53,7 +64,7 @@ describe('loadConfig', () => {
   });
 
   it('refuses a config file that is not valid YAML', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-cfg-'));
+    const dir = tempDir();
     const file = join(dir, 'bad.yaml');
     writeFileSync(file, 'name: [unclosed\n');
     expect(configError(() => loadConfig({ schema, file })).message).toContain('not valid YAML');
@@ -87,7 +98,7 @@ describe('backoffDelay', () => {
 
 describe('readConfigFile', () => {
   it('lets go of the YAML parser once a YAML file is read, and loads it again for the next one', () => {
-    const dir = mkdtempSync(join(tmpdir(), 'ferry-cfg-'));
+    const dir = tempDir();
     const yaml = join(dir, 'gw.yaml');
     writeFileSync(yaml, 'name: a\nlist: [1, 2]\n');
     const json = join(dir, 'gw.json');
