@@ -49,31 +49,29 @@ export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
   const sendOptions: SendOptions = { method: 'POST', headers: { 'content-type': 'text/plain; charset=utf-8' }, gzipThreshold: NEVER };
 
   /**
-   * One request; resolves once the database answered 2xx (written). The transport calls `error`
-   * with an HttpError for any answer of 300 or more (a missing status counts as 600), and for a
-   * network failure; `complete` only after a 2xx. A completion without any status (the request
-   * cancelled) is a failed write, retried: a rewrite is settled by presence, a lost point is not.
+   * One request; resolves with the status of an answer below 300, or undefined when the request
+   * completed without one (cancelled). The transport calls `error` with an HttpError for any answer
+   * of 300 or more (a missing status counts as 600), and for a network failure; `complete` after
+   * any other answer, which judgeAnswer then judges: only 204 (or 201) is a write, since a 200 or 202
+   * comes from something else at that address or means accepted, not stored.
    */
-  function post(body: string): Promise<void> {
+  function post(body: string): Promise<number | undefined> {
     return new Promise((resolve, reject) => {
-      let answered = false;
+      let status: number | undefined;
       influx.transport.send(writePath, body, sendOptions, {
-        responseStarted() {
-          answered = true;
+        responseStarted(_headers, statusCode) {
+          status = statusCode;
         },
         error: reject,
-        complete() {
-          if (answered) resolve();
-          else reject(new Error('the request ended without an answer from the database'));
-        },
+        complete: () => resolve(status),
       });
     });
   }
 
   async function send(body: string): Promise<WriteAttempt> {
+    let status: number | undefined;
     try {
-      await post(body);
-      return { kind: 'written' };
+      status = await post(body);
     } catch (err) {
       if (err instanceof HttpError) {
         const retryAfter = err.headers?.['retry-after'];
@@ -89,6 +87,9 @@ export function createInfluxV2Sink(opts: InfluxV2SinkOptions): Sink {
       }
       throw unavailable(description, `cannot reach the database: ${networkReason(err, timeoutMs)}`, {}, err);
     }
+    // No status: cancelled, a failed write (retried); a rewrite is settled by presence, a point taken as written and not stored is lost.
+    if (status === undefined) throw unavailable(description, 'the request ended without an answer from the database', {});
+    return judgeAnswer({ status, body: '' }, description, clock.now());
   }
 
   async function ping(): Promise<boolean> {

@@ -21,6 +21,8 @@ export interface HttpAnswer {
  * which splitting the batch cures unless a single point is too large).
  */
 const REFUSED_STATUSES = new Set([400, 413, 422]);
+/** What a database answers a write it stored (InfluxDB 1 and 2, VictoriaMetrics). */
+const WRITE_ANSWERS = new Set([201, 204]);
 
 /** Delay asked for by a Retry-After header (delta-seconds or an HTTP date), in milliseconds. */
 export function parseRetryAfter(header: string | undefined | null, nowMs: number): number | undefined {
@@ -58,7 +60,9 @@ export function unavailable(sink: string, message: string, details: { status?: n
 /** Classifies an answer; throws FERRY_ERR_SINK_UNAVAILABLE for everything that is not the data's fault. */
 export function judgeAnswer(answer: HttpAnswer, sink: string, nowMs: number): WriteAttempt {
   const { status } = answer;
-  if (status >= 200 && status < 300) return WRITTEN;
+  // A write's answer is 204 (201 from some InfluxDB 2 versions). Any other 2xx comes from something
+  // else at that address (a proxy, a login page) or means accepted, not stored: not a write.
+  if (WRITE_ANSWERS.has(status)) return WRITTEN;
   const message = databaseMessage(answer.body) || `HTTP ${status}`;
   if (REFUSED_STATUSES.has(status)) return { kind: 'refused', reason: message };
   const retryAfterMs = parseRetryAfter(answer.retryAfter, nowMs);

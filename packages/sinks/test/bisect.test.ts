@@ -106,8 +106,9 @@ describe('reading a database answer', () => {
     expect(databaseMessage('cannot parse line\n')).toBe('cannot parse line');
   });
 
-  it('treats 2xx as written and 400, 413 and 422 as a refusal of the data', () => {
+  it("treats a write's 204 (and 201) as written and 400, 413 and 422 as a refusal of the data", () => {
     expect(judgeAnswer({ status: 204, body: '' }, 's', now)).toEqual({ kind: 'written' });
+    expect(judgeAnswer({ status: 201, body: '' }, 's', now)).toEqual({ kind: 'written' });
     for (const status of [400, 413, 422]) {
       expect(judgeAnswer({ status, body: '{"error":"nope"}' }, 's', now)).toEqual({ kind: 'refused', reason: 'nope' });
     }
@@ -121,6 +122,9 @@ describe('reading a database answer', () => {
     [500, /database failed/],
     [503, /database failed/],
     [418, /unexpected answer/],
+    // A 200 or 202 is not a write's answer (a proxy or login page at that address, or accepted and not stored).
+    [200, /unexpected answer/],
+    [202, /unexpected answer/],
   ])('treats HTTP %i as the database being unavailable, never as the data being bad', (status, message) => {
     let thrown: unknown;
     try {

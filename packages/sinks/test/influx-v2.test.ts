@@ -269,6 +269,17 @@ describe('influxdb2 sink answers (InfluxDB 2 played by a local HTTP server)', ()
     }
   });
 
+  it('takes only 204 (or 201) as written: a 200 or 202 from something else at that address is unavailable, not a write', async () => {
+    for (const status of [200, 202]) {
+      const fake = await serve(() => ({ status, body: '<html>login</html>' }));
+      const sink = createInfluxV2Sink({ url: fake.url, token: 't', org: 'o', bucket: 'b' });
+      const failure: unknown = await sink.write([p(1)]).catch((err: unknown) => err);
+      expect(isFerryError(failure, 'FERRY_ERR_SINK_UNAVAILABLE'), `status ${status}`).toBe(true);
+      expect((failure as { details: unknown }).details).toMatchObject({ status });
+      await sink.close();
+    }
+  });
+
   it('reports a database that does not answer in time as unavailable', async () => {
     const fake = await serve(() => 'hang');
     const sink = createInfluxV2Sink({ url: fake.url, token: 't', org: 'o', bucket: 'b', timeoutMs: 200 });
