@@ -9,7 +9,10 @@
 // for the ingestor and Mosquitto at the issue's target (half the raw rate), after
 // VictoriaMetrics' own share. The split: the ingestor's garbage-collector pauses (perf_hooks, in
 // the child through bench/lib/gc-observer.mjs) and each stage's CPU, and the whole pipeline's, in
-// process on this thread (bench/lib/ingestor-stages.mjs). Not a test: nothing asserted.
+// process on this thread (bench/lib/ingestor-stages.mjs). The floor: the same batches through a bare
+// MQTT-to-line-protocol relay in its own process (bench/lib/bare-ingestor.mjs: parse, line
+// protocol, POST, ack, nothing else), `bareIngestorCpuMsPer10k`, beside the ingestor's
+// `cpuMsPer10k` and its target (issue #19: at most 120). Not a test: nothing asserted.
 // Progress goes to stderr; the last stdout line is one JSON object.
 //
 //   node bench/run.mjs ingestor [--readings 100000] [--batch 1000] [--gateways 4] [--keep]
@@ -31,6 +34,7 @@ import { measureStages } from './lib/ingestor-stages.mjs';
 
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
 const GC_OBSERVER = new URL('./lib/gc-observer.mjs', import.meta.url).href;
+const BARE_INGESTOR = fileURLToPath(new URL('./lib/bare-ingestor.mjs', import.meta.url));
 const log = (msg) => process.stderr.write(`[bench ingestor] ${msg}\n`);
 
 function parseArgs(argv) {
@@ -63,6 +67,14 @@ function makeReading(gateway, seq) {
     receivedAt: T0 + seq * 10 + 3,
     metrics: { temperature: 20 + (seq % 100) / 10 },
   };
+}
+
+/** SIGTERM, and wait for the exit. */
+async function stopChild(child) {
+  if (!child || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGTERM');
+  await exited;
 }
 
 /** CPU ms (user + system) of a process so far, from /proc. */
@@ -158,6 +170,7 @@ async function main() {
   const dir = await mkdtemp(join(tmpdir(), 'ferry-bench-ingestor-'));
   const [vm, mosquitto] = await Promise.all([startVictoriaMetrics(), startMosquitto()]);
   let child;
+  let bareChild;
   let publisher;
   try {
     const configFile = join(dir, 'ingestor.json');
@@ -175,7 +188,7 @@ async function main() {
     const gcFile = join(dir, 'gc.json');
     child = spawn(
       process.execPath,
-      [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), '--import', GC_OBSERVER, FERRY_MAIN, 'ingestor', '--config', configFile, '--log-level', 'info'],
+      [...(process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : []), ...(process.env.BENCH_INGESTOR_NODE_FLAGS ?? '').split(' ').filter(Boolean), '--import', GC_OBSERVER, FERRY_MAIN, 'ingestor', '--config', configFile, '--log-level', 'info'],
       { stdio: ['ignore', 'ignore', 'pipe'], env: { ...process.env, BENCH_GC_FILE: gcFile } },
     );
     let childLog = '';
@@ -187,18 +200,22 @@ async function main() {
     }
 
     publisher = await mqtt.connectAsync(mosquitto.url, { protocolVersion: 4, clientId: 'bench-publisher', clean: true });
-    const acked = new Set();
-    let ackedReadings = 0;
-    let allAcked;
-    const done = new Promise((resolve) => (allAcked = resolve));
+    /** The acks of one round of publishes: it ends once every reading was acked. */
+    let round;
+    const newRound = () => {
+      let resolve;
+      const done = new Promise((r) => (resolve = r));
+      round = { acked: new Set(), readings: 0, resolve, done };
+      return done;
+    };
     publisher.on('message', (_topic, payload) => {
       const ack = decodeAck(payload);
-      if (!ack) return;
+      if (!ack || !round) return;
       const key = `${ack.gatewayId}/${ack.batchId}`;
-      if (acked.has(key)) return;
-      acked.add(key);
-      ackedReadings += ack.accepted + ack.duplicates;
-      if (ackedReadings >= total) allAcked();
+      if (round.acked.has(key)) return;
+      round.acked.add(key);
+      round.readings += ack.accepted + ack.duplicates;
+      if (round.readings >= total) round.resolve();
     });
     await publisher.subscribeAsync(gateways.map((g) => uplinkTopics.ack(g)), { qos: 1 });
 
@@ -210,6 +227,7 @@ async function main() {
         envelopes.push({ topic: uplinkTopics.batch(g), gatewayId: g, payload: encodeBatch({ v: BATCH_VERSION, gatewayId: g, batchId: b + 1, sentAt: Date.now(), nonce: newBatchNonce() }, items) });
       }
     }
+    const done = newRound();
 
     const gcBefore = await gcOf(child, gcFile);
     const cpuBefore = cpuMsOf(child.pid);
@@ -226,6 +244,24 @@ async function main() {
     const gcMs = gcAfter.ms - gcBefore.ms;
     const confirmed = await countInVm(vm, 'telemetry_temperature');
     log(`end to end: ${total} readings in ${e2eSeconds.toFixed(2)} s; ${confirmed} points in VictoriaMetrics; ingestor CPU ${cpuMs.toFixed(0)} ms`);
+
+    // The floor: the same batches through bench/lib/bare-ingestor.mjs (parse, line protocol, POST,
+    // ack; nothing else), with the ingestor stopped so that each batch goes to one of them.
+    await stopChild(child);
+    bareChild = spawn(process.execPath, [BARE_INGESTOR, mosquitto.url, vm.url, 'bare', ...gateways], { stdio: ['ignore', 'pipe', 'inherit'] });
+    await new Promise((resolve, reject) => {
+      bareChild.stdout.once('data', resolve);
+      bareChild.once('exit', (code) => reject(new Error(`bare ingestor exited with ${code}`)));
+    });
+    const bareDone = newRound();
+    const bareCpuBefore = cpuMsOf(bareChild.pid);
+    const bareStarted = performance.now();
+    await Promise.all(envelopes.map((e) => publisher.publishAsync(e.topic, e.payload, { qos: 1 })));
+    await bareDone;
+    const bareSeconds = (performance.now() - bareStarted) / 1000;
+    const bareCpuMs = cpuMsOf(bareChild.pid) - bareCpuBefore;
+    const bareConfirmed = await countInVm(vm, 'bare_temperature');
+    log(`bare ingestor: ${total} readings in ${bareSeconds.toFixed(2)} s; ${bareConfirmed} points in VictoriaMetrics; its CPU ${bareCpuMs.toFixed(0)} ms`);
 
     // The same points, raw: line protocol POSTed to the same VictoriaMetrics, 5,000 lines a request
     // and two requests in flight, as the ingestor's writer does. Another measurement, so they add.
@@ -284,6 +320,9 @@ async function main() {
       ratio,
       target: ratio >= 0.5,
       cpuMsPer10k: Number(((cpuMs / total) * 10_000).toFixed(1)),
+      bareIngestorCpuMsPer10k: Number(((bareCpuMs / total) * 10_000).toFixed(1)),
+      bareIngestorPerSec: Math.round(total / bareSeconds),
+      bareConfirmedInVm: bareConfirmed,
       gcPauseMsPer10k: Number(((gcMs / total) * 10_000).toFixed(1)),
       gcPausesByKindMsPer10k: Object.fromEntries(Object.entries(gcAfter.byKind).map(([k, v]) => [k, Number((((v - (gcBefore.byKind[k] ?? 0)) / total) * 10_000).toFixed(1))])),
       stagesCpuMsPer10k: stages.stages,
@@ -297,17 +336,15 @@ async function main() {
       rawConfirmedInVm: rawConfirmed,
       rawRounds: ROUNDS,
       decodeValidateMsPer5k: Number(decodeValidate.ms.toFixed(2)),
+      targets: { cpuMsPer10kAtMost120: (cpuMs / total) * 10_000 <= 120 },
       cores: cpus().length,
       loadAverage: loadavg().map((l) => Number(l.toFixed(2))),
     };
     process.stdout.write(`${JSON.stringify(result)}\n`);
   } finally {
     await publisher?.endAsync().catch(() => undefined);
-    if (child && child.exitCode === null) {
-      const exited = new Promise((r) => child.on('exit', r));
-      child.kill('SIGTERM');
-      await exited;
-    }
+    await stopChild(child);
+    await stopChild(bareChild);
     await Promise.all([vm.stop(), mosquitto.stop()]);
     if (!opts.keep) await rm(dir, { recursive: true, force: true });
     else log(`kept ${dir}`);
