@@ -685,6 +685,13 @@ async function main() {
   const ferryPerSec = median(of('ferry').map((r) => r.perSec));
   const noderedPerSec = median(of('nodered').map((r) => r.perSec));
   const ratio = ferryPerSec !== undefined && noderedPerSec !== undefined ? round2(ferryPerSec / noderedPerSec) : undefined;
+  // At the target rate (twice Node-RED's), the publisher and VictoriaMetrics take what they take per
+  // reading (as measured in Ferry's rounds); what the cores leave per 10,000 readings is all that
+  // Ferry's three servers may spend. Beside it, what they spent.
+  const ferryServersCpuMsPer10k = median(of('ferry').map((r) => r.cpuMsPer10k.gateway + r.cpuMsPer10k.broker + r.cpuMsPer10k.ingestor));
+  const fixedCpuMsPer10k = median(of('ferry').map((r) => r.publisherCpuMsPer10k + r.cpuMsPer10k.victoriaMetrics));
+  const ferryCpuBudgetMsPer10kAtTarget =
+    noderedPerSec !== undefined && fixedCpuMsPer10k !== undefined ? Math.round((cpus().length * 1000 * 10_000) / (2 * noderedPerSec) - fixedCpuMsPer10k) : undefined;
   const result = {
     bench: 'pipeline',
     date: startedAt,
@@ -705,6 +712,8 @@ async function main() {
     ferryPerSec,
     noderedPerSec,
     ratio,
+    ferryServersCpuMsPer10k,
+    ferryCpuBudgetMsPer10kAtTarget,
     ferryRoundsPerSec: of('ferry').map((r) => r.perSec),
     noderedRoundsPerSec: of('nodered').map((r) => r.perSec),
     allComplete: rounds.every((r) => r.complete),
