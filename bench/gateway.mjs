@@ -21,6 +21,7 @@ import mqtt from 'mqtt';
 
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
 const SELF = fileURLToPath(import.meta.url);
+const BARE_GATEWAY = fileURLToPath(new URL('./lib/bare-gateway.mjs', import.meta.url));
 
 /** idle: RSS at rest; burst: the ingest, with both flag sets; relay: bare aedes; sqlite: raw ceilings; backlog: held + drain. */
 const PHASES = ['idle', 'burst', 'relay', 'sqlite', 'backlog'];
@@ -365,27 +366,54 @@ async function idlePhase(opts, dir) {
     brokerHttp,
   );
   let gw;
+  let bare;
   try {
     gw = await startFerry('gateway', gatewayConfig(dir, devicePort, gatewayHttp, `mqtt://127.0.0.1:${brokerPort}`), dir, 'gateway-idle', gatewayHttp);
     await waitUntil(async () => metric(await metrics(gatewayHttp), 'ferry_gateway_uplink_connected') === 1, 'the idle gateway\'s uplink');
-    const samples = [];
-    const end = Date.now() + opts.idleSeconds * 1000;
-    while (Date.now() < end) {
-      samples.push(rssOf(gw.pid));
-      await pause(500);
-    }
-    const settled = samples.slice(Math.floor((samples.length * 3) / 4));
-    const idle = settled.reduce((a, b) => (b.rssMB > a.rssMB ? b : a));
+    const { first, idle } = await idleSamples(gw.pid, opts.idleSeconds);
     const heapMB = metric(await metrics(gatewayHttp), 'nodejs_heap_size_total_bytes') / 1048576;
     log(
-      `idle: RSS ${samples[0].rssMB.toFixed(1)} MB when the uplink connected, ${idle.rssMB.toFixed(1)} MB after ${opts.idleSeconds} s ` +
+      `idle: RSS ${first.rssMB.toFixed(1)} MB when the uplink connected, ${idle.rssMB.toFixed(1)} MB after ${opts.idleSeconds} s ` +
         `(anonymous ${idle.anonMB.toFixed(1)}, file ${idle.fileMB.toFixed(1)}, V8 heap ${heapMB.toFixed(1)}); load average ${loadText()}`,
     );
-    return { idleRssMB: idle.rssMB, idleRssStartMB: samples[0].rssMB, idleAnonMB: idle.anonMB, idleFileMB: idle.fileMB, idleHeapMB: heapMB };
+    await gw.stop();
+    gw = undefined;
+    // The floor, with the same flags and environment and the same uplink broker.
+    const { nodeFlags, env } = gatewayLaunch(false);
+    const bareLog = join(dir, 'bare-gateway.log');
+    bare = spawnChild([...nodeFlags, BARE_GATEWAY, String(devicePort), `mqtt://127.0.0.1:${brokerPort}`, join(dir, 'bare-outbox.db'), String(gatewayHttp)], bareLog, env);
+    await waitUntil(() => {
+      if (bare.child.exitCode !== null) throw new Error(`the bare gateway exited\n${tail(bareLog)}`);
+      return tail(bareLog).includes('ready');
+    }, 'the bare gateway');
+    const bareIdle = await idleSamples(bare.pid, opts.idleSeconds);
+    log(`bare gateway (aedes, MQTT.js uplink, SQLite, pino, prom-client; no Ferry code): RSS ${bareIdle.idle.rssMB.toFixed(1)} MB after ${opts.idleSeconds} s (anonymous ${bareIdle.idle.anonMB.toFixed(1)}, file ${bareIdle.idle.fileMB.toFixed(1)})`);
+    return {
+      idleRssMB: idle.rssMB,
+      idleRssStartMB: first.rssMB,
+      idleAnonMB: idle.anonMB,
+      idleFileMB: idle.fileMB,
+      idleHeapMB: heapMB,
+      bareIdleRssMB: bareIdle.idle.rssMB,
+      bareIdleAnonMB: bareIdle.idle.anonMB,
+    };
   } finally {
     await gw?.stop();
+    await bare?.stop();
     await broker.stop();
   }
+}
+
+/** RSS sampled every 500 ms for `seconds`: the first sample, and the highest of the last quarter (once start-up garbage is collected). */
+async function idleSamples(pid, seconds) {
+  const samples = [];
+  const end = Date.now() + seconds * 1000;
+  while (Date.now() < end) {
+    samples.push(rssOf(pid));
+    await pause(500);
+  }
+  const settled = samples.slice(Math.floor((samples.length * 3) / 4));
+  return { first: samples[0], idle: settled.reduce((a, b) => (b.rssMB > a.rssMB ? b : a)) };
 }
 
 async function aedesPhase(opts, dir) {
@@ -646,6 +674,8 @@ async function main() {
       idleRssStartMB: idle && round(idle.idleRssStartMB),
       idleAnonMB: idle && round(idle.idleAnonMB),
       idleHeapMB: idle && round(idle.idleHeapMB),
+      bareIdleRssMB: idle && round(idle.bareIdleRssMB),
+      bareIdleAnonMB: idle && round(idle.bareIdleAnonMB),
       burstPeakRssMB: ingest && round(ingest.peakRssMB),
       burstPeakRssMBNodeDefaults: ingestDefaults && round(ingestDefaults.peakRssMB),
       burstPeakHeapMB: ingest && round(ingest.peakHeapMB),
