@@ -129,8 +129,8 @@ export interface IngestorHealth {
    * chunk, for the fleet sync to share (cluster/fleet-sync.ts). Never throws.
    */
   observeWritten(items: readonly WrittenReading[]): WrittenObservations;
-  /** Readings written by another ingestor of the fleet (cluster/fleet-sync.ts), taken as observeWritten takes its own. */
-  observe(observations: readonly HealthObservation[]): void;
+  /** Readings written by another ingestor of the fleet (cluster/fleet-sync.ts), taken as observeWritten takes its own. Never throws. */
+  observe(written: WrittenObservations): void;
   /** Where each tick's alert notifications go instead of straight to the notifiers (a fleet sync claims them first); undefined: straight again. */
   routeNotifications(route: ((batch: readonly AlertNotification[]) => void) | undefined): void;
   observeStatusMessage(topic: string, payload: Uint8Array): void;
@@ -325,16 +325,6 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     return written;
   }
 
-  function observe(observations: () => readonly HealthObservation[]): void {
-    guarded(() => {
-      const chunk = observations();
-      take(
-        chunk.map((o) => o.reading),
-        chunk.map((o) => o.recent),
-      );
-    });
-  }
-
   function flush(): void {
     try {
       flushHealth(monitor, store);
@@ -355,7 +345,7 @@ export function createIngestorHealth(options: IngestorHealthOptions): IngestorHe
     },
     // Runs inside the write confirmation: a throw here would make the writer write the chunk again.
     observeWritten,
-    observe: (observations) => observe(() => observations),
+    observe: (written) => guarded(() => take(written.readings, written.recent)),
     routeNotifications(next) {
       route = next ?? toHub;
     },

@@ -200,6 +200,25 @@ function earliest(...times: (number | undefined)[]): number | undefined {
   return min;
 }
 
+// What a metric's latest value is kept as (fieldRolesOf): bits, since a name may be several.
+const FIELD_BATTERY = 1;
+const FIELD_RSSI = 2;
+const FIELD_FIRMWARE = 4;
+/** Kept in DeviceHealth.metrics: named by a rule, or a battery or rssi field. */
+const FIELD_WATCHED = 8;
+
+function fieldRolesOf(fields: HealthDefaults['fields'], watchedMetrics: Iterable<string>): Map<string, number> {
+  const roles = new Map<string, number>();
+  const add = (names: Iterable<string>, role: number): void => {
+    for (const name of names) roles.set(name, (roles.get(name) ?? 0) | role);
+  };
+  add(fields.battery, FIELD_BATTERY | FIELD_WATCHED);
+  add(fields.rssi, FIELD_RSSI | FIELD_WATCHED);
+  add(fields.firmware, FIELD_FIRMWARE);
+  add(watchedMetrics, FIELD_WATCHED);
+  return roles;
+}
+
 /** What ordering needs of the status taken last; records stored before epochs fall back on their state. */
 function markOf(g: GatewayHealth): GatewayStatusMark | undefined {
   if (g.statusTs === undefined) return undefined;
@@ -216,7 +235,8 @@ export class FleetHealth {
   private readonly deadlines = new DeadlineQueue();
   /** When each online gateway times out without a status. */
   private readonly gatewayDeadlines = new DeadlineQueue();
-  private readonly watched: Set<string>;
+  /** What the model keeps of a metric, by name (FIELD_*); absent: nothing, the usual metric. */
+  private readonly fieldRoles: ReadonlyMap<string, number>;
   private changedDevices = new Set<string>();
   private changedGateways = new Set<string>();
   private ingestorChanged = false;
@@ -242,8 +262,7 @@ export class FleetHealth {
     this.clock = options.clock;
     this.defaults = options.defaults;
     this.overrides = Object.keys(this.defaults.devices).length > 0 ? new Map(Object.entries(this.defaults.devices)) : undefined;
-    this.watched = new Set(options.watchedMetrics ?? []);
-    for (const name of [...this.defaults.fields.battery, ...this.defaults.fields.rssi]) this.watched.add(name);
+    this.fieldRoles = fieldRolesOf(this.defaults.fields, options.watchedMetrics ?? []);
     const now = this.clock.now();
     // A fresh start is a restart as far as alerts go: nothing is known yet, so hold back.
     this.ingestor = { broker: true, sink: true, observedSince: now, holdUntil: now + this.defaults.graceMs, deadLetterSamples: [] };
@@ -720,16 +739,17 @@ export class FleetHealth {
   private takeLatest(d: DeviceHealth, r: ObservedReading, at: number): void {
     if (d.lastDataAt === undefined || at > d.lastDataAt) d.lastDataAt = at;
     if (r.seq !== undefined && (d.lastDataSeq === undefined || r.seq > d.lastDataSeq)) d.lastDataSeq = r.seq;
-    const { battery, rssi, firmware } = this.defaults.fields;
     const metrics = r.metrics;
-    // Own keys in order, as Object.entries lists them, without building its pairs (every reading passes here).
+    // Own keys in order, as Object.entries lists them; one look-up each, the usual metric's a miss (every reading passes here).
     for (const name of Object.keys(metrics)) {
+      const role = this.fieldRoles.get(name);
+      if (role === undefined) continue;
       const value = metrics[name];
       if (typeof value === 'number') {
-        if (battery.includes(name)) d.battery = value;
-        else if (rssi.includes(name)) d.rssi = value;
-        if (this.watched.has(name)) d.metrics[name] = value;
-      } else if (typeof value === 'string' && firmware.includes(name)) d.firmware = value;
+        if (role & FIELD_BATTERY) d.battery = value;
+        else if (role & FIELD_RSSI) d.rssi = value;
+        if (role & FIELD_WATCHED) d.metrics[name] = value;
+      } else if (typeof value === 'string' && role & FIELD_FIRMWARE) d.firmware = value;
     }
   }
 

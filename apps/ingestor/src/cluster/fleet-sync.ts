@@ -11,10 +11,11 @@
 //    `fleet:alerts`; all apply them, and read the stored ones again after every reconnect.
 // While Redis is away, or until caught up, the model holds its alerts as for a lost broker
 // (`peers` link): it cannot tell a silent device from one written by a member it does not hear.
-import type { AlertEngineEvent, AlertNotification, Silence } from '@ferry/health';
+import type { AlertEngineEvent, AlertNotification, ObservedReading, Silence } from '@ferry/health';
 import { LogThrottle } from '@ferry/runtime';
 import type { Clock, Logger } from '@ferry/runtime';
 import type { HealthObservation, IngestorHealth, WrittenObservations } from '../health.js';
+import type { RecentReadingInput } from '../recent.js';
 import {
   ackRecordOf,
   ackSupersedes,
@@ -143,6 +144,20 @@ export function createFleetSync(options: FleetSyncOptions): FleetSync {
 
   // ---- written readings ----
 
+  /** Other members' readings in the shape the model takes a chunk (health.observe): parallel lists, filled as they are read. */
+  function observations(): WrittenObservations & { add(observation: HealthObservation): void } {
+    const readings: ObservedReading[] = [];
+    const recent: (RecentReadingInput | undefined)[] = [];
+    return {
+      readings,
+      recent,
+      add(observation) {
+        readings.push(observation.reading);
+        recent.push(observation.recent);
+      },
+    };
+  }
+
   function sendWritten(readings: readonly WireReading[], catchUp: boolean): Promise<unknown> {
     const message = JSON.stringify({ v: 1, from: memberId, ...(catchUp ? { c: true } : {}), r: readings });
     const args: string[] = [keys.writtenChannel, message];
@@ -172,7 +187,9 @@ export function createFleetSync(options: FleetSyncOptions): FleetSync {
     }
     const { from, c, r } = parsed.message;
     if (from === memberId) return;
-    health.observe(r.map((w) => fromWire(w, { catchUp: c === true, withRecent: true })));
+    const taken = observations();
+    for (const w of r) taken.add(fromWire(w, { catchUp: c === true, withRecent: true }));
+    health.observe(taken);
     counts.readingsApplied += r.length;
   }
 
@@ -325,7 +342,7 @@ export function createFleetSync(options: FleetSyncOptions): FleetSync {
     do {
       const [next, flat] = await redis.hscan(keys.lastSeen, cursor, 'COUNT', batchSize);
       cursor = next;
-      const observations: HealthObservation[] = [];
+      const taken = observations();
       const stale: string[] = [];
       for (let i = 0; i + 1 < flat.length; i += 2) {
         const field = flat[i] as string;
@@ -334,10 +351,10 @@ export function createFleetSync(options: FleetSyncOptions): FleetSync {
         // Silent past forgetAfter: the model would forget it at once, and the hash must not grow forever.
         if (!reading || reading.at < forgetBefore) stale.push(field, value);
         // The page gets the reading only for a device new to the model (else it holds it, or later ones).
-        else observations.push(fromWire(reading, { catchUp: true, withRecent: monitor.fleet.device(reading.d) === undefined }));
+        else taken.add(fromWire(reading, { catchUp: true, withRecent: monitor.fleet.device(reading.d) === undefined }));
       }
-      health.observe(observations);
-      counts.readingsApplied += observations.length;
+      health.observe(taken);
+      counts.readingsApplied += taken.readings.length;
       if (stale.length > 0) await pruneLastSeen([keys.lastSeen], stale);
     } while (cursor !== '0' && !closed);
   }
