@@ -76,8 +76,12 @@ export function createConfirm(options: ConfirmOptions): (chunk: readonly Pending
   const { dedupe, deviceDedupe, deadLetters, rollups, intents, recordIn, events, inMemory, inMemoryDevice } = options;
   /** Readings whose refusal is filed as a dead letter already: a confirmation run again does not file it twice. */
   const filed = new WeakSet<PendingWrite>();
-  /** Readings whose seqs and rollup windows are committed: a confirmation run again does not roll them up twice. */
-  const recorded = new WeakSet<PendingWrite>();
+  /**
+   * Chunks whose seqs and rollup windows are committed: a confirmation run again (the writer retries
+   * it with the same chunk, and only the writer confirms) does not roll them up twice. A mark per
+   * chunk, not per reading: a WeakSet entry per reading cost about 4 ms of CPU per 10,000 readings.
+   */
+  const recorded = new WeakSet<readonly PendingWrite[]>();
 
   function refusalsOf(chunk: readonly PendingWrite[], result: SinkWriteResult): ReadonlyMap<number, string> {
     if (result.rejected.length === 0 && result.written === chunk.length) return NONE_REFUSED;
@@ -103,13 +107,14 @@ export function createConfirm(options: ConfirmOptions): (chunk: readonly Pending
 
   function gather(chunk: readonly PendingWrite[], refused: ReadonlyMap<number, string>): ChunkRecords {
     const records: ChunkRecords = { entries: [], identities: [], rolled: [], letters: [], letterItems: [] };
+    const rolledBefore = recorded.has(chunk);
     for (let index = 0; index < chunk.length; index++) {
       const item = chunk[index]!;
       const reason = refused.size === 0 ? undefined : refused.get(index);
       if (reason === undefined) {
         if (item.origin === 'gateway') records.entries.push({ gatewayId: item.gatewayId, seq: item.seq, hash: item.hash, outcome: 'written' });
         if (item.device) records.identities.push(item.device);
-        if (item.rolled && !recorded.has(item)) {
+        if (item.rolled && !rolledBefore) {
           // A direct reading has no dedupe.db record: its identity is kept with the windows instead.
           records.rolled.push({ gatewayTag: item.gatewayId, reading: item.rolled, ...(item.origin === 'direct' ? { once: `${item.deviceId}\u0000${item.hash}` } : {}) });
         }
@@ -147,7 +152,7 @@ export function createConfirm(options: ConfirmOptions): (chunk: readonly Pending
     const pruned = recordIn('dedupe', () =>
       rollups && records.rolled.length > 0 ? rollups.commit(records.rolled, recordAll) : dedupe.database ? dedupe.database.transaction(recordAll)() : recordAll(),
     );
-    for (const item of chunk) recorded.add(item);
+    recorded.add(chunk);
     if (intents && intents.suspects.size > 0) for (const item of chunk) intents.settled(intentSource(item), item.seq);
     const devicePruned = recordIn('device-dedupe', () => deviceDedupe.record(records.identities, options.clock.now()));
     if (pruned > 0) events.pruned?.(pruned);

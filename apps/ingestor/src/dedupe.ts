@@ -200,29 +200,52 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
       ? written
       : [...written].sort((a, b) => (a.gatewayId < b.gatewayId ? -1 : a.gatewayId > b.gatewayId ? 1 : a.seq - b.seq));
     const runs: { gatewayId: string; first: number; last: number; hashes: string }[] = [];
-    let run: { gatewayId: string; first: number; last: number; hashes: string } | undefined;
+    // A run's hashes are gathered in a list and joined once: concatenated one by one they would be
+    // a chain of thousands of pieces that SQLite's binding has to flatten, a cost per piece.
+    let run: { gatewayId: string; first: number; last: number; hashes: string[] } | undefined;
+    const close = (r: { gatewayId: string; first: number; last: number; hashes: string[] }): void => {
+      runs.push({ gatewayId: r.gatewayId, first: r.first, last: r.last, hashes: r.hashes.length === 1 ? r.hashes[0]! : r.hashes.join('') });
+    };
     for (const e of sorted) {
       if (run && run.gatewayId === e.gatewayId && e.seq === run.last + 1 && e.seq - run.first < MAX_RUN) {
         run.last = e.seq;
-        run.hashes += e.hash;
+        run.hashes.push(e.hash);
       } else {
-        runs.push((run = { gatewayId: e.gatewayId, first: e.seq, last: e.seq, hashes: e.hash }));
+        if (run) close(run);
+        run = { gatewayId: e.gatewayId, first: e.seq, last: e.seq, hashes: [e.hash] };
       }
     }
+    if (run) close(run);
     return runs;
   }
 
-  const recordAll = db.transaction((entries: readonly DedupeEntry[]): number => {
+  /** Per gateway, the highest seq a record() touched (its window moves to it) and how many seqs the window discarded. */
+  interface Recorded {
+    readonly touched: Map<string, number>;
+    readonly pruned: number;
+  }
+
+  const recordAll = db.transaction((entries: readonly DedupeEntry[]): Recorded => {
     const touched = new Map<string, number>();
     const written: DedupeEntry[] = [];
+    // A chunk holds runs of one gateway's seqs: the highest seq is kept in a local while the
+    // gateway stays the same and put in `touched` when it changes (not a map update per entry).
+    let gatewayOf: string | undefined;
+    let highest = -1;
     for (const e of entries) {
       if (e.outcome === 'written') {
         // A hash of another form (a test's, or a future one's) cannot sit in a run: its own row.
         if (e.hash.length === HASH_LENGTH) written.push(e);
         else upsertWritten.run(e.gatewayId, e.seq, e.hash);
       } else insertRejected.run(e.gatewayId, e.seq, e.hash, e.code, e.reason);
-      touched.set(e.gatewayId, Math.max(touched.get(e.gatewayId) ?? -1, e.seq));
+      if (e.gatewayId !== gatewayOf) {
+        if (gatewayOf !== undefined) touched.set(gatewayOf, highest);
+        gatewayOf = e.gatewayId;
+        highest = touched.get(gatewayOf) ?? -1;
+      }
+      if (e.seq > highest) highest = e.seq;
     }
+    if (gatewayOf !== undefined) touched.set(gatewayOf, highest);
     for (const run of runsOf(written)) {
       deleteRowsIn.run(run.gatewayId, run.first, run.last);
       if (insertRun.run(run.gatewayId, run.first, run.last, run.hashes).changes === 0) {
@@ -249,7 +272,7 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
       upsertWindow.run(gatewayId, maxSeq, removed);
       pruned += removed;
     }
-    return pruned;
+    return { touched, pruned };
   });
 
   // The run the last lookup found, per gateway: a resent batch looks up its seqs one after another.
@@ -283,9 +306,9 @@ export function openDedupeStore(options: DedupeStoreOptions): DedupeStore {
     record(entries) {
       if (entries.length === 0) return 0;
       // Update the caches only after the commit: a failed transaction must not move the window.
-      const pruned = recordAll(entries);
+      const { touched, pruned } = recordAll(entries);
       lastRun.clear();
-      for (const e of entries) maxSeqs.set(e.gatewayId, Math.max(maxSeqs.get(e.gatewayId) ?? -1, e.seq));
+      for (const [gatewayId, batchMax] of touched) maxSeqs.set(gatewayId, Math.max(maxSeqs.get(gatewayId) ?? -1, batchMax));
       return pruned;
     },
     windowFloor(gatewayId) {

@@ -183,6 +183,30 @@ describe('dedupe store', () => {
     again.close();
   });
 
+  it("moves each gateway's window to its highest seq when its entries come in several stretches of one record, the highest first", () => {
+    const path = tempDb();
+    const store = openDedupeStore({ path, windowPerGateway: 10 });
+    const written = (gatewayId: string, seq: number) => ({ gatewayId, seq, hash: contentHash(seq), outcome: 'written' as const });
+    // gw's highest seq (21) is in its first stretch, a lower one (3) after the other gateway's.
+    store.record([written('gw', 20), written('gw', 21), written('other', 5), written('gw', 3), written('other', 4)]);
+    const check = (s: ReturnType<typeof openDedupeStore>): void => {
+      expect(s.lookup('gw', 21)).toEqual({ hash: contentHash(21), outcome: 'written' });
+      expect(s.lookup('gw', 20)).toEqual({ hash: contentHash(20), outcome: 'written' });
+      // Highest seq 21, window 10: seq 3 is below it.
+      expect(s.windowFloor?.('gw')).toBe(11);
+      expect(s.lookup('gw', 3)).toBeUndefined();
+      expect(s.windowFloor?.('other')).toBe(-5);
+      expect(s.lookup('other', 5)).toEqual({ hash: contentHash(5), outcome: 'written' });
+      expect(s.lookup('other', 4)).toEqual({ hash: contentHash(4), outcome: 'written' });
+      expect(s.counts()).toEqual({ held: 4, pruned: 1 });
+    };
+    check(store);
+    store.close();
+    const again = openDedupeStore({ path, windowPerGateway: 10 });
+    check(again);
+    again.close();
+  });
+
   it('prunes whole runs once the window has passed them, counting their seqs', () => {
     const store = openDedupeStore({ path: tempDb(), windowPerGateway: 10 });
     const entries = Array.from({ length: 25 }, (_, seq) => ({ gatewayId: 'gw', seq, hash: contentHash(seq), outcome: 'written' as const }));
