@@ -227,19 +227,21 @@ async function main() {
         envelopes.push({ topic: uplinkTopics.batch(g), gatewayId: g, payload: encodeBatch({ v: BATCH_VERSION, gatewayId: g, batchId: b + 1, sentAt: Date.now(), nonce: newBatchNonce() }, items) });
       }
     }
-    const done = newRound();
+    /** Publishes every envelope and waits for every reading's ack: the seconds it took and the CPU ms each pid spent. */
+    const timedRound = async (pids) => {
+      const done = newRound();
+      const before = pids.map(cpuMsOf);
+      const started = performance.now();
+      await Promise.all(envelopes.map((e) => publisher.publishAsync(e.topic, e.payload, { qos: 1 })));
+      await done;
+      return { seconds: (performance.now() - started) / 1000, cpuMs: pids.map((pid, i) => cpuMsOf(pid) - before[i]) };
+    };
 
     const gcBefore = await gcOf(child, gcFile);
-    const cpuBefore = cpuMsOf(child.pid);
-    const vmCpuBefore = cpuMsOf(vm.pid);
-    const mosquittoCpuBefore = cpuMsOf(mosquitto.pid);
-    const started = performance.now();
-    await Promise.all(envelopes.map((e) => publisher.publishAsync(e.topic, e.payload, { qos: 1 })));
-    await done;
-    const e2eSeconds = (performance.now() - started) / 1000;
-    const cpuMs = cpuMsOf(child.pid) - cpuBefore;
-    const vmCpuE2eMs = cpuMsOf(vm.pid) - vmCpuBefore;
-    const mosquittoCpuMs = cpuMsOf(mosquitto.pid) - mosquittoCpuBefore;
+    const {
+      seconds: e2eSeconds,
+      cpuMs: [cpuMs, vmCpuE2eMs, mosquittoCpuMs],
+    } = await timedRound([child.pid, vm.pid, mosquitto.pid]);
     const gcAfter = await gcOf(child, gcFile);
     const gcMs = gcAfter.ms - gcBefore.ms;
     const confirmed = await countInVm(vm, 'telemetry_temperature');
@@ -253,13 +255,10 @@ async function main() {
       bareChild.stdout.once('data', resolve);
       bareChild.once('exit', (code) => reject(new Error(`bare ingestor exited with ${code}`)));
     });
-    const bareDone = newRound();
-    const bareCpuBefore = cpuMsOf(bareChild.pid);
-    const bareStarted = performance.now();
-    await Promise.all(envelopes.map((e) => publisher.publishAsync(e.topic, e.payload, { qos: 1 })));
-    await bareDone;
-    const bareSeconds = (performance.now() - bareStarted) / 1000;
-    const bareCpuMs = cpuMsOf(bareChild.pid) - bareCpuBefore;
+    const {
+      seconds: bareSeconds,
+      cpuMs: [bareCpuMs],
+    } = await timedRound([bareChild.pid]);
     const bareConfirmed = await countInVm(vm, 'bare_temperature');
     log(`bare ingestor: ${total} readings in ${bareSeconds.toFixed(2)} s; ${bareConfirmed} points in VictoriaMetrics; its CPU ${bareCpuMs.toFixed(0)} ms`);
 

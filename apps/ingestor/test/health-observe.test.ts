@@ -3,7 +3,7 @@
 // device pages end the same, and a chunk the model cannot take is logged, never thrown.
 import { rmSync } from 'node:fs';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ManualClock } from '@ferry/runtime';
+import { ManualClock, recordingLogger, silentLogger } from '@ferry/runtime';
 import type { Logger } from '@ferry/runtime';
 import { makeTempDir } from '@ferry/testkit';
 import { createIngestorHealth, healthConfigSchema } from '../src/health.js';
@@ -14,18 +14,10 @@ afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
 
-function recordingLogger(lines: [string, string][]): Logger {
-  const make = (): unknown => ({
-    child: () => make(),
-    ...Object.fromEntries(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map((level) => [level, (_fields: unknown, message?: string) => lines.push([level, message ?? ''])])),
-  });
-  return make() as Logger;
-}
-
-async function healthAt(clock: ManualClock, lines: [string, string][] = []): Promise<IngestorHealth> {
+async function healthAt(clock: ManualClock, logger: Logger = silentLogger()): Promise<IngestorHealth> {
   const dataDir = await makeTempDir('health-observe');
   const config = healthConfigSchema.parse({ defaults: { graceMs: 0 }, notifiers: { log: false } });
-  const health = createIngestorHealth({ config, dataDir, brokerUrl: 'mqtt://127.0.0.1:1', clock, logger: recordingLogger(lines), links: () => ({ broker: true, sink: true }), deadLetters: () => 0 });
+  const health = createIngestorHealth({ config, dataDir, brokerUrl: 'mqtt://127.0.0.1:1', clock, logger, links: () => ({ broker: true, sink: true }), deadLetters: () => 0 });
   cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
   cleanups.push(() => health.close());
   return health;
@@ -62,10 +54,10 @@ describe("another ingestor's written readings", () => {
 
   it('that the model cannot take are logged, not thrown', async () => {
     const clock = new ManualClock(Date.now());
-    const lines: [string, string][] = [];
-    const health = await healthAt(clock, lines);
+    const { logger, lines } = recordingLogger('info');
+    const health = await healthAt(clock, logger);
     const broken = { readings: [null], recent: [undefined] } as unknown as WrittenObservations;
     expect(() => health.observe(broken)).not.toThrow();
-    expect(lines).toContainEqual(['error', 'health model failed to take written readings']);
+    expect(lines).toContainEqual(expect.objectContaining({ level: 50, msg: 'health model failed to take written readings' }));
   });
 });

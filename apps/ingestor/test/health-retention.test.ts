@@ -5,8 +5,7 @@ import { join } from 'node:path';
 import { rmSync } from 'node:fs';
 import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
-import { ManualClock, createRegistry } from '@ferry/runtime';
-import type { Logger } from '@ferry/runtime';
+import { ManualClock, createRegistry, recordingLogger } from '@ferry/runtime';
 import { makeTempDir, waitFor } from '@ferry/testkit';
 import { createIngestorHealth, healthConfigSchema } from '../src/health.js';
 import type { WrittenReading } from '../src/health.js';
@@ -15,15 +14,6 @@ const cleanups: (() => unknown)[] = [];
 afterEach(async () => {
   for (const cleanup of cleanups.splice(0).reverse()) await cleanup();
 });
-
-/** Keeps what is logged, at every level, as [level, message]. */
-function recordingLogger(lines: [string, string][]): Logger {
-  const make = (): unknown => ({
-    child: () => make(),
-    ...Object.fromEntries(['trace', 'debug', 'info', 'warn', 'error', 'fatal'].map((level) => [level, (_fields: unknown, message?: string) => lines.push([level, message ?? ''])])),
-  });
-  return make() as Logger;
-}
 
 function written(clock: ManualClock, deviceId: string): WrittenReading {
   const now = clock.now();
@@ -41,9 +31,9 @@ describe('health retention in the ingestor', () => {
     cleanups.push(() => rmSync(dataDir, { recursive: true, force: true }));
     const clock = new ManualClock(Date.UTC(2026, 10, 25, 12, 0, 0));
     const registry = createRegistry();
-    const lines: [string, string][] = [];
+    const { logger, lines } = recordingLogger('info');
     const config = healthConfigSchema.parse({ tickMs: 20, flushIntervalMs: 50, defaults: { maxDevices: 2, forgetAfter: '7d', graceMs: 0 }, notifiers: { log: false } });
-    const health = createIngestorHealth({ config, dataDir, brokerUrl: 'mqtt://127.0.0.1:1', clock, logger: recordingLogger(lines), links: () => ({ broker: true, sink: true }), deadLetters: () => 0, registry });
+    const health = createIngestorHealth({ config, dataDir, brokerUrl: 'mqtt://127.0.0.1:1', clock, logger, links: () => ({ broker: true, sink: true }), deadLetters: () => 0, registry });
     cleanups.push(() => health.close());
     await health.start();
 
@@ -52,14 +42,14 @@ describe('health retention in the ingestor', () => {
     expect([...health.monitor.fleet.devices()].map((d) => d.deviceId)).toEqual(['a', 'b']);
     const text = await registry.metrics();
     expect(metric(text, 'ferry_health_device_messages_refused_total')).toBe(3);
-    expect(lines.filter(([level, message]) => level === 'warn' && message.includes('maxDevices'))).toHaveLength(1);
+    expect(lines.filter((l) => l['level'] === 40 && String(l['msg']).includes('maxDevices'))).toHaveLength(1);
 
     // b keeps talking; a falls silent for a week and is forgotten, which makes room for c.
     clock.advance(4 * 86_400_000);
     health.observeWritten([written(clock, 'b')]);
     clock.advance(3 * 86_400_000);
     await waitFor(() => health.monitor.fleet.device('a') === undefined, { timeoutMs: 20_000, what: 'device a forgotten on the tick timer' });
-    await waitFor(() => lines.some(([level, message]) => level === 'info' && message.includes('below maxDevices')), { timeoutMs: 20_000, what: 'the end of the refusal episode logged' });
+    await waitFor(() => lines.some((l) => l['level'] === 30 && String(l['msg']).includes('below maxDevices')), { timeoutMs: 20_000, what: 'the end of the refusal episode logged' });
     health.observeWritten([written(clock, 'c')]);
     expect(health.monitor.fleet.device('c')).toBeDefined();
     expect(metric(await registry.metrics(), 'ferry_health_devices_forgotten_total')).toBe(1);
