@@ -384,7 +384,7 @@ async function idlePhase(opts, dir) {
     bare = spawnChild([...nodeFlags, BARE_GATEWAY, String(devicePort), `mqtt://127.0.0.1:${brokerPort}`, join(dir, 'bare-outbox.db'), String(gatewayHttp)], bareLog, env);
     await waitUntil(() => {
       if (bare.child.exitCode !== null) throw new Error(`the bare gateway exited\n${tail(bareLog)}`);
-      return tail(bareLog).includes('ready');
+      return /^ready$/m.test(tail(bareLog));
     }, 'the bare gateway');
     const bareIdle = await idleSamples(bare.pid, opts.idleSeconds);
     log(`bare gateway (aedes, MQTT.js uplink, SQLite, pino, prom-client; no Ferry code): RSS ${bareIdle.idle.rssMB.toFixed(1)} MB after ${opts.idleSeconds} s (anonymous ${bareIdle.idle.anonMB.toFixed(1)}, file ${bareIdle.idle.fileMB.toFixed(1)})`);

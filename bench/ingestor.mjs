@@ -34,6 +34,8 @@ import { measureStages } from './lib/ingestor-stages.mjs';
 
 const FERRY_MAIN = fileURLToPath(new URL('../apps/ferry/dist/main.js', import.meta.url));
 const GC_OBSERVER = new URL('./lib/gc-observer.mjs', import.meta.url).href;
+/** A round whose acks stop coming fails after this, rather than waiting for ever. */
+const ROUND_TIMEOUT_MS = 300_000;
 const BARE_INGESTOR = fileURLToPath(new URL('./lib/bare-ingestor.mjs', import.meta.url));
 const log = (msg) => process.stderr.write(`[bench ingestor] ${msg}\n`);
 
@@ -233,7 +235,11 @@ async function main() {
       const before = pids.map(cpuMsOf);
       const started = performance.now();
       await Promise.all(envelopes.map((e) => publisher.publishAsync(e.topic, e.payload, { qos: 1 })));
-      await done;
+      let timer;
+      const stalled = new Promise((_, reject) => {
+        timer = setTimeout(() => reject(new Error(`${round.readings} of ${total} readings acked after ${ROUND_TIMEOUT_MS / 1000} s`)), ROUND_TIMEOUT_MS);
+      });
+      await Promise.race([done, stalled]).finally(() => clearTimeout(timer));
       return { seconds: (performance.now() - started) / 1000, cpuMs: pids.map((pid, i) => cpuMsOf(pid) - before[i]) };
     };
 

@@ -83,8 +83,9 @@ client.on('message', (_topic, payload) => {
       line += `${separator}${key}=${r.metrics[key]}`;
       separator = ',';
     }
-    lines.push(`${line} ${r.ts}000000`);
+    // Cut before a line is added, not after: a batch is in `closing` before its last line's request is cut.
     if (lines.length >= LINES_PER_REQUEST) cut();
+    lines.push(`${line} ${r.ts}000000`);
   }
   closing.push({ v: env.v, gatewayId: env.gatewayId, batchId: env.batchId, nonce: env.nonce, count: env.readings.length });
   // What is left once the messages that came together are read goes in a shorter request.
