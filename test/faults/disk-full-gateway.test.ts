@@ -4,7 +4,7 @@
 // full, and accept readings again as space returns; with the default `maxBytes: auto` the bound
 // acts before the filesystem fills. Every acknowledged reading is in the database once, or
 // counted as dropped by the policy.
-import { rmSync } from 'node:fs';
+import { readdirSync, rmSync, statSync } from 'node:fs';
 import { join } from 'node:path';
 import mqtt from 'mqtt';
 import { afterEach, describe, expect, it } from 'vitest';
@@ -142,8 +142,14 @@ describe('a full disk under the gateway', { timeout: 300_000 }, () => {
     const published = totalOf(expected);
     // The disk stays full throughout the drain.
     await waitFor(async () => (await gatewayOutbox(stack.gateway)).depth === 0, { timeoutMs: 120_000, what: 'the outbox empty with the disk full' }).catch(
-      (err: unknown) => {
-        throw new Error(`${(err as Error).message}\n${stack.logs()}`);
+      async (err: unknown) => {
+        // What a wedged drain leaves, for whoever reads the failure: the disk as the gateway sees
+        // it, its outbox, and the files on the small disk.
+        const gatewayDir = join(disk, 'gateway');
+        const files = readdirSync(gatewayDir).map((f) => `${f} ${statSync(join(gatewayDir, f)).size}`);
+        throw new Error(
+          `${(err as Error).message}\ndisk ${JSON.stringify(await diskOf(stack))}\noutbox ${JSON.stringify(await gatewayOutbox(stack.gateway))}\nfiles ${files.join(', ')}\n${stack.logs()}`,
+        );
       },
     );
     const delivery = compareDelivery(expected, sqliteCopies(stack.pointsDb));
