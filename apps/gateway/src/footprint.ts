@@ -11,8 +11,6 @@
 import { writeToStream } from 'mqtt-packet';
 import { applyGatewayHeapPolicy } from './heap-policy.js';
 
-export { GATEWAY_HEAP_FLAGS, GATEWAY_YOUNG_BYTES, hasOwnHeapPolicy, youngGrowthFactor } from './heap-policy.js';
-
 export function applyGatewayFootprint(): void {
   writeToStream.cacheNumbers = false;
   applyGatewayHeapPolicy();

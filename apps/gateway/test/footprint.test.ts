@@ -9,7 +9,7 @@ import Database from 'better-sqlite3';
 import { afterEach, describe, expect, it } from 'vitest';
 import { writeToStream } from 'mqtt-packet';
 import { applyGatewayFootprint } from '../src/index.js';
-import { GATEWAY_YOUNG_BYTES, hasOwnHeapPolicy, youngGrowthFactor } from '../src/footprint.js';
+import { GATEWAY_YOUNG_BYTES, hasOwnHeapPolicy, youngGrowthFactor } from '../src/heap-policy.js';
 import { GATEWAY_SQLITE_CACHE_KIB, openOutboxFile } from '../src/outbox-file.js';
 import { tempDir } from './harness.js';
 
